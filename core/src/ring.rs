@@ -1,0 +1,166 @@
+//! Consistent hashing with deterministic virtual nodes.
+//!
+//! Every node owns `vnodes` tokens derived from its id alone, so any process that knows the node
+//! ids builds the identical ring. A key's preference list is the first `n` distinct nodes found
+//! walking clockwise from the key's token.
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// The token of virtual node `index` of `node_id`: a stable function of both.
+pub fn vnode_token(node_id: &str, index: u32) -> u64 {
+    xxh3_64_with_seed(node_id.as_bytes(), u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// A ring of virtual-node tokens over a set of nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ring {
+    nodes: Vec<String>,
+    /// `(token, index into nodes)`, sorted by token, ties broken by node id.
+    tokens: Vec<(u64, u32)>,
+}
+
+impl Ring {
+    /// Builds the ring of `nodes`, each with `vnodes` tokens. Duplicate ids are ignored.
+    pub fn new<S: AsRef<str>>(nodes: &[S], vnodes: u32) -> Ring {
+        let mut ids: Vec<String> = nodes.iter().map(|s| s.as_ref().to_owned()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut tokens = Vec::with_capacity(ids.len() * vnodes as usize);
+        for (i, id) in ids.iter().enumerate() {
+            for v in 0..vnodes {
+                tokens.push((vnode_token(id, v), i as u32));
+            }
+        }
+        tokens.sort_unstable();
+        Ring { nodes: ids, tokens }
+    }
+
+    /// Node ids on the ring, sorted.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The first `n` distinct nodes clockwise from `token` (fewer if the ring has fewer nodes).
+    /// The first is the key's natural leader.
+    pub fn preference_list(&self, token: u64, n: usize) -> Vec<&str> {
+        let want = n.min(self.nodes.len());
+        let mut out: Vec<&str> = Vec::with_capacity(want);
+        if want == 0 || self.tokens.is_empty() {
+            return out;
+        }
+        let start = self.tokens.partition_point(|(t, _)| *t < token);
+        let mut seen = vec![false; self.nodes.len()];
+        for i in 0..self.tokens.len() {
+            let (_, idx) = self.tokens[(start + i) % self.tokens.len()];
+            let idx = idx as usize;
+            if !seen[idx] {
+                seen[idx] = true;
+                out.push(self.nodes[idx].as_str());
+                if out.len() == want {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The ring's arcs: for each vnode token `t` (sorted), the arc `(previous token, t]` whose keys
+    /// map to the same preference list as `t`. Yields `(start_exclusive, end_inclusive)` token
+    /// pairs covering the whole ring; the first arc wraps around zero.
+    pub fn arcs(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::with_capacity(self.tokens.len());
+        for (i, (t, _)) in self.tokens.iter().enumerate() {
+            let prev = if i == 0 {
+                self.tokens.last().map_or(0, |(p, _)| *p)
+            } else {
+                self.tokens[i - 1].0
+            };
+            out.push((prev, *t));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Length of the arc `(start, end]` on the 2^64 ring.
+    fn arc_len(start: u64, end: u64) -> u128 {
+        if start == end {
+            1u128 << 64
+        } else {
+            u128::from(end.wrapping_sub(start))
+        }
+    }
+
+    /// Fraction of the ring each node replicates, weighted by arc length.
+    fn ownership(ring: &Ring, rf: usize) -> HashMap<String, f64> {
+        let mut own: HashMap<String, f64> = HashMap::new();
+        for (s, e) in ring.arcs() {
+            let w = arc_len(s, e) as f64 / 2f64.powi(64);
+            for n in ring.preference_list(e, rf) {
+                *own.entry(n.to_owned()).or_default() += w;
+            }
+        }
+        own
+    }
+
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn replica_assignments_are_balanced() {
+        let ring = Ring::new(&nodes(10), 256);
+        let own = ownership(&ring, 3);
+        let mean = own.values().sum::<f64>() / own.len() as f64;
+        let max = own.values().cloned().fold(0.0, f64::max);
+        assert!((mean - 0.3).abs() < 1e-9, "RF 3 over 10 nodes: mean 0.3, got {mean}");
+        assert!(max / mean <= 1.1, "max/mean = {}", max / mean);
+    }
+
+    #[test]
+    fn adding_a_node_moves_little_and_only_to_it() {
+        let before = Ring::new(&nodes(10), 256);
+        let after = Ring::new(&nodes(11), 256);
+        // Compare replica sets on every arc of the union of both rings' tokens.
+        let mut bounds: Vec<u64> = before.arcs().iter().chain(after.arcs().iter()).map(|a| a.1).collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut moved = 0.0f64;
+        let total = 3.0f64; // RF 3 over the whole ring
+        for (i, &end) in bounds.iter().enumerate() {
+            let start = if i == 0 { bounds[bounds.len() - 1] } else { bounds[i - 1] };
+            let w = arc_len(start, end) as f64 / 2f64.powi(64);
+            let old = before.preference_list(end, 3);
+            let new = after.preference_list(end, 3);
+            for n in &new {
+                if !old.contains(n) {
+                    assert_eq!(*n, "node-10", "an assignment moved to an old node");
+                    moved += w;
+                }
+            }
+        }
+        let fraction = moved / total;
+        assert!(fraction <= 1.0 / 11.0 + 0.02, "moved {fraction}");
+        assert!(fraction > 0.0);
+    }
+
+    #[test]
+    fn preference_lists_are_distinct_and_deterministic() {
+        let ring = Ring::new(&nodes(5), 64);
+        let again = Ring::new(&nodes(5).into_iter().rev().collect::<Vec<_>>(), 64);
+        for t in [0u64, 1, u64::MAX / 3, u64::MAX] {
+            let p = ring.preference_list(t, 3);
+            assert_eq!(p.len(), 3);
+            assert_ne!(p[0], p[1]);
+            assert_ne!(p[1], p[2]);
+            assert_ne!(p[0], p[2]);
+            assert_eq!(p, again.preference_list(t, 3));
+        }
+        assert_eq!(ring.preference_list(7, 9).len(), 5);
+        assert!(Ring::new::<String>(&[], 8).preference_list(1, 3).is_empty());
+    }
+}

@@ -1,0 +1,306 @@
+//! Vector clocks keyed by leader incarnation.
+//!
+//! An entry counts the versions one leader *incarnation* — a `(node id, incarnation)` pair —
+//! has minted on a key's causal history. A node starts a new incarnation whenever it cannot prove
+//! its counters durable, so counters never repeat.
+//!
+//! Clocks are canonical by construction: entries sorted by actor, no zero counters. The encoding
+//!
+//! ```text
+//! clock = count:varint { node_len:varint node:bytes incarnation:varint counter:varint }*
+//! ```
+//!
+//! is therefore unique per clock, and [`VectorClock::decode`] rejects anything non-canonical.
+
+use std::collections::BTreeMap;
+
+use crate::varint;
+
+/// A leader incarnation: the owner of one clock entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Actor {
+    /// Storage node id.
+    pub node: String,
+    /// Incarnation of that node.
+    pub incarnation: u64,
+}
+
+impl Actor {
+    /// The actor of `node` at `incarnation`.
+    pub fn new(node: impl Into<String>, incarnation: u64) -> Self {
+        Actor {
+            node: node.into(),
+            incarnation,
+        }
+    }
+}
+
+/// How two clocks relate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockOrdering {
+    /// Identical.
+    Equal,
+    /// The left clock is strictly covered by the right.
+    Before,
+    /// The left clock strictly covers the right.
+    After,
+    /// Neither covers the other.
+    Concurrent,
+}
+
+/// A canonical vector clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VectorClock {
+    entries: BTreeMap<Actor, u64>,
+}
+
+/// A clock encoding was malformed or not canonical.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClockDecodeError {
+    /// The bytes ended inside an entry.
+    #[error("clock truncated")]
+    Truncated,
+    /// A node id is not UTF-8.
+    #[error("clock node id is not UTF-8")]
+    NodeId,
+    /// Entries out of order, duplicated, or with a zero counter.
+    #[error("clock is not canonical")]
+    NotCanonical,
+    /// More bytes follow the clock.
+    #[error("trailing bytes after clock")]
+    Trailing,
+}
+
+impl VectorClock {
+    /// The empty clock, covered by every clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a clock from entries; zero counters are dropped and duplicate actors keep the
+    /// greatest counter.
+    pub fn from_entries(entries: impl IntoIterator<Item = (Actor, u64)>) -> Self {
+        let mut clock = VectorClock::new();
+        for (actor, counter) in entries {
+            if counter > 0 {
+                let e = clock.entries.entry(actor).or_insert(0);
+                *e = (*e).max(counter);
+            }
+        }
+        clock
+    }
+
+    /// Builds a clock from wire entries, rejecting zero counters and out-of-order or duplicate
+    /// actors, so a decoded clock is exactly what its sender meant.
+    pub fn try_from_canonical(
+        entries: impl IntoIterator<Item = (Actor, u64)>,
+    ) -> Result<Self, ClockDecodeError> {
+        let mut clock = VectorClock::new();
+        let mut last: Option<Actor> = None;
+        for (actor, counter) in entries {
+            if counter == 0 || last.as_ref().is_some_and(|l| *l >= actor) {
+                return Err(ClockDecodeError::NotCanonical);
+            }
+            last = Some(actor.clone());
+            clock.entries.insert(actor, counter);
+        }
+        Ok(clock)
+    }
+
+    /// The counter of `actor` (0 if absent).
+    pub fn get(&self, actor: &Actor) -> u64 {
+        self.entries.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Entries in canonical order.
+    pub fn entries(&self) -> impl Iterator<Item = (&Actor, u64)> {
+        self.entries.iter().map(|(a, c)| (a, *c))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True for the empty clock.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Increments `actor`'s entry and returns its new counter.
+    pub fn increment(&mut self, actor: &Actor) -> u64 {
+        let e = self.entries.entry(actor.clone()).or_insert(0);
+        *e += 1;
+        *e
+    }
+
+    /// Pointwise maximum with `other`: the least clock descending both.
+    pub fn merge(&mut self, other: &VectorClock) {
+        for (a, c) in &other.entries {
+            let e = self.entries.entry(a.clone()).or_insert(0);
+            *e = (*e).max(*c);
+        }
+    }
+
+    /// The merge of `self` and `other`, leaving both untouched.
+    pub fn merged(&self, other: &VectorClock) -> VectorClock {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// True when every entry of `other` is ≤ the same entry here (every clock descends itself).
+    pub fn descends(&self, other: &VectorClock) -> bool {
+        other.entries.iter().all(|(a, c)| self.get(a) >= *c)
+    }
+
+    /// How `self` relates to `other`.
+    pub fn compare(&self, other: &VectorClock) -> ClockOrdering {
+        match (self.descends(other), other.descends(self)) {
+            (true, true) => ClockOrdering::Equal,
+            (true, false) => ClockOrdering::After,
+            (false, true) => ClockOrdering::Before,
+            (false, false) => ClockOrdering::Concurrent,
+        }
+    }
+
+    /// Keeps at most `max` entries, dropping those with the smallest counters (ties: the
+    /// smallest actors). Only leaders call this, when minting.
+    pub fn prune(&mut self, max: usize, keep: &Actor) {
+        if self.entries.len() <= max {
+            return;
+        }
+        let mut ranked: Vec<(u64, Actor)> = self
+            .entries
+            .iter()
+            .filter(|(a, _)| *a != keep)
+            .map(|(a, c)| (*c, a.clone()))
+            .collect();
+        ranked.sort();
+        let excess = self.entries.len() - max;
+        for (_, a) in ranked.into_iter().take(excess) {
+            self.entries.remove(&a);
+        }
+    }
+
+    /// The canonical byte encoding (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Appends the canonical encoding to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        varint::put(buf, self.entries.len() as u64);
+        for (a, c) in &self.entries {
+            varint::put(buf, a.node.len() as u64);
+            buf.extend_from_slice(a.node.as_bytes());
+            varint::put(buf, a.incarnation);
+            varint::put(buf, *c);
+        }
+    }
+
+    /// Decodes a canonical encoding that fills `bytes` exactly.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClockDecodeError> {
+        let mut rest = bytes;
+        let clock = Self::decode_from(&mut rest)?;
+        if !rest.is_empty() {
+            return Err(ClockDecodeError::Trailing);
+        }
+        Ok(clock)
+    }
+
+    /// Decodes a canonical encoding from the front of `buf`, advancing it.
+    pub fn decode_from(buf: &mut &[u8]) -> Result<Self, ClockDecodeError> {
+        let count = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
+        // Each entry takes at least 3 bytes: bound the count before allocating anything.
+        if count > (buf.len() as u64) / 3 {
+            return Err(ClockDecodeError::Truncated);
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
+            let len = usize::try_from(len).map_err(|_| ClockDecodeError::Truncated)?;
+            let node = varint::take_bytes(buf, len).ok_or(ClockDecodeError::Truncated)?;
+            let node = std::str::from_utf8(node).map_err(|_| ClockDecodeError::NodeId)?;
+            let incarnation = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
+            let counter = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
+            entries.push((Actor::new(node, incarnation), counter));
+        }
+        Self::try_from_canonical(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn clock_strategy() -> impl Strategy<Value = VectorClock> {
+        proptest::collection::vec((0u8..4, 0u64..3, 0u64..5), 0..6).prop_map(|v| {
+            VectorClock::from_entries(
+                v.into_iter()
+                    .map(|(n, i, c)| (Actor::new(format!("n{n}"), i), c)),
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_encoding_round_trips(c in clock_strategy()) {
+            let bytes = c.encode();
+            prop_assert_eq!(VectorClock::decode(&bytes), Ok(c.clone()));
+            // Canonical: re-encoding the decoded clock gives the same bytes.
+            prop_assert_eq!(VectorClock::decode(&bytes).map(|d| d.encode()), Ok(bytes));
+        }
+
+        #[test]
+        fn merge_is_a_join(a in clock_strategy(), b in clock_strategy(), c in clock_strategy()) {
+            prop_assert_eq!(a.merged(&b), b.merged(&a));
+            prop_assert_eq!(a.merged(&b).merged(&c), a.merged(&b.merged(&c)));
+            prop_assert_eq!(a.merged(&a), a.clone());
+            let m = a.merged(&b);
+            prop_assert!(m.descends(&a) && m.descends(&b));
+        }
+
+        #[test]
+        fn ordering_is_antisymmetric(a in clock_strategy(), b in clock_strategy()) {
+            let ab = a.compare(&b);
+            let ba = b.compare(&a);
+            let expected = match ab {
+                ClockOrdering::Equal => ClockOrdering::Equal,
+                ClockOrdering::Before => ClockOrdering::After,
+                ClockOrdering::After => ClockOrdering::Before,
+                ClockOrdering::Concurrent => ClockOrdering::Concurrent,
+            };
+            prop_assert_eq!(ba, expected);
+            prop_assert_eq!(ab == ClockOrdering::Equal, a == b);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = VectorClock::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn rejects_non_canonical() {
+        let a = Actor::new("a", 1);
+        assert!(VectorClock::try_from_canonical([(a.clone(), 0)]).is_err());
+        assert!(VectorClock::try_from_canonical([(a.clone(), 1), (a, 2)]).is_err());
+        let mut bytes = VectorClock::from_entries([(Actor::new("a", 1), 1)]).encode();
+        bytes.push(0);
+        assert_eq!(VectorClock::decode(&bytes), Err(ClockDecodeError::Trailing));
+    }
+
+    #[test]
+    fn prune_keeps_the_leader() {
+        let mut c = VectorClock::from_entries((0..10).map(|i| (Actor::new(format!("n{i}"), 0), i + 1)));
+        let keep = Actor::new("n0", 0);
+        c.prune(4, &keep);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get(&keep), 1);
+        assert_eq!(c.get(&Actor::new("n9", 0)), 10);
+    }
+}
