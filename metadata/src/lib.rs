@@ -1,1 +1,91 @@
+//! The metadata store of pairdb: tenants, API keys, storage nodes and placements.
+//!
+//! [`MetadataStore`] is the one seam; [`sqlite::SqliteStore`] implements it for the embedded
+//! default (and PostgreSQL will implement it through the same sqlx code path). [`api_key`] mints
+//! and verifies API keys, which the store keeps only as HMAC-SHA256 under the server secret.
 
+pub mod api_key;
+pub mod model;
+pub mod sqlite;
+
+pub use model::{ApiKeyRecord, NodeRecord, NodeState, RateLimit, TenantConfig};
+
+use async_trait::async_trait;
+use pairdb_core::Placement;
+
+/// A metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// A tenant with this id already exists.
+    #[error("tenant already exists")]
+    TenantExists,
+    /// The placement changed since the caller read it; re-read and retry.
+    #[error("placement epoch moved: expected {expected:?}")]
+    PlacementConflict {
+        /// The epoch the caller expected to replace.
+        expected: Option<u64>,
+    },
+    /// The store could not be reached or answered with an error.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt metadata row: {0}")]
+    Corrupt(String),
+}
+
+/// Durable cluster metadata. Every method is atomic; implementations are shared between tasks.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Creates `tenant` with its first API key and installs `next` as the placement, all in one
+    /// transaction, provided the stored placement's epoch is still `expected_epoch`.
+    ///
+    /// Fails with [`MetadataError::TenantExists`] if the id is taken and with
+    /// [`MetadataError::PlacementConflict`] if the placement moved (nothing is written then).
+    async fn create_tenant(
+        &self,
+        tenant: &TenantConfig,
+        first_key: &ApiKeyRecord,
+        expected_epoch: u64,
+        next: &Placement,
+    ) -> Result<(), MetadataError>;
+
+    /// The tenant `id`, if it exists.
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError>;
+
+    /// Every tenant, ordered by id.
+    async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError>;
+
+    /// Stores a new API key of an existing tenant.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError>;
+
+    /// The API key with `key_id`, if it exists (revoked keys are deleted, so never returned).
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError>;
+
+    /// The tenant's API keys, oldest first.
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRecord>, MetadataError>;
+
+    /// Deletes the tenant's key `key_id`; `false` if it had no such key.
+    async fn delete_api_key(&self, tenant_id: &str, key_id: &str) -> Result<bool, MetadataError>;
+
+    /// Inserts or replaces the storage node `node.node_id`.
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<(), MetadataError>;
+
+    /// Every storage node, ordered by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError>;
+
+    /// The current placement, if one was ever installed.
+    async fn placement(&self) -> Result<Option<Placement>, MetadataError>;
+
+    /// Installs `next` if the stored placement's epoch is `expected_epoch` (`None`: no placement
+    /// stored yet). Returns `false`, writing nothing, if it was not; `next.epoch` must exceed the
+    /// stored epoch.
+    async fn swap_placement(
+        &self,
+        expected_epoch: Option<u64>,
+        next: &Placement,
+    ) -> Result<bool, MetadataError>;
+
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), MetadataError>;
+}
