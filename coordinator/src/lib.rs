@@ -1,1 +1,28 @@
+//! pairdb coordinators.
+//!
+//! A coordinator is stateless: it reads the placement from the metadata store, routes each
+//! request to the replicas that own the key, and answers once the consistency level is met.
+//!
+//! * [`cluster`] — the current placement and ring, refreshed from metadata and pushed to
+//!   storage nodes before use;
+//! * [`pool`] — gRPC clients to storage nodes, with failure detection (consecutive failures mark a
+//!   node down, a prober brings it back);
+//! * [`replication`] — the write and read paths of DESIGN §2: leader minting with in-request
+//!   failover, `W` durable acks, reads from all replicas answering after `R`, read repair;
+//! * [`admin`] — tenants, API keys and nodes;
+//! * [`service`] — the coordinator gRPC service; [`status`] maps every error to a `Status` in one
+//!   place; [`stack`] builds its middleware stack; [`server`] runs it.
 
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod pool;
+pub mod replication;
+pub mod server;
+pub mod service;
+pub mod stack;
+pub mod status;
+
+pub use config::CoordinatorConfig;
+pub use error::CoordinatorError;

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A per-request consistency level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
     /// One replica.

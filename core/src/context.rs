@@ -177,8 +177,14 @@ mod tests {
         assert_eq!(signer().open("acme2", b"k", &t), Err(ContextError::BadTag));
         let other = ContextSigner::new(b"other", DEFAULT_MAX_SKEW_MS);
         assert_eq!(other.open("acme", b"k", &t), Err(ContextError::BadTag));
-        assert_eq!(signer().open("acme", b"k", "!!!"), Err(ContextError::Malformed));
-        assert_eq!(signer().open("acme", b"k", ""), Err(ContextError::Malformed));
+        assert_eq!(
+            signer().open("acme", b"k", "!!!"),
+            Err(ContextError::Malformed)
+        );
+        assert_eq!(
+            signer().open("acme", b"k", ""),
+            Err(ContextError::Malformed)
+        );
         let mut flipped = t.into_bytes();
         flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap_or_default();

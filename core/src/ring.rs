@@ -8,7 +8,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// The token of virtual node `index` of `node_id`: a stable function of both.
 pub fn vnode_token(node_id: &str, index: u32) -> u64 {
-    xxh3_64_with_seed(node_id.as_bytes(), u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    xxh3_64_with_seed(
+        node_id.as_bytes(),
+        u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 /// A ring of virtual-node tokens over a set of nodes.
@@ -117,7 +120,10 @@ mod tests {
         let own = ownership(&ring, 3);
         let mean = own.values().sum::<f64>() / own.len() as f64;
         let max = own.values().cloned().fold(0.0, f64::max);
-        assert!((mean - 0.3).abs() < 1e-9, "RF 3 over 10 nodes: mean 0.3, got {mean}");
+        assert!(
+            (mean - 0.3).abs() < 1e-9,
+            "RF 3 over 10 nodes: mean 0.3, got {mean}"
+        );
         assert!(max / mean <= 1.1, "max/mean = {}", max / mean);
     }
 
@@ -126,13 +132,22 @@ mod tests {
         let before = Ring::new(&nodes(10), 256);
         let after = Ring::new(&nodes(11), 256);
         // Compare replica sets on every arc of the union of both rings' tokens.
-        let mut bounds: Vec<u64> = before.arcs().iter().chain(after.arcs().iter()).map(|a| a.1).collect();
+        let mut bounds: Vec<u64> = before
+            .arcs()
+            .iter()
+            .chain(after.arcs().iter())
+            .map(|a| a.1)
+            .collect();
         bounds.sort_unstable();
         bounds.dedup();
         let mut moved = 0.0f64;
         let total = 3.0f64; // RF 3 over the whole ring
         for (i, &end) in bounds.iter().enumerate() {
-            let start = if i == 0 { bounds[bounds.len() - 1] } else { bounds[i - 1] };
+            let start = if i == 0 {
+                bounds[bounds.len() - 1]
+            } else {
+                bounds[i - 1]
+            };
             let w = arc_len(start, end) as f64 / 2f64.powi(64);
             let old = before.preference_list(end, 3);
             let new = after.preference_list(end, 3);

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use crate::varint;
 
 /// A leader incarnation: the owner of one clock entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Actor {
     /// Storage node id.
     pub node: String,
@@ -296,7 +298,8 @@ mod tests {
 
     #[test]
     fn prune_keeps_the_leader() {
-        let mut c = VectorClock::from_entries((0..10).map(|i| (Actor::new(format!("n{i}"), 0), i + 1)));
+        let mut c =
+            VectorClock::from_entries((0..10).map(|i| (Actor::new(format!("n{i}"), 0), i + 1)));
         let keep = Actor::new("n0", 0);
         c.prune(4, &keep);
         assert_eq!(c.len(), 4);

@@ -191,7 +191,11 @@ mod tests {
             let weight: u64 = clock.entries().map(|(_, c)| c).sum();
             Version {
                 tombstone: enc.len() % 5 == 0,
-                value: if enc.len() % 5 == 0 { Vec::new() } else { enc.clone() },
+                value: if enc.len() % 5 == 0 {
+                    Vec::new()
+                } else {
+                    enc.clone()
+                },
                 content_type: "application/octet-stream".into(),
                 timestamp: weight * 1000 + (enc.iter().map(|b| u64::from(*b)).sum::<u64>() % 7),
                 minted_by: format!("n{}", enc.len() % 3),
@@ -276,8 +280,18 @@ mod tests {
         // Two leaders minting over the same stored version produce different clocks.
         let hlc = Hlc::new();
         let (base, _) = mint(None, MintRequest::default(), &Actor::new("a", 1), &hlc);
-        let (x, _) = mint(Some(&base), MintRequest::default(), &Actor::new("a", 1), &hlc);
-        let (y, _) = mint(Some(&base), MintRequest::default(), &Actor::new("b", 1), &hlc);
+        let (x, _) = mint(
+            Some(&base),
+            MintRequest::default(),
+            &Actor::new("a", 1),
+            &hlc,
+        );
+        let (y, _) = mint(
+            Some(&base),
+            MintRequest::default(),
+            &Actor::new("b", 1),
+            &hlc,
+        );
         assert_ne!(x.clock, y.clock);
         assert!(x.is_concurrent_with(&y));
         // The same leader minting twice from the same base never repeats a clock either:

@@ -1,0 +1,225 @@
+//! Tenant, API-key and node administration.
+//!
+//! Creating a tenant writes the tenant, its first API key and the placement carrying its
+//! replication factor in one metadata transaction, then pushes the new placement to every
+//! storage node before anyone routes with it.
+
+use std::sync::Arc;
+
+use pairdb_core::tenant::validate_tenant_id;
+use pairdb_core::{Consistency, ErrorKind};
+use pairdb_metadata::model::now_rfc3339;
+use pairdb_metadata::{ApiKeyRecord, MetadataError, NodeState, RateLimit, TenantConfig, api_key};
+use pairdb_proto::storage::HealthRequest;
+
+use crate::cluster::Cluster;
+use crate::error::CoordinatorError;
+
+/// Highest replication factor a tenant may ask for.
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
+/// Replication factor of a tenant that names none.
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+
+/// A tenant to create.
+#[derive(Clone, Debug, Default)]
+pub struct NewTenant {
+    /// Requested id.
+    pub tenant_id: String,
+    /// 1–7 and at most the active nodes; `None` for the default (3).
+    pub replication_factor: Option<u32>,
+    /// `one`, `quorum` or `all`; `None` for quorum.
+    pub default_consistency: Option<String>,
+    /// `None` for the server default.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A storage node as reported to administrators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// gRPC address.
+    pub address: String,
+    /// `joining`, `active`, `leaving` or `down`.
+    pub state: String,
+    /// Virtual-node tokens it owns.
+    pub tokens: u32,
+    /// Bytes it stores (0 when it did not answer).
+    pub load_bytes: u64,
+}
+
+/// Administration over the cluster's metadata.
+#[derive(Clone)]
+pub struct Admin {
+    cluster: Arc<Cluster>,
+    default_rate_limit: RateLimit,
+}
+
+impl Admin {
+    /// Administration of `cluster`; tenants created without a rate limit get `default_rate_limit`.
+    pub fn new(cluster: Arc<Cluster>, default_rate_limit: RateLimit) -> Self {
+        Admin {
+            cluster,
+            default_rate_limit,
+        }
+    }
+
+    /// Creates a tenant and its first API key (returned once, never stored in clear).
+    ///
+    /// Fails with `BadRequest` for an invalid id, replication factor or rate limit,
+    /// `BadConsistency` for an unknown level, and `TenantExists` when the id is taken.
+    pub async fn create_tenant(
+        &self,
+        req: NewTenant,
+    ) -> Result<(TenantConfig, String), CoordinatorError> {
+        validate_tenant_id(&req.tenant_id)
+            .map_err(|e| CoordinatorError::invalid(ErrorKind::BadRequest, e.to_string()))?;
+        let rf = req.replication_factor.unwrap_or(DEFAULT_REPLICATION_FACTOR);
+        let default_consistency = match req.default_consistency.as_deref() {
+            None | Some("") => Consistency::Quorum,
+            Some(s) => s
+                .parse::<Consistency>()
+                .map_err(|e| CoordinatorError::invalid(ErrorKind::BadConsistency, e.to_string()))?,
+        };
+        let rate_limit = req.rate_limit.unwrap_or(self.default_rate_limit);
+        if rate_limit.requests_per_second == 0 || rate_limit.burst == 0 {
+            return Err(CoordinatorError::invalid(
+                ErrorKind::BadRequest,
+                "rate_limit.requests_per_second and rate_limit.burst must be at least 1",
+            ));
+        }
+        let store = self.cluster.store();
+        for _ in 0..8 {
+            let Some(current) = store.placement().await? else {
+                return Err(CoordinatorError::NotReady("no placement yet".into()));
+            };
+            let active = current.nodes.len() as u32;
+            if rf == 0 || rf > MAX_REPLICATION_FACTOR || rf > active {
+                return Err(CoordinatorError::invalid(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "replication_factor must be 1–{MAX_REPLICATION_FACTOR} and at most the {active} active storage nodes"
+                    ),
+                ));
+            }
+            if store.get_tenant(&req.tenant_id).await?.is_some() {
+                return Err(CoordinatorError::TenantExists);
+            }
+            let tenant = TenantConfig {
+                tenant_id: req.tenant_id.clone(),
+                replication_factor: rf,
+                default_consistency,
+                rate_limit,
+                created_at: now_rfc3339(),
+            };
+            let key = api_key::generate(&self.cluster.config().key_secret);
+            let record = ApiKeyRecord {
+                key_id: key.key_id.clone(),
+                tenant_id: tenant.tenant_id.clone(),
+                secret_hash: key.secret_hash.clone(),
+                created_at: tenant.created_at.clone(),
+            };
+            let next = current.with_tenant(&tenant.tenant_id, rf);
+            match store
+                .create_tenant(&tenant, &record, current.epoch, &next)
+                .await
+            {
+                Ok(()) => {
+                    self.cluster.install(next).await;
+                    tracing::info!(tenant = %tenant.tenant_id, rf, "tenant created");
+                    return Ok((tenant, key.api_key));
+                }
+                Err(MetadataError::PlacementConflict { .. }) => continue,
+                Err(MetadataError::TenantExists) => return Err(CoordinatorError::TenantExists),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoordinatorError::NotReady(
+            "placement kept changing; retry".into(),
+        ))
+    }
+
+    /// The tenant `id`, or `TenantNotFound`.
+    pub async fn get_tenant(&self, id: &str) -> Result<TenantConfig, CoordinatorError> {
+        self.cluster
+            .store()
+            .get_tenant(id)
+            .await?
+            .ok_or(CoordinatorError::TenantNotFound)
+    }
+
+    /// Every tenant, by id.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantConfig>, CoordinatorError> {
+        Ok(self.cluster.store().list_tenants().await?)
+    }
+
+    /// Mints another API key for tenant `id`: `(key id, full key)`.
+    pub async fn create_api_key(&self, id: &str) -> Result<(String, String), CoordinatorError> {
+        self.get_tenant(id).await?;
+        let key = api_key::generate(&self.cluster.config().key_secret);
+        self.cluster
+            .store()
+            .insert_api_key(&ApiKeyRecord {
+                key_id: key.key_id.clone(),
+                tenant_id: id.to_owned(),
+                secret_hash: key.secret_hash,
+                created_at: now_rfc3339(),
+            })
+            .await?;
+        Ok((key.key_id, key.api_key))
+    }
+
+    /// Tenant `id`'s keys (ids and creation times only).
+    pub async fn list_api_keys(&self, id: &str) -> Result<Vec<ApiKeyRecord>, CoordinatorError> {
+        self.get_tenant(id).await?;
+        Ok(self.cluster.store().list_api_keys(id).await?)
+    }
+
+    /// Revokes key `key_id` of tenant `id`; `ApiKeyNotFound` if the tenant has no such key.
+    pub async fn delete_api_key(&self, id: &str, key_id: &str) -> Result<(), CoordinatorError> {
+        self.get_tenant(id).await?;
+        if self.cluster.store().delete_api_key(id, key_id).await? {
+            Ok(())
+        } else {
+            Err(CoordinatorError::ApiKeyNotFound)
+        }
+    }
+
+    /// Every storage node with its observed state and load.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>, CoordinatorError> {
+        let view = self.cluster.view()?;
+        let records = self.cluster.store().list_nodes().await?;
+        let mut out = Vec::with_capacity(view.placement.nodes.len());
+        for n in &view.placement.nodes {
+            let handle = self.cluster.pool().get(&n.id);
+            let live = handle.as_ref().is_some_and(|h| h.is_live());
+            let mut load_bytes = 0;
+            if let (true, Some(h)) = (live, &handle) {
+                let mut c = h.client();
+                let probe = tokio::time::timeout(
+                    std::time::Duration::from_millis(500),
+                    c.health(HealthRequest {}),
+                );
+                if let Ok(Ok(resp)) = probe.await {
+                    load_bytes = resp.into_inner().load_bytes;
+                }
+            }
+            let stored = records
+                .iter()
+                .find(|r| r.node_id == n.id)
+                .map_or(NodeState::Active, |r| r.state);
+            out.push(NodeStatus {
+                node_id: n.id.clone(),
+                address: n.address.clone(),
+                state: if live {
+                    stored.as_str().to_owned()
+                } else {
+                    "down".to_owned()
+                },
+                tokens: view.placement.vnodes,
+                load_bytes,
+            });
+        }
+        Ok(out)
+    }
+}

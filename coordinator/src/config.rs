@@ -1,0 +1,46 @@
+//! Coordinator settings.
+
+use std::time::Duration;
+
+/// Everything a coordinator needs besides its metadata store.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Credential every storage RPC and every gateway call carries.
+    pub internal_token: String,
+    /// Server secret: API keys are HMAC'd and context tokens sealed under it.
+    pub key_secret: Vec<u8>,
+    /// The admin API key (empty: no admin key accepted).
+    pub admin_key: String,
+    /// Default and maximum deadline of a client request.
+    pub request_timeout: Duration,
+    /// Consecutive RPC failures after which a storage node is marked down.
+    pub failure_threshold: u32,
+    /// How often down nodes are probed.
+    pub probe_interval: Duration,
+    /// Allowed clock skew for context-token timestamps, in milliseconds.
+    pub context_max_skew_ms: u64,
+    /// Timeout for connecting to a storage node.
+    pub connect_timeout: Duration,
+    /// Longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for everything but the secrets.
+    pub fn new(internal_token: String, key_secret: Vec<u8>, admin_key: String) -> Self {
+        CoordinatorConfig {
+            internal_token,
+            key_secret,
+            admin_key,
+            request_timeout: Duration::from_millis(5000),
+            failure_threshold: 3,
+            probe_interval: Duration::from_millis(500),
+            context_max_skew_ms: pairdb_core::context::DEFAULT_MAX_SKEW_MS,
+            connect_timeout: Duration::from_millis(1000),
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! gRPC clients to storage nodes, with failure detection.
+//!
+//! Every client carries the internal credential. A node is marked *down* after
+//! `failure_threshold` consecutive transport failures (refused connections, timeouts); down nodes
+//! are skipped as leaders and not asked to read, and a prober brings them back as soon as they
+//! answer a health check.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pairdb_core::Placement;
+use pairdb_proto::storage::storage_client::StorageClient;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// Adds `authorization: Bearer <internal token>` to every storage RPC.
+#[derive(Clone)]
+pub struct BearerAuth {
+    value: AsciiMetadataValue,
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(pairdb_proto::AUTHORIZATION, self.value.clone());
+        Ok(request)
+    }
+}
+
+/// A storage-node client that authenticates every call.
+pub type StorageRpc = StorageClient<InterceptedService<Channel, BearerAuth>>;
+
+/// One storage node: its client and liveness.
+pub struct NodeHandle {
+    /// Node id.
+    pub id: String,
+    /// gRPC address.
+    pub address: String,
+    client: StorageRpc,
+    failures: AtomicU32,
+    down: AtomicBool,
+}
+
+impl NodeHandle {
+    /// A clone of the node's client (cheap: clients share one HTTP/2 connection).
+    pub fn client(&self) -> StorageRpc {
+        self.client.clone()
+    }
+
+    /// True unless the node is marked down.
+    pub fn is_live(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+}
+
+/// True for errors that say the node could not be reached or did not answer in time — the only
+/// ones counted toward marking it down.
+pub fn is_transport_failure(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// Clients to every node of the current placement.
+pub struct NodePool {
+    nodes: RwLock<HashMap<String, Arc<NodeHandle>>>,
+    auth: BearerAuth,
+    threshold: u32,
+    connect_timeout: Duration,
+}
+
+/// The internal token cannot be sent as a header value.
+#[derive(Debug, thiserror::Error)]
+#[error("internal token is not a valid header value")]
+pub struct InvalidToken;
+
+impl NodePool {
+    /// An empty pool whose clients send `internal_token`; nodes go down after `threshold`
+    /// consecutive transport failures.
+    pub fn new(
+        internal_token: &str,
+        threshold: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self, InvalidToken> {
+        let value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {internal_token}"))
+            .map_err(|_| InvalidToken)?;
+        Ok(NodePool {
+            nodes: RwLock::new(HashMap::new()),
+            auth: BearerAuth { value },
+            threshold: threshold.max(1),
+            connect_timeout,
+        })
+    }
+
+    /// Makes the pool hold exactly the nodes of `placement`, keeping existing clients (and their
+    /// liveness) for nodes whose address did not change.
+    pub fn sync(&self, placement: &Placement) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|id, h| placement.address_of(id) == Some(h.address.as_str()));
+        for n in &placement.nodes {
+            if nodes.contains_key(&n.id) {
+                continue;
+            }
+            let endpoint = match Endpoint::from_shared(format!("http://{}", n.address)) {
+                Ok(e) => e
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true),
+                Err(e) => {
+                    tracing::error!(node = %n.id, error = %e, "invalid storage node address");
+                    continue;
+                }
+            };
+            let client =
+                StorageClient::with_interceptor(endpoint.connect_lazy(), self.auth.clone())
+                    .max_decoding_message_size(64 << 20);
+            nodes.insert(
+                n.id.clone(),
+                Arc::new(NodeHandle {
+                    id: n.id.clone(),
+                    address: n.address.clone(),
+                    client,
+                    failures: AtomicU32::new(0),
+                    down: AtomicBool::new(false),
+                }),
+            );
+        }
+    }
+
+    /// The node `id`, if it is in the pool.
+    pub fn get(&self, id: &str) -> Option<Arc<NodeHandle>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every node in the pool.
+    pub fn all(&self) -> Vec<Arc<NodeHandle>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// True when `id` is in the pool and not marked down.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|h| h.is_live())
+    }
+
+    /// Records a successful call: the node is live again.
+    pub fn record_success(&self, node: &NodeHandle) {
+        node.failures.store(0, Ordering::Release);
+        if node.down.swap(false, Ordering::AcqRel) {
+            tracing::info!(node = %node.id, "storage node is back up");
+        }
+    }
+
+    /// Records a failed call; transport failures count toward marking the node down.
+    pub fn record_failure(&self, node: &NodeHandle, status: &Status) {
+        if !is_transport_failure(status) {
+            return;
+        }
+        let n = node.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.threshold && !node.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(node = %node.id, failures = n, "storage node marked down");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pairdb_core::NodeAddr;
+
+    #[tokio::test]
+    async fn marks_down_after_threshold_and_back_up() {
+        let pool =
+            NodePool::new("t", 2, Duration::from_millis(100)).unwrap_or_else(|e| panic!("{e}"));
+        pool.sync(&Placement::initial(
+            vec![NodeAddr {
+                id: "a".into(),
+                address: "127.0.0.1:1".into(),
+            }],
+            4,
+        ));
+        let h = pool.get("a").unwrap_or_else(|| panic!("node a"));
+        let refused = Status::unavailable("refused");
+        pool.record_failure(&h, &Status::aborted("stale epoch"));
+        pool.record_failure(&h, &refused);
+        assert!(pool.is_live("a"));
+        pool.record_failure(&h, &refused);
+        assert!(!pool.is_live("a"));
+        pool.record_success(&h);
+        assert!(pool.is_live("a"));
+        assert!(!pool.is_live("b"));
+    }
+}

@@ -1,0 +1,57 @@
+//! Running a coordinator: the gRPC service behind its middleware stack, on a bound listener,
+//! until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pairdb_metadata::RateLimit;
+use pairdb_middleware::{Authenticator, TenantCache};
+use pairdb_proto::coordinator::coordinator_server::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::Admin;
+use crate::cluster::Cluster;
+use crate::replication::Replicator;
+use crate::service::CoordinatorService;
+use crate::stack;
+
+/// Serves the coordinator of `cluster` on `listener` until `shutdown` completes.
+///
+/// Starts the cluster's maintenance task (failure probes, placement refresh) for the server's
+/// lifetime. Once `shutdown` resolves, new connections are refused and calls in flight finish.
+pub async fn run(
+    cluster: Arc<Cluster>,
+    listener: TcpListener,
+    default_rate_limit: RateLimit,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "coordinator serving gRPC");
+    }
+    let cfg = cluster.config().clone();
+    let authenticator = Authenticator::new(
+        cluster.store().clone(),
+        stack::auth_config(&cfg.key_secret, &cfg.admin_key, &cfg.internal_token),
+    );
+    let tenants = TenantCache::new(cluster.store().clone(), stack::TENANT_CACHE_TTL);
+    let service = CoordinatorService::new(
+        Replicator::new(cluster.clone()),
+        Admin::new(cluster.clone(), default_rate_limit),
+    );
+    let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
+    let maintenance = tokio::spawn(cluster.clone().maintain());
+    let incoming = TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(stack::layers(authenticator, tenants))
+        .add_service(
+            CoordinatorServer::new(service)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    maintenance.abort();
+    result
+}

@@ -1,0 +1,356 @@
+//! The coordinator gRPC service.
+//!
+//! The caller's identity comes only from the middleware stack's extensions (`Principal`,
+//! `Consistency`), never from a message. Key-value RPCs need a tenant principal; administration
+//! needs the admin key, except that a tenant may read its own tenant.
+
+use std::time::Duration;
+
+use pairdb_core::{Consistency, ErrorKind};
+use pairdb_metadata::TenantConfig;
+use pairdb_middleware::principal::Principal;
+use pairdb_proto::coordinator as pb;
+use pairdb_proto::coordinator::coordinator_server::Coordinator;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::admin::{Admin, NewTenant};
+use crate::error::CoordinatorError;
+use crate::replication::{Conflict, ReadOp, Replicator, WriteOp};
+use crate::status::status_of;
+
+/// Implements `pairdb.coordinator.v1.Coordinator`.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    replicator: Replicator,
+    admin: Admin,
+}
+
+impl CoordinatorService {
+    /// The service over a replicator and an admin handle of the same cluster.
+    pub fn new(replicator: Replicator, admin: Admin) -> Self {
+        CoordinatorService { replicator, admin }
+    }
+
+    fn deadline(&self, timeout_ms: u32) -> Instant {
+        let max = self.replicator.cluster().config().request_timeout;
+        let asked = Duration::from_millis(u64::from(timeout_ms));
+        let t = if timeout_ms == 0 { max } else { asked.min(max) };
+        Instant::now() + t
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
+        let max = self.replicator.cluster().config().max_key_bytes;
+        if key.is_empty() || key.len() > max {
+            return Err(status_of(
+                ErrorKind::BadKey,
+                format!("key must be 1–{max} bytes, got {}", key.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| status_of(ErrorKind::Unauthorized, "missing credential"))
+}
+
+fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
+    match principal(req)? {
+        Principal::Tenant { tenant_id, .. } => Ok(tenant_id),
+        Principal::Admin => Err(status_of(
+            ErrorKind::Forbidden,
+            "the admin key has no tenant: use a tenant API key",
+        )),
+    }
+}
+
+fn require_admin<T>(req: &Request<T>) -> Result<(), Status> {
+    match principal(req)? {
+        Principal::Admin => Ok(()),
+        Principal::Tenant { .. } => Err(status_of(
+            ErrorKind::Forbidden,
+            "this route needs the admin key",
+        )),
+    }
+}
+
+fn consistency_of<T>(req: &Request<T>) -> Consistency {
+    req.extensions()
+        .get::<Consistency>()
+        .copied()
+        .unwrap_or_default()
+}
+
+fn tenant_to_pb(t: &TenantConfig) -> pb::Tenant {
+    pb::Tenant {
+        tenant_id: t.tenant_id.clone(),
+        replication_factor: t.replication_factor,
+        default_consistency: t.default_consistency.as_str().to_owned(),
+        rate_limit: Some(pb::RateLimit {
+            requests_per_second: t.rate_limit.requests_per_second,
+            burst: t.rate_limit.burst,
+        }),
+        created_at: t.created_at.clone(),
+    }
+}
+
+fn conflict_to_pb(c: Conflict) -> i32 {
+    match c {
+        Conflict::None => pb::ConflictOutcome::None as i32,
+        Conflict::Won => pb::ConflictOutcome::Won as i32,
+        Conflict::Lost => pb::ConflictOutcome::Lost as i32,
+    }
+}
+
+impl CoordinatorService {
+    async fn write(&self, op: WriteOp) -> Result<Response<pb::WriteResponse>, Status> {
+        let consistency = op.consistency;
+        let idempotency_key = op.idempotency_key.clone();
+        let out = self.replicator.write(op).await?;
+        Ok(Response::new(pb::WriteResponse {
+            context: out.context,
+            consistency: consistency.as_str().to_owned(),
+            acks: out.acks,
+            replicas: out.replicas,
+            conflict: conflict_to_pb(out.conflict),
+            idempotency_key,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let tenant = tenant_of(&req)?;
+        let consistency = consistency_of(&req);
+        let msg = req.into_inner();
+        self.check_key(&msg.key)?;
+        let out = self
+            .replicator
+            .read(ReadOp {
+                tenant,
+                key: msg.key,
+                consistency,
+                deadline: self.deadline(msg.timeout_ms),
+            })
+            .await?;
+        let (found, value, content_type) = match out.version {
+            Some(v) if !v.tombstone => (true, v.value, v.content_type),
+            _ => (false, Vec::new(), String::new()),
+        };
+        Ok(Response::new(pb::GetResponse {
+            found,
+            value,
+            content_type,
+            context: out.context,
+            consistency: consistency.as_str().to_owned(),
+            answered: out.answered,
+            replicas: out.replicas,
+            conflict: out.conflict,
+            read_repairs: out.read_repairs,
+        }))
+    }
+
+    async fn put(
+        &self,
+        req: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let tenant = tenant_of(&req)?;
+        let consistency = consistency_of(&req);
+        let msg = req.into_inner();
+        self.check_key(&msg.key)?;
+        let max = self.replicator.cluster().config().max_value_bytes;
+        if msg.value.len() > max {
+            return Err(status_of(
+                ErrorKind::PayloadTooLarge,
+                format!("value is {} bytes; the limit is {max}", msg.value.len()),
+            ));
+        }
+        let content_type = if msg.content_type.is_empty() {
+            "application/octet-stream".to_owned()
+        } else {
+            msg.content_type
+        };
+        self.write(WriteOp {
+            tenant,
+            key: msg.key,
+            tombstone: false,
+            value: msg.value,
+            content_type,
+            context: msg.context,
+            idempotency_key: msg.idempotency_key,
+            consistency,
+            deadline: self.deadline(msg.timeout_ms),
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let tenant = tenant_of(&req)?;
+        let consistency = consistency_of(&req);
+        let msg = req.into_inner();
+        self.check_key(&msg.key)?;
+        self.write(WriteOp {
+            tenant,
+            key: msg.key,
+            tombstone: true,
+            value: Vec::new(),
+            content_type: String::new(),
+            context: msg.context,
+            idempotency_key: msg.idempotency_key,
+            consistency,
+            deadline: self.deadline(msg.timeout_ms),
+        })
+        .await
+    }
+
+    async fn create_tenant(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        require_admin(&req)?;
+        let msg = req.into_inner();
+        let (tenant, api_key) = self
+            .admin
+            .create_tenant(NewTenant {
+                tenant_id: msg.tenant_id,
+                replication_factor: (msg.replication_factor != 0).then_some(msg.replication_factor),
+                default_consistency: Some(msg.default_consistency),
+                rate_limit: msg.rate_limit.map(|r| pairdb_metadata::RateLimit {
+                    requests_per_second: r.requests_per_second,
+                    burst: r.burst,
+                }),
+            })
+            .await?;
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(tenant_to_pb(&tenant)),
+            api_key,
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let id = match principal(&req)? {
+            Principal::Admin => req.into_inner().tenant_id,
+            Principal::Tenant { tenant_id, .. } => {
+                let asked = req.into_inner().tenant_id;
+                if asked != tenant_id {
+                    return Err(status_of(
+                        ErrorKind::Forbidden,
+                        "a tenant key may only read its own tenant",
+                    ));
+                }
+                asked
+            }
+        };
+        let tenant = self.admin.get_tenant(&id).await?;
+        Ok(Response::new(tenant_to_pb(&tenant)))
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        require_admin(&req)?;
+        let tenants = self.admin.list_tenants().await?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants.iter().map(tenant_to_pb).collect(),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        require_admin(&req)?;
+        let (key_id, api_key) = self
+            .admin
+            .create_api_key(&req.into_inner().tenant_id)
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse { key_id, api_key }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        require_admin(&req)?;
+        let keys = self
+            .admin
+            .list_api_keys(&req.into_inner().tenant_id)
+            .await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::ApiKeyInfo {
+                    key_id: k.key_id,
+                    created_at: k.created_at,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        require_admin(&req)?;
+        let msg = req.into_inner();
+        self.admin
+            .delete_api_key(&msg.tenant_id, &msg.key_id)
+            .await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        require_admin(&req)?;
+        let nodes = self.admin.list_nodes().await?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|n| pb::Node {
+                    node_id: n.node_id,
+                    address: n.address,
+                    state: n.state,
+                    tokens: n.tokens,
+                    load_bytes: n.load_bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn ready(
+        &self,
+        _req: Request<pb::ReadyRequest>,
+    ) -> Result<Response<pb::ReadyResponse>, Status> {
+        let cluster = self.replicator.cluster();
+        let result: Result<(), CoordinatorError> = async {
+            cluster.store().ping().await?;
+            cluster.view()?;
+            Ok(())
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(()) => pb::ReadyResponse {
+                ready: true,
+                detail: String::new(),
+            },
+            Err(e) => pb::ReadyResponse {
+                ready: false,
+                detail: e.to_string(),
+            },
+        }))
+    }
+}

@@ -1,0 +1,71 @@
+//! The coordinator's middleware stack, outermost first.
+//!
+//! The coordinator's gRPC API is public, so it runs the same layers as the gateway for callers
+//! presenting a tenant or admin key; a gateway presents the internal credential and the principal
+//! and consistency it resolved, which the auth layer trusts (`trust_forwarded`). Rate limiting and
+//! idempotency join this stack in a later release.
+
+use std::time::Duration;
+
+use pairdb_middleware::{
+    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, Reject, TenantCache,
+    TenantLayer, TraceContext, TraceLayer,
+};
+use tower::layer::util::{Identity, Stack};
+
+use crate::status::status_of;
+
+/// Renders a layer's refusal as a `tonic::Status` carrying its error kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcReject;
+
+impl Reject for GrpcReject {
+    type Body = tonic::body::Body;
+
+    fn reject(
+        &self,
+        error: LayerError,
+        trace: Option<&TraceContext>,
+    ) -> http::Response<Self::Body> {
+        let mut response = status_of(error.kind, error.detail).into_http::<tonic::body::Body>();
+        if let Some(t) = trace
+            && let Ok(v) = http::HeaderValue::from_str(&t.traceresponse())
+        {
+            response.headers_mut().insert("traceresponse", v);
+        }
+        response
+    }
+}
+
+/// The layer stack type [`layers`] builds.
+pub type CoordinatorLayers = Stack<
+    ConsistencyLayer<GrpcReject>,
+    Stack<TenantLayer<GrpcReject>, Stack<AuthLayer<GrpcReject>, Stack<TraceLayer, Identity>>>,
+>;
+
+/// Builds the coordinator stack: trace → auth → tenant → consistency.
+pub fn layers(authenticator: Authenticator, tenants: TenantCache) -> CoordinatorLayers {
+    tower::ServiceBuilder::new()
+        // Outermost, so every response (refusals included) names its trace.
+        .layer(TraceLayer::new())
+        // Before anything that depends on who is calling.
+        .layer(AuthLayer::new(authenticator, GrpcReject))
+        // Needs the principal; gives the consistency layer the tenant's default level.
+        .layer(TenantLayer::new(tenants, GrpcReject))
+        // Last: the level may come from the tenant's default.
+        .layer(ConsistencyLayer::new(GrpcReject))
+        .into_inner()
+}
+
+/// The auth settings of a coordinator: it trusts gateways presenting the internal credential.
+pub fn auth_config(key_secret: &[u8], admin_key: &str, internal_token: &str) -> AuthConfig {
+    AuthConfig {
+        key_secret: key_secret.to_vec(),
+        admin_key: admin_key.to_owned(),
+        internal_token: internal_token.to_owned(),
+        trust_forwarded: true,
+    }
+}
+
+/// How long tenant configurations are cached in-process.
+pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(1);
