@@ -88,8 +88,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "pdb_", "pdb_abc_def", "xyz_0123456789abcdef_0123456789abcdef0123456789abcdef",
-                    "pdb_0123456789ABCDEF_0123456789abcdef0123456789abcdef"] {
+        for bad in [
+            "",
+            "pdb_",
+            "pdb_abc_def",
+            "xyz_0123456789abcdef_0123456789abcdef0123456789abcdef",
+            "pdb_0123456789ABCDEF_0123456789abcdef0123456789abcdef",
+        ] {
             assert!(parse(bad).is_none(), "{bad}");
         }
     }

@@ -4,6 +4,8 @@
 //! default (and PostgreSQL will implement it through the same sqlx code path). [`api_key`] mints
 //! and verifies API keys, which the store keeps only as HMAC-SHA256 under the server secret.
 
+#![deny(clippy::unwrap_used)]
+
 pub mod api_key;
 pub mod model;
 pub mod sqlite;

@@ -1,1 +1,461 @@
-//! SQLite implementation (to be written).
+//! The embedded metadata store: SQLite through sqlx.
+//!
+//! The schema lives in `migrations/sqlite` and is applied on open through sqlx's migrator (recorded
+//! in `_sqlx_migrations`). Every query is written with `$n` placeholders and portable SQL, so the
+//! PostgreSQL store can reuse the text against its twin schema in `migrations/postgres`.
+//!
+//! Writes that read before they write (`create_tenant`, `swap_placement`) run in a
+//! `BEGIN IMMEDIATE` transaction: SQLite takes the write lock at `BEGIN`, so the epoch compared is
+//! the epoch replaced, and concurrent writers queue on the busy timeout instead of failing when a
+//! deferred transaction tries to upgrade its read lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pairdb_core::{Consistency, Placement};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Row, SqlStr, Sqlite, Transaction};
+
+use crate::{
+    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, NodeState, RateLimit, TenantConfig,
+};
+
+/// How long a statement waits for another connection's write lock before failing with
+/// [`MetadataError::Unavailable`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema migrations, embedded at build time from `migrations/sqlite`.
+///
+/// Built by hand because `sqlx::migrate!` needs sqlx's `macros` feature; version and description
+/// follow the file names (`0001_init.sql` → version 1, `init`) and the checksum is that of the
+/// file's text, exactly as `migrate!` would record them, so switching to the macro later finds the
+/// same rows in `_sqlx_migrations`.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        SqlStr::from_static(include_str!("../../migrations/sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+/// A [`MetadataStore`] kept in one SQLite database.
+///
+/// Cloning is cheap and clones share the connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `url`, e.g. `sqlite://data/meta.db`, and
+    /// brings its schema up to date.
+    ///
+    /// The database runs in WAL mode with foreign keys enforced and a [`BUSY_TIMEOUT`]. For an
+    /// in-memory database use [`open_in_memory`](Self::open_in_memory): a pool over
+    /// `sqlite::memory:` would not keep its data alive between connections reliably.
+    ///
+    /// Fails with [`MetadataError::Unavailable`] if the URL is malformed or the file cannot be
+    /// opened or migrated, and with [`MetadataError::Corrupt`] if the file holds a schema this
+    /// build does not know (an applied migration that is missing here or was modified).
+    pub async fn open(url: &str) -> Result<Self, MetadataError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(map_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        Self::migrate(pool).await
+    }
+
+    /// Opens a fresh, empty, private in-memory database (for tests and throwaway nodes).
+    ///
+    /// The pool holds exactly one connection that never expires, because the database lives only
+    /// as long as a connection to it: everything is lost when the store (and its clones) is
+    /// dropped. Operations are therefore serialized.
+    pub async fn open_in_memory() -> Result<Self, MetadataError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(map_err)?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        Self::migrate(pool).await
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<Self, MetadataError> {
+        migrator().run(&pool).await.map_err(map_migrate_err)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned; later calls fail with
+    /// [`MetadataError::Unavailable`]. Dropping the store without closing is safe too (committed
+    /// data is durable either way); closing just releases the file promptly.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that holds SQLite's write lock from its first statement.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, MetadataError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
+    }
+}
+
+/// Maps a sqlx error: undecodable rows are [`MetadataError::Corrupt`], everything else (I/O, pool,
+/// busy database, constraint violations not handled by the caller) [`MetadataError::Unavailable`].
+fn map_err(e: sqlx::Error) -> MetadataError {
+    match e {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => MetadataError::Corrupt(e.to_string()),
+        other => MetadataError::Unavailable(other.to_string()),
+    }
+}
+
+fn map_migrate_err(e: sqlx::migrate::MigrateError) -> MetadataError {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::Execute(e) => map_err(e),
+        MigrateError::VersionMissing(_)
+        | MigrateError::VersionMismatch(_)
+        | MigrateError::Dirty(_) => MetadataError::Corrupt(format!("schema: {e}")),
+        other => MetadataError::Unavailable(format!("schema migration failed: {other}")),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// `u64` → SQL integer; epochs beyond `i64::MAX` cannot be stored.
+fn epoch_to_sql(epoch: u64) -> Result<i64, MetadataError> {
+    i64::try_from(epoch).map_err(|_| {
+        MetadataError::Corrupt(format!("epoch {epoch} does not fit a signed 64-bit column"))
+    })
+}
+
+/// SQL integer → `u64`, rejecting negative stored epochs.
+fn epoch_from_sql(epoch: i64) -> Result<u64, MetadataError> {
+    u64::try_from(epoch)
+        .map_err(|_| MetadataError::Corrupt(format!("negative placement epoch {epoch}")))
+}
+
+fn u32_column(row: &SqliteRow, column: &str) -> Result<u32, MetadataError> {
+    let v: i64 = row.try_get(column).map_err(map_err)?;
+    u32::try_from(v).map_err(|_| MetadataError::Corrupt(format!("{column} = {v} is not a u32")))
+}
+
+fn text_column(row: &SqliteRow, column: &str) -> Result<String, MetadataError> {
+    row.try_get(column).map_err(map_err)
+}
+
+const INSERT_TENANT: &str = "INSERT INTO tenants \
+     (tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+const SELECT_TENANT: &str = "SELECT \
+     tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
+     FROM tenants WHERE tenant_id = $1";
+
+const SELECT_TENANTS: &str = "SELECT \
+     tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
+     FROM tenants ORDER BY tenant_id";
+
+fn tenant_from_row(row: &SqliteRow) -> Result<TenantConfig, MetadataError> {
+    let consistency = text_column(row, "default_consistency")?;
+    Ok(TenantConfig {
+        tenant_id: text_column(row, "tenant_id")?,
+        replication_factor: u32_column(row, "replication_factor")?,
+        default_consistency: Consistency::from_str(&consistency)
+            .map_err(|e| MetadataError::Corrupt(e.to_string()))?,
+        rate_limit: RateLimit {
+            requests_per_second: u32_column(row, "rate_rps")?,
+            burst: u32_column(row, "rate_burst")?,
+        },
+        created_at: text_column(row, "created_at")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, MetadataError> {
+    Ok(ApiKeyRecord {
+        key_id: text_column(row, "key_id")?,
+        tenant_id: text_column(row, "tenant_id")?,
+        secret_hash: row.try_get("secret_hash").map_err(map_err)?,
+        created_at: text_column(row, "created_at")?,
+    })
+}
+
+fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetadataError> {
+    let state = text_column(row, "state")?;
+    Ok(NodeRecord {
+        node_id: text_column(row, "node_id")?,
+        address: text_column(row, "address")?,
+        state: NodeState::parse(&state)
+            .ok_or_else(|| MetadataError::Corrupt(format!("unknown node state {state:?}")))?,
+        created_at: text_column(row, "created_at")?,
+    })
+}
+
+/// Decodes the placement row, checking the JSON body agrees with the epoch column.
+fn placement_from_row(row: &SqliteRow) -> Result<Placement, MetadataError> {
+    let epoch = epoch_from_sql(row.try_get("epoch").map_err(map_err)?)?;
+    let body = text_column(row, "body")?;
+    let placement: Placement = serde_json::from_str(&body)
+        .map_err(|e| MetadataError::Corrupt(format!("placement body: {e}")))?;
+    if placement.epoch != epoch {
+        return Err(MetadataError::Corrupt(format!(
+            "placement body has epoch {} but its row says {epoch}",
+            placement.epoch
+        )));
+    }
+    Ok(placement)
+}
+
+/// The stored placement epoch, read inside `tx`.
+async fn stored_epoch(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<u64>, MetadataError> {
+    let epoch: Option<i64> = sqlx::query_scalar("SELECT epoch FROM placement WHERE id = 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    epoch.map(epoch_from_sql).transpose()
+}
+
+/// Writes `next` as the one placement row, inside `tx`.
+async fn write_placement(
+    tx: &mut Transaction<'_, Sqlite>,
+    next: &Placement,
+) -> Result<(), MetadataError> {
+    let body = serde_json::to_string(next)
+        .map_err(|e| MetadataError::Corrupt(format!("placement body: {e}")))?;
+    sqlx::query(
+        "INSERT INTO placement (id, epoch, body) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, body = excluded.body",
+    )
+    .bind(epoch_to_sql(next.epoch)?)
+    .bind(body)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_api_key_in<'e, E>(executor: E, key: &ApiKeyRecord) -> Result<(), MetadataError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&key.key_id)
+    .bind(&key.tenant_id)
+    .bind(&key.secret_hash)
+    .bind(&key.created_at)
+    .execute(executor)
+    .await
+    .map_err(|e| {
+        if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
+            MetadataError::Unavailable(format!(
+                "cannot store API key {}: no tenant {:?}",
+                key.key_id, key.tenant_id
+            ))
+        } else if is_unique_violation(&e) {
+            MetadataError::Unavailable(format!("API key id {} is already taken", key.key_id))
+        } else {
+            map_err(e)
+        }
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    /// See [`MetadataStore::create_tenant`]. The placement check comes first: when both the epoch
+    /// moved and the id is taken, the error is [`MetadataError::PlacementConflict`]. A `next` whose
+    /// epoch does not exceed `expected_epoch` is also refused with `PlacementConflict`, as is the
+    /// call when no placement is stored at all. `first_key` is stored as given (its `tenant_id`
+    /// should be `tenant.tenant_id`).
+    async fn create_tenant(
+        &self,
+        tenant: &TenantConfig,
+        first_key: &ApiKeyRecord,
+        expected_epoch: u64,
+        next: &Placement,
+    ) -> Result<(), MetadataError> {
+        let mut tx = self.begin_write().await?;
+        if stored_epoch(&mut tx).await? != Some(expected_epoch) || next.epoch <= expected_epoch {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(MetadataError::PlacementConflict {
+                expected: Some(expected_epoch),
+            });
+        }
+        let inserted = sqlx::query(INSERT_TENANT)
+            .bind(&tenant.tenant_id)
+            .bind(i64::from(tenant.replication_factor))
+            .bind(tenant.default_consistency.as_str())
+            .bind(i64::from(tenant.rate_limit.requests_per_second))
+            .bind(i64::from(tenant.rate_limit.burst))
+            .bind(&tenant.created_at)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await.map_err(map_err)?;
+                return Err(MetadataError::TenantExists);
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+        insert_api_key_in(&mut *tx, first_key).await?;
+        write_placement(&mut tx, next).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
+        sqlx::query(SELECT_TENANT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
+        sqlx::query(SELECT_TENANTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    /// See [`MetadataStore::insert_api_key`]. A missing tenant or a taken key id is reported as
+    /// [`MetadataError::Unavailable`] (the trait has no variant for either; both are caller bugs).
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
+        insert_api_key_in(&self.pool, key).await
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError> {
+        sqlx::query(
+            "SELECT key_id, tenant_id, secret_hash, created_at FROM api_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
+    }
+
+    /// See [`MetadataStore::list_api_keys`]: ordered by `created_at`, then by `key_id` among keys
+    /// created in the same second.
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
+        sqlx::query(
+            "SELECT key_id, tenant_id, secret_hash, created_at FROM api_keys \
+             WHERE tenant_id = $1 ORDER BY created_at, key_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(api_key_from_row)
+        .collect()
+    }
+
+    async fn delete_api_key(&self, tenant_id: &str, key_id: &str) -> Result<bool, MetadataError> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND key_id = $2")
+            .bind(tenant_id)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// See [`MetadataStore::upsert_node`]: the whole row is replaced, `created_at` included.
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<(), MetadataError> {
+        sqlx::query(
+            "INSERT INTO nodes (node_id, address, state, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+             state = excluded.state, created_at = excluded.created_at",
+        )
+        .bind(&node.node_id)
+        .bind(&node.address)
+        .bind(node.state.as_str())
+        .bind(&node.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError> {
+        sqlx::query("SELECT node_id, address, state, created_at FROM nodes ORDER BY node_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    /// See [`MetadataStore::placement`]. A body that does not parse, or whose epoch disagrees
+    /// with the row's epoch column, is [`MetadataError::Corrupt`].
+    async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
+        sqlx::query("SELECT epoch, body FROM placement WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(placement_from_row)
+            .transpose()
+    }
+
+    async fn swap_placement(
+        &self,
+        expected_epoch: Option<u64>,
+        next: &Placement,
+    ) -> Result<bool, MetadataError> {
+        let mut tx = self.begin_write().await?;
+        let stored = stored_epoch(&mut tx).await?;
+        let advances = stored.is_none_or(|stored| next.epoch > stored);
+        if stored != expected_epoch || !advances {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        write_placement(&mut tx, next).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn ping(&self) -> Result<(), MetadataError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
