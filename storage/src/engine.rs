@@ -110,8 +110,11 @@ pub trait StorageEngine: Send + Sync + 'static {
 
     /// The version that a write with `idempotency_key` on `key` produced, if this engine applied
     /// one within the applied-keys TTL.
-    fn applied(&self, key: &StorageKey, idempotency_key: &str)
-    -> Result<Option<Version>, EngineError>;
+    fn applied(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+    ) -> Result<Option<Version>, EngineError>;
 
     /// Up to `limit` entries of `range` in stored-key order, strictly after `after` (a stored key
     /// of the same namespace) when given.

@@ -1,13 +1,17 @@
 //! pairdb storage nodes.
 //!
 //! * [`engine`] — the [`StorageEngine`](engine::StorageEngine) seam every test swaps;
+//! * [`digest`] — the canonical range digest every engine computes identically;
 //! * [`memory`] — the in-memory reference engine, with exactly the semantics of the LSM;
 //! * [`conformance`] — the suite every engine must pass, reusable by any future engine;
 //! * [`node`] — node identity (incarnation) and placement-epoch persistence;
 //! * [`service`] — the storage-node gRPC service (credential and epoch checks, leader minting);
 //! * [`server`] — running the service on a bound listener until a shutdown signal.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+#![warn(missing_docs)]
 
 pub mod conformance;
+pub mod digest;
 pub mod engine;
 pub mod memory;
 pub mod node;

@@ -1,0 +1,381 @@
+//! The in-memory reference engine.
+//!
+//! A sorted map from stored key bytes ([`StorageKey::encode`]) to the resolved [`Version`], plus
+//! the applied-keys index, all behind one reader-writer lock. It has exactly the semantics every
+//! engine must have (checked by [`crate::conformance`]):
+//!
+//! * `apply` resolves and stores under the write lock, so it is atomic;
+//! * `scan` and `digest` hold the read lock for their whole walk, so each sees one consistent
+//!   state — a real snapshot, not a sequence of point reads;
+//! * nothing survives the process: [`StorageEngine::is_durable`] is `false`, so a node running
+//!   on it starts a new clock incarnation on every start.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use pairdb_core::version;
+use pairdb_core::{ApplyOutcome, StorageKey, Version};
+use sha2::{Digest, Sha256};
+
+use crate::digest::RangeHasher;
+use crate::engine::{EngineError, EngineStats, RangeDigest, ScanPage, StorageEngine, TokenRange};
+
+/// The applied-keys index entry key: SHA-256 of `(namespace, user key, idempotency key)`,
+/// truncated to 16 bytes.
+type AppliedKeyHash = [u8; 16];
+
+/// An engine keeping everything in memory. Cheap to create; the reference for every other
+/// engine and the fast backend of tests.
+#[derive(Debug)]
+pub struct MemoryEngine {
+    state: RwLock<State>,
+    applied_key_ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Stored key bytes → resolved version.
+    records: BTreeMap<Vec<u8>, Version>,
+    /// Approximate bytes of keys and values in `records`.
+    bytes: u64,
+    /// Applied-keys index: hash → (version the write produced, expiry).
+    applied: HashMap<AppliedKeyHash, (Version, Instant)>,
+    /// Index entries in the order they were (re)recorded, oldest first. With a fixed TTL this is
+    /// also expiry order, so purging pops from the front. An entry re-recorded later has a newer
+    /// expiry in `applied` than its stale queue slot; the purge checks before removing.
+    expiries: VecDeque<(Instant, AppliedKeyHash)>,
+}
+
+impl MemoryEngine {
+    /// An empty engine whose applied-keys index remembers each idempotency key for
+    /// `applied_key_ttl` after the write that carried it was applied.
+    pub fn new(applied_key_ttl: Duration) -> Self {
+        MemoryEngine {
+            state: RwLock::new(State::default()),
+            applied_key_ttl,
+        }
+    }
+
+    // No code path panics while holding the lock, so a poisoned lock still guards a consistent
+    // map; recover it rather than propagate another thread's panic.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The applied-keys index key of an idempotency key on `key`. Fields are length-prefixed so
+/// distinct triples never hash the same bytes.
+fn applied_key_hash(key: &StorageKey, idempotency_key: &str) -> AppliedKeyHash {
+    let mut sha = Sha256::new();
+    for field in [
+        key.namespace.as_bytes(),
+        key.key.as_slice(),
+        idempotency_key.as_bytes(),
+    ] {
+        sha.update((field.len() as u64).to_be_bytes());
+        sha.update(field);
+    }
+    let mut out = [0u8; 16];
+    for (o, b) in out.iter_mut().zip(sha.finalize()) {
+        *o = b;
+    }
+    out
+}
+
+/// Approximate bytes a record occupies: its stored key and its value.
+fn record_bytes(encoded_key: &[u8], version: &Version) -> u64 {
+    (encoded_key.len() + version.value.len()) as u64
+}
+
+/// Where a range's entries start and how to tell that an entry lies past its end.
+struct RangeBounds {
+    /// `[ns_len, namespace...]`: every key of the namespace starts with it.
+    prefix: Vec<u8>,
+    /// The smallest stored key of the range.
+    start: Vec<u8>,
+    end_token: u64,
+}
+
+impl RangeBounds {
+    fn new(range: &TokenRange) -> Self {
+        let start = StorageKey::range_start(&range.namespace, range.start);
+        let prefix_len = start.len().saturating_sub(8);
+        RangeBounds {
+            prefix: start.get(..prefix_len).unwrap_or_default().to_vec(),
+            start,
+            end_token: range.end,
+        }
+    }
+
+    /// True while `encoded` (reached in ascending order from `start`) is still inside the range.
+    fn admits(&self, encoded: &[u8]) -> bool {
+        let Some(rest) = encoded.strip_prefix(self.prefix.as_slice()) else {
+            return false;
+        };
+        let Some(token) = rest.get(..8) else {
+            return false;
+        };
+        let mut t = [0u8; 8];
+        t.copy_from_slice(token);
+        u64::from_be_bytes(t) <= self.end_token
+    }
+
+    /// The lower bound of a walk that resumes strictly after `after` (if given) but never
+    /// starts before the range.
+    fn lower(&self, after: Option<&StorageKey>) -> Bound<Vec<u8>> {
+        match after.map(StorageKey::encode) {
+            Some(after) if after >= self.start => Bound::Excluded(after),
+            _ => Bound::Included(self.start.clone()),
+        }
+    }
+}
+
+impl State {
+    /// Drops applied-keys entries that expired at or before `now`.
+    fn purge_expired(&mut self, now: Instant) {
+        while let Some(&(expiry, hash)) = self.expiries.front() {
+            if expiry > now {
+                break;
+            }
+            self.expiries.pop_front();
+            if self
+                .applied
+                .get(&hash)
+                .is_some_and(|(_, current)| *current <= now)
+            {
+                self.applied.remove(&hash);
+            }
+        }
+    }
+
+    fn range<'a>(
+        &'a self,
+        bounds: &'a RangeBounds,
+        lower: Bound<Vec<u8>>,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Version)> + 'a {
+        self.records
+            .range((lower, Bound::Unbounded))
+            .take_while(move |(k, _)| bounds.admits(k))
+    }
+}
+
+impl StorageEngine for MemoryEngine {
+    fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError> {
+        Ok(self.read().records.get(&key.encode()).cloned())
+    }
+
+    fn apply(
+        &self,
+        key: &StorageKey,
+        incoming: Version,
+    ) -> Result<(ApplyOutcome, Version), EngineError> {
+        let encoded = key.encode();
+        let now = Instant::now();
+        let recorded = (!incoming.idempotency_key.is_empty()).then(|| {
+            (
+                applied_key_hash(key, &incoming.idempotency_key),
+                incoming.clone(),
+            )
+        });
+
+        let mut state = self.write();
+        let (resolved, outcome) = version::apply(state.records.get(&encoded), incoming);
+        if outcome != ApplyOutcome::Superseded {
+            let added = record_bytes(&encoded, &resolved);
+            if let Some(old) = state.records.insert(encoded.clone(), resolved.clone()) {
+                let removed = record_bytes(&encoded, &old);
+                state.bytes = state.bytes.saturating_sub(removed);
+            }
+            state.bytes = state.bytes.saturating_add(added);
+        }
+        state.purge_expired(now);
+        if let Some((hash, version)) = recorded {
+            let expiry = now + self.applied_key_ttl;
+            state.applied.insert(hash, (version, expiry));
+            state.expiries.push_back((expiry, hash));
+        }
+        Ok((outcome, resolved))
+    }
+
+    fn applied(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+    ) -> Result<Option<Version>, EngineError> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        let hash = applied_key_hash(key, idempotency_key);
+        let now = Instant::now();
+        Ok(self
+            .read()
+            .applied
+            .get(&hash)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(version, _)| version.clone()))
+    }
+
+    fn scan(
+        &self,
+        range: &TokenRange,
+        after: Option<&StorageKey>,
+        limit: usize,
+    ) -> Result<ScanPage, EngineError> {
+        let bounds = RangeBounds::new(range);
+        let state = self.read();
+        let mut walk = state.range(&bounds, bounds.lower(after));
+        let mut entries = Vec::new();
+        for (encoded, version) in walk.by_ref().take(limit) {
+            // Keys in the map were encoded from valid `StorageKey`s; a key that fails to decode
+            // would be a bug in this engine, reported rather than skipped.
+            let key = StorageKey::decode(encoded).map_err(|e| EngineError::Corruption {
+                path: "memory".into(),
+                offset: 0,
+                detail: e.to_string(),
+            })?;
+            entries.push((key, version.clone()));
+        }
+        let more = walk.next().is_some();
+        Ok(ScanPage { entries, more })
+    }
+
+    fn digest(&self, range: &TokenRange) -> Result<RangeDigest, EngineError> {
+        let bounds = RangeBounds::new(range);
+        let state = self.read();
+        let mut hasher = RangeHasher::new();
+        for (encoded, version) in state.range(&bounds, bounds.lower(None)) {
+            hasher.add(encoded, version);
+        }
+        Ok(hasher.finish())
+    }
+
+    fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
+        let bounds = RangeBounds::new(range);
+        let mut state = self.write();
+        let doomed: Vec<Vec<u8>> = state
+            .range(&bounds, bounds.lower(None))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for encoded in &doomed {
+            if let Some(old) = state.records.remove(encoded) {
+                let removed = record_bytes(encoded, &old);
+                state.bytes = state.bytes.saturating_sub(removed);
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    fn flush(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> EngineStats {
+        let now = Instant::now();
+        let state = self.read();
+        EngineStats {
+            keys: state.records.len() as u64,
+            bytes: state.bytes,
+            applied_keys: state
+                .applied
+                .values()
+                .filter(|(_, expiry)| *expiry > now)
+                .count() as u64,
+        }
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pairdb_core::Actor;
+    use pairdb_core::hlc::Hlc;
+    use pairdb_core::version::{MintRequest, mint};
+
+    fn key(ns: &str, k: &[u8]) -> StorageKey {
+        StorageKey::new(ns, k).expect("valid key")
+    }
+
+    fn minted(idem: &str) -> Version {
+        let request = MintRequest {
+            value: b"value".to_vec(),
+            idempotency_key: idem.into(),
+            ..MintRequest::default()
+        };
+        mint(None, request, &Actor::new("n1", 1), &Hlc::new()).0
+    }
+
+    #[test]
+    fn applied_keys_expire_after_the_ttl() {
+        let engine = MemoryEngine::new(Duration::ZERO);
+        let k = key("t", b"k");
+        engine.apply(&k, minted("idem")).expect("apply");
+        assert_eq!(engine.applied(&k, "idem").expect("applied"), None);
+        assert_eq!(engine.stats().applied_keys, 0);
+        // The next write purges the expired entry from the index itself.
+        engine.apply(&key("t", b"k2"), minted("")).expect("apply");
+        let state = engine.read();
+        assert!(state.applied.is_empty());
+        assert!(state.expiries.is_empty());
+    }
+
+    #[test]
+    fn applied_keys_live_within_the_ttl() {
+        let engine = MemoryEngine::new(Duration::from_secs(3600));
+        let k = key("t", b"k");
+        let v = minted("idem");
+        engine.apply(&k, v.clone()).expect("apply");
+        assert_eq!(engine.applied(&k, "idem").expect("applied"), Some(v));
+        assert_eq!(engine.applied(&k, "").expect("applied"), None);
+        assert_eq!(engine.stats().applied_keys, 1);
+    }
+
+    #[test]
+    fn bytes_track_keys_and_values() {
+        let engine = MemoryEngine::new(Duration::from_secs(1));
+        let k = key("t", b"k");
+        let v = minted("");
+        engine.apply(&k, v.clone()).expect("apply");
+        let expected = (k.encode().len() + v.value.len()) as u64;
+        assert_eq!(engine.stats().bytes, expected);
+        assert_eq!(
+            engine.delete_range(&TokenRange::full("t")).expect("delete"),
+            1
+        );
+        assert_eq!(engine.stats(), EngineStats::default());
+        assert!(!engine.is_durable());
+        engine.flush().expect("flush");
+    }
+
+    #[test]
+    fn scan_with_a_cursor_before_the_range_starts_at_the_range() {
+        let engine = MemoryEngine::new(Duration::from_secs(1));
+        let inside = StorageKey {
+            namespace: "t".into(),
+            token: 10,
+            key: b"x".to_vec(),
+        };
+        engine.apply(&inside, minted("")).expect("apply");
+        let before = StorageKey {
+            token: 1,
+            ..inside.clone()
+        };
+        let range = TokenRange {
+            namespace: "t".into(),
+            start: 5,
+            end: 20,
+        };
+        let page = engine.scan(&range, Some(&before), 10).expect("scan");
+        assert_eq!(page.entries.len(), 1);
+        assert!(!page.more);
+    }
+}

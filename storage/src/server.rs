@@ -1,0 +1,65 @@
+//! Running the storage-node service.
+//!
+//! [`run`] takes a listener that is *already bound* and a shutdown future. Binding is the
+//! caller's job so that tests can bind `127.0.0.1:0`, read the port the OS picked, and only then
+//! start the server — no races, no port guessing. The shutdown future is how the caller stops the
+//! server deterministically: a signal handler in the binary, a oneshot channel in tests.
+
+use std::future::Future;
+
+use pairdb_proto::storage::storage_server::StorageServer;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::service::StorageService;
+
+/// Largest gRPC message accepted or sent: 8 MiB, room for a full scan page of large values.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops gracefully.
+///
+/// Once `shutdown` resolves, the listener is closed at once (new connections are refused) and
+/// `run` returns after the calls already in flight have finished. Errors accepting a single
+/// connection are logged by tonic and skipped; they never stop the server. Returns an error only
+/// if the transport itself fails.
+pub async fn run(
+    service: StorageService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "storage node serving gRPC");
+    }
+
+    // The stream of accepted connections. tonic ignores its own `tcp_nodelay` setting when given
+    // a stream of connections, so set it here: gRPC sends many small frames, and Nagle's
+    // algorithm would hold each one back waiting for an ACK.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    });
+
+    // The generated server wraps our service: it decodes protobuf, dispatches to the method of
+    // the `Storage` trait, and encodes the answer. Bound message sizes both ways, so a peer
+    // cannot make us buffer an arbitrarily large request.
+    let storage = StorageServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    // `serve_with_incoming_shutdown` runs the accept loop: each connection gets its own task,
+    // serving HTTP/2 streams (one per call) concurrently. When `shutdown` resolves the loop
+    // stops accepting and every connection is told to finish its in-flight calls and close
+    // (HTTP/2 GOAWAY); the future completes when the last one has.
+    Server::builder()
+        .add_service(storage)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+
+    tracing::info!("storage node stopped");
+    Ok(())
+}

@@ -1,0 +1,763 @@
+//! The storage-node gRPC service over a real socket, with the memory engine.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairdb_core::hlc::{LOGICAL_BITS, wall_ms};
+use pairdb_core::version::{MintRequest, mint};
+use pairdb_core::{Actor, Hlc, NodeAddr, Placement, StorageKey, Version};
+use pairdb_proto::convert::{placement_to_pb, version_from_pb, version_to_pb};
+use pairdb_proto::storage as pb;
+use pairdb_proto::storage::storage_client::StorageClient;
+use pairdb_storage::engine::{StorageEngine, TokenRange};
+use pairdb_storage::memory::MemoryEngine;
+use pairdb_storage::node::NodeState;
+use pairdb_storage::server;
+use pairdb_storage::service::StorageService;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+const TOKEN: &str = "internal-test-token";
+const NODE: &str = "n1";
+
+/// Adds `authorization: Bearer <token>` to every call, as coordinators do.
+#[derive(Clone)]
+struct BearerToken(MetadataValue<Ascii>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(pairdb_proto::AUTHORIZATION, self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = StorageClient<InterceptedService<Channel, BearerToken>>;
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A client presenting `token` as its internal credential.
+async fn client_with_token(addr: SocketAddr, token: &str) -> Client {
+    let value = format!("Bearer {token}").parse().expect("ascii token");
+    StorageClient::with_interceptor(channel(addr).await, BearerToken(value))
+}
+
+async fn client(addr: SocketAddr) -> Client {
+    client_with_token(addr, TOKEN).await
+}
+
+/// A storage node serving on an ephemeral port until [`TestNode::stop`].
+struct TestNode {
+    addr: SocketAddr,
+    engine: Arc<MemoryEngine>,
+    shutdown: oneshot::Sender<()>,
+    served: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TestNode {
+    async fn start(data_dir: &Path) -> TestNode {
+        let engine = Arc::new(MemoryEngine::new(Duration::from_secs(3600)));
+        let node =
+            Arc::new(NodeState::open(data_dir, NODE, engine.is_durable()).expect("node state"));
+        let service = StorageService::new(
+            NODE,
+            Arc::clone(&engine) as Arc<dyn StorageEngine>,
+            node,
+            TOKEN.to_owned(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let served = tokio::spawn(server::run(service, listener, async move {
+            let _ = stop.await;
+        }));
+        TestNode {
+            addr,
+            engine,
+            shutdown,
+            served,
+        }
+    }
+
+    /// A node with placement `epoch` installed, and a client for it.
+    async fn with_epoch(data_dir: &Path, epoch: u64) -> (TestNode, Client) {
+        let node = TestNode::start(data_dir).await;
+        let mut c = client(node.addr).await;
+        let held = c
+            .push_placement(push(epoch))
+            .await
+            .expect("push placement")
+            .into_inner()
+            .epoch;
+        assert_eq!(held, epoch);
+        (node, c)
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.served
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+    }
+}
+
+fn placement(epoch: u64) -> Placement {
+    Placement {
+        epoch,
+        ..Placement::initial(
+            vec![NodeAddr {
+                id: NODE.into(),
+                address: "127.0.0.1:1".into(),
+            }],
+            8,
+        )
+    }
+}
+
+fn push(epoch: u64) -> pb::PushPlacementRequest {
+    pb::PushPlacementRequest {
+        placement: Some(placement_to_pb(&placement(epoch))),
+    }
+}
+
+fn key_ref(namespace: &str, key: &str) -> Option<pb::KeyRef> {
+    Some(pb::KeyRef {
+        namespace: namespace.into(),
+        key: key.as_bytes().to_vec(),
+    })
+}
+
+fn read(epoch: u64, key: &str) -> pb::ReadRequest {
+    pb::ReadRequest {
+        epoch,
+        key: key_ref("t", key),
+    }
+}
+
+fn put(epoch: u64, key: &str, value: &str) -> pb::MintRequest {
+    pb::MintRequest {
+        epoch,
+        key: key_ref("t", key),
+        value: value.as_bytes().to_vec(),
+        content_type: "text/plain".into(),
+        ..pb::MintRequest::default()
+    }
+}
+
+fn with_context(mut request: pb::MintRequest, seen: &Version) -> pb::MintRequest {
+    request.context = Some(pairdb_proto::convert::context_to_pb(&seen.context()));
+    request
+}
+
+async fn mint_version(c: &mut Client, request: pb::MintRequest) -> (Version, pb::MintResponse) {
+    let response = c.mint(request).await.expect("mint").into_inner();
+    let version = version_from_pb(response.version.clone().expect("version")).expect("valid");
+    (version, response)
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, Status>) -> Code {
+    result.expect_err("call should fail").code()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[tokio::test]
+async fn calls_without_the_credential_are_unauthenticated() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+
+    let mut anonymous = StorageClient::new(channel(node.addr).await);
+    assert_eq!(
+        code(anonymous.health(pb::HealthRequest {}).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(anonymous.push_placement(push(1)).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(anonymous.read(read(1, "k")).await),
+        Code::Unauthenticated
+    );
+
+    let mut wrong = client_with_token(node.addr, "not-the-token").await;
+    assert_eq!(
+        code(wrong.health(pb::HealthRequest {}).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(wrong.mint(put(1, "k", "v")).await),
+        Code::Unauthenticated
+    );
+    let mut prefix = client_with_token(node.addr, &TOKEN[..TOKEN.len() - 1]).await;
+    assert_eq!(
+        code(prefix.health(pb::HealthRequest {}).await),
+        Code::Unauthenticated
+    );
+
+    // The raw token without the scheme is refused too.
+    let raw: MetadataValue<Ascii> = TOKEN.parse().expect("ascii");
+    let mut raw = StorageClient::with_interceptor(channel(node.addr).await, BearerToken(raw));
+    assert_eq!(
+        code(raw.health(pb::HealthRequest {}).await),
+        Code::Unauthenticated
+    );
+
+    // Nothing the refused calls carried was acted on.
+    let mut c = client(node.addr).await;
+    let health = c
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(health.epoch, 0);
+    assert_eq!(node.engine.stats().keys, 0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn epochs_other_than_the_installed_one_are_refused() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path()).await;
+    let mut c = client(node.addr).await;
+
+    // Nothing installed yet: the caller must push first.
+    let refused = c.read(read(1, "k")).await.expect_err("no placement");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("epoch 1 not installed"),
+        "{}",
+        refused.message()
+    );
+
+    assert_eq!(
+        c.push_placement(push(2))
+            .await
+            .expect("push")
+            .into_inner()
+            .epoch,
+        2
+    );
+    // A stale push is ignored and answered with the newest epoch.
+    assert_eq!(
+        c.push_placement(push(1))
+            .await
+            .expect("push")
+            .into_inner()
+            .epoch,
+        2
+    );
+
+    let stale = c.read(read(1, "k")).await.expect_err("stale epoch");
+    assert_eq!(stale.code(), Code::Aborted);
+    assert_eq!(stale.message(), "stale placement epoch 1: node has 2");
+    let future = c.read(read(3, "k")).await.expect_err("future epoch");
+    assert_eq!(future.code(), Code::FailedPrecondition);
+    assert_eq!(
+        future.message(),
+        "placement epoch 3 not installed (node has 2)"
+    );
+
+    // Every data RPC checks.
+    assert_eq!(code(c.mint(put(1, "k", "v")).await), Code::Aborted);
+    let apply = pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "k"),
+        version: Some(pb::Version::default()),
+    };
+    assert_eq!(code(c.apply(apply).await), Code::Aborted);
+    let range = Some(pb::TokenRange {
+        namespace: "t".into(),
+        start: 0,
+        end: u64::MAX,
+    });
+    let scan = pb::ScanRequest {
+        epoch: 3,
+        range: range.clone(),
+        ..pb::ScanRequest::default()
+    };
+    assert_eq!(code(c.scan(scan).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(c.digest(pb::DigestRequest { epoch: 1, range }).await),
+        Code::Aborted
+    );
+    assert_eq!(node.engine.stats().keys, 0, "refused calls stored nothing");
+
+    // The installed epoch proceeds.
+    let ok = c
+        .read(read(2, "k"))
+        .await
+        .expect("current epoch")
+        .into_inner();
+    assert_eq!(ok.version, None);
+    let health = c
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!((health.node_id.as_str(), health.epoch), (NODE, 2));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn mint_with_a_repeated_idempotency_key_is_deduplicated() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    let write = |value: &str, idem: &str| pb::MintRequest {
+        idempotency_key: idem.into(),
+        ..put(1, "k", value)
+    };
+
+    let (first, r1) = mint_version(&mut c, write("v1", "w-1")).await;
+    assert!(!r1.deduplicated && !r1.conflict);
+    let (again, r2) = mint_version(&mut c, write("v1", "w-1")).await;
+    assert!(r2.deduplicated && !r2.conflict);
+    assert_eq!(again, first);
+    let entries: Vec<_> = first.clock.entries().collect();
+    assert_eq!(
+        entries,
+        vec![(&Actor::new(NODE, 1), 1)],
+        "minted exactly once"
+    );
+    assert_eq!(first.idempotency_key, "w-1");
+    assert_eq!(first.minted_by, NODE);
+
+    // After another write replaced it, the applied-keys index still deduplicates a retry.
+    let (second, r3) = mint_version(&mut c, with_context(write("v2", "w-2"), &first)).await;
+    assert!(!r3.deduplicated && !r3.conflict);
+    assert_eq!(second.clock.get(&Actor::new(NODE, 1)), 2);
+    let (retry, r4) = mint_version(&mut c, write("v1", "w-1")).await;
+    assert!(r4.deduplicated);
+    assert_eq!(retry, first);
+
+    // Nothing new was stored by the retries.
+    let stored = c
+        .read(read(1, "k"))
+        .await
+        .expect("read")
+        .into_inner()
+        .version;
+    assert_eq!(
+        stored.map(|v| version_from_pb(v).expect("valid")),
+        Some(second)
+    );
+    // Writes without an idempotency key are never deduplicated.
+    let (_, r5) = mint_version(&mut c, put(1, "k", "v3")).await;
+    let (_, r6) = mint_version(&mut c, put(1, "k", "v3")).await;
+    assert!(!r5.deduplicated && !r6.deduplicated);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn mint_reports_a_context_that_does_not_cover_the_stored_version() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+
+    // A context on a key with nothing stored never conflicts.
+    let (v1, r) = mint_version(&mut c, with_context(put(1, "k", "v1"), &Version::default())).await;
+    assert!(!r.conflict);
+    let (v2, r) = mint_version(&mut c, with_context(put(1, "k", "v2"), &v1)).await;
+    assert!(!r.conflict, "the context covered the stored version");
+    let (v3, r) = mint_version(&mut c, with_context(put(1, "k", "v3"), &v1)).await;
+    assert!(r.conflict, "the client overwrote v2 without seeing it");
+    assert!(v3.clock.descends(&v2.clock) && v3.timestamp > v2.timestamp);
+    assert_eq!(v3.value, b"v3");
+    // A blind overwrite is never a conflict.
+    let (v4, r) = mint_version(&mut c, put(1, "k", "v4")).await;
+    assert!(!r.conflict);
+    assert!(v4.clock.descends(&v3.clock));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn apply_reports_outcomes_and_advances_the_clock() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    let hlc = Hlc::new();
+    let (a, b, d) = (
+        Actor::new("n2", 1),
+        Actor::new("n3", 1),
+        Actor::new("n4", 1),
+    );
+    let write = |value: &str| MintRequest {
+        value: value.as_bytes().to_vec(),
+        ..MintRequest::default()
+    };
+    let a1 = mint(None, write("a1"), &a, &hlc).0;
+    let a2 = mint(Some(&a1), write("a2"), &a, &hlc).0;
+    let x = mint(Some(&a1), write("x"), &b, &hlc).0;
+    let y = mint(Some(&a1), write("y"), &d, &hlc).0;
+
+    let mut apply = async |key: &str, v: &Version| {
+        let request = pb::ApplyRequest {
+            epoch: 1,
+            key: key_ref("t", key),
+            version: Some(version_to_pb(v)),
+        };
+        c.apply(request)
+            .await
+            .expect("apply")
+            .into_inner()
+            .outcome()
+    };
+    assert_eq!(apply("k", &a1).await, pb::ApplyOutcome::Applied);
+    assert_eq!(apply("k", &a2).await, pb::ApplyOutcome::Applied);
+    assert_eq!(apply("k", &a1).await, pb::ApplyOutcome::Superseded);
+    assert_eq!(apply("s", &y).await, pb::ApplyOutcome::Applied);
+    assert_eq!(apply("s", &x).await, pb::ApplyOutcome::Merged);
+    assert_eq!(apply("s", &y).await, pb::ApplyOutcome::Superseded);
+
+    // A version from a node whose clock runs an hour ahead: later mints here exceed it, even on
+    // other keys.
+    let ahead = Version {
+        timestamp: (wall_ms() + 3_600_000) << LOGICAL_BITS,
+        ..mint(None, write("ahead"), &Actor::new("n9", 1), &hlc).0
+    };
+    assert_eq!(apply("ahead", &ahead).await, pb::ApplyOutcome::Applied);
+    let (minted, _) = mint_version(&mut c, put(1, "elsewhere", "v")).await;
+    assert!(minted.timestamp > ahead.timestamp);
+
+    let stored = node
+        .engine
+        .get(&StorageKey::new("t", b"s").expect("key"))
+        .expect("get")
+        .expect("stored");
+    assert!(stored.clock.descends(&x.clock) && stored.clock.descends(&y.clock));
+    assert_eq!(stored.value, b"y");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_argument() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+
+    let no_key = pb::MintRequest {
+        key: None,
+        ..put(1, "k", "v")
+    };
+    assert_eq!(code(c.mint(no_key).await), Code::InvalidArgument);
+    let long_ns = pb::MintRequest {
+        key: key_ref(&"n".repeat(256), "k"),
+        ..put(1, "k", "v")
+    };
+    assert_eq!(code(c.mint(long_ns).await), Code::InvalidArgument);
+    let zero = pb::ClockEntry {
+        node: "n2".into(),
+        incarnation: 1,
+        counter: 0,
+    };
+    let bad_context = pb::MintRequest {
+        context: Some(pb::Context {
+            clock: vec![zero.clone()],
+            timestamp: 1,
+        }),
+        ..put(1, "k", "v")
+    };
+    assert_eq!(code(c.mint(bad_context).await), Code::InvalidArgument);
+
+    let entry = |node: &str| pb::ClockEntry {
+        node: node.into(),
+        incarnation: 1,
+        counter: 1,
+    };
+    let unsorted = pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "k"),
+        version: Some(pb::Version {
+            clock: vec![entry("n3"), entry("n2")],
+            ..pb::Version::default()
+        }),
+    };
+    assert_eq!(code(c.apply(unsorted).await), Code::InvalidArgument);
+    let no_version = pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "k"),
+        version: None,
+    };
+    assert_eq!(code(c.apply(no_version).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.read(pb::ReadRequest {
+                epoch: 1,
+                key: None
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
+
+    let scan = |range| pb::ScanRequest {
+        epoch: 1,
+        range,
+        ..pb::ScanRequest::default()
+    };
+    assert_eq!(code(c.scan(scan(None)).await), Code::InvalidArgument);
+    let backwards = pb::TokenRange {
+        namespace: "t".into(),
+        start: 10,
+        end: 5,
+    };
+    assert_eq!(
+        code(c.scan(scan(Some(backwards.clone()))).await),
+        Code::InvalidArgument
+    );
+    let digest = pb::DigestRequest {
+        epoch: 1,
+        range: Some(backwards),
+    };
+    assert_eq!(code(c.digest(digest).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.push_placement(pb::PushPlacementRequest { placement: None })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(code(c.push_placement(push(0)).await), Code::InvalidArgument);
+    assert_eq!(node.engine.stats().keys, 0);
+
+    // The service is still healthy after all that.
+    c.health(pb::HealthRequest {}).await.expect("health");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn tombstones_are_read_back() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    assert_eq!(
+        c.read(read(1, "k"))
+            .await
+            .expect("read")
+            .into_inner()
+            .version,
+        None
+    );
+
+    let (v1, _) = mint_version(&mut c, put(1, "k", "v1")).await;
+    let delete = pb::MintRequest {
+        tombstone: true,
+        value: Vec::new(),
+        content_type: String::new(),
+        ..with_context(put(1, "k", ""), &v1)
+    };
+    let (gone, r) = mint_version(&mut c, delete).await;
+    assert!(gone.tombstone && !r.conflict);
+
+    let stored = c
+        .read(read(1, "k"))
+        .await
+        .expect("read")
+        .into_inner()
+        .version;
+    let stored = version_from_pb(stored.expect("tombstone returned")).expect("valid");
+    assert!(stored.tombstone);
+    assert!(stored.value.is_empty());
+    assert_eq!(stored, gone);
+    assert!(stored.clock.descends(&v1.clock));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn scan_and_digest_page_through_a_range() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    for i in 0..25 {
+        mint_version(&mut c, put(1, &format!("key-{i:02}"), "v")).await;
+    }
+    for ns in ["t2", "ta", "tt"] {
+        let other = pb::MintRequest {
+            key: key_ref(ns, "key-00"),
+            ..put(1, "", "v")
+        };
+        mint_version(&mut c, other).await;
+    }
+    let full = pb::TokenRange {
+        namespace: "t".into(),
+        start: 0,
+        end: u64::MAX,
+    };
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = c
+            .scan(pb::ScanRequest {
+                epoch: 1,
+                range: Some(full.clone()),
+                after: after.clone(),
+                limit: 10,
+            })
+            .await
+            .expect("scan")
+            .into_inner();
+        pages.push(page.entries.len());
+        after = page.entries.last().map(|e| pb::ScanCursor {
+            token: e.token,
+            key: e.key.clone(),
+        });
+        seen.extend(page.entries.into_iter().map(|e| (e.token, e.key)));
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![10, 10, 5]);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "key order, no repeats"
+    );
+    let mut keys: Vec<String> = seen
+        .iter()
+        .map(|(_, k)| String::from_utf8(k.clone()).expect("utf8"))
+        .collect();
+    keys.sort();
+    let expected: Vec<String> = (0..25).map(|i| format!("key-{i:02}")).collect();
+    assert_eq!(keys, expected);
+    for (token, key) in &seen {
+        assert_eq!(*token, pairdb_core::key::token("t", key));
+    }
+
+    // Limit 0 means the default page (100).
+    let all = c
+        .scan(pb::ScanRequest {
+            epoch: 1,
+            range: Some(full.clone()),
+            after: None,
+            limit: 0,
+        })
+        .await
+        .expect("scan")
+        .into_inner();
+    assert_eq!((all.entries.len(), all.more), (25, false));
+
+    let digest = c
+        .digest(pb::DigestRequest {
+            epoch: 1,
+            range: Some(full.clone()),
+        })
+        .await
+        .expect("digest")
+        .into_inner();
+    let local = node.engine.digest(&TokenRange::full("t")).expect("digest");
+    assert_eq!(digest.keys, 25);
+    assert_eq!(digest.digest, local.digest.to_vec());
+    let other = c
+        .digest(pb::DigestRequest {
+            epoch: 1,
+            range: Some(pb::TokenRange {
+                namespace: "t2".into(),
+                ..full.clone()
+            }),
+        })
+        .await
+        .expect("digest")
+        .into_inner();
+    assert_eq!(other.keys, 1);
+    assert_ne!(other.digest, digest.digest);
+
+    // Pages are capped at 1000 entries whatever the request asks.
+    let hlc = Hlc::new();
+    let actor = Actor::new("n2", 1);
+    for i in 0..1001 {
+        let k = StorageKey::new("big", format!("k{i}").as_bytes()).expect("key");
+        let v = mint(None, MintRequest::default(), &actor, &hlc).0;
+        node.engine.apply(&k, v).expect("apply");
+    }
+    let capped = c
+        .scan(pb::ScanRequest {
+            epoch: 1,
+            range: Some(pb::TokenRange {
+                namespace: "big".into(),
+                ..full
+            }),
+            after: None,
+            limit: 5000,
+        })
+        .await
+        .expect("scan")
+        .into_inner();
+    assert_eq!((capped.entries.len(), capped.more), (1000, true));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_bumps_the_incarnation_and_keeps_the_newest_placement() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 4).await;
+    let health = c
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!((health.incarnation, health.epoch), (1, 4));
+    let (before, _) = mint_version(&mut c, put(4, "k", "v")).await;
+    assert_eq!(before.clock.get(&Actor::new(NODE, 1)), 1);
+    assert!(health.load_bytes == 0);
+    drop(c);
+    node.stop().await;
+
+    // Same data directory, memory engine again: nothing survived, so a new incarnation.
+    let node = TestNode::start(dir.path()).await;
+    let mut c = client(node.addr).await;
+    let health = c
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        (health.node_id.as_str(), health.incarnation, health.epoch),
+        (NODE, 2, 4)
+    );
+    assert_eq!(
+        code(c.read(read(3, "k")).await),
+        Code::Aborted,
+        "epoch 4 survived"
+    );
+    assert_eq!(
+        c.read(read(4, "k"))
+            .await
+            .expect("read")
+            .into_inner()
+            .version,
+        None
+    );
+    let (after, _) = mint_version(&mut c, put(4, "k", "v")).await;
+    let entries: Vec<_> = after.clock.entries().collect();
+    assert_eq!(entries, vec![(&Actor::new(NODE, 2), 1)]);
+    assert_eq!(
+        c.push_placement(push(3))
+            .await
+            .expect("push")
+            .into_inner()
+            .epoch,
+        4
+    );
+    let health = c
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert!(health.load_bytes > 0);
+    drop(c);
+    node.stop().await;
+}
