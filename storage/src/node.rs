@@ -3,7 +3,7 @@
 //! A storage node keeps one small JSON file, `node.json`, in its data directory:
 //!
 //! ```json
-//! { "node_id": "n1", "incarnation": 3, "clean_shutdown": false,
+//! { "node_id": "n1", "incarnation": 1795395723000, "clean_shutdown": false,
 //!   "placement": { "epoch": 7, "vnodes": 256, "nodes": [...], "tenants": {...} } }
 //! ```
 //!
@@ -96,9 +96,11 @@ struct Inner {
 impl NodeState {
     /// Opens (creating if missing) the state in `data_dir` for `node_id`, starting this run.
     ///
-    /// The incarnation is 1 for a new directory; the previous one again if `engine_durable` and
-    /// the previous run called [`NodeState::mark_clean_shutdown`]; otherwise the previous one
-    /// plus 1. The run is recorded as not yet cleanly stopped before this returns.
+    /// A new incarnation is `max(previous + 1, wall-clock milliseconds)`, so even a node whose
+    /// directory was wiped never reuses an incarnation of its earlier life (clocks only move
+    /// forward across restarts). The previous incarnation is kept only if `engine_durable` and
+    /// the previous run called [`NodeState::mark_clean_shutdown`]. The run is recorded as not yet
+    /// cleanly stopped before this returns.
     ///
     /// Fails with [`NodeError::WrongNode`] if the directory belongs to another node id, with
     /// [`NodeError::Corrupt`] if the file cannot be parsed, and with [`NodeError::Io`] on I/O
@@ -126,10 +128,11 @@ impl NodeState {
                 found: prev.node_id.clone(),
             });
         }
+        let fresh = |prev: u64| prev.saturating_add(1).max(pairdb_core::hlc::wall_ms());
         let incarnation = match &previous {
-            None => 1,
+            None => fresh(0),
             Some(prev) if engine_durable && prev.clean_shutdown => prev.incarnation,
-            Some(prev) => prev.incarnation.saturating_add(1),
+            Some(prev) => fresh(prev.incarnation),
         };
         let state = NodeState {
             dir: data_dir.to_path_buf(),
@@ -298,12 +301,13 @@ mod tests {
     }
 
     #[test]
-    fn a_new_directory_starts_at_incarnation_one() {
+    fn a_new_directory_starts_a_wall_clock_incarnation() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("nested").join("data");
+        let before = pairdb_core::hlc::wall_ms();
         let state = NodeState::open(&dir, "n1", false).expect("open");
-        assert_eq!(state.incarnation(), 1);
-        assert_eq!(state.actor(), Actor::new("n1", 1));
+        assert!(state.incarnation() >= before);
+        assert_eq!(state.actor(), Actor::new("n1", state.incarnation()));
         assert_eq!(state.placement(), None);
         assert_eq!(state.epoch(), None);
         assert!(dir.join(NODE_FILE).exists());
@@ -313,19 +317,22 @@ mod tests {
     fn incarnation_is_kept_only_after_a_clean_stop_of_a_durable_engine() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let open = |durable| NodeState::open(tmp.path(), "n1", durable).expect("open");
-        assert_eq!(open(false).incarnation(), 1);
+        let i1 = open(false).incarnation();
         // Not durable: always a new incarnation, clean stop or not.
         let s = open(false);
-        assert_eq!(s.incarnation(), 2);
+        let i2 = s.incarnation();
+        assert!(i2 > i1);
         s.mark_clean_shutdown().expect("mark");
-        assert_eq!(open(false).incarnation(), 3);
+        let i3 = open(false).incarnation();
+        assert!(i3 > i2);
         // Durable but the previous run did not stop cleanly.
         let s = open(true);
-        assert_eq!(s.incarnation(), 4);
+        let i4 = s.incarnation();
+        assert!(i4 > i3);
         s.mark_clean_shutdown().expect("mark");
         // Durable and clean: kept, once. This run is then unclean again until marked.
-        assert_eq!(open(true).incarnation(), 4);
-        assert_eq!(open(true).incarnation(), 5);
+        assert_eq!(open(true).incarnation(), i4);
+        assert!(open(true).incarnation() > i4);
     }
 
     #[test]
