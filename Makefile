@@ -1,0 +1,31 @@
+# pairdb — the commands a developer needs. `make test` is what CI runs.
+
+CARGO ?= cargo
+
+.PHONY: test deps build run lint fmt bench-http
+
+## Install what the tests need (PostgreSQL and Redis server packages), then run every test.
+test: deps
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Install missing server packages (apt, as root), or name them.
+deps:
+	@scripts/test-deps.sh
+
+build:
+	$(CARGO) build --release --bin pairdb
+
+run:
+	$(CARGO) run --release --bin pairdb -- dev
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## PUT/GET throughput and latency of `pairdb dev --engine memory` with wrk (see scripts/bench-http.sh).
+bench-http:
+	@scripts/bench-http.sh

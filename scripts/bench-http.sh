@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# PUT and GET throughput and latency of `pairdb dev --engine memory`, measured with wrk over
+# loopback. Prints wrk's summaries (requests/s and the latency distribution, p99 included).
+#
+#   scripts/bench-http.sh                 # 30 s per phase, 2 threads, 32 connections
+#   DURATION=10s CONNECTIONS=64 scripts/bench-http.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-30s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+VALUE_BYTES=${VALUE_BYTES:-100}
+KEYS=${KEYS:-10000}
+PORT=${PORT:-18080}
+
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "bench-http needs wrk: sudo apt-get install -y wrk" >&2; exit 1
+  fi
+fi
+
+cargo build --release --bin pairdb
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+export PAIRDB_ADMIN_KEY=bench-admin-key
+./target/release/pairdb dev --engine memory --http 127.0.0.1:$PORT --data-dir "$work/data" >"$work/dev.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
+  sleep 0.2
+done
+API_KEY=$(curl -sf -X POST "http://127.0.0.1:$PORT/v1/tenants" \
+  -H "Authorization: Bearer $PAIRDB_ADMIN_KEY" -H 'Content-Type: application/json' \
+  -d '{"tenant_id":"bench","rate_limit":{"requests_per_second":1000000,"burst":1000000}}' \
+  | sed -E 's/.*"api_key":"([^"]+)".*/\1/')
+export API_KEY VALUE_BYTES KEYS
+
+cat >"$work/put.lua" <<'LUA'
+local counter = 0
+wrk.method = "PUT"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_KEY")
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("v", tonumber(os.getenv("VALUE_BYTES")))
+local keys = tonumber(os.getenv("KEYS"))
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/v1/kv/key-" .. (counter % keys))
+end
+LUA
+cat >"$work/get.lua" <<'LUA'
+local counter = 0
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_KEY")
+local keys = tonumber(os.getenv("KEYS"))
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/v1/kv/key-" .. (counter % keys))
+end
+response = function(status)
+  if status ~= 200 then error("GET answered " .. status) end
+end
+LUA
+
+echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys) =="
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT"
+echo
+echo "== GET (quorum, RF 3) =="
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/get.lua" "http://127.0.0.1:$PORT"
