@@ -18,8 +18,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(m) = PushPlacementRequest::decode(data) {
         if let Some(p) = m.placement {
-            let p = placement_from_pb(p);
-            let _ = p.ring();
+            let _ = placement_from_pb(p);
         }
     }
 });

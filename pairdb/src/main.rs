@@ -1,1 +1,30 @@
-fn main(){}
+//! `pairdb dev | storage | coordinator | gateway`.
+
+use clap::Parser;
+use pairdb::cli::{Cli, Command};
+use pairdb::{config_file, role};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    // Before any thread exists: the file only supplies environment defaults.
+    config_file::apply(&args)?;
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,sqlx=warn")),
+        )
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(a) => role::dev::run(a).await,
+            Command::Storage(a) => role::storage::run(a).await,
+            Command::Coordinator(a) => role::coordinator::run(a).await,
+            Command::Gateway(a) => role::gateway::run(a).await,
+        }
+    })
+}
