@@ -1,0 +1,140 @@
+//! Command-line flags. Every flag also reads `PAIRDB_<FLAG>` from the environment and, through
+//! `--config FILE`, from a TOML file (flags win over the environment, which wins over the file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pairdb: a distributed, multi-tenant key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "pairdb", version, about)]
+pub struct Cli {
+    /// TOML file of flag values (keys are flag names, e.g. `metadata-url = "sqlite://m.db"`).
+    #[arg(long, global = true, env = "PAIRDB_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole cluster in one process on loopback: gateway, coordinator, storage nodes.
+    Dev(DevArgs),
+    /// Run one storage node.
+    Storage(StorageArgs),
+    /// Run one coordinator.
+    Coordinator(CoordinatorArgs),
+    /// Run one REST gateway.
+    Gateway(GatewayArgs),
+}
+
+/// Storage engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// In-memory engine: fast, loses data on restart.
+    Memory,
+}
+
+/// Secrets shared by every role.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// Credential of internal calls (gateway → coordinator → storage).
+    #[arg(long, env = "PAIRDB_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
+    /// Server secret under which API keys are HMAC'd and context tokens sealed.
+    #[arg(long, env = "PAIRDB_KEY_SECRET", hide_env_values = true)]
+    pub key_secret: Option<String>,
+    /// The admin API key.
+    #[arg(long, env = "PAIRDB_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+/// `pairdb dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address of the REST gateway.
+    #[arg(long, env = "PAIRDB_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Number of storage nodes.
+    #[arg(long, env = "PAIRDB_NODES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: u32,
+    /// Directory holding metadata, secrets and node data.
+    #[arg(long, env = "PAIRDB_DATA_DIR", default_value = "./pairdb-data")]
+    pub data_dir: PathBuf,
+    /// Storage engine (the LSM engine lands in a later release; memory is the default until then).
+    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "memory")]
+    pub engine: EngineKind,
+    /// Metadata store URL (default: SQLite in the data dir).
+    #[arg(long, env = "PAIRDB_METADATA_URL")]
+    pub metadata_url: Option<String>,
+    /// Default (and maximum) request deadline in milliseconds.
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    pub request_timeout: u64,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+/// `pairdb storage`.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Stable node id.
+    #[arg(long, env = "PAIRDB_NODE_ID")]
+    pub node_id: String,
+    /// gRPC listen address.
+    #[arg(long, env = "PAIRDB_LISTEN")]
+    pub listen: SocketAddr,
+    /// Data directory of this node.
+    #[arg(long, env = "PAIRDB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Storage engine.
+    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "memory")]
+    pub engine: EngineKind,
+    /// Serve `/healthz` and `/readyz` over HTTP here.
+    #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+/// `pairdb coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "PAIRDB_LISTEN")]
+    pub listen: SocketAddr,
+    /// Metadata store URL (`sqlite://…`).
+    #[arg(long, env = "PAIRDB_METADATA_URL")]
+    pub metadata_url: String,
+    /// First placement, written only when the metadata store has none: `ID=ADDR,ID=ADDR,…`.
+    #[arg(long, env = "PAIRDB_INITIAL_NODES", value_delimiter = ',')]
+    pub initial_nodes: Vec<String>,
+    /// Serve `/healthz` and `/readyz` over HTTP here.
+    #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Default (and maximum) request deadline in milliseconds.
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    pub request_timeout: u64,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+/// `pairdb gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// REST listen address.
+    #[arg(long, env = "PAIRDB_HTTP")]
+    pub http: SocketAddr,
+    /// Coordinator gRPC addresses.
+    #[arg(long, env = "PAIRDB_COORDINATORS", value_delimiter = ',', required = true)]
+    pub coordinators: Vec<String>,
+    /// Metadata store URL (`sqlite://…`).
+    #[arg(long, env = "PAIRDB_METADATA_URL")]
+    pub metadata_url: String,
+    /// Default (and maximum) request deadline in milliseconds.
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    pub request_timeout: u64,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}

@@ -1,0 +1,12 @@
+//! The pairdb binary's library: flags, configuration, secrets, and starting each role.
+//!
+//! `main.rs` only parses flags and calls [`role`]; the cluster tests start the same roles in
+//! process through [`local`].
+
+pub mod cli;
+pub mod config_file;
+pub mod local;
+pub mod ops_http;
+pub mod role;
+pub mod secrets;
+pub mod shutdown;

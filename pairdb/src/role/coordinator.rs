@@ -1,0 +1,80 @@
+//! `pairdb coordinator`: one coordinator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use pairdb_coordinator::CoordinatorConfig;
+use pairdb_coordinator::cluster::Cluster;
+use pairdb_core::NodeAddr;
+use pairdb_metadata::RateLimit;
+
+use crate::cli::CoordinatorArgs;
+use crate::ops_http::{self, ReadyCheck};
+use crate::shutdown::Shutdown;
+use crate::{local, secrets, shutdown};
+
+/// Parses `ID=ADDR` pairs.
+pub fn parse_initial_nodes(items: &[String]) -> anyhow::Result<Vec<NodeAddr>> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((id, addr)) if !id.is_empty() && !addr.is_empty() => Ok(NodeAddr {
+                id: id.trim().to_owned(),
+                address: addr.trim().to_owned(),
+            }),
+            _ => bail!("--initial-nodes entry {s:?} is not ID=ADDR"),
+        })
+        .collect()
+}
+
+/// Serves one coordinator until SIGINT/SIGTERM.
+pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let secrets = secrets::from_args(&args.secrets)?;
+    let store = local::open_metadata(&args.metadata_url).await?;
+    let mut config = CoordinatorConfig::new(
+        secrets.internal_token.clone(),
+        secrets.key_secret.clone(),
+        secrets.admin_key.clone(),
+    );
+    config.request_timeout = Duration::from_millis(args.request_timeout);
+    tracing::info!(listen = %args.listen, metadata = %args.metadata_url, request_timeout_ms = args.request_timeout,
+        admin_key = if secrets.admin_key.is_empty() { "unset" } else { "set" }, "starting coordinator");
+    let cluster = Cluster::new(store.clone(), config)?;
+    let initial = parse_initial_nodes(&args.initial_nodes)?;
+    if !initial.is_empty() {
+        cluster
+            .bootstrap(initial, pairdb_core::placement::DEFAULT_VNODES)
+            .await
+            .context("writing the initial placement")?;
+    }
+    if let Err(e) = cluster.refresh().await {
+        tracing::warn!(error = %e, "no placement yet; retrying in the background");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let stop = Shutdown::new();
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let c = cluster.clone();
+        let ready: ReadyCheck = Arc::new(move || {
+            let c = c.clone();
+            Box::pin(async move {
+                c.store().ping().await.map_err(|e| e.to_string())?;
+                c.view().map(|_| ()).map_err(|e| e.to_string())
+            })
+        });
+        tokio::spawn(ops_http::serve(l, ready, stop.wait()));
+    }
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        signal.trigger();
+    });
+    pairdb_coordinator::server::run(cluster, listener, RateLimit::default(), stop.wait()).await?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! `pairdb gateway`: one REST gateway.
+
+use std::time::Duration;
+
+use crate::cli::GatewayArgs;
+use crate::local::GatewayNode;
+use crate::{local, secrets, shutdown};
+
+/// Serves the REST API until SIGINT/SIGTERM.
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let secrets = secrets::from_args(&args.secrets)?;
+    let store = local::open_metadata(&args.metadata_url).await?;
+    tracing::info!(http = %args.http, coordinators = ?args.coordinators, metadata = %args.metadata_url,
+        request_timeout_ms = args.request_timeout, "starting gateway");
+    let gateway = GatewayNode::start(
+        store,
+        args.http,
+        args.coordinators.clone(),
+        &secrets,
+        Duration::from_millis(args.request_timeout),
+    )
+    .await?;
+    println!("gateway listening on http://{}", gateway.addr);
+    shutdown::signal().await;
+    gateway.stop().await;
+    Ok(())
+}

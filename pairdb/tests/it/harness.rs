@@ -1,0 +1,183 @@
+//! Starting a local cluster and talking to it.
+
+use std::time::Duration;
+
+use pairdb::cli::EngineKind;
+use pairdb::local::{LocalCluster, LocalOptions};
+use pairdb::secrets::Secrets;
+use pairdb_core::{ContextSigner, Version};
+use pairdb_proto::convert::version_from_pb;
+use pairdb_proto::storage::storage_client::StorageClient;
+use pairdb_proto::storage::{KeyRef, ReadRequest};
+use reqwest::{Method, StatusCode};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const ADMIN_KEY: &str = "pdbadmin_test_admin_key";
+pub const INTERNAL_TOKEN: &str = "test-internal-token";
+pub const KEY_SECRET: &[u8] = b"test-key-secret";
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    pub base: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub fn secrets() -> Secrets {
+    Secrets {
+        internal_token: INTERNAL_TOKEN.into(),
+        key_secret: KEY_SECRET.to_vec(),
+        admin_key: ADMIN_KEY.into(),
+        admin_key_generated: false,
+    }
+}
+
+pub async fn start(nodes: u32) -> TestCluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LocalOptions {
+        http: ([127, 0, 0, 1], 0).into(),
+        nodes,
+        data_dir: dir.path().to_path_buf(),
+        engine: EngineKind::Memory,
+        metadata_url: None,
+        request_timeout: Duration::from_secs(5),
+        vnodes: 64,
+    };
+    let cluster = LocalCluster::start(&opts, secrets()).await.expect("start cluster");
+    let base = format!("http://{}", cluster.gateway.addr);
+    TestCluster {
+        cluster,
+        base,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+pub type Storage = StorageClient<InterceptedService<Channel, StorageAuth>>;
+
+#[derive(Clone)]
+pub struct StorageAuth(pub Option<&'static str>);
+
+impl tonic::service::Interceptor for StorageAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = self.0 {
+            let v = format!("Bearer {t}").parse().expect("header value");
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+impl TestCluster {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a tenant through the REST API and returns its API key.
+    pub async fn create_tenant(&self, id: &str, rf: u32) -> String {
+        let resp = self
+            .http
+            .post(self.url("/v1/tenants"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"tenant_id": id, "replication_factor": rf}))
+            .send()
+            .await
+            .expect("create tenant");
+        assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+        let body: serde_json::Value = resp.json().await.expect("json");
+        body["api_key"].as_str().expect("api_key").to_owned()
+    }
+
+    pub async fn kv(
+        &self,
+        method: Method,
+        key_path: &str,
+        api_key: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, self.url(&format!("/v1/kv/{key_path}")))
+            .bearer_auth(api_key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub fn storage(&self, node_id: &str, token: Option<&'static str>) -> Storage {
+        let node = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.id == node_id)
+            .expect("node");
+        let channel = Channel::from_shared(format!("http://{}", node.addr))
+            .expect("uri")
+            .connect_lazy();
+        StorageClient::with_interceptor(channel, StorageAuth(token))
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.cluster
+            .coordinator
+            .cluster
+            .view()
+            .expect("placement")
+            .placement
+            .epoch
+    }
+
+    /// The preference list of `key` for `tenant`.
+    pub fn replicas(&self, tenant: &str, key: &[u8]) -> Vec<String> {
+        self.cluster
+            .coordinator
+            .cluster
+            .view()
+            .expect("placement")
+            .preference_list(tenant, key)
+            .expect("tenant in placement")
+    }
+
+    /// The version `node` holds for `(tenant, key)`, read over the storage RPC.
+    pub async fn stored(&self, node: &str, tenant: &str, key: &[u8]) -> Option<Version> {
+        let resp = self
+            .storage(node, Some(INTERNAL_TOKEN))
+            .read(ReadRequest {
+                epoch: self.epoch(),
+                key: Some(KeyRef {
+                    namespace: tenant.into(),
+                    key: key.to_vec(),
+                }),
+            })
+            .await
+            .expect("storage read")
+            .into_inner();
+        resp.version.map(|v| version_from_pb(v).expect("valid version"))
+    }
+
+    pub fn signer(&self) -> ContextSigner {
+        ContextSigner::new(KEY_SECRET, 5_000)
+    }
+
+    /// Kills storage node `id` abruptly (connections dropped, like a crash).
+    pub fn kill(&mut self, id: &str) {
+        let idx = self
+            .cluster
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("node");
+        let node = self.cluster.nodes.remove(idx);
+        node.kill();
+    }
+}
+
+pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,13 @@
+//! Cluster tests: the real gRPC services on loopback, driven through the REST gateway and, where a
+//! test must force a situation, directly over the storage RPC.
+
+mod harness;
+
+mod conflicts;
+mod faults;
+mod grpc_api;
+mod http_errors;
+mod idempotency;
+mod processes;
+mod read_repair;
+mod storage_security;

@@ -1,0 +1,157 @@
+//! The acceptance as a user sees it: each role a separate `pairdb` process, a storage process
+//! killed with SIGKILL, quorum still served; the rest stop cleanly on SIGTERM.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pairdb_core::Ring;
+use reqwest::StatusCode;
+use tokio::process::{Child, Command};
+
+use crate::harness::{ADMIN_KEY, INTERNAL_TOKEN};
+
+const KEY_SECRET: &str = "process-test-key-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn pairdb(args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_pairdb"))
+        .args(args)
+        .env("PAIRDB_INTERNAL_TOKEN", INTERNAL_TOKEN)
+        .env("PAIRDB_KEY_SECRET", KEY_SECRET)
+        .env("PAIRDB_ADMIN_KEY", ADMIN_KEY)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn pairdb")
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str) {
+    for _ in 0..300 {
+        if let Ok(r) = http.get(url).send().await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+async fn terminate(child: &mut Child) -> bool {
+    let Some(pid) = child.id() else { return false };
+    let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    assert!(sent.is_ok_and(|s| s.success()));
+    match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+        Ok(Ok(status)) => status.success(),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_survive_a_sigkilled_storage_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path();
+    let mut storage = Vec::new();
+    let mut initial = Vec::new();
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let id = format!("node-{i}");
+        let port = free_port();
+        let metrics = free_port();
+        let data = logs.join(&id);
+        let child = pairdb(
+            &[
+                "storage", "--node-id", &id, "--listen", &format!("127.0.0.1:{port}"),
+                "--data-dir", data.to_str().expect("utf-8 path"),
+                "--metrics-listen", &format!("127.0.0.1:{metrics}"),
+            ],
+            &logs.join(format!("{id}.log")),
+        );
+        initial.push(format!("{id}=127.0.0.1:{port}"));
+        ids.push(id.clone());
+        storage.push((id, child, metrics));
+    }
+    let metadata = format!("sqlite://{}", logs.join("metadata.db").display());
+    let coord_port = free_port();
+    let coord_metrics = free_port();
+    let mut coordinator = pairdb(
+        &[
+            "coordinator", "--listen", &format!("127.0.0.1:{coord_port}"), "--metadata-url", &metadata,
+            "--initial-nodes", &initial.join(","), "--metrics-listen", &format!("127.0.0.1:{coord_metrics}"),
+        ],
+        &logs.join("coordinator.log"),
+    );
+    let http_port = free_port();
+    let mut gateway = pairdb(
+        &[
+            "gateway", "--http", &format!("127.0.0.1:{http_port}"),
+            "--coordinators", &format!("127.0.0.1:{coord_port}"), "--metadata-url", &metadata,
+        ],
+        &logs.join("gateway.log"),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http_port}");
+    wait_ready(&http, &format!("http://127.0.0.1:{coord_metrics}/readyz")).await;
+    wait_ready(&http, &format!("{base}/readyz")).await;
+    for (_, _, metrics) in &storage {
+        wait_ready(&http, &format!("http://127.0.0.1:{metrics}/healthz")).await;
+    }
+
+    let created = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"tenant_id": "acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: serde_json::Value = created.json().await.expect("json");
+    let key = body["api_key"].as_str().expect("api key").to_owned();
+
+    let put = |value: &'static str, level: &'static str| {
+        http.put(format!("{base}/v1/kv/user-42"))
+            .bearer_auth(&key)
+            .header("X-Consistency", level)
+            .body(value)
+            .send()
+    };
+    assert_eq!(put("before", "all").await.expect("put").status(), StatusCode::OK);
+
+    // SIGKILL the key's leader.
+    let ring = Ring::new(&ids, pairdb_core::placement::DEFAULT_VNODES);
+    let leader = ring.preference_list(pairdb_core::key::token("acme", b"user-42"), 3)[0].to_owned();
+    let idx = storage.iter().position(|(id, _, _)| *id == leader).expect("leader process");
+    let (_, mut victim, _) = storage.remove(idx);
+    victim.start_kill().expect("SIGKILL");
+    let _ = victim.wait().await;
+
+    let after = put("after", "quorum").await.expect("put");
+    assert_eq!(after.status(), StatusCode::OK, "quorum write after SIGKILL");
+    let get = http
+        .get(format!("{base}/v1/kv/user-42"))
+        .bearer_auth(&key)
+        .header("X-Consistency", "quorum")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(get.bytes().await.expect("body").as_ref(), b"after");
+    assert_eq!(put("all", "all").await.expect("put").status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Everything left stops cleanly on SIGTERM.
+    assert!(terminate(&mut gateway).await, "gateway exits 0 on SIGTERM");
+    assert!(terminate(&mut coordinator).await, "coordinator exits 0 on SIGTERM");
+    for (id, mut child, _) in storage {
+        assert!(terminate(&mut child).await, "{id} exits 0 on SIGTERM");
+    }
+}
