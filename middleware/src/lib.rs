@@ -14,6 +14,42 @@
 //!
 //! Every layer's service delegates `poll_ready` to its inner service, so backpressure passes
 //! through unchanged.
+//!
+//! A role builds its stack in one function, outermost first, with its own [`Reject`]:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use pairdb_metadata::MetadataStore;
+//! use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
+//! use pairdb_middleware::{
+//!     AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, Reject, TenantCache,
+//!     TenantLayer, TraceContext, TraceLayer,
+//! };
+//!
+//! /// Renders rejections as plain-text HTTP (a coordinator renders a `tonic::Status`).
+//! #[derive(Clone)]
+//! struct Text;
+//!
+//! impl Reject for Text {
+//!     type Body = String;
+//!     fn reject(&self, e: LayerError, _: Option<&TraceContext>) -> http::Response<String> {
+//!         let mut response = http::Response::new(e.detail);
+//!         *response.status_mut() = http::StatusCode::from_u16(e.kind.http_status())
+//!             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+//!         response
+//!     }
+//! }
+//!
+//! fn stack(store: Arc<dyn MetadataStore>, config: AuthConfig) -> impl Clone {
+//!     tower::ServiceBuilder::new()
+//!         .layer(TraceLayer::new())
+//!         .layer(AuthLayer::new(Authenticator::new(store.clone(), config), Text))
+//!         .layer(TenantLayer::new(TenantCache::new(store, DEFAULT_TENANT_TTL), Text))
+//!         .layer(ConsistencyLayer::new(Text))
+//! }
+//! ```
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![warn(missing_docs)]
 

@@ -10,4 +10,5 @@ mod http_errors;
 mod idempotency;
 mod processes;
 mod read_repair;
+mod sdk;
 mod storage_security;

@@ -1,0 +1,122 @@
+//! The gateway's configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::GatewayError;
+
+/// Default end-to-end deadline of a request (`--request-timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(5000);
+/// Default longest key, in bytes after percent-decoding.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+/// Default largest value, in bytes.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Everything the gateway needs to serve. `Debug` redacts the secrets.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Coordinator gRPC addresses, `host:port` (or a full `http://` URI); at least one.
+    pub coordinators: Vec<String>,
+    /// The internal service credential sent to coordinators (`PAIRDB_INTERNAL_TOKEN`).
+    pub internal_token: String,
+    /// The server secret API keys are HMAC'd with (`PAIRDB_KEY_SECRET`).
+    pub key_secret: Vec<u8>,
+    /// The admin key (`PAIRDB_ADMIN_KEY`); empty disables admin access.
+    pub admin_key: String,
+    /// Longest deadline of a request; a client's `X-Pairdb-Timeout` is capped by it.
+    pub request_timeout: Duration,
+    /// Longest key, in bytes after percent-decoding (longer → 400).
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes (larger → 413).
+    pub max_value_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            coordinators: Vec::new(),
+            internal_token: String::new(),
+            key_secret: Vec::new(),
+            admin_key: String::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("coordinators", &self.coordinators)
+            .field("internal_token", &"<redacted>")
+            .field("key_secret", &"<redacted>")
+            .field("admin_key", &"<redacted>")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .finish()
+    }
+}
+
+impl GatewayConfig {
+    /// A configuration for `coordinators` with these secrets and every limit at its default
+    /// (request timeout 5000 ms, keys ≤ 1024 bytes, values ≤ 1 MiB).
+    pub fn new(
+        coordinators: Vec<String>,
+        internal_token: String,
+        key_secret: Vec<u8>,
+        admin_key: String,
+    ) -> Self {
+        GatewayConfig {
+            coordinators,
+            internal_token,
+            key_secret,
+            admin_key,
+            ..GatewayConfig::default()
+        }
+    }
+
+    /// Checks the values the gateway cannot serve with: no coordinator, an empty internal token
+    /// or key secret, a zero timeout or limit.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        let problem = if self.coordinators.is_empty() {
+            Some("at least one coordinator address is required")
+        } else if self.internal_token.is_empty() {
+            Some("the internal token is empty")
+        } else if self.key_secret.is_empty() {
+            Some("the key secret is empty")
+        } else if self.request_timeout.is_zero() {
+            Some("the request timeout is zero")
+        } else if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            Some("key and value limits must be positive")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(GatewayError::Config(p.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_and_validate_checks() {
+        let config = GatewayConfig::new(
+            vec!["127.0.0.1:1".into()],
+            "tok-s3cret".into(),
+            b"k".to_vec(),
+            "adm-s3cret".into(),
+        );
+        assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(config.max_key_bytes, DEFAULT_MAX_KEY_BYTES);
+        assert_eq!(config.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(config.validate().is_ok());
+        assert!(GatewayConfig::default().validate().is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The gateway's middleware stack, in one function (DESIGN §3). Rate limit and idempotency
+//! join between tenant and consistency, and after consistency, in later issues.
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{Next, from_fn};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::ALLOW;
+use pairdb_core::ErrorKind;
+use pairdb_middleware::{
+    AuthLayer, Authenticator, ConsistencyLayer, TenantCache, TenantLayer, TraceContext, TraceLayer,
+};
+use tower::ServiceBuilder;
+
+use crate::key::KV_PREFIX;
+use crate::problem::{Problem, ProblemReject, is_problem};
+
+/// Wraps the `/v1` routes and the open `ops` routes in the stack, outermost first:
+/// trace → auth → tenant → consistency.
+pub fn layers(
+    v1: Router,
+    ops: Router,
+    authenticator: Authenticator,
+    tenants: TenantCache,
+) -> Router {
+    let v1 = v1.layer(
+        ServiceBuilder::new()
+            // auth: first inside /v1, so nothing below runs (or reaches a store) for an unknown caller.
+            .layer(AuthLayer::new(authenticator, ProblemReject))
+            // tenant: needs auth's principal; loads the config whose default consistency is used next.
+            .layer(TenantLayer::new(tenants, ProblemReject))
+            // consistency: innermost, after the tenant default is known; handlers read its extension.
+            .layer(ConsistencyLayer::new(ProblemReject)),
+    );
+    v1.merge(ops)
+        .fallback(crate::routes::route_not_found)
+        // 405 as problem: inside trace, so the problem names the trace; sees every route's 405.
+        .layer(from_fn(method_not_allowed_problem))
+        // trace: outermost over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
+        .layer(TraceLayer::new().redact_paths_after(&[KV_PREFIX]))
+}
+
+/// Turns axum's empty 405 into a `method-not-allowed` problem, keeping its `Allow` header.
+async fn method_not_allowed_problem(request: Request, next: Next) -> Response {
+    let trace = request.extensions().get::<TraceContext>().copied();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || is_problem(response.headers()) {
+        return response;
+    }
+    let mut problem = Problem::new(
+        ErrorKind::MethodNotAllowed,
+        "this route does not support the method",
+    )
+    .with_trace(trace.as_ref());
+    if let Some(allow) = response.headers().get(ALLOW) {
+        problem = problem.with_header(ALLOW, allow.clone());
+    }
+    problem.into_response()
+}

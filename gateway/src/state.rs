@@ -1,0 +1,26 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pairdb_metadata::MetadataStore;
+
+use crate::coordinators::Coordinators;
+
+/// Shared, cheaply cloned handler state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The coordinators requests are forwarded to.
+    pub coordinators: Coordinators,
+    /// The metadata store (readiness only; auth and tenant layers hold their own handle).
+    pub store: Arc<dyn MetadataStore>,
+    /// Longest deadline of a request.
+    pub request_timeout: Duration,
+    /// Longest key, in bytes after percent-decoding.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// The OpenAPI document, rendered once.
+    pub openapi: Bytes,
+}

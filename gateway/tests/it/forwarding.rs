@@ -1,0 +1,142 @@
+//! What the gateway sends the coordinator: credential, principal, consistency, trace; and
+//! failover between coordinators.
+
+use reqwest::Method;
+
+use crate::support::{
+    ADMIN_KEY, Harness, INCOMING_TRACE, INTERNAL_TOKEN, TRACEPARENT, dead_address, problem,
+};
+
+#[tokio::test]
+async fn tenant_calls_carry_internal_token_tenant_consistency_and_trace() {
+    let h = Harness::start().await;
+    let response = h
+        .tenant(Method::PUT, "/v1/kv/k")
+        .header("x-consistency", "ALL")
+        .header("traceparent", TRACEPARENT)
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let traceresponse = response
+        .headers()
+        .get("traceresponse")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        traceresponse.starts_with(&format!("00-{INCOMING_TRACE}-")),
+        "{traceresponse}"
+    );
+
+    let call = h.last_call();
+    assert_eq!(
+        call.header("authorization").as_deref(),
+        Some(format!("Bearer {INTERNAL_TOKEN}").as_str())
+    );
+    assert_eq!(call.header("x-pairdb-tenant").as_deref(), Some("acme"));
+    assert_eq!(call.header("x-pairdb-principal"), None);
+    assert_eq!(call.header("x-consistency").as_deref(), Some("all"));
+    let traceparent = call.header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{INCOMING_TRACE}-")),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "the gateway's own span is the parent"
+    );
+    assert_eq!(
+        traceparent, traceresponse,
+        "the forwarded parent is the span named in traceresponse"
+    );
+    assert!(
+        call.header("grpc-timeout").is_some(),
+        "the deadline travels as grpc-timeout"
+    );
+}
+
+#[tokio::test]
+async fn admin_calls_carry_the_admin_principal() {
+    let h = Harness::start().await;
+    let response = h
+        .admin(Method::GET, "/v1/admin/nodes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let call = h.last_call();
+    assert_eq!(call.method, "list_nodes");
+    assert_eq!(
+        call.header("authorization").as_deref(),
+        Some(format!("Bearer {INTERNAL_TOKEN}").as_str())
+    );
+    assert_eq!(call.header("x-pairdb-principal").as_deref(), Some("admin"));
+    assert_eq!(call.header("x-pairdb-tenant"), None);
+    assert!(
+        !call
+            .metadata
+            .clone()
+            .into_headers()
+            .iter()
+            .any(|(_, v)| v.to_str().unwrap_or("").contains(ADMIN_KEY)),
+        "the admin key itself never travels to the coordinator"
+    );
+}
+
+#[tokio::test]
+async fn problems_name_the_incoming_trace() {
+    let h = Harness::start().await;
+    let response = h
+        .http
+        .get(h.url("/v1/kv/k"))
+        .header("traceparent", TRACEPARENT)
+        .send()
+        .await
+        .unwrap();
+    let tr = response
+        .headers()
+        .get("traceresponse")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(tr.contains(INCOMING_TRACE));
+    let body = problem(response, 401).await;
+    assert_eq!(body["trace_id"], INCOMING_TRACE);
+}
+
+#[tokio::test]
+async fn fails_over_to_the_next_coordinator() {
+    let dead = dead_address().await;
+    let h = Harness::start_with(move |c, live| {
+        c.coordinators = vec![dead.to_string(), live.to_string()];
+    })
+    .await;
+    for i in 0..4 {
+        let response = h
+            .tenant(Method::PUT, &format!("/v1/kv/k{i}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    assert_eq!(
+        h.calls().len(),
+        4,
+        "each request reached the live coordinator exactly once"
+    );
+}
+
+#[tokio::test]
+async fn serve_stops_gracefully() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    h.shutdown().await.unwrap();
+}

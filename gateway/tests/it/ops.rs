@@ -1,0 +1,76 @@
+//! Operations routes: no auth, always a traceresponse.
+
+use std::sync::atomic::Ordering;
+
+use crate::support::{Harness, problem, type_of};
+
+#[tokio::test]
+async fn healthz_is_ok_without_auth() {
+    let h = Harness::start().await;
+    let response = h.http.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("traceresponse"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn readyz_checks_coordinator_and_metadata() {
+    let h = Harness::start().await;
+    let response = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ready"}));
+    assert_eq!(h.last_call().method, "ready");
+
+    h.coordinator.not_ready.store(true, Ordering::SeqCst);
+    let response = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+    let body = problem(response, 503).await;
+    assert_eq!(body["type"], type_of("not-ready"));
+
+    h.coordinator.not_ready.store(false, Ordering::SeqCst);
+    h.store.fail.store(true, Ordering::SeqCst);
+    problem(h.http.get(h.url("/readyz")).send().await.unwrap(), 503).await;
+}
+
+#[tokio::test]
+async fn openapi_lists_routes_and_problem_types() {
+    let h = Harness::start().await;
+    let response = h.http.get(h.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/v1/kv/{key}", &["get", "put", "delete"][..]),
+        ("/v1/tenants", &["get", "post"][..]),
+        ("/v1/tenants/{tenant_id}", &["get"][..]),
+        ("/v1/tenants/{tenant_id}/api-keys", &["get", "post"][..]),
+        ("/v1/tenants/{tenant_id}/api-keys/{key_id}", &["delete"][..]),
+        ("/v1/admin/nodes", &["get"][..]),
+        ("/healthz", &["get"][..]),
+        ("/readyz", &["get"][..]),
+        ("/openapi.json", &["get"][..]),
+    ] {
+        for m in methods {
+            assert!(paths[path].get(*m).is_some(), "{m} {path}");
+        }
+    }
+    assert_eq!(paths.len(), 9, "no route documented that is not served");
+    let types = doc["components"]["schemas"]["ProblemType"]["enum"]
+        .as_array()
+        .unwrap();
+    for kind in pairdb_core::ErrorKind::ALL {
+        assert!(
+            types.contains(&serde_json::Value::String(kind.type_uri())),
+            "{}",
+            kind.slug()
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+}

@@ -1,0 +1,638 @@
+//! The harness: a fake coordinator, a fake metadata store, and a served gateway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pairdb_core::{Consistency, Placement};
+use pairdb_gateway::{GatewayConfig, build_router, serve};
+use pairdb_metadata::{
+    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig, api_key,
+};
+use pairdb_proto::coordinator as pb;
+use pairdb_proto::coordinator::coordinator_server::{Coordinator, CoordinatorServer};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status};
+
+pub const KEY_SECRET: &[u8] = b"gateway-test-secret";
+pub const ADMIN_KEY: &str = "gateway-test-admin-key";
+pub const INTERNAL_TOKEN: &str = "gateway-test-internal-token";
+pub const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+// ---------------------------------------------------------------- metadata store
+
+/// One tenant `acme` (default consistency quorum) with one API key; `fail` makes it unreachable.
+#[derive(Default)]
+pub struct FakeStore {
+    pub tenants: Mutex<HashMap<String, TenantConfig>>,
+    pub keys: Mutex<HashMap<String, ApiKeyRecord>>,
+    pub fail: AtomicBool,
+}
+
+fn unsupported() -> MetadataError {
+    MetadataError::Unavailable("not supported by the fake".into())
+}
+
+impl FakeStore {
+    fn check(&self) -> Result<(), MetadataError> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(MetadataError::Unavailable("fake store down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataStore for FakeStore {
+    async fn create_tenant(
+        &self,
+        _: &TenantConfig,
+        _: &ApiKeyRecord,
+        _: u64,
+        _: &Placement,
+    ) -> Result<(), MetadataError> {
+        Err(unsupported())
+    }
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
+        self.check()?;
+        Ok(self.tenants.lock().unwrap().get(id).cloned())
+    }
+    async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
+        Err(unsupported())
+    }
+    async fn insert_api_key(&self, _: &ApiKeyRecord) -> Result<(), MetadataError> {
+        Err(unsupported())
+    }
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError> {
+        self.check()?;
+        Ok(self.keys.lock().unwrap().get(key_id).cloned())
+    }
+    async fn list_api_keys(&self, _: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
+        Err(unsupported())
+    }
+    async fn delete_api_key(&self, _: &str, _: &str) -> Result<bool, MetadataError> {
+        Err(unsupported())
+    }
+    async fn upsert_node(&self, _: &NodeRecord) -> Result<(), MetadataError> {
+        Err(unsupported())
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError> {
+        Err(unsupported())
+    }
+    async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
+        Err(unsupported())
+    }
+    async fn swap_placement(&self, _: Option<u64>, _: &Placement) -> Result<bool, MetadataError> {
+        Err(unsupported())
+    }
+    async fn ping(&self) -> Result<(), MetadataError> {
+        self.check()
+    }
+}
+
+// ---------------------------------------------------------------- fake coordinator
+
+/// One call the fake coordinator received.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: &'static str,
+    pub metadata: MetadataMap,
+    pub key: Vec<u8>,
+    pub put: Option<pb::PutRequest>,
+    pub delete: Option<pb::DeleteRequest>,
+    pub get: Option<pb::GetRequest>,
+    pub create_tenant: Option<pb::CreateTenantRequest>,
+}
+
+impl Call {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.metadata
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A stored value and its content type.
+pub type Stored = (Vec<u8>, String);
+
+/// Canned behaviour by key: `quorum`, `timeout`, `slow`, `forbidden`, `internal`,
+/// `bad-context`, `conflict-won`, `conflict-lost`, `repaired`, `read-quorum`; anything else is
+/// stored and read back.
+#[derive(Default)]
+pub struct FakeCoordinator {
+    pub calls: Mutex<Vec<Call>>,
+    pub values: Mutex<HashMap<Vec<u8>, Stored>>,
+    pub not_ready: AtomicBool,
+}
+
+fn detail_status(code: Code, message: &str, detail: pb::ErrorDetail) -> Status {
+    Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+fn kind_status(code: Code, kind: &str) -> Status {
+    detail_status(
+        code,
+        kind,
+        pb::ErrorDetail {
+            kind: kind.into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn tenant(id: &str) -> pb::Tenant {
+    pb::Tenant {
+        tenant_id: id.into(),
+        replication_factor: 3,
+        default_consistency: "quorum".into(),
+        rate_limit: Some(pb::RateLimit {
+            requests_per_second: 100,
+            burst: 200,
+        }),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+impl FakeCoordinator {
+    fn record<M>(&self, method: &'static str, request: &Request<M>, fill: impl FnOnce(&mut Call)) {
+        let mut call = Call {
+            method,
+            metadata: request.metadata().clone(),
+            key: Vec::new(),
+            put: None,
+            delete: None,
+            get: None,
+            create_tenant: None,
+        };
+        fill(&mut call);
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn level<M>(request: &Request<M>) -> String {
+        request
+            .metadata()
+            .get("x-consistency")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("quorum")
+            .to_owned()
+    }
+
+    fn is_admin<M>(request: &Request<M>) -> bool {
+        request.metadata().get("x-pairdb-principal").is_some()
+    }
+
+    /// The failure canned for `key`, if any.
+    async fn canned(key: &[u8], write: bool) -> Result<(), Status> {
+        match key {
+            b"quorum" => Err(detail_status(
+                Code::Unavailable,
+                "only 1 of 2 required replicas acknowledged",
+                pb::ErrorDetail {
+                    kind: "quorum-unavailable".into(),
+                    acks: 1,
+                    required: 2,
+                    applied: "partial".into(),
+                    answered: 0,
+                },
+            )),
+            b"read-quorum" if !write => Err(detail_status(
+                Code::Unavailable,
+                "only 1 of 2 replicas answered",
+                pb::ErrorDetail {
+                    kind: "quorum-unavailable".into(),
+                    answered: 1,
+                    required: 2,
+                    ..Default::default()
+                },
+            )),
+            b"timeout" => Err(detail_status(
+                Code::DeadlineExceeded,
+                "replicas did not answer in time",
+                pb::ErrorDetail {
+                    kind: "timeout".into(),
+                    acks: 1,
+                    required: 2,
+                    applied: "unknown".into(),
+                    answered: 0,
+                },
+            )),
+            b"slow" => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            }
+            b"forbidden" => Err(Status::permission_denied("not your tenant")),
+            b"internal" => Err(Status::internal("secret stack trace")),
+            b"bad-context" => Err(kind_status(Code::InvalidArgument, "bad-context")),
+            _ => Ok(()),
+        }
+    }
+
+    fn written(request_level: String, key: &[u8]) -> pb::WriteResponse {
+        let conflict = match key {
+            b"conflict-won" => pb::ConflictOutcome::Won,
+            b"conflict-lost" => pb::ConflictOutcome::Lost,
+            _ => pb::ConflictOutcome::None,
+        };
+        pb::WriteResponse {
+            context: "ctx-after-write".into(),
+            consistency: request_level,
+            acks: 2,
+            replicas: 3,
+            conflict: conflict as i32,
+            idempotency_key: String::new(),
+        }
+    }
+}
+
+/// The served face of a [`FakeCoordinator`] (a local type, so the foreign trait can be implemented).
+pub struct FakeService(pub Arc<FakeCoordinator>);
+
+impl std::ops::Deref for FakeService {
+    type Target = FakeCoordinator;
+    fn deref(&self) -> &FakeCoordinator {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for FakeService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let message = request.get_ref().clone();
+        self.record("get", &request, |c| {
+            c.key = message.key.clone();
+            c.get = Some(message.clone());
+        });
+        FakeCoordinator::canned(&message.key, false).await?;
+        let level = FakeCoordinator::level(&request);
+        let stored = self.values.lock().unwrap().get(&message.key).cloned();
+        let repaired = message.key == b"repaired";
+        let (found, value, content_type) = match (stored, repaired) {
+            (Some((v, ct)), _) => (true, v, ct),
+            (None, true) => (true, b"r".to_vec(), "text/plain".into()),
+            (None, false) => (false, Vec::new(), String::new()),
+        };
+        Ok(Response::new(pb::GetResponse {
+            found,
+            value,
+            content_type,
+            context: if found {
+                "ctx-read".into()
+            } else {
+                "ctx-tombstone".into()
+            },
+            consistency: level,
+            answered: 2,
+            replicas: 3,
+            conflict: repaired,
+            read_repairs: if repaired { 2 } else { 0 },
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let message = request.get_ref().clone();
+        self.record("put", &request, |c| {
+            c.key = message.key.clone();
+            c.put = Some(message.clone());
+        });
+        FakeCoordinator::canned(&message.key, true).await?;
+        self.values.lock().unwrap().insert(
+            message.key.clone(),
+            (message.value.clone(), message.content_type.clone()),
+        );
+        Ok(Response::new(FakeCoordinator::written(
+            FakeCoordinator::level(&request),
+            &message.key,
+        )))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let message = request.get_ref().clone();
+        self.record("delete", &request, |c| {
+            c.key = message.key.clone();
+            c.delete = Some(message.clone());
+        });
+        FakeCoordinator::canned(&message.key, true).await?;
+        self.values.lock().unwrap().remove(&message.key);
+        Ok(Response::new(FakeCoordinator::written(
+            FakeCoordinator::level(&request),
+            &message.key,
+        )))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let message = request.get_ref().clone();
+        self.record("create_tenant", &request, |c| {
+            c.create_tenant = Some(message.clone())
+        });
+        if !FakeCoordinator::is_admin(&request) {
+            return Err(kind_status(Code::PermissionDenied, "forbidden"));
+        }
+        if message.tenant_id == "exists" {
+            return Err(kind_status(Code::AlreadyExists, "tenant-exists"));
+        }
+        let mut t = tenant(&message.tenant_id);
+        t.replication_factor = if message.replication_factor == 0 {
+            3
+        } else {
+            message.replication_factor
+        };
+        if !message.default_consistency.is_empty() {
+            t.default_consistency = message.default_consistency;
+        }
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(t),
+            api_key: "pdb_0123456789abcdef_0123456789abcdef0123456789abcdef".into(),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        self.record("get_tenant", &request, |_| {});
+        match request.get_ref().tenant_id.as_str() {
+            "missing" => Err(Status::not_found("no such tenant")),
+            id => Ok(Response::new(tenant(id))),
+        }
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.record("list_tenants", &request, |_| {});
+        if !FakeCoordinator::is_admin(&request) {
+            return Err(Status::permission_denied("admin only"));
+        }
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: vec![tenant("acme"), tenant("beta")],
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        self.record("create_api_key", &request, |_| {});
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key_id: "0123456789abcdef".into(),
+            api_key: "pdb_0123456789abcdef_0123456789abcdef0123456789abcdef".into(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        self.record("list_api_keys", &request, |_| {});
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: vec![pb::ApiKeyInfo {
+                key_id: "0123456789abcdef".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            }],
+        }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        self.record("delete_api_key", &request, |_| {});
+        if request.get_ref().key_id == "nokey" {
+            return Err(kind_status(Code::NotFound, "api-key-not-found"));
+        }
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.record("list_nodes", &request, |_| {});
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: vec![pb::Node {
+                node_id: "n1".into(),
+                address: "127.0.0.1:7001".into(),
+                state: "active".into(),
+                tokens: 256,
+                load_bytes: 4096,
+            }],
+        }))
+    }
+
+    async fn ready(
+        &self,
+        request: Request<pb::ReadyRequest>,
+    ) -> Result<Response<pb::ReadyResponse>, Status> {
+        self.record("ready", &request, |_| {});
+        let not_ready = self.not_ready.load(Ordering::SeqCst);
+        Ok(Response::new(pb::ReadyResponse {
+            ready: !not_ready,
+            detail: if not_ready {
+                "no placement".into()
+            } else {
+                String::new()
+            },
+        }))
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+/// A served gateway in front of one fake coordinator.
+pub struct Harness {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub api_key: String,
+    pub store: Arc<FakeStore>,
+    pub coordinator: Arc<FakeCoordinator>,
+    stop_gateway: Option<oneshot::Sender<()>>,
+    gateway: Option<JoinHandle<std::io::Result<()>>>,
+    stop_coordinator: Option<oneshot::Sender<()>>,
+}
+
+/// Serves `fake` on 127.0.0.1:0; returns its address and a stop switch.
+pub async fn serve_coordinator(fake: Arc<FakeCoordinator>) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::new(FakeService(fake)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                stopped.await.ok();
+            }),
+    );
+    (addr, stop)
+}
+
+/// An address nothing listens on.
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with(|_, _| {}).await
+    }
+
+    /// Starts with `adjust` applied to the config (given the live coordinator's address).
+    pub async fn start_with(adjust: impl FnOnce(&mut GatewayConfig, SocketAddr)) -> Harness {
+        let coordinator = Arc::new(FakeCoordinator::default());
+        let (coordinator_addr, stop_coordinator) = serve_coordinator(coordinator.clone()).await;
+
+        let store = Arc::new(FakeStore::default());
+        store.tenants.lock().unwrap().insert(
+            "acme".into(),
+            TenantConfig {
+                tenant_id: "acme".into(),
+                replication_factor: 3,
+                default_consistency: Consistency::Quorum,
+                rate_limit: RateLimit::default(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        let key = api_key::generate(KEY_SECRET);
+        store.keys.lock().unwrap().insert(
+            key.key_id.clone(),
+            ApiKeyRecord {
+                key_id: key.key_id.clone(),
+                tenant_id: "acme".into(),
+                secret_hash: key.secret_hash.clone(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+
+        let mut config = GatewayConfig {
+            coordinators: vec![coordinator_addr.to_string()],
+            internal_token: INTERNAL_TOKEN.into(),
+            key_secret: KEY_SECRET.to_vec(),
+            admin_key: ADMIN_KEY.into(),
+            ..GatewayConfig::default()
+        };
+        adjust(&mut config, coordinator_addr);
+        let router = build_router(config, store.clone()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop_gateway, stopped) = oneshot::channel::<()>();
+        let gateway = tokio::spawn(serve(listener, router, async {
+            stopped.await.ok();
+        }));
+        Harness {
+            base,
+            http: reqwest::Client::new(),
+            api_key: key.api_key,
+            store,
+            coordinator,
+            stop_gateway: Some(stop_gateway),
+            gateway: Some(gateway),
+            stop_coordinator: Some(stop_coordinator),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the tenant key.
+    pub fn tenant(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.api_key)
+    }
+
+    /// A request with the admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.coordinator.calls.lock().unwrap().clone()
+    }
+
+    pub fn last_call(&self) -> Call {
+        self.calls().pop().expect("the coordinator was called")
+    }
+
+    /// Stops the gateway gracefully and waits for `serve` to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop_gateway.take() {
+            stop.send(()).ok();
+        }
+        let result = match self.gateway.take() {
+            Some(handle) => handle.await.unwrap(),
+            None => Ok(()),
+        };
+        if let Some(stop) = self.stop_coordinator.take() {
+            stop.send(()).ok();
+        }
+        result
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_gateway.take() {
+            stop.send(()).ok();
+        }
+        if let Some(stop) = self.stop_coordinator.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+/// A parsed problem response, after checking the status, the media type and `traceresponse`.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/problem+json",
+        "problem media type"
+    );
+    assert!(
+        response.headers().contains_key("traceresponse"),
+        "traceresponse"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://pairdb.dev/problems/")
+    );
+    assert!(body["title"].is_string());
+    assert!(body["detail"].is_string());
+    assert_eq!(body["trace_id"].as_str().unwrap().len(), 32);
+    body
+}
+
+/// The problem type URI of `slug`.
+pub fn type_of(slug: &str) -> String {
+    format!("https://pairdb.dev/problems/{slug}")
+}

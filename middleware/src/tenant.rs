@@ -1,0 +1,146 @@
+//! The tenant's configuration for a tenant principal.
+//!
+//! [`TenantCache`] is the in-process tier (DESIGN §3: Redis comes later behind the same struct);
+//! [`TenantLayer`] loads the caller's [`TenantConfig`] into the request extensions.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use pairdb_core::ErrorKind;
+use pairdb_metadata::{MetadataError, MetadataStore, TenantConfig};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::cache::TtlCache;
+use crate::principal::Principal;
+use crate::reject::{LayerError, Reject};
+use crate::trace::TraceContext;
+
+/// Default time a tenant lookup is served from the cache: a change is in effect within a second.
+pub const DEFAULT_TENANT_TTL: Duration = Duration::from_secs(1);
+/// Most tenant ids the cache holds before it is emptied.
+pub const TENANT_CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// Tenant configs read through from the metadata store, each answer (found or not) served for at
+/// most `ttl`. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct TenantCache {
+    store: Arc<dyn MetadataStore>,
+    entries: Arc<TtlCache<Option<TenantConfig>>>,
+}
+
+impl fmt::Debug for TenantCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantCache").finish_non_exhaustive()
+    }
+}
+
+impl TenantCache {
+    /// A cache over `store` serving each answer for at most `ttl` (zero: no caching).
+    pub fn new(store: Arc<dyn MetadataStore>, ttl: Duration) -> Self {
+        TenantCache {
+            store,
+            entries: Arc::new(TtlCache::new(ttl, TENANT_CACHE_MAX_ENTRIES)),
+        }
+    }
+
+    /// The tenant `id` as the store held it at most `ttl` ago; `None` if it did not exist.
+    /// Store errors are returned, never cached.
+    pub async fn get(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
+        if let Some(hit) = self.entries.get(id) {
+            return Ok(hit);
+        }
+        let read_at = Instant::now();
+        let tenant = self.store.get_tenant(id).await?;
+        self.entries.insert(id, tenant.clone(), read_at);
+        Ok(tenant)
+    }
+
+    /// Forgets `id`, so the next [`get`](Self::get) reads the store.
+    pub fn invalidate(&self, id: &str) {
+        self.entries.remove(id);
+    }
+}
+
+/// Builds [`TenantService`]: inserts the [`TenantConfig`] of a tenant principal.
+#[derive(Clone, Debug)]
+pub struct TenantLayer<R> {
+    cache: TenantCache,
+    reject: R,
+}
+
+impl<R: Reject> TenantLayer<R> {
+    /// A tenant layer reading through `cache`, refusing through `reject`.
+    pub fn new(cache: TenantCache, reject: R) -> Self {
+        TenantLayer { cache, reject }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for TenantLayer<R> {
+    type Service = TenantService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantService {
+            inner,
+            cache: self.cache.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+/// Service of [`TenantLayer`]. For a [`Principal::Tenant`] the inner service sees its
+/// [`TenantConfig`] extension; a tenant that no longer exists is refused `Unauthorized`, an
+/// unreadable store `NotReady`. Admin requests, and requests with no principal, pass untouched.
+#[derive(Clone, Debug)]
+pub struct TenantService<S, R> {
+    inner: S,
+    cache: TenantCache,
+    reject: R,
+}
+
+impl<S, B, R> Service<Request<B>> for TenantService<S, R>
+where
+    S: Service<Request<B>, Response = Response<R::Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Reject,
+{
+    type Response = Response<R::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.clone();
+        let reject = self.reject.clone();
+        Box::pin(async move {
+            let tenant_id = match request.extensions().get::<Principal>() {
+                Some(Principal::Tenant { tenant_id, .. }) => tenant_id.clone(),
+                Some(Principal::Admin) | None => return inner.call(request).await,
+            };
+            let error = match cache.get(&tenant_id).await {
+                Ok(Some(config)) => {
+                    request.extensions_mut().insert(config);
+                    return inner.call(request).await;
+                }
+                Ok(None) => {
+                    LayerError::new(ErrorKind::Unauthorized, "the key's tenant no longer exists")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tenant lookup failed");
+                    LayerError::new(ErrorKind::NotReady, "metadata store unavailable")
+                }
+            };
+            Ok(reject.reject(error, request.extensions().get::<TraceContext>()))
+        })
+    }
+}

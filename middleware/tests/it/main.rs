@@ -1,0 +1,10 @@
+//! Integration tests of the middleware layers, each layer alone over `tower::service_fn`, then
+//! the whole stack under axum-free `http` services and under a tonic server.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod auth;
+mod consistency;
+mod stack;
+mod support;
+mod tenant;
+mod trace;
