@@ -34,6 +34,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// follow the file names (`0001_init.sql` → version 1, `init`) and the checksum is that of the
 /// file's text, exactly as `migrate!` would record them, so switching to the macro later finds the
 /// same rows in `_sqlx_migrations`.
+/// Attempts at applying migrations before giving up (see [`SqliteStore::open`]).
+const MIGRATION_ATTEMPTS: u64 = 5;
+
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![Migration::new(
         1,
@@ -97,9 +100,24 @@ impl SqliteStore {
         Self::migrate(pool).await
     }
 
+    /// Brings the schema up to date. Processes opening one file at the same moment (a coordinator
+    /// and a gateway sharing it) may race to apply the same migration: the loser's attempt fails
+    /// once the winner commits, and its retry then finds the migration applied.
     async fn migrate(pool: SqlitePool) -> Result<Self, MetadataError> {
-        migrator().run(&pool).await.map_err(map_migrate_err)?;
-        Ok(SqliteStore { pool })
+        let mut attempt = 0;
+        loop {
+            match migrator().run(&pool).await {
+                Ok(()) => return Ok(SqliteStore { pool }),
+                Err(e) => {
+                    let err = map_migrate_err(e);
+                    attempt += 1;
+                    if attempt >= MIGRATION_ATTEMPTS || matches!(err, MetadataError::Corrupt(_)) {
+                        return Err(err);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+            }
+        }
     }
 
     /// Closes every connection, waiting for those in use to be returned; later calls fail with

@@ -127,7 +127,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "PAIRDB_HTTP")]
     pub http: SocketAddr,
     /// Coordinator gRPC addresses.
-    #[arg(long, env = "PAIRDB_COORDINATORS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "PAIRDB_COORDINATORS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub coordinators: Vec<String>,
     /// Metadata store URL (`sqlite://…`).
     #[arg(long, env = "PAIRDB_METADATA_URL")]

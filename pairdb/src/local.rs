@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use pairdb_coordinator::cluster::Cluster;
 use pairdb_coordinator::CoordinatorConfig;
+use pairdb_coordinator::cluster::Cluster;
 use pairdb_core::{NodeAddr, Placement};
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState as StoredNodeState, RateLimit};
 use pairdb_storage::engine::StorageEngine;
@@ -75,7 +75,8 @@ impl StorageNode {
             NodeState::open(data_dir, id, engine.is_durable())
                 .with_context(|| format!("opening storage node {id} in {}", data_dir.display()))?,
         );
-        let service = StorageService::new(id, engine.clone(), state.clone(), internal_token.to_owned());
+        let service =
+            StorageService::new(id, engine.clone(), state.clone(), internal_token.to_owned());
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding storage node {id} to {listen}"))?;
         std_listener.set_nonblocking(true)?;
@@ -84,7 +85,10 @@ impl StorageNode {
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let name = format!("storage-{id}");
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build storage node runtime");
@@ -190,7 +194,10 @@ pub async fn reconcile_placement(
                         old.join(", ")
                     );
                 }
-                if nodes.iter().all(|n| p.address_of(&n.id) == Some(n.address.as_str())) {
+                if nodes
+                    .iter()
+                    .all(|n| p.address_of(&n.id) == Some(n.address.as_str()))
+                {
                     return Ok(());
                 }
                 Placement {
@@ -200,7 +207,10 @@ pub async fn reconcile_placement(
                 }
             }
         };
-        if store.swap_placement(current.map(|p| p.epoch), &next).await? {
+        if store
+            .swap_placement(current.map(|p| p.epoch), &next)
+            .await?
+        {
             return Ok(());
         }
     }
@@ -236,7 +246,9 @@ impl CoordinatorNode {
         let wait = shutdown.wait();
         let c = cluster.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = pairdb_coordinator::server::run(c, listener, RateLimit::default(), wait).await {
+            if let Err(e) =
+                pairdb_coordinator::server::run(c, listener, RateLimit::default(), wait).await
+            {
                 tracing::error!(error = %e, "coordinator stopped with an error");
             }
         });
@@ -291,7 +303,11 @@ impl GatewayNode {
                 tracing::error!(error = %e, "gateway stopped with an error");
             }
         });
-        Ok(GatewayNode { addr, shutdown, task })
+        Ok(GatewayNode {
+            addr,
+            shutdown,
+            task,
+        })
     }
 
     /// Stops gracefully and waits.
@@ -350,7 +366,13 @@ impl LocalCluster {
             let id = format!("node-{i}");
             let dir = opts.data_dir.join(&id);
             let engine = open_engine(opts.engine, &dir);
-            nodes.push(StorageNode::start(&id, loopback, &dir, engine, &secrets.internal_token)?);
+            nodes.push(StorageNode::start(
+                &id,
+                loopback,
+                &dir,
+                engine,
+                &secrets.internal_token,
+            )?);
         }
         let addrs: Vec<NodeAddr> = nodes
             .iter()

@@ -21,7 +21,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}") }))
+        .route(
+            "/healthz",
+            get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}") }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -31,7 +34,8 @@ pub async fn serve(
                         Ok(()) => (StatusCode::OK, "{\"status\":\"ready\"}".to_owned()),
                         Err(reason) => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            serde_json::json!({ "status": "not ready", "detail": reason }).to_string(),
+                            serde_json::json!({ "status": "not ready", "detail": reason })
+                                .to_string(),
                         ),
                     }
                 }

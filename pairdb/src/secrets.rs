@@ -73,8 +73,14 @@ pub fn load_or_generate(data_dir: &Path, args: &SecretArgs) -> anyhow::Result<Se
         key_secret: random_hex(32),
         admin_key: None,
     });
-    let internal_token = args.internal_token.clone().unwrap_or_else(|| stored.internal_token.clone());
-    let key_secret = args.key_secret.clone().unwrap_or_else(|| stored.key_secret.clone());
+    let internal_token = args
+        .internal_token
+        .clone()
+        .unwrap_or_else(|| stored.internal_token.clone());
+    let key_secret = args
+        .key_secret
+        .clone()
+        .unwrap_or_else(|| stored.key_secret.clone());
     let (admin_key, admin_key_generated) = match &args.admin_key {
         Some(k) if !k.is_empty() => (k.clone(), false),
         _ => {

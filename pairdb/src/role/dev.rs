@@ -35,7 +35,10 @@ fn print_banner(cluster: &LocalCluster, args: &DevArgs) {
     let url = format!("http://{}", cluster.gateway.addr);
     let admin = &cluster.secrets.admin_key;
     let admin_line = if cluster.secrets.admin_key_generated {
-        format!("admin key:  {admin}   (generated; kept in {}/secrets.json)", args.data_dir.display())
+        format!(
+            "admin key:  {admin}   (generated; kept in {}/secrets.json)",
+            args.data_dir.display()
+        )
     } else {
         "admin key:  from PAIRDB_ADMIN_KEY".to_owned()
     };

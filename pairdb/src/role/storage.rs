@@ -34,7 +34,11 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         let ready: ReadyCheck = Arc::new(move || {
             let ready = st.placement().is_some();
             Box::pin(async move {
-                if ready { Ok(()) } else { Err("no placement pushed yet".to_owned()) }
+                if ready {
+                    Ok(())
+                } else {
+                    Err("no placement pushed yet".to_owned())
+                }
             })
         });
         tokio::spawn(ops_http::serve(l, ready, stop.wait()));

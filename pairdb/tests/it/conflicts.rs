@@ -1,7 +1,7 @@
 //! Conflicts: writes with stale contexts, and versions minted concurrently by two leaders.
 
-use pairdb_core::version::Version;
 use pairdb_core::Actor;
+use pairdb_core::version::Version;
 use pairdb_proto::convert::version_from_pb;
 use pairdb_proto::storage::{KeyRef, MintRequest};
 use reqwest::{Method, StatusCode};
@@ -13,24 +13,61 @@ use crate::harness::{INTERNAL_TOKEN, header, start};
 async fn a_stale_context_wins_and_reports_the_conflict() {
     let t = start(3).await;
     let key = t.create_tenant("acme", 3).await;
-    let first = t.kv(Method::PUT, "doc", &key, &[], Some(b"v0".to_vec())).await;
+    let first = t
+        .kv(Method::PUT, "doc", &key, &[], Some(b"v0".to_vec()))
+        .await;
     assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(header(&first, "x-pairdb-conflict"), None, "a blind write never conflicts");
-    let ctx0 = header(&first, "x-pairdb-context").expect("context").to_owned();
+    assert_eq!(
+        header(&first, "x-pairdb-conflict"),
+        None,
+        "a blind write never conflicts"
+    );
+    let ctx0 = header(&first, "x-pairdb-context")
+        .expect("context")
+        .to_owned();
 
-    let second = t.kv(Method::PUT, "doc", &key, &[("X-Pairdb-Context", &ctx0)], Some(b"v1".to_vec())).await;
+    let second = t
+        .kv(
+            Method::PUT,
+            "doc",
+            &key,
+            &[("X-Pairdb-Context", &ctx0)],
+            Some(b"v1".to_vec()),
+        )
+        .await;
     assert_eq!(second.status(), StatusCode::OK);
-    assert_eq!(header(&second, "x-pairdb-conflict"), None, "the context covered what was stored");
-    let ctx1 = header(&second, "x-pairdb-context").expect("context").to_owned();
+    assert_eq!(
+        header(&second, "x-pairdb-conflict"),
+        None,
+        "the context covered what was stored"
+    );
+    let ctx1 = header(&second, "x-pairdb-context")
+        .expect("context")
+        .to_owned();
 
     // The same (now stale) context again: this write overwrote v1 without having seen it.
-    let third = t.kv(Method::PUT, "doc", &key, &[("X-Pairdb-Context", &ctx0)], Some(b"v2".to_vec())).await;
+    let third = t
+        .kv(
+            Method::PUT,
+            "doc",
+            &key,
+            &[("X-Pairdb-Context", &ctx0)],
+            Some(b"v2".to_vec()),
+        )
+        .await;
     assert_eq!(third.status(), StatusCode::OK);
-    assert_eq!(header(&third, "x-pairdb-conflict"), Some("lww; outcome=won"));
+    assert_eq!(
+        header(&third, "x-pairdb-conflict"),
+        Some("lww; outcome=won")
+    );
 
-    let get = t.kv(Method::GET, "doc", &key, &[("X-Consistency", "all")], None).await;
+    let get = t
+        .kv(Method::GET, "doc", &key, &[("X-Consistency", "all")], None)
+        .await;
     assert_eq!(get.status(), StatusCode::OK);
-    let ctx = header(&get, "x-pairdb-context").expect("context").to_owned();
+    let ctx = header(&get, "x-pairdb-context")
+        .expect("context")
+        .to_owned();
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"v2");
     let signer = t.signer();
     let read_ctx = signer.open("acme", b"doc", &ctx).expect("opens");
@@ -53,7 +90,10 @@ async fn concurrent_leaders_converge_to_the_greater_key() {
             .storage(node, Some(INTERNAL_TOKEN))
             .mint(MintRequest {
                 epoch: t.epoch(),
-                key: Some(KeyRef { namespace: "acme".into(), key: b"race".to_vec() }),
+                key: Some(KeyRef {
+                    namespace: "acme".into(),
+                    key: b"race".to_vec(),
+                }),
                 value: value.as_bytes().to_vec(),
                 content_type: "text/plain".into(),
                 ..MintRequest::default()
@@ -64,21 +104,46 @@ async fn concurrent_leaders_converge_to_the_greater_key() {
         minted.push(version_from_pb(resp.version.expect("version")).expect("valid"));
     }
     assert!(minted[0].is_concurrent_with(&minted[1]));
-    let winner = if minted[0].cmp_resolution_key(&minted[1]) == Ordering::Greater { &minted[0] } else { &minted[1] };
+    let winner = if minted[0].cmp_resolution_key(&minted[1]) == Ordering::Greater {
+        &minted[0]
+    } else {
+        &minted[1]
+    };
 
-    let get = t.kv(Method::GET, "race", &key, &[("X-Consistency", "all")], None).await;
+    let get = t
+        .kv(Method::GET, "race", &key, &[("X-Consistency", "all")], None)
+        .await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(header(&get, "x-pairdb-conflict"), Some("lww"));
-    assert_eq!(get.bytes().await.expect("body").as_ref(), winner.value.as_slice());
+    assert_eq!(
+        get.bytes().await.expect("body").as_ref(),
+        winner.value.as_slice()
+    );
 
-    let converged = t.stored(&replicas[0], "acme", b"race").await.expect("stored");
+    let converged = t
+        .stored(&replicas[0], "acme", b"race")
+        .await
+        .expect("stored");
     assert_eq!(converged.value, winner.value);
     assert_eq!(converged.timestamp, winner.timestamp);
-    assert!(converged.clock.descends(&minted[0].clock) && converged.clock.descends(&minted[1].clock));
-    let leaders: Vec<&str> = converged.clock.entries().map(|(a, _): (&Actor, u64)| a.node.as_str()).collect();
-    assert!(leaders.contains(&replicas[0].as_str()) && leaders.contains(&replicas[1].as_str()), "{leaders:?}");
+    assert!(
+        converged.clock.descends(&minted[0].clock) && converged.clock.descends(&minted[1].clock)
+    );
+    let leaders: Vec<&str> = converged
+        .clock
+        .entries()
+        .map(|(a, _): (&Actor, u64)| a.node.as_str())
+        .collect();
+    assert!(
+        leaders.contains(&replicas[0].as_str()) && leaders.contains(&replicas[1].as_str()),
+        "{leaders:?}"
+    );
     for r in &replicas {
-        assert_eq!(t.stored(r, "acme", b"race").await.as_ref(), Some(&converged), "replica {r}");
+        assert_eq!(
+            t.stored(r, "acme", b"race").await.as_ref(),
+            Some(&converged),
+            "replica {r}"
+        );
     }
     t.cluster.stop().await;
 }

@@ -9,17 +9,33 @@ async fn quorum_write_then_read_at_all() {
     let t = start(3).await;
     let key = t.create_tenant("acme", 3).await;
     let put = t
-        .kv(Method::PUT, "greeting", &key, &[("X-Consistency", "quorum"), ("Content-Type", "text/plain")], Some(b"hello".to_vec()))
+        .kv(
+            Method::PUT,
+            "greeting",
+            &key,
+            &[("X-Consistency", "quorum"), ("Content-Type", "text/plain")],
+            Some(b"hello".to_vec()),
+        )
         .await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(header(&put, "x-consistency"), Some("quorum"));
-    let acked = header(&put, "x-pairdb-replicas").unwrap_or_default().to_owned();
+    let acked = header(&put, "x-pairdb-replicas")
+        .unwrap_or_default()
+        .to_owned();
     assert!(acked == "acked=2/3" || acked == "acked=3/3", "{acked}");
     let body: serde_json::Value = put.json().await.expect("json");
     assert_eq!(body["replicas"], 3);
     assert!(body["context"].as_str().is_some_and(|c| !c.is_empty()));
 
-    let get = t.kv(Method::GET, "greeting", &key, &[("X-Consistency", "all")], None).await;
+    let get = t
+        .kv(
+            Method::GET,
+            "greeting",
+            &key,
+            &[("X-Consistency", "all")],
+            None,
+        )
+        .await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(header(&get, "x-pairdb-replicas"), Some("answered=3/3"));
     assert_eq!(header(&get, "content-type"), Some("text/plain"));
@@ -36,45 +52,100 @@ async fn quorum_survives_a_killed_leader_and_all_does_not() {
     // Kill the natural leader of the key, without telling the coordinator.
     let replicas = t.replicas("acme", b"k1");
     let leader = replicas[0].clone();
-    let put = t.kv(Method::PUT, "k1", &key, &[], Some(b"v1".to_vec())).await;
+    let put = t
+        .kv(Method::PUT, "k1", &key, &[], Some(b"v1".to_vec()))
+        .await;
     assert_eq!(put.status(), StatusCode::OK);
     t.kill(&leader);
 
     // The first write after the kill still finds a leader within the request.
     for i in 0..5 {
         let put = t
-            .kv(Method::PUT, "k1", &key, &[("X-Consistency", "quorum")], Some(format!("v{i}").into_bytes()))
+            .kv(
+                Method::PUT,
+                "k1",
+                &key,
+                &[("X-Consistency", "quorum")],
+                Some(format!("v{i}").into_bytes()),
+            )
             .await;
-        assert_eq!(put.status(), StatusCode::OK, "quorum write {i} after the leader died");
+        assert_eq!(
+            put.status(),
+            StatusCode::OK,
+            "quorum write {i} after the leader died"
+        );
         assert_eq!(header(&put, "x-pairdb-replicas"), Some("acked=2/3"));
-        let get = t.kv(Method::GET, "k1", &key, &[("X-Consistency", "quorum")], None).await;
+        let get = t
+            .kv(
+                Method::GET,
+                "k1",
+                &key,
+                &[("X-Consistency", "quorum")],
+                None,
+            )
+            .await;
         assert_eq!(get.status(), StatusCode::OK);
-        assert_eq!(get.bytes().await.expect("body").as_ref(), format!("v{i}").as_bytes());
+        assert_eq!(
+            get.bytes().await.expect("body").as_ref(),
+            format!("v{i}").as_bytes()
+        );
     }
 
-    let put_all = t.kv(Method::PUT, "k1", &key, &[("X-Consistency", "all")], Some(b"x".to_vec())).await;
+    let put_all = t
+        .kv(
+            Method::PUT,
+            "k1",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"x".to_vec()),
+        )
+        .await;
     assert_eq!(put_all.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(header(&put_all, "retry-after").is_some());
-    assert_eq!(header(&put_all, "content-type"), Some("application/problem+json"));
+    assert_eq!(
+        header(&put_all, "content-type"),
+        Some("application/problem+json")
+    );
     let problem: serde_json::Value = put_all.json().await.expect("json");
     assert_eq!(problem["required"], 3);
-    assert!(problem["applied"] == "none" || problem["applied"] == "partial", "{problem}");
+    assert!(
+        problem["applied"] == "none" || problem["applied"] == "partial",
+        "{problem}"
+    );
 
-    let get_all = t.kv(Method::GET, "k1", &key, &[("X-Consistency", "all")], None).await;
+    let get_all = t
+        .kv(Method::GET, "k1", &key, &[("X-Consistency", "all")], None)
+        .await;
     assert_eq!(get_all.status(), StatusCode::SERVICE_UNAVAILABLE);
     let problem: serde_json::Value = get_all.json().await.expect("json");
     assert_eq!(problem["required"], 3);
 
     // A key whose leader is alive is just as available at quorum.
-    let put = t.kv(Method::PUT, "other-key", &key, &[], Some(b"v".to_vec())).await;
+    let put = t
+        .kv(Method::PUT, "other-key", &key, &[], Some(b"v".to_vec()))
+        .await;
     assert_eq!(put.status(), StatusCode::OK);
 
     // With a second node gone, quorum cannot be met either.
     let second = replicas[1].clone();
     t.kill(&second);
-    let put = t.kv(Method::PUT, "k1", &key, &[("X-Consistency", "quorum")], Some(b"y".to_vec())).await;
+    let put = t
+        .kv(
+            Method::PUT,
+            "k1",
+            &key,
+            &[("X-Consistency", "quorum")],
+            Some(b"y".to_vec()),
+        )
+        .await;
     assert_eq!(put.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let get = t.kv(Method::GET, "k1", &key, &[("X-Consistency", "one")], None).await;
-    assert_eq!(get.status(), StatusCode::OK, "one replica is still enough at `one`");
+    let get = t
+        .kv(Method::GET, "k1", &key, &[("X-Consistency", "one")], None)
+        .await;
+    assert_eq!(
+        get.status(),
+        StatusCode::OK,
+        "one replica is still enough at `one`"
+    );
     t.cluster.stop().await;
 }

@@ -13,7 +13,8 @@ fn with_auth<T>(msg: T, key: &str, consistency: Option<&str>) -> tonic::Request<
     let v: MetadataValue<_> = format!("Bearer {key}").parse().expect("header");
     req.metadata_mut().insert("authorization", v);
     if let Some(c) = consistency {
-        req.metadata_mut().insert("x-consistency", c.parse().expect("header"));
+        req.metadata_mut()
+            .insert("x-consistency", c.parse().expect("header"));
     }
     req
 }
@@ -27,16 +28,30 @@ async fn tenant_keys_work_over_grpc() {
         .expect("connect");
     let put = c
         .put(with_auth(
-            PutRequest { key: b"g".to_vec(), value: b"rpc".to_vec(), ..PutRequest::default() },
+            PutRequest {
+                key: b"g".to_vec(),
+                value: b"rpc".to_vec(),
+                ..PutRequest::default()
+            },
             &key,
             Some("all"),
         ))
         .await
         .expect("put")
         .into_inner();
-    assert_eq!((put.acks, put.replicas, put.consistency.as_str()), (3, 3, "all"));
+    assert_eq!(
+        (put.acks, put.replicas, put.consistency.as_str()),
+        (3, 3, "all")
+    );
     let got = c
-        .get(with_auth(GetRequest { key: b"g".to_vec(), timeout_ms: 0 }, &key, None))
+        .get(with_auth(
+            GetRequest {
+                key: b"g".to_vec(),
+                timeout_ms: 0,
+            },
+            &key,
+            None,
+        ))
         .await
         .expect("get")
         .into_inner();
@@ -45,18 +60,46 @@ async fn tenant_keys_work_over_grpc() {
     assert_eq!(got.consistency, "quorum", "the tenant default");
 
     let bad = c
-        .get(with_auth(GetRequest { key: b"g".to_vec(), timeout_ms: 0 }, &key, Some("most")))
+        .get(with_auth(
+            GetRequest {
+                key: b"g".to_vec(),
+                timeout_ms: 0,
+            },
+            &key,
+            Some("most"),
+        ))
         .await
         .expect_err("bad level");
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let anon = c.get(GetRequest { key: b"g".to_vec(), timeout_ms: 0 }).await.expect_err("no key");
+    let anon = c
+        .get(GetRequest {
+            key: b"g".to_vec(),
+            timeout_ms: 0,
+        })
+        .await
+        .expect_err("no key");
     assert_eq!(anon.code(), Code::Unauthenticated);
-    let forbidden = c.list_tenants(with_auth(ListTenantsRequest {}, &key, None)).await.expect_err("not admin");
+    let forbidden = c
+        .list_tenants(with_auth(ListTenantsRequest {}, &key, None))
+        .await
+        .expect_err("not admin");
     assert_eq!(forbidden.code(), Code::PermissionDenied);
     // A tenant key cannot impersonate another tenant with the forwarding headers.
-    let mut spoof = with_auth(GetRequest { key: b"g".to_vec(), timeout_ms: 0 }, &key, None);
-    spoof.metadata_mut().insert("x-pairdb-tenant", "other".parse().expect("header"));
+    let mut spoof = with_auth(
+        GetRequest {
+            key: b"g".to_vec(),
+            timeout_ms: 0,
+        },
+        &key,
+        None,
+    );
+    spoof
+        .metadata_mut()
+        .insert("x-pairdb-tenant", "other".parse().expect("header"));
     let spoofed = c.get(spoof).await.expect("own tenant still").into_inner();
-    assert!(spoofed.found, "the forwarding header is ignored without the internal credential");
+    assert!(
+        spoofed.found,
+        "the forwarding header is ignored without the internal credential"
+    );
     t.cluster.stop().await;
 }

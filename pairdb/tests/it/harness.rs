@@ -44,7 +44,9 @@ pub async fn start(nodes: u32) -> TestCluster {
         request_timeout: Duration::from_secs(5),
         vnodes: 64,
     };
-    let cluster = LocalCluster::start(&opts, secrets()).await.expect("start cluster");
+    let cluster = LocalCluster::start(&opts, secrets())
+        .await
+        .expect("start cluster");
     let base = format!("http://{}", cluster.gateway.addr);
     TestCluster {
         cluster,
@@ -84,7 +86,12 @@ impl TestCluster {
             .send()
             .await
             .expect("create tenant");
-        assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            resp.text().await
+        );
         let body: serde_json::Value = resp.json().await.expect("json");
         body["api_key"].as_str().expect("api_key").to_owned()
     }
@@ -158,7 +165,8 @@ impl TestCluster {
             .await
             .expect("storage read")
             .into_inner();
-        resp.version.map(|v| version_from_pb(v).expect("valid version"))
+        resp.version
+            .map(|v| version_from_pb(v).expect("valid version"))
     }
 
     pub fn signer(&self) -> ContextSigner {

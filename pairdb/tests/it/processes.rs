@@ -49,7 +49,10 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
 
 async fn terminate(child: &mut Child) -> bool {
     let Some(pid) = child.id() else { return false };
-    let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
     assert!(sent.is_ok_and(|s| s.success()));
     match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
         Ok(Ok(status)) => status.success(),
@@ -71,9 +74,15 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         let data = logs.join(&id);
         let child = pairdb(
             &[
-                "storage", "--node-id", &id, "--listen", &format!("127.0.0.1:{port}"),
-                "--data-dir", data.to_str().expect("utf-8 path"),
-                "--metrics-listen", &format!("127.0.0.1:{metrics}"),
+                "storage",
+                "--node-id",
+                &id,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                data.to_str().expect("utf-8 path"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics}"),
             ],
             &logs.join(format!("{id}.log")),
         );
@@ -86,16 +95,28 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
     let coord_metrics = free_port();
     let mut coordinator = pairdb(
         &[
-            "coordinator", "--listen", &format!("127.0.0.1:{coord_port}"), "--metadata-url", &metadata,
-            "--initial-nodes", &initial.join(","), "--metrics-listen", &format!("127.0.0.1:{coord_metrics}"),
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{coord_port}"),
+            "--metadata-url",
+            &metadata,
+            "--initial-nodes",
+            &initial.join(","),
+            "--metrics-listen",
+            &format!("127.0.0.1:{coord_metrics}"),
         ],
         &logs.join("coordinator.log"),
     );
     let http_port = free_port();
     let mut gateway = pairdb(
         &[
-            "gateway", "--http", &format!("127.0.0.1:{http_port}"),
-            "--coordinators", &format!("127.0.0.1:{coord_port}"), "--metadata-url", &metadata,
+            "gateway",
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+            "--coordinators",
+            &format!("127.0.0.1:{coord_port}"),
+            "--metadata-url",
+            &metadata,
         ],
         &logs.join("gateway.log"),
     );
@@ -125,12 +146,18 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
             .body(value)
             .send()
     };
-    assert_eq!(put("before", "all").await.expect("put").status(), StatusCode::OK);
+    assert_eq!(
+        put("before", "all").await.expect("put").status(),
+        StatusCode::OK
+    );
 
     // SIGKILL the key's leader.
     let ring = Ring::new(&ids, pairdb_core::placement::DEFAULT_VNODES);
     let leader = ring.preference_list(pairdb_core::key::token("acme", b"user-42"), 3)[0].to_owned();
-    let idx = storage.iter().position(|(id, _, _)| *id == leader).expect("leader process");
+    let idx = storage
+        .iter()
+        .position(|(id, _, _)| *id == leader)
+        .expect("leader process");
     let (_, mut victim, _) = storage.remove(idx);
     victim.start_kill().expect("SIGKILL");
     let _ = victim.wait().await;
@@ -146,11 +173,17 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         .expect("get");
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"after");
-    assert_eq!(put("all", "all").await.expect("put").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        put("all", "all").await.expect("put").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     // Everything left stops cleanly on SIGTERM.
     assert!(terminate(&mut gateway).await, "gateway exits 0 on SIGTERM");
-    assert!(terminate(&mut coordinator).await, "coordinator exits 0 on SIGTERM");
+    assert!(
+        terminate(&mut coordinator).await,
+        "coordinator exits 0 on SIGTERM"
+    );
     for (id, mut child, _) in storage {
         assert!(terminate(&mut child).await, "{id} exits 0 on SIGTERM");
     }

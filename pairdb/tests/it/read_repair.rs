@@ -15,7 +15,10 @@ async fn read_at_all_repairs_every_replica() {
         .storage(&replicas[1], Some(INTERNAL_TOKEN))
         .mint(MintRequest {
             epoch: t.epoch(),
-            key: Some(KeyRef { namespace: "acme".into(), key: b"lonely".to_vec() }),
+            key: Some(KeyRef {
+                namespace: "acme".into(),
+                key: b"lonely".to_vec(),
+            }),
             value: b"only-here".to_vec(),
             content_type: "text/plain".into(),
             ..MintRequest::default()
@@ -26,17 +29,40 @@ async fn read_at_all_repairs_every_replica() {
     assert!(minted.version.is_some());
     assert!(t.stored(&replicas[0], "acme", b"lonely").await.is_none());
 
-    let get = t.kv(Method::GET, "lonely", &key, &[("X-Consistency", "all")], None).await;
+    let get = t
+        .kv(
+            Method::GET,
+            "lonely",
+            &key,
+            &[("X-Consistency", "all")],
+            None,
+        )
+        .await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(header(&get, "x-pairdb-read-repair"), Some("2"));
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"only-here");
 
-    let first = t.stored(&replicas[0], "acme", b"lonely").await.expect("repaired");
+    let first = t
+        .stored(&replicas[0], "acme", b"lonely")
+        .await
+        .expect("repaired");
     for r in &replicas {
-        assert_eq!(t.stored(r, "acme", b"lonely").await.as_ref(), Some(&first), "replica {r}");
+        assert_eq!(
+            t.stored(r, "acme", b"lonely").await.as_ref(),
+            Some(&first),
+            "replica {r}"
+        );
     }
     // Nothing left to repair.
-    let again = t.kv(Method::GET, "lonely", &key, &[("X-Consistency", "all")], None).await;
+    let again = t
+        .kv(
+            Method::GET,
+            "lonely",
+            &key,
+            &[("X-Consistency", "all")],
+            None,
+        )
+        .await;
     assert_eq!(header(&again, "x-pairdb-read-repair"), None);
     t.cluster.stop().await;
 }
@@ -45,27 +71,51 @@ async fn read_at_all_repairs_every_replica() {
 async fn tombstones_are_repaired_too() {
     let t = start(3).await;
     let key = t.create_tenant("acme", 3).await;
-    let put = t.kv(Method::PUT, "gone", &key, &[("X-Consistency", "all")], Some(b"v".to_vec())).await;
+    let put = t
+        .kv(
+            Method::PUT,
+            "gone",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"v".to_vec()),
+        )
+        .await;
     assert_eq!(put.status(), StatusCode::OK);
     let replicas = t.replicas("acme", b"gone");
     // A delete that only one replica saw.
-    let ctx = header(&put, "x-pairdb-context").expect("context").to_owned();
-    let ctx = t.signer().open("acme", b"gone", &ctx).expect("context opens");
+    let ctx = header(&put, "x-pairdb-context")
+        .expect("context")
+        .to_owned();
+    let ctx = t
+        .signer()
+        .open("acme", b"gone", &ctx)
+        .expect("context opens");
     t.storage(&replicas[2], Some(INTERNAL_TOKEN))
         .mint(MintRequest {
             epoch: t.epoch(),
-            key: Some(KeyRef { namespace: "acme".into(), key: b"gone".to_vec() }),
+            key: Some(KeyRef {
+                namespace: "acme".into(),
+                key: b"gone".to_vec(),
+            }),
             context: Some(pairdb_proto::convert::context_to_pb(&ctx)),
             tombstone: true,
             ..MintRequest::default()
         })
         .await
         .expect("mint tombstone");
-    let get = t.kv(Method::GET, "gone", &key, &[("X-Consistency", "all")], None).await;
+    let get = t
+        .kv(Method::GET, "gone", &key, &[("X-Consistency", "all")], None)
+        .await;
     assert_eq!(get.status(), StatusCode::NOT_FOUND);
     assert_eq!(header(&get, "x-pairdb-read-repair"), Some("2"));
     for r in &replicas {
-        assert!(t.stored(r, "acme", b"gone").await.expect("tombstone").tombstone, "replica {r}");
+        assert!(
+            t.stored(r, "acme", b"gone")
+                .await
+                .expect("tombstone")
+                .tombstone,
+            "replica {r}"
+        );
     }
     t.cluster.stop().await;
 }

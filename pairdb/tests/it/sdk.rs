@@ -7,7 +7,9 @@ use crate::harness::{ADMIN_KEY, start};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_round_trips_through_the_gateway() {
     let t = start(3).await;
-    let admin = Client::builder(&t.base, ADMIN_KEY).build().expect("admin client");
+    let admin = Client::builder(&t.base, ADMIN_KEY)
+        .build()
+        .expect("admin client");
     let created = admin
         .create_tenant(&NewTenant {
             tenant_id: "sdk".into(),
@@ -32,18 +34,37 @@ async fn the_sdk_round_trips_through_the_gateway() {
     // Carry the read's context: no conflict. Reuse the stale one: a reported conflict.
     let stale = item.context.clone();
     let ok = client
-        .put_with("users/42", "bob", &WriteOptions { context: Some(item.context), ..WriteOptions::default() })
+        .put_with(
+            "users/42",
+            "bob",
+            &WriteOptions {
+                context: Some(item.context),
+                ..WriteOptions::default()
+            },
+        )
         .await
         .expect("put with context");
     assert_eq!(ok.conflict, None);
     let lost_update = client
-        .put_with("users/42", "carol", &WriteOptions { context: Some(stale), ..WriteOptions::default() })
+        .put_with(
+            "users/42",
+            "carol",
+            &WriteOptions {
+                context: Some(stale),
+                ..WriteOptions::default()
+            },
+        )
         .await
         .expect("put with stale context");
     assert_eq!(lost_update.conflict, Some(ConflictOutcome::Won));
 
     let one = client
-        .get_with("users/42", &ReadOptions { consistency: Some(Consistency::One) })
+        .get_with(
+            "users/42",
+            &ReadOptions {
+                consistency: Some(Consistency::One),
+            },
+        )
         .await
         .expect("get at one")
         .expect("present");
@@ -51,6 +72,13 @@ async fn the_sdk_round_trips_through_the_gateway() {
 
     client.delete("users/42").await.expect("delete");
     assert!(client.get("users/42").await.expect("get").is_none());
-    assert!(admin.list_tenants().await.expect("list").iter().any(|t| t.tenant_id == "sdk"));
+    assert!(
+        admin
+            .list_tenants()
+            .await
+            .expect("list")
+            .iter()
+            .any(|t| t.tenant_id == "sdk")
+    );
     t.cluster.stop().await;
 }
