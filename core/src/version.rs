@@ -190,8 +190,8 @@ mod tests {
             let enc = clock.encode();
             let weight: u64 = clock.entries().map(|(_, c)| c).sum();
             Version {
-                tombstone: enc.len() % 5 == 0,
-                value: if enc.len() % 5 == 0 {
+                tombstone: enc.len().is_multiple_of(5),
+                value: if enc.len().is_multiple_of(5) {
                     Vec::new()
                 } else {
                     enc.clone()
