@@ -173,16 +173,19 @@ impl Cluster {
                 "no placement in the metadata store".into(),
             ));
         };
-        if self.current_epoch().is_some_and(|e| e >= placement.epoch) {
-            return self.view();
-        }
-        self.install(placement).await;
+        self.install_locked(placement).await;
         self.view()
     }
 
     /// Pushes `placement` to every node it lists (best effort: nodes that miss it get it when
-    /// they next answer `FAILED_PRECONDITION`), then routes with it.
+    /// they next answer `FAILED_PRECONDITION`), then routes with it. A placement no newer than
+    /// the one in use is ignored, so concurrent installs never step the epoch back.
     pub async fn install(&self, placement: Placement) {
+        let _guard = self.refresh_lock.lock().await;
+        self.install_locked(placement).await;
+    }
+
+    async fn install_locked(&self, placement: Placement) {
         if self.current_epoch().is_some_and(|e| e >= placement.epoch) {
             return;
         }
@@ -210,11 +213,16 @@ impl Cluster {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let handle = self.pool.get(node).ok_or(RpcError::UnknownNode)?;
+        let started = Instant::now();
         for attempt in 0..2 {
             match tokio::time::timeout_at(deadline, f(handle.client())).await {
                 Err(_) => {
-                    self.pool
-                        .record_failure(&handle, &Status::deadline_exceeded("deadline"));
+                    // A client's short deadline says nothing about the node; only a call that
+                    // had a fair budget and still got no answer counts against it.
+                    if deadline.saturating_duration_since(started) >= self.config.connect_timeout {
+                        self.pool
+                            .record_failure(&handle, &Status::deadline_exceeded("no answer"));
+                    }
                     return Err(RpcError::Timeout);
                 }
                 Ok(Ok(resp)) => {

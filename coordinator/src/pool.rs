@@ -68,6 +68,41 @@ pub fn is_transport_failure(status: &Status) -> bool {
     )
 }
 
+/// True when the error proves the request never reached the node: the connection could not be
+/// established, or the request was cancelled before it was written. Only then may a write be
+/// retried on another leader without risking a second minting.
+pub fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_canceled()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// True for statuses a storage node itself answers before changing anything (its handlers fail
+/// before the engine writes, and an engine error means nothing was stored).
+pub fn refused_by_node(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Unimplemented
+            | Code::NotFound
+    )
+}
+
 /// Clients to every node of the current placement.
 pub struct NodePool {
     nodes: RwLock<HashMap<String, Arc<NodeHandle>>>,

@@ -51,6 +51,31 @@ impl CoordinatorService {
     }
 }
 
+/// Longest idempotency key and content type accepted, in bytes.
+const MAX_HEADER_FIELD: usize = 255;
+
+/// Checks the write fields a public gRPC client could abuse: the idempotency key (empty, or
+/// 1–255 visible ASCII) and the content type (at most 255 printable ASCII bytes).
+fn check_write_fields(idempotency_key: &str, content_type: &str) -> Result<(), Status> {
+    let visible = |s: &str, space_ok: bool| {
+        s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) || (space_ok && b == b' '))
+    };
+    if idempotency_key.len() > MAX_HEADER_FIELD || !visible(idempotency_key, false) {
+        return Err(status_of(
+            ErrorKind::BadRequest,
+            "idempotency key must be 1–255 visible ASCII characters",
+        ));
+    }
+    if content_type.len() > MAX_HEADER_FIELD || !visible(content_type, true) {
+        return Err(status_of(
+            ErrorKind::BadRequest,
+            "content type must be at most 255 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
 fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
     req.extensions()
         .get::<Principal>()
@@ -163,6 +188,7 @@ impl Coordinator for CoordinatorService {
         let consistency = consistency_of(&req);
         let msg = req.into_inner();
         self.check_key(&msg.key)?;
+        check_write_fields(&msg.idempotency_key, &msg.content_type)?;
         let max = self.replicator.cluster().config().max_value_bytes;
         if msg.value.len() > max {
             return Err(status_of(
@@ -197,6 +223,7 @@ impl Coordinator for CoordinatorService {
         let consistency = consistency_of(&req);
         let msg = req.into_inner();
         self.check_key(&msg.key)?;
+        check_write_fields(&msg.idempotency_key, "")?;
         self.write(WriteOp {
             tenant,
             key: msg.key,

@@ -106,7 +106,11 @@ impl Problem {
     /// Marks a failed write whose outcome the gateway cannot know (it gave up waiting):
     /// `applied: unknown` unless the coordinator already said.
     pub fn for_write(mut self) -> Self {
-        if self.0.kind == ErrorKind::Timeout && self.0.applied.is_none() {
+        let quorum_or_timeout = matches!(
+            self.0.kind,
+            ErrorKind::Timeout | ErrorKind::QuorumUnavailable
+        );
+        if quorum_or_timeout && self.0.applied.is_none() {
             self.0.applied = Some("unknown".to_owned());
         }
         self

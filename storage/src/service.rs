@@ -120,7 +120,7 @@ impl StorageService {
         }
     }
 
-    /// The lock serializing mints of `key` on this node.
+    /// The lock serializing mints and applies of `key` on this node.
     fn key_lock(&self, key: &StorageKey) -> &tokio::sync::Mutex<()> {
         let stripe = (key.token % KEY_LOCK_STRIPES as u64) as usize;
         // `stripe < KEY_LOCK_STRIPES == key_locks.len()`, so the fallback is unreachable.
@@ -239,7 +239,9 @@ impl Storage for StorageService {
     }
 
     /// Stores `resolve(stored, incoming)`, and advances this node's HLC past the incoming
-    /// timestamp so later mints here exceed it.
+    /// timestamp so later mints here exceed it. Takes the key's lock, so a version arriving while
+    /// this node mints the same key lands before or after the mint, never between its read and
+    /// its write.
     async fn apply(
         &self,
         request: Request<pb::ApplyRequest>,
@@ -252,6 +254,7 @@ impl Storage for StorageService {
             .version
             .ok_or_else(|| Status::invalid_argument("missing version"))
             .and_then(|v| convert::version_from_pb(v).map_err(|e| invalid("version", &e)))?;
+        let _guard = self.key_lock(&key).lock().await;
         self.hlc.advance_past(incoming.timestamp);
         let (outcome, _) = self
             .engine

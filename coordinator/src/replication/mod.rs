@@ -115,6 +115,46 @@ impl Replicator {
         &self.cluster
     }
 
+    /// Reloads the placement, giving up at `deadline`.
+    async fn refresh_within(&self, deadline: Instant) -> Result<(), CoordinatorError> {
+        match tokio::time::timeout_at(deadline, self.cluster.refresh()).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(CoordinatorError::Timeout {
+                progress: 0,
+                required: 0,
+                applied: None,
+            }),
+        }
+    }
+
+    /// Runs `attempt` against the current placement; when it finds the placement stale (a node
+    /// holds a newer epoch, or the tenant is missing from it), reloads the placement and tries
+    /// once more. Nothing was written by an attempt that asks for a retry.
+    async fn with_placement<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, CoordinatorError>
+    where
+        F: Fn(Arc<crate::cluster::PlacementView>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptError>>,
+    {
+        for round in 0..2 {
+            let view = self.cluster.view()?;
+            match attempt(view).await {
+                Ok(out) => return Ok(out),
+                Err(AttemptError::Failed(CoordinatorError::TenantNotFound)) if round == 0 => {}
+                Err(AttemptError::Stale) if round == 0 => {}
+                Err(AttemptError::Failed(e)) => return Err(e),
+                Err(AttemptError::Stale) => break,
+            }
+            self.refresh_within(deadline).await?;
+        }
+        Err(CoordinatorError::NotReady(
+            "placement changed twice during the request".into(),
+        ))
+    }
+
     fn seal(&self, tenant: &str, key: &[u8], version: &Version) -> String {
         self.signer.seal(tenant, key, &version.context())
     }

@@ -24,19 +24,11 @@ impl Replicator {
     /// Fails with `ReadUnavailable` when fewer than `R` replicas can answer and `Timeout` when
     /// the deadline passes first.
     pub async fn read(&self, op: ReadOp) -> Result<ReadOutcome, CoordinatorError> {
-        for _ in 0..2 {
-            let view = self.cluster.view()?;
-            match self.read_once(&view, &op).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(AttemptError::Failed(e)) => return Err(e),
-                Err(AttemptError::Stale) => {
-                    self.cluster.refresh().await?;
-                }
-            }
-        }
-        Err(CoordinatorError::NotReady(
-            "placement changed twice during the request".into(),
-        ))
+        self.with_placement(op.deadline, |view| {
+            let op = &op;
+            async move { self.read_once(&view, op).await }
+        })
+        .await
     }
 
     async fn read_once(
@@ -88,7 +80,7 @@ impl Replicator {
 
         let mut answers: Vec<(String, Option<Version>)> = Vec::with_capacity(targets.len());
         let mut failed = 0usize;
-        let mut stale = false;
+        let mut timed_out = false;
         while answers.len() < r {
             if answers.len() + (targets.len() - answers.len() - failed) < r {
                 break;
@@ -104,15 +96,24 @@ impl Replicator {
                 }
                 Ok(None) => break,
                 Ok(Some((node, Ok(v)))) => answers.push((node, v)),
-                Ok(Some((_, Err(e)))) => {
-                    stale |= matches!(e, RpcError::StaleEpoch);
+                // A replica on a newer placement: this read may not overlap the writes made
+                // with it, so start over on the new placement.
+                Ok(Some((_, Err(RpcError::StaleEpoch)))) => return Err(AttemptError::Stale),
+                Ok(Some((_, Err(RpcError::Timeout)))) => {
+                    timed_out = true;
                     failed += 1;
                 }
+                Ok(Some((_, Err(_)))) => failed += 1,
             }
         }
         if answers.len() < r {
-            if stale {
-                return Err(AttemptError::Stale);
+            if timed_out {
+                return Err(CoordinatorError::Timeout {
+                    progress: answers.len() as u32,
+                    required: r as u32,
+                    applied: None,
+                }
+                .into());
             }
             return Err(CoordinatorError::ReadUnavailable {
                 answered: answers.len() as u32,
@@ -146,6 +147,7 @@ impl Replicator {
                 let repairs = stale_nodes
                     .iter()
                     .map(|node| repair_node(&self.cluster, node, repair.clone(), op.deadline));
+                // Each repair gives up at the deadline, so this wait is bounded by it too.
                 read_repairs = futures::future::join_all(repairs)
                     .await
                     .into_iter()

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use super::{AttemptError, Conflict, Replicator, WriteOp, WriteOutcome, key_ref};
 use crate::cluster::{PlacementView, RpcError};
 use crate::error::{Applied, CoordinatorError};
+use crate::pool::{never_sent, refused_by_node};
 
 impl Replicator {
     /// Writes `op` and answers once `W` replicas hold the version durably.
@@ -19,19 +20,12 @@ impl Replicator {
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, CoordinatorError> {
         let context = self.open(&op.tenant, &op.key, &op.context)?;
         let context = context.as_ref().map(context_to_pb);
-        for _ in 0..2 {
-            let view = self.cluster.view()?;
-            match self.write_once(&view, &op, context.clone()).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(AttemptError::Failed(e)) => return Err(e),
-                Err(AttemptError::Stale) => {
-                    self.cluster.refresh().await?;
-                }
-            }
-        }
-        Err(CoordinatorError::NotReady(
-            "placement changed twice during the request".into(),
-        ))
+        self.with_placement(op.deadline, |view| {
+            let context = context.clone();
+            let op = &op;
+            async move { self.write_once(&view, op, context).await }
+        })
+        .await
     }
 
     async fn write_once(
@@ -83,8 +77,14 @@ impl Replicator {
                     .into());
                 }
                 Err(RpcError::StaleEpoch) => return Err(AttemptError::Stale),
+                Err(RpcError::Status(s)) if never_sent(&s) || refused_by_node(&s) => {
+                    tracing::debug!(node = %leader, error = %s, "leader minted nothing; trying the next replica");
+                }
                 Err(RpcError::Status(s)) => {
-                    tracing::debug!(node = %leader, error = %s, "leader could not mint; trying the next replica");
+                    // The leader may have minted before the call broke: trying another leader
+                    // could mint the write twice. The client retries with its idempotency key.
+                    tracing::debug!(node = %leader, error = %s, "leader outcome unknown");
+                    return Err(unavailable(0, w, Applied::Unknown).into());
                 }
                 Err(RpcError::UnknownNode) => {}
             }
@@ -106,11 +106,11 @@ impl Replicator {
             version: Some(version_pb),
         };
         let others: Vec<String> = prefs.into_iter().filter(|id| *id != leader).collect();
-        let (tx, mut rx) = mpsc::channel(others.len().max(1));
+        let (tx, mut rx) = mpsc::channel::<ReplicaAck>(others.len().max(1));
         for node in others.clone() {
             if !pool.is_live(&node) {
                 // Down nodes are not tried (hinted handoff and anti-entropy catch them up).
-                let _ = tx.try_send(Err(()));
+                let _ = tx.try_send(ReplicaAck::Failed);
                 continue;
             }
             let cluster = self.cluster.clone();
@@ -125,13 +125,16 @@ impl Replicator {
                     })
                     .await;
                 let msg = match r {
-                    Ok(resp) => Ok(resp.outcome == ApplyOutcome::Merged as i32),
+                    Ok(resp) => ReplicaAck::Stored {
+                        merged: resp.outcome == ApplyOutcome::Merged as i32,
+                    },
+                    Err(RpcError::Timeout) => ReplicaAck::TimedOut,
                     Err(e) => {
                         if matches!(e, RpcError::StaleEpoch) {
                             let c = cluster.clone();
                             tokio::spawn(async move { c.refresh().await });
                         }
-                        Err(())
+                        ReplicaAck::Failed
                     }
                 };
                 let _ = tx.send(msg).await;
@@ -142,6 +145,7 @@ impl Replicator {
         // Step 4: answer once W replicas hold it durably (the leader's own copy counts).
         let mut acks = 1usize;
         let mut failed = 0usize;
+        let mut timed_out = false;
         let mut lost = false;
         while acks < w {
             let remaining = others.len() - (acks - 1) - failed;
@@ -158,14 +162,27 @@ impl Replicator {
                     .into());
                 }
                 Ok(None) => break,
-                Ok(Some(Ok(merged))) => {
+                Ok(Some(ReplicaAck::Stored { merged })) => {
                     acks += 1;
                     lost |= merged;
                 }
-                Ok(Some(Err(()))) => failed += 1,
+                Ok(Some(ReplicaAck::TimedOut)) => {
+                    failed += 1;
+                    timed_out = true;
+                }
+                Ok(Some(ReplicaAck::Failed)) => failed += 1,
             }
         }
         if acks < w {
+            if timed_out {
+                // A replica that did not answer in time may still store the version.
+                return Err(CoordinatorError::Timeout {
+                    progress: acks as u32,
+                    required: w as u32,
+                    applied: Some(Applied::Unknown),
+                }
+                .into());
+            }
             return Err(unavailable(acks, w, Applied::Partial).into());
         }
         let conflict = if lost {
@@ -183,6 +200,16 @@ impl Replicator {
             conflict,
         })
     }
+}
+
+/// What one replica answered to the minted version.
+enum ReplicaAck {
+    /// Stored durably; `merged` when a concurrent stored version won there.
+    Stored { merged: bool },
+    /// No answer before the deadline: it may still store it.
+    TimedOut,
+    /// Refused or unreachable.
+    Failed,
 }
 
 fn unavailable(acks: usize, required: usize, applied: Applied) -> CoordinatorError {

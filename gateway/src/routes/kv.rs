@@ -174,6 +174,15 @@ fn applied_level(reported: &str, resolved: Option<pairdb_core::Consistency>) -> 
     }
 }
 
+/// `problem` naming the write's idempotency key (valid header text: it passed
+/// [`idempotency_key`]).
+fn with_idempotency_key(problem: Problem, key: &str) -> Problem {
+    match HeaderValue::from_str(key) {
+        Ok(v) => problem.with_header(IDEMPOTENCY_KEY_HEADER, v),
+        Err(_) => problem,
+    }
+}
+
 /// Response headers of a write.
 fn write_headers(
     written: &WriteResponse,
@@ -239,11 +248,15 @@ pub async fn put_value(
     let (parts, body) = request.into_parts();
     let key = key_from_path(parts.uri.path(), state.max_key_bytes)
         .map_err(|e| traced(e.into_problem()))?;
-    let timeout = deadline(&parts.headers, state.request_timeout).map_err(traced)?;
-    let context = context_token(&parts.headers).map_err(traced)?;
     let idempotency_key = idempotency_key(&parts.headers).map_err(traced)?;
-    let content_type = content_type(&parts.headers).map_err(traced)?;
-    let value = read_limited(&parts.headers, body, state.max_value_bytes, trace.as_ref()).await?;
+    // From here on every answer names the idempotency key, so a client can retry with it.
+    let keyed = |p: Problem| with_idempotency_key(traced(p), &idempotency_key);
+    let timeout = deadline(&parts.headers, state.request_timeout).map_err(keyed)?;
+    let context = context_token(&parts.headers).map_err(keyed)?;
+    let content_type = content_type(&parts.headers).map_err(keyed)?;
+    let value = read_limited(&parts.headers, body, state.max_value_bytes, trace.as_ref())
+        .await
+        .map_err(keyed)?;
     call.timeout = Some(timeout);
     let message = PutRequest {
         key,
@@ -257,7 +270,7 @@ pub async fn put_value(
         .coordinators
         .call(&call, message, |mut c, r| async move { c.put(r).await })
         .await
-        .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
+        .map_err(|s| keyed(Problem::from_status(&s).for_write()))?;
     let headers = write_headers(&written, call.consistency, &idempotency_key);
     let body = WriteResult {
         context: written.context,
@@ -384,9 +397,10 @@ pub async fn delete_value(
     let traced = |p: Problem| p.with_trace(trace.as_ref());
     let key =
         key_from_path(uri.path(), state.max_key_bytes).map_err(|e| traced(e.into_problem()))?;
-    let timeout = deadline(&headers, state.request_timeout).map_err(traced)?;
-    let context = context_token(&headers).map_err(traced)?;
     let idempotency_key = idempotency_key(&headers).map_err(traced)?;
+    let keyed = |p: Problem| with_idempotency_key(traced(p), &idempotency_key);
+    let timeout = deadline(&headers, state.request_timeout).map_err(keyed)?;
+    let context = context_token(&headers).map_err(keyed)?;
     call.timeout = Some(timeout);
     let message = DeleteRequest {
         key,
@@ -398,7 +412,7 @@ pub async fn delete_value(
         .coordinators
         .call(&call, message, |mut c, r| async move { c.delete(r).await })
         .await
-        .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
+        .map_err(|s| keyed(Problem::from_status(&s).for_write()))?;
     let headers = write_headers(&written, call.consistency, &idempotency_key);
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }
