@@ -63,8 +63,19 @@ response = function(status)
 end
 LUA
 
+# Baseline in the same run: the gateway answering /healthz (no auth, no coordinator, no
+# replicas), so the key-value figures can be quoted as a ratio of what HTTP alone costs here.
+echo "== baseline: GET /healthz (gateway only) =="
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/healthz" | tee "$work/base.txt"
+echo
 echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys) =="
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT" | tee "$work/put.txt"
 echo
 echo "== GET (quorum, RF 3) =="
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/get.lua" "http://127.0.0.1:$PORT"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/get.lua" "http://127.0.0.1:$PORT" | tee "$work/get.txt"
+
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+echo
+echo "== summary =="
+awk -v b="$(rps "$work/base.txt")" -v p="$(rps "$work/put.txt")" -v g="$(rps "$work/get.txt")" 'BEGIN {
+  printf "baseline %.0f req/s; PUT %.0f req/s (%.2f of baseline); GET %.0f req/s (%.2f of baseline)\n", b, p, p / b, g, g / b }'

@@ -149,3 +149,85 @@ async fn quorum_survives_a_killed_leader_and_all_does_not() {
     );
     t.cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_probed_back_and_repaired() {
+    use pairdb::cli::EngineKind;
+    use pairdb::local::{StorageNode, open_engine};
+
+    let mut t = start(3).await;
+    let key = t.create_tenant("acme", 3).await;
+    let victim = t.replicas("acme", b"k")[0].clone();
+    let addr = t
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == victim)
+        .expect("node")
+        .addr;
+    t.kill(&victim);
+    // Enough failed calls to mark it down; quorum keeps working meanwhile.
+    for i in 0..5 {
+        let put = t
+            .kv(
+                Method::PUT,
+                "k",
+                &key,
+                &[],
+                Some(format!("v{i}").into_bytes()),
+            )
+            .await;
+        assert_eq!(put.status(), StatusCode::OK);
+    }
+    let all = t
+        .kv(
+            Method::PUT,
+            "k",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"x".to_vec()),
+        )
+        .await;
+    assert_eq!(all.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = all.json().await.expect("json");
+    assert_eq!(
+        problem["applied"], "none",
+        "a node marked down is not even tried: {problem}"
+    );
+
+    // The node comes back (empty: memory engine) at the same address, on a new incarnation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(
+        &victim,
+        addr,
+        dir.path(),
+        open_engine(EngineKind::Memory, dir.path()),
+        crate::harness::INTERNAL_TOKEN,
+    )
+    .expect("restart");
+    t.cluster.nodes.push(node);
+    let mut back = false;
+    for _ in 0..100 {
+        let put = t
+            .kv(
+                Method::PUT,
+                "k",
+                &key,
+                &[("X-Consistency", "all")],
+                Some(b"final".to_vec()),
+            )
+            .await;
+        if put.status() == StatusCode::OK {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the coordinator never probed the node back");
+    let stored = t
+        .stored(&victim, "acme", b"k")
+        .await
+        .expect("written at all");
+    assert_eq!(stored.value, b"final");
+    t.cluster.stop().await;
+}
