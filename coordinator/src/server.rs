@@ -8,6 +8,7 @@ use pairdb_metadata::RateLimit;
 use pairdb_middleware::{Authenticator, TenantCache};
 use pairdb_proto::coordinator::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::Admin;
@@ -41,9 +42,16 @@ pub async fn run(
     );
     let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
     let maintenance = tokio::spawn(cluster.clone().maintain());
-    let incoming = TcpListenerStream::new(listener);
+    // tonic ignores `tcp_nodelay` for a stream of accepted connections, so set it per
+    // connection: gRPC answers are small frames that Nagle's algorithm would hold back.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    });
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(stack::layers(authenticator, tenants))
         .add_service(
             CoordinatorServer::new(service)

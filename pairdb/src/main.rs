@@ -5,6 +5,11 @@ use pairdb::cli::{Cli, Command};
 use pairdb::{config_file, role};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: every request allocates on several threads (gateway, coordinator, storage nodes);
+/// glibc's arenas contend under that load, mimalloc's per-thread heaps do not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     // Before any thread exists: the file only supplies environment defaults.
