@@ -12,6 +12,8 @@
 //! * [`admin`] — tenants, API keys and nodes;
 //! * [`service`] — the coordinator gRPC service; [`status`] maps every error to a `Status` in one
 //!   place; [`stack`] builds its middleware stack; [`server`] runs it.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;

@@ -12,6 +12,7 @@
 //! * [`consistency`] — one / quorum / all;
 //! * [`tenant`] — tenant id rules;
 //! * [`problem`] — the stable error kinds every role reports.
+#![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod consistency;

@@ -3,7 +3,7 @@
 //! [`MetadataStore`] is the one seam; [`sqlite::SqliteStore`] implements it for the embedded
 //! default (and PostgreSQL will implement it through the same sqlx code path). [`api_key`] mints
 //! and verifies API keys, which the store keeps only as HMAC-SHA256 under the server secret.
-
+#![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod api_key;

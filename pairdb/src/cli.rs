@@ -13,6 +13,7 @@ pub struct Cli {
     /// TOML file of flag values (keys are flag names, e.g. `metadata-url = "sqlite://m.db"`).
     #[arg(long, global = true, env = "PAIRDB_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The role to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +73,7 @@ pub struct DevArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
     pub request_timeout: u64,
+    /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
 }
@@ -94,6 +96,7 @@ pub struct StorageArgs {
     /// Serve `/healthz` and `/readyz` over HTTP here.
     #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
 }
@@ -116,6 +119,7 @@ pub struct CoordinatorArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
     pub request_timeout: u64,
+    /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
 }
@@ -140,6 +144,7 @@ pub struct GatewayArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
     pub request_timeout: u64,
+    /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
 }

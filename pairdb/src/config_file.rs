@@ -51,3 +51,46 @@ fn load(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_become_env_defaults_without_overriding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pairdb.toml");
+        std::fs::write(
+            &path,
+            "cfg-test-http = \"127.0.0.1:9\"\ncfg-test-nodes = 5\ncfg_test_list = [\"a=1\", \"b=2\"]\ncfg-test-kept = \"file\"\n",
+        )
+        .expect("write");
+        // SAFETY: these variable names are used by this test only.
+        unsafe { std::env::set_var("PAIRDB_CFG_TEST_KEPT", "env") };
+        let args = vec![
+            "pairdb".to_owned(),
+            "--config".to_owned(),
+            path.display().to_string(),
+        ];
+        apply(&args).expect("apply");
+        assert_eq!(
+            std::env::var("PAIRDB_CFG_TEST_HTTP").as_deref(),
+            Ok("127.0.0.1:9")
+        );
+        assert_eq!(std::env::var("PAIRDB_CFG_TEST_NODES").as_deref(), Ok("5"));
+        assert_eq!(
+            std::env::var("PAIRDB_CFG_TEST_LIST").as_deref(),
+            Ok("a=1,b=2")
+        );
+        assert_eq!(std::env::var("PAIRDB_CFG_TEST_KEPT").as_deref(), Ok("env"));
+    }
+
+    #[test]
+    fn a_bad_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broken.toml");
+        std::fs::write(&path, "this is = = not toml").expect("write");
+        let err = load(&path).expect_err("invalid toml");
+        assert!(format!("{err:#}").contains("broken.toml"));
+    }
+}

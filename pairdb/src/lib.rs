@@ -2,6 +2,8 @@
 //!
 //! `main.rs` only parses flags and calls [`role`]; the cluster tests start the same roles in
 //! process through [`local`].
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config_file;

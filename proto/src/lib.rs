@@ -6,6 +6,7 @@
 //! * [`coordinator`] — the public coordinator service: tenant-aware get/put/delete with tunable
 //!   consistency, plus tenant and node administration.
 //! * [`convert`] — validated conversions between wire messages and the core model.
+#![deny(clippy::unwrap_used)]
 
 pub mod convert;
 

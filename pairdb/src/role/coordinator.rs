@@ -78,3 +78,22 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     pairdb_coordinator::server::run(cluster, listener, RateLimit::default(), stop.wait()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_nodes_parse_and_reject_garbage() {
+        let nodes =
+            parse_initial_nodes(&["a=127.0.0.1:1".into(), " b = h:2 ".into(), String::new()])
+                .expect("valid");
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            (nodes[1].id.as_str(), nodes[1].address.as_str()),
+            ("b", "h:2")
+        );
+        assert!(parse_initial_nodes(&["no-equals".into()]).is_err());
+        assert!(parse_initial_nodes(&["=addr".into()]).is_err());
+    }
+}
