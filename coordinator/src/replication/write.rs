@@ -37,6 +37,7 @@ impl Replicator {
         let prefs = view.preference_list(&op.tenant, &op.key)?;
         let n = prefs.len();
         let w = op.consistency.required(n);
+        let op_has_context = context.is_some();
         let epoch = view.placement.epoch;
         let pool = self.cluster.pool();
         let live: Vec<&String> = prefs.iter().filter(|id| pool.is_live(id)).collect();
@@ -127,6 +128,7 @@ impl Replicator {
                 let msg = match r {
                     Ok(resp) => ReplicaAck::Stored {
                         merged: resp.outcome == ApplyOutcome::Merged as i32,
+                        concurrent: resp.concurrent,
                     },
                     Err(RpcError::Timeout) => ReplicaAck::TimedOut,
                     Err(e) => {
@@ -147,6 +149,7 @@ impl Replicator {
         let mut failed = 0usize;
         let mut timed_out = false;
         let mut lost = false;
+        let mut overwrote_concurrent = false;
         while acks < w {
             let remaining = others.len() - (acks - 1) - failed;
             if acks + remaining < w {
@@ -162,9 +165,10 @@ impl Replicator {
                     .into());
                 }
                 Ok(None) => break,
-                Ok(Some(ReplicaAck::Stored { merged })) => {
+                Ok(Some(ReplicaAck::Stored { merged, concurrent })) => {
                     acks += 1;
                     lost |= merged;
+                    overwrote_concurrent |= concurrent;
                 }
                 Ok(Some(ReplicaAck::TimedOut)) => {
                     failed += 1;
@@ -185,9 +189,12 @@ impl Replicator {
             }
             return Err(unavailable(acks, w, Applied::Partial).into());
         }
+        // A blind write (no context) never reports a conflict it won; one with a context won
+        // a conflict if it overwrote a version the context did not cover, at the leader or at a
+        // replica that held a concurrent version the leader had not seen.
         let conflict = if lost {
             Conflict::Lost
-        } else if minted.conflict {
+        } else if minted.conflict || (op_has_context && overwrote_concurrent) {
             Conflict::Won
         } else {
             Conflict::None
@@ -204,8 +211,9 @@ impl Replicator {
 
 /// What one replica answered to the minted version.
 enum ReplicaAck {
-    /// Stored durably; `merged` when a concurrent stored version won there.
-    Stored { merged: bool },
+    /// Stored durably; `merged` when a concurrent stored version won there, `concurrent` when
+    /// the replica held a version concurrent with it (won or lost).
+    Stored { merged: bool, concurrent: bool },
     /// No answer before the deadline: it may still store it.
     TimedOut,
     /// Refused or unreachable.

@@ -147,3 +147,66 @@ async fn concurrent_leaders_converge_to_the_greater_key() {
     }
     t.cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_over_a_concurrent_version_on_a_replica_reports_it_won() {
+    let t = start(3).await;
+    let key = t.create_tenant("acme", 3).await;
+    let base = t
+        .kv(
+            Method::PUT,
+            "doc",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"v0".to_vec()),
+        )
+        .await;
+    assert_eq!(base.status(), StatusCode::OK);
+    let ctx0 = header(&base, "x-pairdb-context")
+        .expect("context")
+        .to_owned();
+    // Another writer's version reached one replica (not the leader) only.
+    let replicas = t.replicas("acme", b"doc");
+    let opened = t.signer().open("acme", b"doc", &ctx0).expect("opens");
+    t.storage(&replicas[1], Some(INTERNAL_TOKEN))
+        .mint(MintRequest {
+            epoch: t.epoch(),
+            key: Some(KeyRef {
+                namespace: "acme".into(),
+                key: b"doc".to_vec(),
+            }),
+            context: Some(pairdb_proto::convert::context_to_pb(&opened)),
+            value: b"unseen".to_vec(),
+            ..MintRequest::default()
+        })
+        .await
+        .expect("mint");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The leader holds v0, which ctx0 covers; the replica's version is concurrent with the write.
+    let write = t
+        .kv(
+            Method::PUT,
+            "doc",
+            &key,
+            &[("X-Consistency", "all"), ("X-Pairdb-Context", &ctx0)],
+            Some(b"v1".to_vec()),
+        )
+        .await;
+    assert_eq!(write.status(), StatusCode::OK);
+    assert_eq!(
+        header(&write, "x-pairdb-conflict"),
+        Some("lww; outcome=won")
+    );
+    // Blind writes never report a conflict they won.
+    let blind = t
+        .kv(
+            Method::PUT,
+            "doc",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"v2".to_vec()),
+        )
+        .await;
+    assert_eq!(header(&blind, "x-pairdb-conflict"), None);
+    t.cluster.stop().await;
+}

@@ -103,3 +103,64 @@ async fn tenant_keys_work_over_grpc() {
     );
     t.cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_catches_up_with_placement_changes() {
+    use pairdb::local::CoordinatorNode;
+    use pairdb_coordinator::CoordinatorConfig;
+
+    let t = start(3).await;
+    let secrets = crate::harness::secrets();
+    let config = CoordinatorConfig::new(
+        secrets.internal_token.clone(),
+        secrets.key_secret.clone(),
+        secrets.admin_key.clone(),
+    );
+    // Coordinator B starts on the initial placement (no tenants)…
+    let b = CoordinatorNode::start(t.cluster.store.clone(), ([127, 0, 0, 1], 0).into(), config)
+        .await
+        .expect("second coordinator");
+    let epoch_b = b.cluster.view().expect("placement").placement.epoch;
+    // …then A creates a tenant: a new epoch, pushed to every storage node.
+    let key = t.create_tenant("acme", 3).await;
+    assert!(t.epoch() > epoch_b);
+    let mut c = CoordinatorClient::connect(format!("http://{}", b.addr))
+        .await
+        .expect("connect");
+    // B does not know the tenant yet: it reloads the placement instead of answering 404.
+    let put = c
+        .put(with_auth(
+            PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            },
+            &key,
+            Some("all"),
+        ))
+        .await
+        .expect("put through B")
+        .into_inner();
+    assert_eq!(put.acks, 3);
+    // A moves the epoch again; B's next call meets ABORTED from the storage nodes and refreshes.
+    t.create_tenant("other", 1).await;
+    let got = c
+        .get(with_auth(
+            GetRequest {
+                key: b"k".to_vec(),
+                timeout_ms: 0,
+            },
+            &key,
+            Some("all"),
+        ))
+        .await
+        .expect("get through B")
+        .into_inner();
+    assert!(got.found);
+    assert_eq!(
+        b.cluster.view().expect("placement").placement.epoch,
+        t.epoch()
+    );
+    b.stop().await;
+    t.cluster.stop().await;
+}
