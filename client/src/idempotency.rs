@@ -12,16 +12,9 @@ pub fn generate() -> String {
 /// (optionally in double quotes, which the server strips). Returns
 /// [`ClientError::InvalidIdempotencyKey`] otherwise, before anything is sent.
 pub fn validate(key: &str) -> Result<(), ClientError> {
-    let visible = key.bytes().all(|b| b.is_ascii_graphic());
-    let unquoted = key
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(key);
-    if visible && !unquoted.is_empty() && unquoted.len() <= 255 {
-        Ok(())
-    } else {
-        Err(ClientError::InvalidIdempotencyKey)
-    }
+    pairdb_core::idempotency::parse(key.as_bytes())
+        .map(|_| ())
+        .ok_or(ClientError::InvalidIdempotencyKey)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::retry::Repeatable;
 use crate::wire;
 
 /// Content type stored when a write names none.
-pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+pub const DEFAULT_CONTENT_TYPE: &str = pairdb_core::limits::DEFAULT_CONTENT_TYPE;
 
 /// Options of one read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

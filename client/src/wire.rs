@@ -6,24 +6,25 @@
 
 use std::time::Duration;
 
+use pairdb_core::headers;
 use reqwest::header::{HeaderMap, HeaderName};
 
 /// `X-Consistency`: the requested level (request) or the level applied (response).
-pub const CONSISTENCY: HeaderName = HeaderName::from_static("x-consistency");
+pub const CONSISTENCY: HeaderName = HeaderName::from_static(headers::CONSISTENCY);
 /// `X-Pairdb-Context`: the opaque causal context.
-pub const CONTEXT: HeaderName = HeaderName::from_static("x-pairdb-context");
+pub const CONTEXT: HeaderName = HeaderName::from_static(headers::CONTEXT);
 /// `Idempotency-Key`: the write's idempotency key.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(headers::IDEMPOTENCY_KEY);
 /// `Idempotent-Replayed: true`: the response is a replay of an earlier completed write.
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static(headers::IDEMPOTENT_REPLAYED);
 /// `X-Pairdb-Timeout: <ms>`: the request's deadline.
-pub const TIMEOUT: HeaderName = HeaderName::from_static("x-pairdb-timeout");
+pub const TIMEOUT: HeaderName = HeaderName::from_static(headers::TIMEOUT);
 /// `X-Pairdb-Replicas: acked=<a>/<n>` (writes) or `answered=<a>/<n>` (reads).
-pub const REPLICAS: HeaderName = HeaderName::from_static("x-pairdb-replicas");
+pub const REPLICAS: HeaderName = HeaderName::from_static(headers::REPLICAS);
 /// `X-Pairdb-Conflict: lww[; outcome=won|lost]`.
-pub const CONFLICT: HeaderName = HeaderName::from_static("x-pairdb-conflict");
+pub const CONFLICT: HeaderName = HeaderName::from_static(headers::CONFLICT);
 /// `X-Pairdb-Read-Repair: <count>`.
-pub const READ_REPAIR: HeaderName = HeaderName::from_static("x-pairdb-read-repair");
+pub const READ_REPAIR: HeaderName = HeaderName::from_static(headers::READ_REPAIR);
 
 /// The header's value as text, if present and visible ASCII.
 pub(crate) fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

@@ -34,13 +34,13 @@ impl CoordinatorConfig {
             internal_token,
             key_secret,
             admin_key,
-            request_timeout: Duration::from_millis(5000),
+            request_timeout: pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT,
             failure_threshold: 3,
             probe_interval: Duration::from_millis(500),
             context_max_skew_ms: pairdb_core::context::DEFAULT_MAX_SKEW_MS,
             connect_timeout: Duration::from_millis(1000),
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
+            max_key_bytes: pairdb_core::limits::MAX_KEY_BYTES,
+            max_value_bytes: pairdb_core::limits::MAX_VALUE_BYTES,
         }
     }
 }

@@ -10,7 +10,8 @@ pub enum Applied {
     None,
     /// Some replicas hold the version, fewer than required.
     Partial,
-    /// The deadline passed before the outcome was known.
+    /// The outcome is not known: the deadline passed, or the leader's connection broke
+    /// mid-call.
     Unknown,
 }
 
@@ -37,9 +38,6 @@ pub enum CoordinatorError {
         /// Human explanation (never contains keys or values).
         detail: String,
     },
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(String),
     /// The tenant does not exist.
     #[error("tenant not found")]
     TenantNotFound,
@@ -67,8 +65,8 @@ pub enum CoordinatorError {
         /// Answers required.
         required: u32,
     },
-    /// The deadline passed.
-    #[error("deadline exceeded ({progress} of {required} replicas)")]
+    /// The deadline passed, or a leader's connection broke mid-call: the outcome is unknown.
+    #[error("no answer in time ({progress} of {required} replicas)")]
     Timeout {
         /// Acks or answers obtained.
         progress: u32,
@@ -101,7 +99,6 @@ impl CoordinatorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             CoordinatorError::Invalid { kind, .. } => *kind,
-            CoordinatorError::Forbidden(_) => ErrorKind::Forbidden,
             CoordinatorError::TenantNotFound => ErrorKind::TenantNotFound,
             CoordinatorError::ApiKeyNotFound => ErrorKind::ApiKeyNotFound,
             CoordinatorError::TenantExists => ErrorKind::TenantExists,

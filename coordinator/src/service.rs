@@ -197,7 +197,7 @@ impl Coordinator for CoordinatorService {
             ));
         }
         let content_type = if msg.content_type.is_empty() {
-            "application/octet-stream".to_owned()
+            pairdb_core::limits::DEFAULT_CONTENT_TYPE.to_owned()
         } else {
             msg.content_type
         };

@@ -68,4 +68,4 @@ pub fn auth_config(key_secret: &[u8], admin_key: &str, internal_token: &str) -> 
 }
 
 /// How long tenant configurations are cached in-process.
-pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(1);
+pub const TENANT_CACHE_TTL: Duration = pairdb_middleware::tenant::DEFAULT_TENANT_TTL;

@@ -93,13 +93,6 @@ impl From<CoordinatorError> for Status {
     }
 }
 
-/// Decodes the [`ErrorDetail`] of a status produced here, if any.
-pub fn detail_of(status: &Status) -> Option<ErrorDetail> {
-    ErrorDetail::decode(status.details())
-        .ok()
-        .filter(|d| !d.kind.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +106,7 @@ mod tests {
             applied: Applied::Partial,
         });
         assert_eq!(s.code(), Code::Unavailable);
-        let d = detail_of(&s).unwrap_or_default();
+        let d = pairdb_proto::error_detail(&s).unwrap_or_default();
         assert_eq!(
             (d.kind.as_str(), d.acks, d.required, d.applied.as_str()),
             ("quorum-unavailable", 1, 2, "partial")
@@ -124,6 +117,9 @@ mod tests {
             applied: Some(Applied::Unknown),
         });
         assert_eq!(t.code(), Code::DeadlineExceeded);
-        assert_eq!(detail_of(&t).unwrap_or_default().applied, "unknown");
+        assert_eq!(
+            pairdb_proto::error_detail(&t).unwrap_or_default().applied,
+            "unknown"
+        );
     }
 }

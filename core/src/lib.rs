@@ -11,14 +11,18 @@
 //! * [`ring`] and [`placement`] — consistent hashing with deterministic virtual nodes;
 //! * [`consistency`] — one / quorum / all;
 //! * [`tenant`] — tenant id rules;
-//! * [`problem`] — the stable error kinds every role reports.
+//! * [`problem`] — the stable error kinds every role reports;
+//! * [`headers`], [`idempotency`], [`limits`] — the names and bounds of the REST contract.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod consistency;
 pub mod context;
+pub mod headers;
 pub mod hlc;
+pub mod idempotency;
 pub mod key;
+pub mod limits;
 pub mod placement;
 pub mod problem;
 pub mod ring;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use crate::error::GatewayError;
 
 /// Default end-to-end deadline of a request (`--request-timeout`).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(5000);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT;
 /// Default longest key, in bytes after percent-decoding.
-pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+pub const DEFAULT_MAX_KEY_BYTES: usize = pairdb_core::limits::MAX_KEY_BYTES;
 /// Default largest value, in bytes.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_VALUE_BYTES: usize = pairdb_core::limits::MAX_VALUE_BYTES;
 
 /// Everything the gateway needs to serve. `Debug` redacts the secrets.
 #[derive(Clone)]

@@ -126,7 +126,7 @@ impl Coordinators {
         if let Some(trace) = &context.trace
             && let Ok(value) = AsciiMetadataValue::try_from(trace.traceparent())
         {
-            metadata.insert("traceparent", value);
+            metadata.insert(pairdb_core::headers::TRACEPARENT, value);
         }
         if let Some(timeout) = context.timeout {
             request.set_timeout(timeout + DEADLINE_MARGIN);

@@ -12,8 +12,6 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pairdb_core::ErrorKind;
 use pairdb_middleware::{LayerError, Reject, TraceContext};
-use pairdb_proto::coordinator::ErrorDetail;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -124,9 +122,7 @@ impl Problem {
     /// `Unavailable`→quorum-unavailable, `DeadlineExceeded` and `Cancelled`→timeout, anything
     /// else→internal). Internal faults keep their message out of the response.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let detail = ErrorDetail::decode(status.details())
-            .ok()
-            .filter(|d| !d.kind.is_empty());
+        let detail = pairdb_proto::error_detail(status);
         let kind = detail
             .as_ref()
             .and_then(|d| ErrorKind::from_slug(&d.kind))
@@ -180,6 +176,9 @@ fn kind_of_code(code: tonic::Code) -> ErrorKind {
         tonic::Code::AlreadyExists => ErrorKind::TenantExists,
         tonic::Code::Unavailable => ErrorKind::QuorumUnavailable,
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Timeout,
+        // tonic's answer to a message over the size limit.
+        tonic::Code::OutOfRange => ErrorKind::PayloadTooLarge,
+        tonic::Code::ResourceExhausted => ErrorKind::QuorumUnavailable,
         _ => ErrorKind::Internal,
     }
 }
@@ -229,6 +228,8 @@ impl Reject for ProblemReject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pairdb_proto::coordinator::ErrorDetail;
+    use prost::Message;
 
     #[test]
     fn status_with_detail_maps_kind_and_members() {

@@ -38,8 +38,7 @@ pub const KEY_CACHE_MAX_ENTRIES: usize = 10_000;
 /// The `key_id` of a tenant principal forwarded by a gateway.
 pub const INTERNAL_KEY_ID: &str = "internal";
 
-const TENANT_HEADER: &str = "x-pairdb-tenant";
-const PRINCIPAL_HEADER: &str = "x-pairdb-principal";
+use pairdb_core::headers::{PRINCIPAL as PRINCIPAL_HEADER, TENANT as TENANT_HEADER};
 
 /// The secrets the auth layer checks credentials against. `Debug` redacts them.
 #[derive(Clone, Default)]

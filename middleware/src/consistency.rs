@@ -17,9 +17,9 @@ use crate::reject::{LayerError, Reject};
 use crate::trace::TraceContext;
 
 /// The header naming the level (HTTP header and gRPC metadata alike).
-pub const CONSISTENCY_HEADER: &str = "x-consistency";
+pub const CONSISTENCY_HEADER: &str = pairdb_core::headers::CONSISTENCY;
 /// The query parameter naming the level (HTTP only).
-pub const CONSISTENCY_PARAM: &str = "consistency";
+pub const CONSISTENCY_PARAM: &str = pairdb_core::headers::CONSISTENCY_PARAM;
 
 fn bad(name: &str) -> LayerError {
     let shown: String = name.chars().take(64).collect();

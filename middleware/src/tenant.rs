@@ -1,7 +1,8 @@
 //! The tenant's configuration for a tenant principal.
 //!
 //! [`TenantCache`] is the in-process tier (DESIGN §3: Redis comes later behind the same struct);
-//! [`TenantLayer`] loads the caller's [`TenantConfig`] into the request extensions.
+//! [`TenantLayer`] loads the caller's [`TenantConfig`] into the request extensions — except for
+//! calls a gateway [`Forwarded`], whose tenant and level that gateway already resolved.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::cache::TtlCache;
-use crate::principal::Principal;
+use crate::principal::{Forwarded, Principal};
 use crate::reject::{LayerError, Reject};
 use crate::trace::TraceContext;
 
@@ -123,6 +124,10 @@ where
         let cache = self.cache.clone();
         let reject = self.reject.clone();
         Box::pin(async move {
+            // A call a gateway forwarded carries the tenant and level it already resolved.
+            if request.extensions().get::<Forwarded>().is_some() {
+                return inner.call(request).await;
+            }
             let tenant_id = match request.extensions().get::<Principal>() {
                 Some(Principal::Tenant { tenant_id, .. }) => tenant_id.clone(),
                 Some(Principal::Admin) | None => return inner.call(request).await,

@@ -18,9 +18,9 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 /// Incoming W3C trace context header.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static(pairdb_core::headers::TRACEPARENT);
 /// Outgoing W3C Trace Context level 2 response header.
-pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
+pub const TRACERESPONSE: HeaderName = HeaderName::from_static(pairdb_core::headers::TRACERESPONSE);
 
 /// The trace context of one request at this hop.
 ///

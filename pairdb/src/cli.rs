@@ -71,7 +71,7 @@ pub struct DevArgs {
     #[arg(long, env = "PAIRDB_METADATA_URL")]
     pub metadata_url: Option<String>,
     /// Default (and maximum) request deadline in milliseconds.
-    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
     /// Secrets shared by every role.
     #[command(flatten)]
@@ -117,7 +117,7 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Default (and maximum) request deadline in milliseconds.
-    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
     /// Secrets shared by every role.
     #[command(flatten)]
@@ -142,7 +142,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "PAIRDB_METADATA_URL")]
     pub metadata_url: String,
     /// Default (and maximum) request deadline in milliseconds.
-    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000)]
+    #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
     /// Secrets shared by every role.
     #[command(flatten)]

@@ -22,11 +22,20 @@ pub mod coordinator {
     tonic::include_proto!("pairdb.coordinator.v1");
 }
 
+/// The [`coordinator::ErrorDetail`] a coordinator attached to `status`, if any: the stable error
+/// kind and, for quorum failures, the counts.
+pub fn error_detail(status: &tonic::Status) -> Option<coordinator::ErrorDetail> {
+    use prost::Message as _;
+    coordinator::ErrorDetail::decode(status.details())
+        .ok()
+        .filter(|d| !d.kind.is_empty())
+}
+
 /// Metadata header carrying the internal service credential (`Bearer <token>`).
 pub const AUTHORIZATION: &str = "authorization";
 /// Metadata header naming the tenant a gateway resolved (internal calls only).
-pub const TENANT_HEADER: &str = "x-pairdb-tenant";
+pub const TENANT_HEADER: &str = pairdb_core::headers::TENANT;
 /// Metadata header marking a gateway-forwarded call as made by the admin key (internal calls only).
-pub const PRINCIPAL_HEADER: &str = "x-pairdb-principal";
+pub const PRINCIPAL_HEADER: &str = pairdb_core::headers::PRINCIPAL;
 /// Metadata / HTTP header carrying the consistency level.
-pub const CONSISTENCY_HEADER: &str = "x-consistency";
+pub const CONSISTENCY_HEADER: &str = pairdb_core::headers::CONSISTENCY;

@@ -83,9 +83,15 @@ impl Replicator {
                 }
                 Err(RpcError::Status(s)) => {
                     // The leader may have minted before the call broke: trying another leader
-                    // could mint the write twice. The client retries with its idempotency key.
+                    // could mint the write twice. Like a timeout, the outcome is unknown; the
+                    // client retries with its idempotency key.
                     tracing::debug!(node = %leader, error = %s, "leader outcome unknown");
-                    return Err(unavailable(0, w, Applied::Unknown).into());
+                    return Err(CoordinatorError::Timeout {
+                        progress: 0,
+                        required: w as u32,
+                        applied: Some(Applied::Unknown),
+                    }
+                    .into());
                 }
                 Err(RpcError::UnknownNode) => {}
             }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
-use pairdb_core::ErrorKind;
+use pairdb_core::{ErrorKind, headers};
 use pairdb_proto::coordinator::{
     ConflictOutcome, DeleteRequest, GetRequest, PutRequest, WriteResponse,
 };
@@ -27,25 +27,23 @@ use crate::problem::{Problem, ProblemBody};
 use crate::state::AppState;
 
 /// Opaque causal context, in (PUT/DELETE) and out (all).
-pub const CONTEXT_HEADER: HeaderName = HeaderName::from_static("x-pairdb-context");
+pub const CONTEXT_HEADER: HeaderName = HeaderName::from_static(headers::CONTEXT);
 /// The consistency level applied.
-pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-consistency");
+pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static(headers::CONSISTENCY);
 /// `acked=<a>/<n>` on writes, `answered=<a>/<n>` on reads.
-pub const REPLICAS_HEADER: HeaderName = HeaderName::from_static("x-pairdb-replicas");
+pub const REPLICAS_HEADER: HeaderName = HeaderName::from_static(headers::REPLICAS);
 /// `lww; outcome=won|lost` on writes, `lww` on reads.
-pub const CONFLICT_HEADER: HeaderName = HeaderName::from_static("x-pairdb-conflict");
+pub const CONFLICT_HEADER: HeaderName = HeaderName::from_static(headers::CONFLICT);
 /// Replicas a blocking read repaired.
-pub const READ_REPAIR_HEADER: HeaderName = HeaderName::from_static("x-pairdb-read-repair");
+pub const READ_REPAIR_HEADER: HeaderName = HeaderName::from_static(headers::READ_REPAIR);
 /// The write's idempotency key, in and out.
-pub const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static(headers::IDEMPOTENCY_KEY);
 /// The client's deadline in milliseconds.
-pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-pairdb-timeout");
+pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static(headers::TIMEOUT);
 
-/// Longest idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Longest context token accepted, in bytes.
-pub const MAX_CONTEXT_BYTES: usize = 8 * 1024;
-const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+pub const MAX_CONTEXT_BYTES: usize = pairdb_core::context::MAX_TOKEN_LEN;
+use pairdb_core::limits::DEFAULT_CONTENT_TYPE;
 
 /// Body of a successful PUT.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -90,20 +88,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
         rand::rng().fill_bytes(&mut bytes);
         return Ok(hex::encode(bytes));
     };
-    let raw = value.as_bytes();
-    let unquoted = match raw {
-        [b'"', inner @ .., b'"'] => inner,
-        other => other,
-    };
-    if unquoted.is_empty()
-        || unquoted.len() > MAX_IDEMPOTENCY_KEY
-        || !unquoted.iter().all(|b| (0x21..=0x7e).contains(b))
-    {
-        return Err(bad_request(
-            "Idempotency-Key must be 1–255 visible ASCII characters",
-        ));
-    }
-    Ok(String::from_utf8_lossy(unquoted).into_owned())
+    pairdb_core::idempotency::parse(value.as_bytes())
+        .map(str::to_owned)
+        .ok_or_else(|| bad_request("Idempotency-Key must be 1–255 visible ASCII characters"))
 }
 
 /// The request's deadline: `X-Pairdb-Timeout` milliseconds (a positive integer) capped by
@@ -149,8 +136,12 @@ fn content_type(headers: &HeaderMap) -> Result<String, Problem> {
         None => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
         Some(v) => v
             .to_str()
+            .ok()
+            .filter(|ct| pairdb_core::limits::valid_content_type(ct))
             .map(str::to_owned)
-            .map_err(|_| bad_request("malformed Content-Type")),
+            .ok_or_else(|| {
+                bad_request("Content-Type must be at most 255 printable ASCII characters")
+            }),
     }
 }
 

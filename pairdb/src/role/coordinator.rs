@@ -14,19 +14,28 @@ use crate::ops_http::{self, ReadyCheck};
 use crate::shutdown::Shutdown;
 use crate::{local, secrets, shutdown};
 
-/// Parses `ID=ADDR` pairs.
+/// Parses `ID=HOST:PORT` pairs: ids non-empty and distinct, addresses with a host and a port.
 pub fn parse_initial_nodes(items: &[String]) -> anyhow::Result<Vec<NodeAddr>> {
-    items
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| match s.split_once('=') {
-            Some((id, addr)) if !id.is_empty() && !addr.is_empty() => Ok(NodeAddr {
-                id: id.trim().to_owned(),
-                address: addr.trim().to_owned(),
-            }),
-            _ => bail!("--initial-nodes entry {s:?} is not ID=ADDR"),
-        })
-        .collect()
+    let mut nodes: Vec<NodeAddr> = Vec::new();
+    for item in items.iter().filter(|s| !s.trim().is_empty()) {
+        let Some((id, addr)) = item.split_once('=').map(|(i, a)| (i.trim(), a.trim())) else {
+            bail!("--initial-nodes entry {item:?} is not ID=HOST:PORT");
+        };
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if id.is_empty() || !port_ok {
+            bail!("--initial-nodes entry {item:?} is not ID=HOST:PORT");
+        }
+        if nodes.iter().any(|n| n.id == id) {
+            bail!("--initial-nodes names node {id:?} twice");
+        }
+        nodes.push(NodeAddr {
+            id: id.to_owned(),
+            address: addr.to_owned(),
+        });
+    }
+    Ok(nodes)
 }
 
 /// Serves one coordinator until SIGINT/SIGTERM.
@@ -93,7 +102,9 @@ mod tests {
             (nodes[1].id.as_str(), nodes[1].address.as_str()),
             ("b", "h:2")
         );
-        assert!(parse_initial_nodes(&["no-equals".into()]).is_err());
-        assert!(parse_initial_nodes(&["=addr".into()]).is_err());
+        for bad in ["no-equals", "=h:1", " =h:1", "a=h", "a=:1", "a=h:port"] {
+            assert!(parse_initial_nodes(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(parse_initial_nodes(&["a=h:1".into(), "a=h:2".into()]).is_err());
     }
 }
