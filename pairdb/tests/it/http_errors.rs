@@ -152,6 +152,33 @@ async fn every_failure_status() {
         "bad-context",
     )
     .await;
+    let long_type = "x".repeat(300);
+    problem(
+        t.kv(
+            Method::PUT,
+            "k",
+            &key,
+            &[("Content-Type", &long_type)],
+            Some(b"v".to_vec()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+    )
+    .await;
+    problem(
+        t.kv(
+            Method::PUT,
+            "k",
+            &key,
+            &[("Idempotency-Key", "has space")],
+            Some(b"v".to_vec()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+    )
+    .await;
     let bad_json = t
         .http
         .post(t.url("/v1/tenants"))
