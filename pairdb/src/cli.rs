@@ -38,6 +38,15 @@ pub enum EngineKind {
     Memory,
 }
 
+impl EngineKind {
+    /// The flag value naming this engine.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Memory => "memory",
+        }
+    }
+}
+
 /// Secrets shared by every role.
 #[derive(Debug, Args)]
 pub struct SecretArgs {

@@ -21,7 +21,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         http = %opts.http, nodes = opts.nodes, data_dir = %opts.data_dir.display(),
-        engine = ?opts.engine, metadata = opts.metadata_url.as_deref().unwrap_or("sqlite (data dir)"),
+        engine = opts.engine.as_str(), metadata = opts.metadata_url.as_deref().unwrap_or("sqlite (data dir)"),
         "starting pairdb dev"
     );
     let cluster = LocalCluster::start(&opts, secrets).await?;
@@ -43,7 +43,7 @@ fn print_banner(cluster: &LocalCluster, args: &DevArgs) {
         "admin key:  from PAIRDB_ADMIN_KEY".to_owned()
     };
     println!(
-        "\npairdb dev is running: {} storage nodes ({:?} engine), coordinator on {}\n\
+        "\npairdb dev is running: {} storage nodes ({} engine), coordinator on {}\n\
          gateway:    {url}\n{admin_line}\n\n\
          Try it:\n\
          \x20 export PAIRDB_URL={url} PAIRDB_ADMIN_KEY={admin}\n\
@@ -52,7 +52,7 @@ fn print_banner(cluster: &LocalCluster, args: &DevArgs) {
          \x20 # then, with the returned api_key:\n\
          \x20 curl -s -X PUT $PAIRDB_URL/v1/kv/hello -H \"Authorization: Bearer $API_KEY\" --data-binary world\n",
         cluster.nodes.len(),
-        args.engine,
+        args.engine.as_str(),
         cluster.coordinator.addr,
     );
 }

@@ -20,7 +20,7 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening node state in {}", args.data_dir.display()))?,
     );
     tracing::info!(node = %args.node_id, incarnation = state.incarnation(), listen = %args.listen,
-        data_dir = %args.data_dir.display(), engine = ?args.engine, "starting storage node");
+        data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "starting storage node");
     let service = StorageService::new(&args.node_id, engine, state.clone(), secrets.internal_token);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
