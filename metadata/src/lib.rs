@@ -1,15 +1,19 @@
 //! The metadata store of pairdb: tenants, API keys, storage nodes and placements.
 //!
 //! [`MetadataStore`] is the one seam; [`sqlite::SqliteStore`] implements it for the embedded
-//! default (and PostgreSQL will implement it through the same sqlx code path). [`api_key`] mints
-//! and verifies API keys, which the store keeps only as HMAC-SHA256 under the server secret.
+//! default (and PostgreSQL will implement it through the same sqlx code path), and
+//! [`memory::MemoryStore`] is an in-memory store for tests and tools, with the same semantics.
+//! [`api_key`] mints and verifies API keys, which the store keeps only as HMAC-SHA256 under the
+//! server secret.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod api_key;
+pub mod memory;
 pub mod model;
 pub mod sqlite;
 
+pub use memory::MemoryStore;
 pub use model::{ApiKeyRecord, NodeRecord, NodeState, RateLimit, TenantConfig};
 
 use async_trait::async_trait;

@@ -1,4 +1,4 @@
-//! The harness: a fake coordinator, a fake metadata store, and a served gateway.
+//! The harness: a fake coordinator, a real in-memory metadata store, and a served gateway.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pairdb_core::{Consistency, Placement};
 use pairdb_gateway::{GatewayConfig, build_router, serve};
+use pairdb_metadata::memory::MemoryStore;
 use pairdb_metadata::{
     ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig, api_key,
 };
@@ -30,74 +31,101 @@ pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 
 // ---------------------------------------------------------------- metadata store
 
-/// One tenant `acme` (default consistency quorum) with one API key; `fail` makes it unreachable.
+/// A real [`MemoryStore`] behind an outage switch: while `fail` is set every call answers
+/// `Unavailable`, as an unreachable store would (for the 503 not-ready paths).
 #[derive(Default)]
-pub struct FakeStore {
-    pub tenants: Mutex<HashMap<String, TenantConfig>>,
-    pub keys: Mutex<HashMap<String, ApiKeyRecord>>,
+pub struct SwitchableStore {
+    inner: MemoryStore,
     pub fail: AtomicBool,
 }
 
-fn unsupported() -> MetadataError {
-    MetadataError::Unavailable("not supported by the fake".into())
-}
-
-impl FakeStore {
-    fn check(&self) -> Result<(), MetadataError> {
+impl SwitchableStore {
+    fn up(&self) -> Result<&MemoryStore, MetadataError> {
         if self.fail.load(Ordering::SeqCst) {
-            Err(MetadataError::Unavailable("fake store down".into()))
+            Err(MetadataError::Unavailable("store switched off".into()))
         } else {
-            Ok(())
+            Ok(&self.inner)
         }
     }
 }
 
 #[async_trait]
-impl MetadataStore for FakeStore {
+impl MetadataStore for SwitchableStore {
     async fn create_tenant(
         &self,
-        _: &TenantConfig,
-        _: &ApiKeyRecord,
-        _: u64,
-        _: &Placement,
+        tenant: &TenantConfig,
+        first_key: &ApiKeyRecord,
+        expected_epoch: u64,
+        next: &Placement,
     ) -> Result<(), MetadataError> {
-        Err(unsupported())
+        self.up()?
+            .create_tenant(tenant, first_key, expected_epoch, next)
+            .await
     }
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
-        self.check()?;
-        Ok(self.tenants.lock().unwrap().get(id).cloned())
+        self.up()?.get_tenant(id).await
     }
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
-        Err(unsupported())
+        self.up()?.list_tenants().await
     }
-    async fn insert_api_key(&self, _: &ApiKeyRecord) -> Result<(), MetadataError> {
-        Err(unsupported())
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
+        self.up()?.insert_api_key(key).await
     }
     async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError> {
-        self.check()?;
-        Ok(self.keys.lock().unwrap().get(key_id).cloned())
+        self.up()?.get_api_key(key_id).await
     }
-    async fn list_api_keys(&self, _: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
-        Err(unsupported())
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
+        self.up()?.list_api_keys(tenant_id).await
     }
-    async fn delete_api_key(&self, _: &str, _: &str) -> Result<bool, MetadataError> {
-        Err(unsupported())
+    async fn delete_api_key(&self, tenant_id: &str, key_id: &str) -> Result<bool, MetadataError> {
+        self.up()?.delete_api_key(tenant_id, key_id).await
     }
-    async fn upsert_node(&self, _: &NodeRecord) -> Result<(), MetadataError> {
-        Err(unsupported())
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<(), MetadataError> {
+        self.up()?.upsert_node(node).await
     }
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError> {
-        Err(unsupported())
+        self.up()?.list_nodes().await
     }
     async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
-        Err(unsupported())
+        self.up()?.placement().await
     }
-    async fn swap_placement(&self, _: Option<u64>, _: &Placement) -> Result<bool, MetadataError> {
-        Err(unsupported())
+    async fn swap_placement(
+        &self,
+        expected_epoch: Option<u64>,
+        next: &Placement,
+    ) -> Result<bool, MetadataError> {
+        self.up()?.swap_placement(expected_epoch, next).await
     }
     async fn ping(&self) -> Result<(), MetadataError> {
-        self.check()
+        self.up()?.ping().await
     }
+}
+
+/// A store holding one tenant `acme` (default consistency quorum) with one API key, created
+/// through the trait on top of a first placement; returns the store and the full key.
+async fn seeded_store() -> (SwitchableStore, String) {
+    let store = SwitchableStore::default();
+    let first = Placement::initial(Vec::new(), 8);
+    assert!(store.swap_placement(None, &first).await.unwrap());
+    let tenant = TenantConfig {
+        tenant_id: "acme".into(),
+        replication_factor: 3,
+        default_consistency: Consistency::Quorum,
+        rate_limit: RateLimit::default(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    let key = api_key::generate(KEY_SECRET);
+    let record = ApiKeyRecord {
+        key_id: key.key_id,
+        tenant_id: "acme".into(),
+        secret_hash: key.secret_hash,
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    store
+        .create_tenant(&tenant, &record, first.epoch, &first.with_tenant("acme", 3))
+        .await
+        .unwrap();
+    (store, key.api_key)
 }
 
 // ---------------------------------------------------------------- fake coordinator
@@ -466,7 +494,7 @@ pub struct Harness {
     pub base: String,
     pub http: reqwest::Client,
     pub api_key: String,
-    pub store: Arc<FakeStore>,
+    pub store: Arc<SwitchableStore>,
     pub coordinator: Arc<FakeCoordinator>,
     stop_gateway: Option<oneshot::Sender<()>>,
     gateway: Option<JoinHandle<std::io::Result<()>>>,
@@ -504,27 +532,8 @@ impl Harness {
         let coordinator = Arc::new(FakeCoordinator::default());
         let (coordinator_addr, stop_coordinator) = serve_coordinator(coordinator.clone()).await;
 
-        let store = Arc::new(FakeStore::default());
-        store.tenants.lock().unwrap().insert(
-            "acme".into(),
-            TenantConfig {
-                tenant_id: "acme".into(),
-                replication_factor: 3,
-                default_consistency: Consistency::Quorum,
-                rate_limit: RateLimit::default(),
-                created_at: "2026-01-01T00:00:00Z".into(),
-            },
-        );
-        let key = api_key::generate(KEY_SECRET);
-        store.keys.lock().unwrap().insert(
-            key.key_id.clone(),
-            ApiKeyRecord {
-                key_id: key.key_id.clone(),
-                tenant_id: "acme".into(),
-                secret_hash: key.secret_hash.clone(),
-                created_at: "2026-01-01T00:00:00Z".into(),
-            },
-        );
+        let (store, api_key) = seeded_store().await;
+        let store = Arc::new(store);
 
         let mut config = GatewayConfig {
             coordinators: vec![coordinator_addr.to_string()],
@@ -544,7 +553,7 @@ impl Harness {
         Harness {
             base,
             http: reqwest::Client::new(),
-            api_key: key.api_key,
+            api_key,
             store,
             coordinator,
             stop_gateway: Some(stop_gateway),

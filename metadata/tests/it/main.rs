@@ -1,4 +1,5 @@
 //! Integration tests of the metadata stores: one suite ([`suite`]), run against every backend.
 
+mod memory;
 mod sqlite;
 mod suite;

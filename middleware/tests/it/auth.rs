@@ -12,7 +12,7 @@ use pairdb_middleware::{AuthConfig, AuthLayer, Authenticator, Principal};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::support::{
-    ADMIN_KEY, FakeStore, INTERNAL_TOKEN, KEY_SECRET, Seen, TextReject, bearer, new_seen, recorder,
+    ADMIN_KEY, INTERNAL_TOKEN, KEY_SECRET, Seen, TestStore, TextReject, bearer, new_seen, recorder,
     request,
 };
 
@@ -38,16 +38,16 @@ async fn send(auth: &Authenticator, headers: &[(&str, &str)]) -> (StatusCode, Se
     (response.status(), seen)
 }
 
-fn setup(trust_forwarded: bool) -> (Arc<FakeStore>, Authenticator, String) {
-    let store = Arc::new(FakeStore::default());
-    let key = store.add_tenant("acme", Consistency::Quorum);
+async fn setup(trust_forwarded: bool) -> (Arc<TestStore>, Authenticator, String) {
+    let store = Arc::new(TestStore::default());
+    let key = store.add_tenant("acme", Consistency::Quorum).await;
     let auth = Authenticator::new(store.clone(), config(trust_forwarded));
     (store, auth, key)
 }
 
 #[tokio::test]
 async fn missing_or_malformed_credentials_are_401() {
-    let (_, auth, key) = setup(false);
+    let (_, auth, key) = setup(false).await;
     for headers in [
         vec![],
         vec![("authorization", "Basic abc")],
@@ -64,7 +64,7 @@ async fn missing_or_malformed_credentials_are_401() {
 
 #[tokio::test]
 async fn tenant_key_resolves_to_its_tenant() {
-    let (_, auth, key) = setup(false);
+    let (_, auth, key) = setup(false).await;
     let (status, seen) = send(&auth, &[("authorization", &bearer(&key))]).await;
     assert_eq!(status, StatusCode::OK);
     let key_id = pairdb_metadata::api_key::parse(&key)
@@ -83,7 +83,7 @@ async fn tenant_key_resolves_to_its_tenant() {
 
 #[tokio::test]
 async fn unknown_or_wrong_keys_are_401() {
-    let (_, auth, key) = setup(false);
+    let (_, auth, key) = setup(false).await;
     let parsed = pairdb_metadata::api_key::parse(&key).unwrap();
     let wrong_secret = format!("pdb_{}_{}", parsed.key_id, "0".repeat(32));
     let unknown_id = format!("pdb_{}_{}", "0".repeat(16), parsed.secret);
@@ -100,7 +100,7 @@ async fn unknown_or_wrong_keys_are_401() {
 
 #[tokio::test]
 async fn admin_key_is_admin_and_empty_admin_key_matches_nothing() {
-    let (store, auth, _) = setup(false);
+    let (store, auth, _) = setup(false).await;
     let (status, seen) = send(&auth, &[("authorization", &bearer(ADMIN_KEY))]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.principal, Some(Principal::Admin));
@@ -120,7 +120,7 @@ async fn admin_key_is_admin_and_empty_admin_key_matches_nothing() {
 
 #[tokio::test]
 async fn internal_token_needs_trust_forwarded() {
-    let (_, auth, _) = setup(false);
+    let (_, auth, _) = setup(false).await;
     let (status, _) = send(
         &auth,
         &[
@@ -134,7 +134,7 @@ async fn internal_token_needs_trust_forwarded() {
 
 #[tokio::test]
 async fn forwarded_calls_take_the_named_principal() {
-    let (_, auth, key) = setup(true);
+    let (_, auth, key) = setup(true).await;
     let internal = bearer(INTERNAL_TOKEN);
     let (status, seen) = send(
         &auth,
@@ -197,7 +197,7 @@ async fn forwarded_calls_take_the_named_principal() {
 
 #[tokio::test]
 async fn store_failure_is_503() {
-    let (store, auth, key) = setup(false);
+    let (store, auth, key) = setup(false).await;
     store.fail.store(true, Ordering::SeqCst);
     let (status, _) = send(&auth, &[("authorization", &bearer(&key))]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -209,7 +209,7 @@ async fn store_failure_is_503() {
 
 #[tokio::test(start_paused = true)]
 async fn revoked_key_stops_working_within_a_second() {
-    let (store, auth, key) = setup(false);
+    let (store, auth, key) = setup(false).await;
     let header = bearer(&key);
     assert_eq!(
         send(&auth, &[("authorization", &header)]).await.0,
@@ -245,7 +245,8 @@ async fn revoked_key_stops_working_within_a_second() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_keys_are_cached_briefly_too() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(TestStore::default());
+    store.add_tenant("acme", Consistency::Quorum).await;
     let auth = Authenticator::new(store.clone(), config(false));
     let key = pairdb_metadata::api_key::generate(KEY_SECRET);
     let header = bearer(&key.api_key);
@@ -253,15 +254,15 @@ async fn unknown_keys_are_cached_briefly_too() {
         send(&auth, &[("authorization", &header)]).await.0,
         StatusCode::UNAUTHORIZED
     );
-    store.keys.lock().unwrap().insert(
-        key.key_id.clone(),
-        pairdb_metadata::ApiKeyRecord {
+    store
+        .insert_api_key(&pairdb_metadata::ApiKeyRecord {
             key_id: key.key_id.clone(),
             tenant_id: "acme".into(),
             secret_hash: key.secret_hash.clone(),
             created_at: "2026-01-01T00:00:00Z".into(),
-        },
-    );
+        })
+        .await
+        .unwrap();
     assert_eq!(
         send(&auth, &[("authorization", &header)]).await.0,
         StatusCode::UNAUTHORIZED
@@ -274,9 +275,9 @@ async fn unknown_keys_are_cached_briefly_too() {
     );
 }
 
-#[test]
-fn poll_ready_passes_backpressure_through() {
-    let (_, auth, _) = setup(false);
+#[tokio::test]
+async fn poll_ready_passes_backpressure_through() {
+    let (_, auth, _) = setup(false).await;
     let mut cx = Context::from_waker(Waker::noop());
     let mut svc = AuthLayer::new(auth, TextReject).layer(crate::support::NeverReady);
     assert!(svc.poll_ready(&mut cx).is_pending());

@@ -12,7 +12,7 @@ use pairdb_middleware::{
 use tower::layer::util::{Identity, Stack};
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::support::{FakeStore, KEY_SECRET, TextReject, bearer, new_seen, recorder, request};
+use crate::support::{KEY_SECRET, TestStore, TextReject, bearer, new_seen, recorder, request};
 
 const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -24,7 +24,7 @@ type Layers<R> = ServiceBuilder<
     >,
 >;
 
-fn layers<R: Reject>(store: Arc<FakeStore>, reject: R) -> Layers<R> {
+fn layers<R: Reject>(store: Arc<TestStore>, reject: R) -> Layers<R> {
     let auth = Authenticator::new(
         store.clone(),
         AuthConfig {
@@ -44,8 +44,8 @@ fn layers<R: Reject>(store: Arc<FakeStore>, reject: R) -> Layers<R> {
 
 #[tokio::test]
 async fn stack_resolves_everything_in_order() {
-    let store = Arc::new(FakeStore::default());
-    let key = store.add_tenant("acme", Consistency::All);
+    let store = Arc::new(TestStore::default());
+    let key = store.add_tenant("acme", Consistency::All).await;
     let seen = new_seen();
     let svc = layers(store, TextReject).service(recorder(seen.clone()));
     let response = svc
@@ -74,8 +74,8 @@ async fn stack_resolves_everything_in_order() {
 
 #[tokio::test]
 async fn rejections_carry_the_trace() {
-    let store = Arc::new(FakeStore::default());
-    let key = store.add_tenant("acme", Consistency::All);
+    let store = Arc::new(TestStore::default());
+    let key = store.add_tenant("acme", Consistency::All).await;
     for headers in [
         vec![("traceparent", INCOMING)],
         vec![("traceparent", INCOMING), ("x-consistency", "most")],
@@ -127,7 +127,7 @@ impl Reject for GrpcReject {
 
 #[tokio::test]
 async fn stack_serves_tonic_routes() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(TestStore::default());
     let svc = layers(store.clone(), GrpcReject).service(tonic::service::Routes::default());
     let request = Request::post("/pairdb.coordinator.v1.Coordinator/Get")
         .header("content-type", "application/grpc")

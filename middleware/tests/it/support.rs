@@ -1,7 +1,6 @@
-//! Test doubles: a HashMap-backed metadata store, a plain-text `Reject`, and an inner service
-//! that records the extensions it saw.
+//! Test doubles: a real in-memory metadata store that counts lookups and can be switched off, a
+//! plain-text `Reject`, and an inner service that records the extensions it saw.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 use pairdb_core::{Consistency, Placement};
+use pairdb_metadata::memory::MemoryStore;
 use pairdb_metadata::{
     ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig,
 };
@@ -18,42 +18,58 @@ pub const KEY_SECRET: &[u8] = b"test-key-secret";
 pub const ADMIN_KEY: &str = "admin-key-for-tests";
 pub const INTERNAL_TOKEN: &str = "internal-token-for-tests";
 
-/// An in-memory metadata store; `fail` makes every call answer `Unavailable`.
+/// A [`MemoryStore`] that counts `get_api_key` and `get_tenant` calls; while `fail` is set every
+/// call answers `Unavailable`, as an unreachable store would.
 #[derive(Default)]
-pub struct FakeStore {
-    pub tenants: Mutex<HashMap<String, TenantConfig>>,
-    pub keys: Mutex<HashMap<String, ApiKeyRecord>>,
+pub struct TestStore {
+    inner: Mutex<MemoryStore>,
     pub fail: AtomicBool,
     pub key_lookups: AtomicUsize,
     pub tenant_lookups: AtomicUsize,
 }
 
-impl FakeStore {
-    fn check(&self) -> Result<(), MetadataError> {
+impl TestStore {
+    /// The backing store, unless switched off.
+    fn up(&self) -> Result<MemoryStore, MetadataError> {
         if self.fail.load(Ordering::SeqCst) {
-            Err(MetadataError::Unavailable("fake store down".into()))
+            Err(MetadataError::Unavailable("store switched off".into()))
         } else {
-            Ok(())
+            Ok(self.inner.lock().unwrap().clone())
         }
     }
 
-    /// Adds tenant `id` (default consistency `level`) and returns a fresh API key for it.
-    pub fn add_tenant(&self, id: &str, level: Consistency) -> String {
-        self.tenants
-            .lock()
-            .unwrap()
-            .insert(id.to_owned(), tenant(id, level));
+    /// Creates tenant `id` (default consistency `level`) through the trait, installing a first
+    /// placement if there is none, and returns the full API key it was created with. Counts no
+    /// lookup.
+    pub async fn add_tenant(&self, id: &str, level: Consistency) -> String {
+        let store = self.inner.lock().unwrap().clone();
+        let current = match store.placement().await.unwrap() {
+            Some(p) => p,
+            None => {
+                let p = Placement::initial(Vec::new(), 8);
+                assert!(store.swap_placement(None, &p).await.unwrap());
+                p
+            }
+        };
         let key = pairdb_metadata::api_key::generate(KEY_SECRET);
-        self.keys.lock().unwrap().insert(
-            key.key_id.clone(),
-            ApiKeyRecord {
-                key_id: key.key_id.clone(),
-                tenant_id: id.to_owned(),
-                secret_hash: key.secret_hash,
-                created_at: "2026-01-01T00:00:00Z".into(),
-            },
-        );
+        let record = ApiKeyRecord {
+            key_id: key.key_id,
+            tenant_id: id.to_owned(),
+            secret_hash: key.secret_hash,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let next = current.with_tenant(id, 3);
+        store
+            .create_tenant(&tenant(id, level), &record, current.epoch, &next)
+            .await
+            .unwrap();
         key.api_key
+    }
+
+    /// Replaces everything stored with nothing, as if the rows were rewritten behind the caches'
+    /// backs (the trait has no way to change a tenant). Counters and the switch are kept.
+    pub fn clear(&self) {
+        *self.inner.lock().unwrap() = MemoryStore::new();
     }
 }
 
@@ -67,62 +83,57 @@ pub fn tenant(id: &str, level: Consistency) -> TenantConfig {
     }
 }
 
-fn unsupported() -> MetadataError {
-    MetadataError::Unavailable("not supported by the fake".into())
-}
-
 #[async_trait]
-impl MetadataStore for FakeStore {
+impl MetadataStore for TestStore {
     async fn create_tenant(
         &self,
-        _: &TenantConfig,
-        _: &ApiKeyRecord,
-        _: u64,
-        _: &Placement,
+        tenant: &TenantConfig,
+        first_key: &ApiKeyRecord,
+        expected_epoch: u64,
+        next: &Placement,
     ) -> Result<(), MetadataError> {
-        Err(unsupported())
+        self.up()?
+            .create_tenant(tenant, first_key, expected_epoch, next)
+            .await
     }
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
         self.tenant_lookups.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        Ok(self.tenants.lock().unwrap().get(id).cloned())
+        self.up()?.get_tenant(id).await
     }
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
-        Err(unsupported())
+        self.up()?.list_tenants().await
     }
-    async fn insert_api_key(&self, _: &ApiKeyRecord) -> Result<(), MetadataError> {
-        Err(unsupported())
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
+        self.up()?.insert_api_key(key).await
     }
     async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError> {
         self.key_lookups.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        Ok(self.keys.lock().unwrap().get(key_id).cloned())
+        self.up()?.get_api_key(key_id).await
     }
-    async fn list_api_keys(&self, _: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
-        Err(unsupported())
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
+        self.up()?.list_api_keys(tenant_id).await
     }
     async fn delete_api_key(&self, tenant_id: &str, key_id: &str) -> Result<bool, MetadataError> {
-        let mut keys = self.keys.lock().unwrap();
-        let owned = keys.get(key_id).is_some_and(|k| k.tenant_id == tenant_id);
-        if owned {
-            keys.remove(key_id);
-        }
-        Ok(owned)
+        self.up()?.delete_api_key(tenant_id, key_id).await
     }
-    async fn upsert_node(&self, _: &NodeRecord) -> Result<(), MetadataError> {
-        Err(unsupported())
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<(), MetadataError> {
+        self.up()?.upsert_node(node).await
     }
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError> {
-        Err(unsupported())
+        self.up()?.list_nodes().await
     }
     async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
-        Err(unsupported())
+        self.up()?.placement().await
     }
-    async fn swap_placement(&self, _: Option<u64>, _: &Placement) -> Result<bool, MetadataError> {
-        Err(unsupported())
+    async fn swap_placement(
+        &self,
+        expected_epoch: Option<u64>,
+        next: &Placement,
+    ) -> Result<bool, MetadataError> {
+        self.up()?.swap_placement(expected_epoch, next).await
     }
     async fn ping(&self) -> Result<(), MetadataError> {
-        self.check()
+        self.up()?.ping().await
     }
 }
 

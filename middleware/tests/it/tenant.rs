@@ -10,7 +10,7 @@ use pairdb_core::Consistency;
 use pairdb_middleware::{Principal, TenantCache, TenantLayer};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::support::{FakeStore, Seen, TextReject, new_seen, recorder, request, tenant};
+use crate::support::{Seen, TestStore, TextReject, new_seen, recorder, request, tenant};
 
 async fn send(cache: &TenantCache, principal: Option<Principal>) -> (StatusCode, Seen) {
     let seen = new_seen();
@@ -34,16 +34,16 @@ fn acme() -> Principal {
     }
 }
 
-fn setup() -> (Arc<FakeStore>, TenantCache) {
-    let store = Arc::new(FakeStore::default());
-    store.add_tenant("acme", Consistency::One);
+async fn setup() -> (Arc<TestStore>, TenantCache) {
+    let store = Arc::new(TestStore::default());
+    store.add_tenant("acme", Consistency::One).await;
     let cache = TenantCache::new(store.clone(), Duration::from_secs(1));
     (store, cache)
 }
 
 #[tokio::test]
 async fn tenant_principal_gets_its_config() {
-    let (_, cache) = setup();
+    let (_, cache) = setup().await;
     let (status, seen) = send(&cache, Some(acme())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.tenant, Some(tenant("acme", Consistency::One)));
@@ -51,7 +51,7 @@ async fn tenant_principal_gets_its_config() {
 
 #[tokio::test]
 async fn admin_and_anonymous_pass_untouched() {
-    let (store, cache) = setup();
+    let (store, cache) = setup().await;
     for principal in [Some(Principal::Admin), None] {
         let (status, seen) = send(&cache, principal).await;
         assert_eq!(status, StatusCode::OK);
@@ -62,7 +62,7 @@ async fn admin_and_anonymous_pass_untouched() {
 
 #[tokio::test]
 async fn vanished_tenant_is_401_and_store_failure_503() {
-    let (store, cache) = setup();
+    let (store, cache) = setup().await;
     let ghost = Principal::Tenant {
         tenant_id: "ghost".into(),
         key_id: "k".into(),
@@ -77,7 +77,7 @@ async fn vanished_tenant_is_401_and_store_failure_503() {
 
 #[tokio::test(start_paused = true)]
 async fn cache_expires_and_can_be_invalidated() {
-    let (store, cache) = setup();
+    let (store, cache) = setup().await;
     assert_eq!(
         cache
             .get("acme")
@@ -87,11 +87,8 @@ async fn cache_expires_and_can_be_invalidated() {
             .default_consistency,
         Consistency::One
     );
-    store
-        .tenants
-        .lock()
-        .unwrap()
-        .insert("acme".into(), tenant("acme", Consistency::All));
+    store.clear();
+    store.add_tenant("acme", Consistency::All).await;
     tokio::time::advance(Duration::from_millis(900)).await;
     assert_eq!(
         cache
@@ -115,11 +112,8 @@ async fn cache_expires_and_can_be_invalidated() {
     );
     assert_eq!(store.tenant_lookups.load(Ordering::SeqCst), 2);
 
-    store
-        .tenants
-        .lock()
-        .unwrap()
-        .insert("acme".into(), tenant("acme", Consistency::Quorum));
+    store.clear();
+    store.add_tenant("acme", Consistency::Quorum).await;
     cache.invalidate("acme");
     assert_eq!(
         cache
@@ -133,19 +127,15 @@ async fn cache_expires_and_can_be_invalidated() {
 
     // A missing tenant is cached too, and errors are not.
     assert!(cache.get("later").await.unwrap().is_none());
-    store
-        .tenants
-        .lock()
-        .unwrap()
-        .insert("later".into(), tenant("later", Consistency::One));
+    store.add_tenant("later", Consistency::One).await;
     assert!(cache.get("later").await.unwrap().is_none());
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(cache.get("later").await.unwrap().is_some());
 }
 
-#[test]
-fn poll_ready_passes_backpressure_through() {
-    let (_, cache) = setup();
+#[tokio::test]
+async fn poll_ready_passes_backpressure_through() {
+    let (_, cache) = setup().await;
     let mut cx = Context::from_waker(Waker::noop());
     let mut svc = TenantLayer::new(cache, TextReject).layer(crate::support::NeverReady);
     assert!(svc.poll_ready(&mut cx).is_pending());

@@ -1,0 +1,235 @@
+//! An in-memory metadata store for tests and tools, with the semantics of the SQLite store.
+//!
+//! [`MemoryStore`] keeps the four tables of the SQL schema (tenants, API keys, nodes, the one
+//! placement row) in ordered maps behind one [`Mutex`]. Every method takes the lock once, checks
+//! everything it must refuse before it changes anything, and never awaits while holding it: each
+//! call is atomic and a refused call writes nothing, exactly as the SQLite store's transactions.
+//!
+//! The refusals are those of [`SqliteStore`](crate::sqlite::SqliteStore), in the same order and
+//! with the same [`MetadataError`] variants (only the messages of `Unavailable` and `Corrupt`
+//! differ), including the limits of its columns: an epoch beyond `i64::MAX` cannot be stored. Lists
+//! are ordered as its `ORDER BY` clauses order them (byte-wise on the UTF-8 text, as SQLite's
+//! default `BINARY` collation compares).
+//!
+//! Nothing is persisted: the data lives as long as the store and its clones.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use pairdb_core::Placement;
+
+use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, TenantConfig};
+
+/// A [`MetadataStore`] kept in process memory, with the semantics of
+/// [`SqliteStore`](crate::sqlite::SqliteStore).
+///
+/// Guarantees: every method is atomic and linearizable (one lock over the whole state, held for
+/// the whole call and never across an `.await`); a call that fails or answers `false` changes
+/// nothing; the same calls give the same results and error variants as on a fresh SQLite store.
+/// The store never becomes unavailable: its only errors are the refusals documented on each
+/// method, and [`ping`](MetadataStore::ping) always succeeds.
+///
+/// Cloning is cheap and clones share the data, like clones of `SqliteStore`; [`Default`] and
+/// [`new`](Self::new) give an empty store (no tenant, key, node or placement).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+/// The tables, keyed by their primary keys.
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<String, TenantConfig>,
+    api_keys: BTreeMap<String, ApiKeyRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
+    placement: Option<Placement>,
+}
+
+impl MemoryStore {
+    /// An empty store: no tenant, API key, node or placement. Same as [`Default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Locks the state. A poisoned lock is recovered: no method can panic between its first write
+    /// and its last (all checks come first, and the writes are plain map inserts), so the state
+    /// behind a poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// The stored placement's epoch.
+    fn epoch(&self) -> Option<u64> {
+        self.placement.as_ref().map(|p| p.epoch)
+    }
+
+    /// Refuses `key` as the `api_keys` constraints would: a taken key id (primary key) first, then
+    /// an owner that is neither an existing tenant nor `new_tenant` (foreign key). Both are
+    /// [`MetadataError::Unavailable`], as in the SQLite store.
+    fn check_new_key(
+        &self,
+        key: &ApiKeyRecord,
+        new_tenant: Option<&str>,
+    ) -> Result<(), MetadataError> {
+        if self.api_keys.contains_key(&key.key_id) {
+            return Err(MetadataError::Unavailable(format!(
+                "API key id {} is already taken",
+                key.key_id
+            )));
+        }
+        let owner = key.tenant_id.as_str();
+        if new_tenant != Some(owner) && !self.tenants.contains_key(owner) {
+            return Err(MetadataError::Unavailable(format!(
+                "cannot store API key {}: no tenant {owner:?}",
+                key.key_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an epoch the SQL `placement.epoch` column (a signed 64-bit integer) cannot hold, with
+/// the SQLite store's [`MetadataError::Corrupt`].
+fn check_epoch(epoch: u64) -> Result<(), MetadataError> {
+    if i64::try_from(epoch).is_err() {
+        return Err(MetadataError::Corrupt(format!(
+            "epoch {epoch} does not fit a signed 64-bit column"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for MemoryStore {
+    /// See [`MetadataStore::create_tenant`]. Refusals, checked in this order and writing nothing:
+    /// [`MetadataError::PlacementConflict`] if no placement is stored, its epoch is not
+    /// `expected_epoch` or `next.epoch` does not exceed it; [`MetadataError::TenantExists`] if the
+    /// id is taken; [`MetadataError::Unavailable`] if `first_key`'s id is taken or its `tenant_id`
+    /// is neither `tenant.tenant_id` nor an existing tenant; [`MetadataError::Corrupt`] if
+    /// `next.epoch` exceeds `i64::MAX`.
+    async fn create_tenant(
+        &self,
+        tenant: &TenantConfig,
+        first_key: &ApiKeyRecord,
+        expected_epoch: u64,
+        next: &Placement,
+    ) -> Result<(), MetadataError> {
+        let mut state = self.lock();
+        if state.epoch() != Some(expected_epoch) || next.epoch <= expected_epoch {
+            return Err(MetadataError::PlacementConflict {
+                expected: Some(expected_epoch),
+            });
+        }
+        if state.tenants.contains_key(&tenant.tenant_id) {
+            return Err(MetadataError::TenantExists);
+        }
+        state.check_new_key(first_key, Some(&tenant.tenant_id))?;
+        check_epoch(next.epoch)?;
+        state
+            .tenants
+            .insert(tenant.tenant_id.clone(), tenant.clone());
+        state
+            .api_keys
+            .insert(first_key.key_id.clone(), first_key.clone());
+        state.placement = Some(next.clone());
+        Ok(())
+    }
+
+    /// See [`MetadataStore::get_tenant`]. Never fails.
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
+        Ok(self.lock().tenants.get(id).cloned())
+    }
+
+    /// See [`MetadataStore::list_tenants`]: ordered by id, byte-wise. Never fails.
+    async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
+        Ok(self.lock().tenants.values().cloned().collect())
+    }
+
+    /// See [`MetadataStore::insert_api_key`]. A taken key id or a missing tenant is reported as
+    /// [`MetadataError::Unavailable`], as by the SQLite store, and nothing is written.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
+        let mut state = self.lock();
+        state.check_new_key(key, None)?;
+        state.api_keys.insert(key.key_id.clone(), key.clone());
+        Ok(())
+    }
+
+    /// See [`MetadataStore::get_api_key`]: looks the id up across all tenants. Never fails.
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, MetadataError> {
+        Ok(self.lock().api_keys.get(key_id).cloned())
+    }
+
+    /// See [`MetadataStore::list_api_keys`]: ordered by `created_at`, then by `key_id` among keys
+    /// created in the same second (both byte-wise). Never fails.
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRecord>, MetadataError> {
+        let mut keys: Vec<ApiKeyRecord> = self
+            .lock()
+            .api_keys
+            .values()
+            .filter(|k| k.tenant_id == tenant_id)
+            .cloned()
+            .collect();
+        // The map iterates by key id, so a stable sort by creation time keeps ids in order.
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(keys)
+    }
+
+    /// See [`MetadataStore::delete_api_key`]: deletes the key only if `tenant_id` owns it; `false`,
+    /// deleting nothing, for an unknown key or another tenant's. Never fails.
+    async fn delete_api_key(&self, tenant_id: &str, key_id: &str) -> Result<bool, MetadataError> {
+        let mut state = self.lock();
+        let owned = state
+            .api_keys
+            .get(key_id)
+            .is_some_and(|k| k.tenant_id == tenant_id);
+        if owned {
+            state.api_keys.remove(key_id);
+        }
+        Ok(owned)
+    }
+
+    /// See [`MetadataStore::upsert_node`]: the whole record is replaced, `created_at` included.
+    /// Never fails.
+    async fn upsert_node(&self, node: &NodeRecord) -> Result<(), MetadataError> {
+        self.lock().nodes.insert(node.node_id.clone(), node.clone());
+        Ok(())
+    }
+
+    /// See [`MetadataStore::list_nodes`]: ordered by id, byte-wise. Never fails.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, MetadataError> {
+        Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    /// See [`MetadataStore::placement`]: exactly the placement last installed. Never fails.
+    async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
+        Ok(self.lock().placement.clone())
+    }
+
+    /// See [`MetadataStore::swap_placement`]: `false`, writing nothing, unless the stored epoch is
+    /// `expected_epoch` and `next.epoch` exceeds it (any `next` goes when nothing is stored and
+    /// `expected_epoch` is `None`). A swap that would succeed but whose `next.epoch` exceeds
+    /// `i64::MAX` fails with [`MetadataError::Corrupt`], as in the SQLite store.
+    async fn swap_placement(
+        &self,
+        expected_epoch: Option<u64>,
+        next: &Placement,
+    ) -> Result<bool, MetadataError> {
+        let mut state = self.lock();
+        let stored = state.epoch();
+        let advances = stored.is_none_or(|stored| next.epoch > stored);
+        if stored != expected_epoch || !advances {
+            return Ok(false);
+        }
+        check_epoch(next.epoch)?;
+        state.placement = Some(next.clone());
+        Ok(true)
+    }
+
+    /// See [`MetadataStore::ping`]: always answers.
+    async fn ping(&self) -> Result<(), MetadataError> {
+        Ok(())
+    }
+}
