@@ -231,3 +231,76 @@ async fn a_restarted_node_is_probed_back_and_repaired() {
     assert_eq!(stored.value, b"final");
     t.cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_answers_yields_504_unknown() {
+    let mut t = start(3).await;
+    let key = t.create_tenant("acme", 3).await;
+    assert_eq!(
+        t.kv(Method::PUT, "slow", &key, &[], Some(b"v0".to_vec()))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Replace a replica by a "blackhole": it accepts connections and never answers.
+    let victim = t.replicas("acme", b"slow")[1].clone();
+    let addr = t
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == victim)
+        .expect("node")
+        .addr;
+    t.kill(&victim);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("rebind the port");
+    let blackhole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+
+    let put = t
+        .kv(
+            Method::PUT,
+            "slow",
+            &key,
+            &[("X-Consistency", "all"), ("X-Pairdb-Timeout", "300")],
+            Some(b"v1".to_vec()),
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        header(&put, "idempotency-key").is_some(),
+        "the key to retry with"
+    );
+    let problem: serde_json::Value = put.json().await.expect("json");
+    assert_eq!(problem["applied"], "unknown", "{problem}");
+    assert_eq!(problem["required"], 3);
+
+    let get = t
+        .kv(
+            Method::GET,
+            "slow",
+            &key,
+            &[("X-Consistency", "all"), ("X-Pairdb-Timeout", "300")],
+            None,
+        )
+        .await;
+    assert_eq!(get.status(), StatusCode::GATEWAY_TIMEOUT);
+    // Quorum does not wait for the silent replica.
+    let quorum = t
+        .kv(
+            Method::GET,
+            "slow",
+            &key,
+            &[("X-Pairdb-Timeout", "2000")],
+            None,
+        )
+        .await;
+    assert_eq!(quorum.status(), StatusCode::OK);
+    blackhole.abort();
+    t.cluster.stop().await;
+}
