@@ -8,7 +8,10 @@
 //! * `scan` and `digest` hold the read lock for their whole walk, so each sees one consistent
 //!   state — a real snapshot, not a sequence of point reads;
 //! * nothing survives the process: [`StorageEngine::is_durable`] is `false`, so a node running
-//!   on it starts a new clock incarnation on every start.
+//!   on it starts a new clock incarnation on every start;
+//! * the applied-keys index is bounded in bytes as well as by its TTL: past
+//!   [`DEFAULT_APPLIED_KEYS_BUDGET`] the oldest entries go first, so under a sustained write load
+//!   the deduplication window is the shorter of the TTL and what the budget holds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
@@ -26,12 +29,17 @@ use crate::engine::{EngineError, EngineStats, RangeDigest, ScanPage, StorageEngi
 /// truncated to 16 bytes.
 type AppliedKeyHash = [u8; 16];
 
+/// Default bytes the applied-keys index may hold (values included) before evicting its oldest
+/// entries early.
+pub const DEFAULT_APPLIED_KEYS_BUDGET: u64 = 64 << 20;
+
 /// An engine keeping everything in memory. Cheap to create; the reference for every other
 /// engine and the fast backend of tests.
 #[derive(Debug)]
 pub struct MemoryEngine {
     state: RwLock<State>,
     applied_key_ttl: Duration,
+    applied_keys_budget: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,15 +54,24 @@ struct State {
     /// also expiry order, so purging pops from the front. An entry re-recorded later has a newer
     /// expiry in `applied` than its stale queue slot; the purge checks before removing.
     expiries: VecDeque<(Instant, AppliedKeyHash)>,
+    /// Approximate bytes held by `applied`.
+    applied_bytes: u64,
 }
 
 impl MemoryEngine {
     /// An empty engine whose applied-keys index remembers each idempotency key for
     /// `applied_key_ttl` after the write that carried it was applied.
     pub fn new(applied_key_ttl: Duration) -> Self {
+        Self::with_applied_keys_budget(applied_key_ttl, DEFAULT_APPLIED_KEYS_BUDGET)
+    }
+
+    /// Like [`new`](Self::new), with the applied-keys index holding at most about `budget` bytes:
+    /// beyond it the oldest entries are evicted before their TTL.
+    pub fn with_applied_keys_budget(applied_key_ttl: Duration, budget: u64) -> Self {
         MemoryEngine {
             state: RwLock::new(State::default()),
             applied_key_ttl,
+            applied_keys_budget: budget,
         }
     }
 
@@ -86,6 +103,16 @@ fn applied_key_hash(key: &StorageKey, idempotency_key: &str) -> AppliedKeyHash {
         *o = b;
     }
     out
+}
+
+/// Approximate bytes an applied-keys entry occupies: the version it keeps plus bookkeeping.
+fn applied_entry_bytes(version: &Version) -> u64 {
+    (version.value.len()
+        + version.content_type.len()
+        + version.idempotency_key.len()
+        + version.minted_by.len()
+        + version.clock.len() * 48
+        + 96) as u64
 }
 
 /// Approximate bytes a record occupies: its stored key and its value.
@@ -149,8 +176,33 @@ impl State {
                 .get(&hash)
                 .is_some_and(|(_, current)| *current <= now)
             {
-                self.applied.remove(&hash);
+                self.remove_applied(&hash);
             }
+        }
+    }
+
+    /// Evicts the oldest applied-keys entries until the index fits `budget` bytes.
+    fn evict_over(&mut self, budget: u64) {
+        while self.applied_bytes > budget {
+            let Some((expiry, hash)) = self.expiries.pop_front() else {
+                break;
+            };
+            // A stale queue slot (the entry was re-recorded later) is just dropped.
+            if self
+                .applied
+                .get(&hash)
+                .is_some_and(|(_, current)| *current == expiry)
+            {
+                self.remove_applied(&hash);
+            }
+        }
+    }
+
+    fn remove_applied(&mut self, hash: &AppliedKeyHash) {
+        if let Some((version, _)) = self.applied.remove(hash) {
+            self.applied_bytes = self
+                .applied_bytes
+                .saturating_sub(applied_entry_bytes(&version));
         }
     }
 
@@ -197,8 +249,13 @@ impl StorageEngine for MemoryEngine {
         state.purge_expired(now);
         if let Some((hash, version)) = recorded {
             let expiry = now + self.applied_key_ttl;
+            state.remove_applied(&hash);
+            state.applied_bytes = state
+                .applied_bytes
+                .saturating_add(applied_entry_bytes(&version));
             state.applied.insert(hash, (version, expiry));
             state.expiries.push_back((expiry, hash));
+            state.evict_over(self.applied_keys_budget);
         }
         Ok((outcome, resolved))
     }
@@ -312,6 +369,32 @@ mod tests {
             ..MintRequest::default()
         };
         mint(None, request, &Actor::new("n1", 1), &Hlc::new()).0
+    }
+
+    #[test]
+    fn the_applied_keys_index_stays_within_its_budget() {
+        let one = applied_entry_bytes(&minted("idem-00"));
+        let engine = MemoryEngine::with_applied_keys_budget(Duration::from_secs(3600), one * 3);
+        for i in 0..10 {
+            let k = key("t", format!("k{i}").as_bytes());
+            engine
+                .apply(&k, minted(&format!("idem-{i:02}")))
+                .expect("apply");
+        }
+        let found = |i: usize| {
+            let k = key("t", format!("k{i}").as_bytes());
+            engine
+                .applied(&k, &format!("idem-{i:02}"))
+                .expect("applied")
+                .is_some()
+        };
+        assert!(!found(0), "the oldest entries were evicted");
+        assert!(found(9) && found(8) && found(7), "the newest are kept");
+        assert_eq!(engine.stats().applied_keys, 3);
+        // Re-recording a key does not count it twice.
+        let k9 = key("t", b"k9");
+        engine.apply(&k9, minted("idem-09")).expect("apply");
+        assert!(found(8) && found(9));
     }
 
     #[test]
