@@ -49,7 +49,9 @@ struct State {
     /// Approximate bytes of keys and values in `records`.
     bytes: u64,
     /// Applied-keys index: hash → (version the write produced, expiry).
-    applied: HashMap<AppliedKeyHash, (Version, Instant)>,
+    /// Versions are boxed so that growing the map moves 40-byte entries, not whole versions:
+    /// a resize happens under the write lock.
+    applied: HashMap<AppliedKeyHash, (Box<Version>, Instant)>,
     /// Index entries in the order they were (re)recorded, oldest first. With a fixed TTL this is
     /// also expiry order, so purging pops from the front. An entry re-recorded later has a newer
     /// expiry in `applied` than its stale queue slot; the purge checks before removing.
@@ -253,7 +255,7 @@ impl StorageEngine for MemoryEngine {
             state.applied_bytes = state
                 .applied_bytes
                 .saturating_add(applied_entry_bytes(&version));
-            state.applied.insert(hash, (version, expiry));
+            state.applied.insert(hash, (Box::new(version), expiry));
             state.expiries.push_back((expiry, hash));
             state.evict_over(self.applied_keys_budget);
         }
@@ -275,7 +277,7 @@ impl StorageEngine for MemoryEngine {
             .applied
             .get(&hash)
             .filter(|(_, expiry)| *expiry > now)
-            .map(|(version, _)| version.clone()))
+            .map(|(version, _)| Version::clone(version)))
     }
 
     fn scan(
