@@ -57,6 +57,8 @@ pub struct StorageNode {
     pub addr: SocketAddr,
     /// Its engine (shared with the running service).
     pub engine: Arc<dyn StorageEngine>,
+    /// Its identity and newest placement.
+    pub state: Arc<NodeState>,
     graceful: Option<oneshot::Sender<()>>,
     kill: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -77,6 +79,7 @@ impl StorageNode {
         );
         let service =
             StorageService::new(id, engine.clone(), state.clone(), internal_token.to_owned());
+        let node_state = state.clone();
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding storage node {id} to {listen}"))?;
         std_listener.set_nonblocking(true)?;
@@ -125,6 +128,7 @@ impl StorageNode {
             id: id.to_owned(),
             addr,
             engine,
+            state: node_state,
             graceful: Some(graceful_tx),
             kill: Some(kill_tx),
             thread: Some(thread),

@@ -2,37 +2,33 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use pairdb_storage::node::NodeState;
-use pairdb_storage::service::StorageService;
-
 use crate::cli::StorageArgs;
+use crate::local::StorageNode;
 use crate::ops_http::{self, ReadyCheck};
 use crate::shutdown::Shutdown;
 use crate::{local, secrets, shutdown};
 
-/// Serves one storage node until SIGINT/SIGTERM.
+/// Serves one storage node until SIGINT/SIGTERM, then stops it gracefully.
 pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
     let engine = local::open_engine(args.engine, &args.data_dir);
-    let state = Arc::new(
-        NodeState::open(&args.data_dir, &args.node_id, engine.is_durable())
-            .with_context(|| format!("opening node state in {}", args.data_dir.display()))?,
-    );
-    tracing::info!(node = %args.node_id, incarnation = state.incarnation(), listen = %args.listen,
-        data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "starting storage node");
-    let service = StorageService::new(&args.node_id, engine, state.clone(), secrets.internal_token);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let node = StorageNode::start(
+        &args.node_id,
+        args.listen,
+        &args.data_dir,
+        engine,
+        &secrets.internal_token,
+    )?;
+    tracing::info!(node = %args.node_id, incarnation = node.state.incarnation(), listen = %node.addr,
+        data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");
     let stop = Shutdown::new();
     if let Some(addr) = args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {addr}"))?;
-        let st = state.clone();
+            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+        let state = node.state.clone();
         let ready: ReadyCheck = Arc::new(move || {
-            let ready = st.placement().is_some();
+            let ready = state.placement().is_some();
             Box::pin(async move {
                 if ready {
                     Ok(())
@@ -41,14 +37,11 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
                 }
             })
         });
-        tokio::spawn(ops_http::serve(l, ready, stop.wait()));
+        tokio::spawn(ops_http::serve(listener, ready, stop.wait()));
     }
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        signal.trigger();
-    });
-    pairdb_storage::server::run(service, listener, stop.wait()).await?;
-    state.mark_clean_shutdown()?;
+    shutdown::signal().await;
+    stop.trigger();
+    // The node runs on its own thread; stopping it waits for calls in flight.
+    tokio::task::spawn_blocking(move || node.stop()).await?;
     Ok(())
 }
