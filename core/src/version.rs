@@ -131,6 +131,18 @@ pub fn apply(stored: Option<&Version>, incoming: Version) -> (Version, ApplyOutc
     (resolved, outcome)
 }
 
+/// True when an [`apply`] of a version with `incoming_clock` met a stored version concurrent with
+/// it, derived from the outcome and the version kept, without reading the stored one again:
+/// a merge always means concurrency; an applied version whose kept clock is not its own had its
+/// clock merged with a stored one it did not cover.
+pub fn met_concurrent(outcome: ApplyOutcome, incoming_clock: &VectorClock, kept: &Version) -> bool {
+    match outcome {
+        ApplyOutcome::Merged => true,
+        ApplyOutcome::Applied => kept.clock != *incoming_clock,
+        ApplyOutcome::Superseded => false,
+    }
+}
+
 /// Mints a new version as leader over `stored`: its clock descends both the stored version and
 /// the client's context with `actor`'s entry incremented, and its timestamp exceeds both of
 /// theirs. Returns the version and whether the write conflicted — it carried a context that did
@@ -313,6 +325,16 @@ mod tests {
         // c is newer than b and concurrent with it: applying b over c merges.
         let (kept, outcome) = apply(Some(&c), b.clone());
         assert_eq!(outcome, ApplyOutcome::Merged);
+        assert!(met_concurrent(outcome, &b.clock, &kept));
+        // Applying c over b wins, and still met a concurrent version.
+        let (won, outcome) = apply(Some(&b), c.clone());
+        assert_eq!(outcome, ApplyOutcome::Applied);
+        assert!(met_concurrent(outcome, &c.clock, &won));
+        // A descendant applied over its ancestor, or onto nothing, met no concurrency.
+        let (plain, outcome) = apply(Some(&a), b.clone());
+        assert!(!met_concurrent(outcome, &b.clock, &plain));
+        let (first, outcome) = apply(None, a.clone());
+        assert!(!met_concurrent(outcome, &a.clock, &first));
         assert!(kept.clock.descends(&b.clock) && kept.clock.descends(&c.clock));
         assert_eq!(kept.timestamp, c.timestamp);
     }

@@ -256,17 +256,13 @@ impl Storage for StorageService {
             .and_then(|v| convert::version_from_pb(v).map_err(|e| invalid("version", &e)))?;
         let _guard = self.key_lock(&key).lock().await;
         self.hlc.advance_past(incoming.timestamp);
-        let concurrent = self
-            .engine
-            .get(&key)
-            .map_err(|e| internal("apply", &e))?
-            .is_some_and(|stored| stored.is_concurrent_with(&incoming));
-        let (outcome, _) = self
+        let incoming_clock = incoming.clock.clone();
+        let (outcome, kept) = self
             .engine
             .apply(&key, incoming)
             .map_err(|e| internal("apply", &e))?;
         Ok(Response::new(pb::ApplyResponse {
-            concurrent,
+            concurrent: version::met_concurrent(outcome, &incoming_clock, &kept),
             outcome: outcome_to_pb(outcome).into(),
         }))
     }
