@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pairdb_core::Placement;
 use pairdb_proto::storage::storage_client::StorageClient;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -124,8 +124,7 @@ impl NodePool {
         threshold: u32,
         connect_timeout: Duration,
     ) -> Result<Self, InvalidToken> {
-        let value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {internal_token}"))
-            .map_err(|_| InvalidToken)?;
+        let value = pairdb_proto::internal_credential(internal_token).ok_or(InvalidToken)?;
         Ok(NodePool {
             nodes: RwLock::new(HashMap::new()),
             auth: BearerAuth { value },

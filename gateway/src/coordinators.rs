@@ -71,10 +71,9 @@ impl Coordinators {
                 "at least one coordinator address is required".into(),
             ));
         }
-        let authorization = AsciiMetadataValue::try_from(format!("Bearer {internal_token}"))
-            .map_err(|_| {
-                GatewayError::Config("the internal token is not a valid header value".into())
-            })?;
+        let authorization = pairdb_proto::internal_credential(internal_token).ok_or_else(|| {
+            GatewayError::Config("the internal token is not a valid header value".into())
+        })?;
         let clients = addresses
             .iter()
             .map(|address| {

@@ -31,6 +31,12 @@ pub fn error_detail(status: &tonic::Status) -> Option<coordinator::ErrorDetail> 
         .filter(|d| !d.kind.is_empty())
 }
 
+/// The `authorization` value of internal calls, `Bearer <internal token>`; `None` if the token
+/// cannot travel in a header.
+pub fn internal_credential(internal_token: &str) -> Option<tonic::metadata::AsciiMetadataValue> {
+    format!("Bearer {internal_token}").try_into().ok()
+}
+
 /// Metadata header carrying the internal service credential (`Bearer <token>`).
 pub const AUTHORIZATION: &str = "authorization";
 /// Metadata header naming the tenant a gateway resolved (internal calls only).
