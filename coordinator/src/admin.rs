@@ -91,7 +91,7 @@ impl Admin {
         let store = self.cluster.store();
         for _ in 0..8 {
             let Some(current) = store.placement().await? else {
-                return Err(CoordinatorError::NotReady("no placement yet".into()));
+                return Err(CoordinatorError::not_ready("no placement yet"));
             };
             let active = current.nodes.len() as u32;
             if rf == 0 || rf > MAX_REPLICATION_FACTOR || rf > active {
@@ -134,8 +134,8 @@ impl Admin {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CoordinatorError::NotReady(
-            "placement kept changing; retry".into(),
+        Err(CoordinatorError::not_ready(
+            "placement kept changing; retry",
         ))
     }
 

@@ -1,25 +1,29 @@
-//! The coordinator's view of the cluster: the current placement, its ring, and clients to every
-//! storage node.
+//! The coordinator's view of the cluster: the current placement, its ring, clients to every
+//! storage node, and the hints of replicas that missed writes.
 //!
 //! A placement is pushed to every reachable storage node before the coordinator routes with it.
-//! Storage nodes answer `ABORTED` to an older epoch than theirs — the coordinator then reloads the
-//! placement from metadata — and `FAILED_PRECONDITION` to a newer one they were never pushed
-//! (they were down), which the coordinator answers by pushing it and retrying once.
+//! Storage nodes refuse an older epoch than theirs as stale — the coordinator then reloads the
+//! placement from metadata, once however many requests saw it ([`Cluster::refresh_past`]) — and
+//! an epoch they were never pushed (they were down), which the coordinator answers by pushing it
+//! and retrying once.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use pairdb_core::{NodeAddr, Placement, Ring};
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState};
-use pairdb_proto::convert::placement_to_pb;
-use pairdb_proto::storage::{HealthRequest, PushPlacementRequest};
+use pairdb_proto::convert::{placement_to_pb, version_to_pb, write_record_to_pb};
+use pairdb_proto::storage::{ApplyRequest, HealthRequest, PushPlacementRequest, RefusalReason};
 use tokio::time::Instant;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
-use crate::pool::{NodeHandle, NodePool, StorageRpc};
+use crate::hints::Hints;
+use crate::pool::{Failure, NodeHandle, NodePool, StorageRpc, classify};
 
 /// A placement with its ring, built once.
 #[derive(Debug)]
@@ -59,25 +63,64 @@ impl PlacementView {
     }
 }
 
-/// Why a storage RPC did not produce an answer.
-#[derive(Debug)]
+/// Why a storage RPC did not produce an answer, and what that proves about its effect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
-    /// The node answered with an error, or could not be reached.
-    Status(Status),
-    /// The node holds a newer placement than ours: refresh and retry.
-    StaleEpoch,
+    /// The node refused the call before changing anything (its answer carried a refusal).
+    #[error("refused by the node ({reason:?}): {}", status.message())]
+    Refused {
+        /// Why.
+        reason: RefusalReason,
+        /// The node's answer.
+        status: Status,
+    },
+    /// The call provably never reached the node, or the node provably did not process it.
+    #[error("not sent: {}", .0.message())]
+    NotSent(Status),
+    /// The node holds a newer placement than the call was routed with: refresh and retry.
+    #[error("stale placement epoch (the node has {node_epoch})")]
+    StaleEpoch {
+        /// The node's epoch.
+        node_epoch: u64,
+    },
+    /// The call failed in a way that does not tell whether it was applied.
+    #[error("call failed: {}", .0.message())]
+    Failed(Status),
     /// The deadline passed first; the outcome is unknown.
+    #[error("no answer before the deadline")]
     Timeout,
     /// The node is not in the current placement.
+    #[error("node not in the placement")]
     UnknownNode,
 }
 
-/// Placement, ring and node clients, shared by every request.
+impl RpcError {
+    /// True when the error proves the call changed nothing on the node.
+    pub fn changed_nothing(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Refused { .. }
+                | RpcError::NotSent(_)
+                | RpcError::StaleEpoch { .. }
+                | RpcError::UnknownNode
+        )
+    }
+}
+
+/// A placement refresh in flight, shared by every request that waits for it.
+type Flight = Shared<BoxFuture<'static, Result<u64, String>>>;
+
+/// Placement, ring, node clients and hints, shared by every request.
 pub struct Cluster {
     store: Arc<dyn MetadataStore>,
     pool: NodePool,
     view: RwLock<Option<Arc<PlacementView>>>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    /// Serialises installs, so concurrent installs never step the epoch back.
+    install_lock: tokio::sync::Mutex<()>,
+    /// The refresh in flight, if any: joined rather than repeated.
+    flight: Mutex<Option<Flight>>,
+    hints: Hints,
     config: CoordinatorConfig,
 }
 
@@ -97,7 +140,9 @@ impl Cluster {
             store,
             pool,
             view: RwLock::new(None),
-            refresh_lock: tokio::sync::Mutex::new(()),
+            install_lock: tokio::sync::Mutex::new(()),
+            flight: Mutex::new(None),
+            hints: Hints::default(),
             config,
         }))
     }
@@ -117,19 +162,24 @@ impl Cluster {
         &self.pool
     }
 
+    /// Replicas that missed writes, waiting to be caught up.
+    pub fn hints(&self) -> &Hints {
+        &self.hints
+    }
+
     /// The placement in use; `NotReady` until one is loaded.
     pub fn view(&self) -> Result<Arc<PlacementView>, CoordinatorError> {
         self.view
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(|| CoordinatorError::NotReady("no placement known yet".into()))
+            .ok_or_else(|| CoordinatorError::not_ready("no placement known yet"))
     }
 
     fn current_epoch(&self) -> Option<u64> {
         self.view
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|v| v.placement.epoch)
     }
@@ -165,48 +215,108 @@ impl Cluster {
         Ok(())
     }
 
-    /// Reloads the placement from metadata; a newer one is pushed to every node, then used.
-    pub async fn refresh(&self) -> Result<Arc<PlacementView>, CoordinatorError> {
-        let _guard = self.refresh_lock.lock().await;
-        let Some(placement) = self.store.placement().await? else {
-            return Err(CoordinatorError::NotReady(
-                "no placement in the metadata store".into(),
-            ));
-        };
-        self.install_locked(placement).await;
+    /// Reloads the placement from metadata; a newer one is pushed to every node, then used. Joins
+    /// a reload already in flight instead of starting another.
+    pub async fn refresh(self: &Arc<Self>) -> Result<Arc<PlacementView>, CoordinatorError> {
+        self.join_flight().await?;
         self.view()
     }
 
-    /// Pushes `placement` to every node it lists (best effort: nodes that miss it get it when
-    /// they next answer `FAILED_PRECONDITION`), then routes with it. A placement no newer than
-    /// the one in use is ignored, so concurrent installs never step the epoch back.
-    pub async fn install(&self, placement: Placement) {
-        let _guard = self.refresh_lock.lock().await;
-        self.install_locked(placement).await;
+    /// Makes the view newer than `stale_epoch`, the epoch a node refused as stale (or that did
+    /// not know a tenant): returns at once if it already is, else joins the one reload in flight
+    /// — or starts it. However many requests saw epoch `stale_epoch` at once, that is one
+    /// metadata read. Fails with `NotReady` when metadata holds nothing newer.
+    pub async fn refresh_past(
+        self: &Arc<Self>,
+        stale_epoch: u64,
+    ) -> Result<Arc<PlacementView>, CoordinatorError> {
+        if let Ok(view) = self.view()
+            && view.placement.epoch > stale_epoch
+        {
+            return Ok(view);
+        }
+        self.join_flight().await?;
+        let view = self.view()?;
+        if view.placement.epoch > stale_epoch {
+            Ok(view)
+        } else {
+            Err(CoordinatorError::not_ready(format!(
+                "the metadata store holds no placement newer than epoch {stale_epoch}"
+            )))
+        }
     }
 
-    async fn install_locked(&self, placement: Placement) {
+    /// Waits for the refresh in flight, starting one if there is none. The refresh runs as a
+    /// task of its own, so a caller giving up (its deadline passed) does not cancel it.
+    async fn join_flight(self: &Arc<Self>) -> Result<u64, CoordinatorError> {
+        let flight = {
+            let mut slot = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(flight) => flight.clone(),
+                None => {
+                    let cluster = Arc::clone(self);
+                    let task = tokio::spawn(async move {
+                        let result = cluster.reload().await;
+                        // Later callers start afresh; this flight's waiters already hold it.
+                        *cluster
+                            .flight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = None;
+                        result.map_err(|e| e.to_string())
+                    });
+                    let flight: Flight = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(format!("placement refresh failed: {e}")))
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await.map_err(CoordinatorError::not_ready)
+    }
+
+    /// One metadata read: installs the stored placement if it is newer. Returns the epoch in use.
+    async fn reload(&self) -> Result<u64, CoordinatorError> {
+        let Some(placement) = self.store.placement().await? else {
+            return Err(CoordinatorError::not_ready(
+                "no placement in the metadata store",
+            ));
+        };
+        self.install(placement).await;
+        self.current_epoch()
+            .ok_or_else(|| CoordinatorError::not_ready("no placement known yet"))
+    }
+
+    /// Pushes `placement` to every node it lists (best effort: nodes that miss it get it when
+    /// they next refuse a call for want of it), then routes with it. A placement no newer than
+    /// the one in use is ignored, so concurrent installs never step the epoch back.
+    pub async fn install(&self, placement: Placement) {
+        let _guard = self.install_lock.lock().await;
         if self.current_epoch().is_some_and(|e| e >= placement.epoch) {
             return;
         }
         self.pool.sync(&placement);
+        let deadline = Instant::now() + PUSH_TIMEOUT;
         let pushes = self
             .pool
             .all()
             .into_iter()
             .map(|h| {
                 let p = placement.clone();
-                async move { push(&h, &p).await }
+                async move { push(&h, &p, deadline).await }
             })
             .collect::<Vec<_>>();
         futures::future::join_all(pushes).await;
         tracing::info!(epoch = placement.epoch, "placement installed");
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) =
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) =
             Some(Arc::new(PlacementView::new(placement)));
     }
 
-    /// Calls `node` with `f` before `deadline`, recording liveness. A node missing our epoch is
-    /// pushed the placement and called once more.
+    /// Calls `node` with `f` before `deadline`, recording liveness. A node refusing for want of
+    /// our epoch is pushed the placement (within the deadline) and called once more.
     pub async fn rpc<T, F, Fut>(&self, node: &str, deadline: Instant, f: F) -> Result<T, RpcError>
     where
         F: Fn(StorageRpc) -> Fut,
@@ -215,7 +325,7 @@ impl Cluster {
         let handle = self.pool.get(node).ok_or(RpcError::UnknownNode)?;
         let started = Instant::now();
         for attempt in 0..2 {
-            match tokio::time::timeout_at(deadline, f(handle.client())).await {
+            let status = match tokio::time::timeout_at(deadline, f(handle.client())).await {
                 Err(_) => {
                     // A client's short deadline says nothing about the node; only a call that
                     // had a fair budget and still got no answer counts against it.
@@ -229,44 +339,94 @@ impl Cluster {
                     self.pool.record_success(&handle);
                     return Ok(resp.into_inner());
                 }
-                Ok(Err(s)) if s.code() == Code::FailedPrecondition && attempt == 0 => {
+                Ok(Err(status)) => status,
+            };
+            match classify(&status) {
+                Failure::Refused(refusal) => {
                     self.pool.record_success(&handle);
-                    let view = self.view().map_err(|_| RpcError::Status(s))?;
-                    push(&handle, &view.placement).await;
+                    match refusal.reason() {
+                        RefusalReason::StaleEpoch => {
+                            return Err(RpcError::StaleEpoch {
+                                node_epoch: refusal.node_epoch,
+                            });
+                        }
+                        RefusalReason::EpochNotInstalled if attempt == 0 => {
+                            let view = self.view().map_err(|_| RpcError::Refused {
+                                reason: refusal.reason(),
+                                status: status.clone(),
+                            })?;
+                            push(&handle, &view.placement, deadline).await;
+                        }
+                        reason => return Err(RpcError::Refused { reason, status }),
+                    }
                 }
-                Ok(Err(s)) if s.code() == Code::Aborted => {
-                    self.pool.record_success(&handle);
-                    return Err(RpcError::StaleEpoch);
+                Failure::NotSent => {
+                    self.pool.record_failure(&handle, &status);
+                    return Err(RpcError::NotSent(status));
                 }
-                Ok(Err(s)) => {
-                    self.pool.record_failure(&handle, &s);
-                    return Err(RpcError::Status(s));
+                Failure::Unknown => {
+                    self.pool.record_failure(&handle, &status);
+                    return Err(RpcError::Failed(status));
                 }
             }
         }
-        Err(RpcError::Status(Status::failed_precondition(
-            "node refused the placement push",
-        )))
+        Err(RpcError::Refused {
+            reason: RefusalReason::EpochNotInstalled,
+            status: Status::failed_precondition("the node did not take the placement push"),
+        })
     }
 
-    /// Runs forever: probes down nodes every `probe_interval` and reloads the placement from
-    /// metadata every few seconds. Spawn it; abort the task to stop.
+    /// Whether this coordinator can serve: metadata reachable, a placement known, and for every
+    /// tenant enough live storage nodes that every key can meet the tenant's default level even
+    /// if the nodes known down all hold replicas of it. `Err` explains what is missing.
+    pub async fn readiness(&self) -> Result<(), String> {
+        self.store.ping().await.map_err(|e| e.to_string())?;
+        let view = self.view().map_err(|e| e.to_string())?;
+        let down: Vec<&str> = view
+            .placement
+            .nodes
+            .iter()
+            .map(|n| n.id.as_str())
+            .filter(|id| !self.pool.is_live(id))
+            .collect();
+        if down.is_empty() {
+            return Ok(());
+        }
+        let tenants = self.store.list_tenants().await.map_err(|e| e.to_string())?;
+        for tenant in tenants {
+            let Some(&rf) = view.placement.tenants.get(&tenant.tenant_id) else {
+                continue;
+            };
+            let rf = rf as usize;
+            let required = tenant.default_consistency.required(rf);
+            if rf.saturating_sub(down.len().min(rf)) < required {
+                return Err(format!(
+                    "storage nodes down ({}): tenant {} needs {required} of {rf} replicas at {}",
+                    down.join(", "),
+                    tenant.tenant_id,
+                    tenant.default_consistency.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs forever: health-checks every node every `probe_interval` (so liveness, and
+    /// readiness, reflect reachability even when no request flows), replays hints to live
+    /// nodes, and reloads the placement from metadata every few seconds. Spawn it; abort the
+    /// task to stop.
     pub async fn maintain(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_refresh = Instant::now();
         loop {
             tick.tick().await;
-            for h in self.pool.all().into_iter().filter(|h| !h.is_live()) {
-                let mut client = h.client();
-                let probe = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.health(HealthRequest {}),
-                );
-                if let Ok(Ok(_)) = probe.await {
-                    self.pool.record_success(&h);
-                }
-            }
+            let probes = self.pool.all().into_iter().map(|h| {
+                let cluster = Arc::clone(&self);
+                async move { cluster.probe(&h).await }
+            });
+            futures::future::join_all(probes).await;
+            self.replay_hints().await;
             if last_refresh.elapsed() >= Duration::from_secs(2) {
                 last_refresh = Instant::now();
                 if let Err(e) = self.refresh().await {
@@ -275,14 +435,87 @@ impl Cluster {
             }
         }
     }
+
+    /// One health check of `node`, counted like any call.
+    async fn probe(&self, node: &NodeHandle) {
+        let mut client = node.client();
+        match tokio::time::timeout(PROBE_TIMEOUT, client.health(HealthRequest {})).await {
+            Ok(Ok(_)) => self.pool.record_success(node),
+            Ok(Err(status)) => self.pool.record_failure(node, &status),
+            Err(_) => self
+                .pool
+                .record_failure(node, &Status::deadline_exceeded("health probe timed out")),
+        }
+    }
+
+    /// Sends waiting hints to the nodes that are live, a batch per node per round. A hint whose
+    /// node is no longer a replica of its key is dropped; one that fails without a refusal is
+    /// recorded again for the next round.
+    async fn replay_hints(&self) {
+        let Ok(view) = self.view() else {
+            return;
+        };
+        let deadline = Instant::now() + self.config.replication_timeout;
+        for node in self.hints.targets() {
+            if !self.pool.is_live(&node) {
+                continue;
+            }
+            let mut batch = self.hints.take(&node, HINT_BATCH).into_iter();
+            while let Some(hint) = batch.next() {
+                let still_replica = view
+                    .preference_list(&hint.tenant, &hint.key)
+                    .is_ok_and(|prefs| prefs.contains(&hint.node));
+                if !still_replica {
+                    continue;
+                }
+                let request = ApplyRequest {
+                    epoch: view.placement.epoch,
+                    key: Some(pairdb_proto::storage::KeyRef {
+                        namespace: hint.tenant.clone(),
+                        key: hint.key.clone(),
+                    }),
+                    version: Some(version_to_pb(&hint.version)),
+                    record: hint.record.as_ref().map(write_record_to_pb),
+                };
+                let result = self
+                    .rpc(&hint.node, deadline, |mut c| {
+                        let request = request.clone();
+                        async move { c.apply(request).await }
+                    })
+                    .await;
+                match result {
+                    Ok(_) => tracing::debug!(node = %hint.node, "hint replayed"),
+                    Err(RpcError::Refused { reason, .. }) => {
+                        tracing::warn!(node = %hint.node, ?reason, "hint refused; dropped");
+                    }
+                    Err(_) => {
+                        // The node is unreachable again: keep this hint and the rest of the
+                        // batch for a later round.
+                        self.hints.record(hint);
+                        batch.for_each(|rest| self.hints.record(rest));
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
-async fn push(handle: &NodeHandle, placement: &Placement) {
+/// How long a placement push may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Hints replayed per node per maintenance round.
+const HINT_BATCH: usize = 64;
+
+/// Pushes `placement` to `handle`, giving up at `deadline` (and after [`PUSH_TIMEOUT`]).
+async fn push(handle: &NodeHandle, placement: &Placement, deadline: Instant) {
     let mut client = handle.client();
     let req = PushPlacementRequest {
         placement: Some(placement_to_pb(placement)),
     };
-    match tokio::time::timeout(Duration::from_secs(1), client.push_placement(req)).await {
+    let deadline = deadline.min(Instant::now() + PUSH_TIMEOUT);
+    match tokio::time::timeout_at(deadline, client.push_placement(req)).await {
         Ok(Ok(_)) => {}
         Ok(Err(s)) => tracing::debug!(node = %handle.id, error = %s, "placement push failed"),
         Err(_) => tracing::debug!(node = %handle.id, "placement push timed out"),

@@ -13,6 +13,10 @@ pub struct CoordinatorConfig {
     pub admin_key: String,
     /// Default and maximum deadline of a client request.
     pub request_timeout: Duration,
+    /// Deadline of replication past the client's answer: a write's mint and its applies to every
+    /// replica run under it, whatever deadline the client gave, and so do late reads kept for
+    /// read repair. Replicas that do not ack within it get a hint.
+    pub replication_timeout: Duration,
     /// Consecutive RPC failures after which a storage node is marked down.
     pub failure_threshold: u32,
     /// How often down nodes are probed.
@@ -35,6 +39,7 @@ impl CoordinatorConfig {
             key_secret,
             admin_key,
             request_timeout: pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT,
+            replication_timeout: Duration::from_secs(10),
             failure_threshold: 3,
             probe_interval: Duration::from_millis(500),
             context_max_skew_ms: pairdb_core::context::DEFAULT_MAX_SKEW_MS,

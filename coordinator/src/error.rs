@@ -5,6 +5,7 @@ use pairdb_metadata::MetadataError;
 
 /// How much of a failed write may have been applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Applied {
     /// Nothing was minted.
     None,
@@ -76,8 +77,14 @@ pub enum CoordinatorError {
         applied: Option<Applied>,
     },
     /// No placement is known yet, or metadata is unreachable.
-    #[error("not ready: {0}")]
-    NotReady(String),
+    #[error("not ready: {detail}")]
+    NotReady {
+        /// What is missing.
+        detail: String,
+        /// For writes, what may have been applied (always `None`: a write refused as not ready
+        /// minted nothing).
+        applied: Option<Applied>,
+    },
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
@@ -87,6 +94,32 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
+    /// A not-ready error explained by `detail`.
+    pub fn not_ready(detail: impl Into<String>) -> Self {
+        CoordinatorError::NotReady {
+            detail: detail.into(),
+            applied: None,
+        }
+    }
+
+    /// This error as the answer to a write that minted nothing: not-ready and metadata failures
+    /// say `applied: none`.
+    pub fn minted_nothing(self) -> Self {
+        match self {
+            CoordinatorError::NotReady { detail, .. } => CoordinatorError::NotReady {
+                detail,
+                applied: Some(Applied::None),
+            },
+            CoordinatorError::Metadata(e) if !matches!(e, MetadataError::TenantExists) => {
+                CoordinatorError::NotReady {
+                    detail: e.to_string(),
+                    applied: Some(Applied::None),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A bad-request error of `kind`.
     pub fn invalid(kind: ErrorKind, detail: impl Into<String>) -> Self {
         CoordinatorError::Invalid {
@@ -105,7 +138,7 @@ impl CoordinatorError {
             CoordinatorError::WriteUnavailable { .. }
             | CoordinatorError::ReadUnavailable { .. } => ErrorKind::QuorumUnavailable,
             CoordinatorError::Timeout { .. } => ErrorKind::Timeout,
-            CoordinatorError::NotReady(_) => ErrorKind::NotReady,
+            CoordinatorError::NotReady { .. } => ErrorKind::NotReady,
             CoordinatorError::Metadata(MetadataError::TenantExists) => ErrorKind::TenantExists,
             CoordinatorError::Metadata(_) => ErrorKind::NotReady,
             CoordinatorError::Internal(_) => ErrorKind::Internal,

@@ -7,6 +7,7 @@
 //!   storage nodes before use;
 //! * [`pool`] — gRPC clients to storage nodes, with failure detection (consecutive failures mark a
 //!   node down, a prober brings it back);
+//! * [`hints`] — replicas that missed a write, replayed when they are live again;
 //! * [`replication`] — the write and read paths of DESIGN §2: leader minting with in-request
 //!   failover, `W` durable acks, reads from all replicas answering after `R`, read repair;
 //! * [`admin`] — tenants, API keys and nodes;
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod hints;
 pub mod pool;
 pub mod replication;
 pub mod server;

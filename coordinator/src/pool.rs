@@ -68,9 +68,45 @@ pub fn is_transport_failure(status: &Status) -> bool {
     )
 }
 
-/// True when the error proves the request never reached the node: the connection could not be
-/// established, or the request was cancelled before it was written. Only then may a write be
-/// retried on another leader without risking a second minting.
+/// What a failed storage call proves about its effect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The node refused the call before changing anything: its answer carried a
+    /// [`Refusal`](pairdb_proto::storage::Refusal).
+    Refused(pairdb_proto::storage::Refusal),
+    /// The call provably never reached the node, or the node provably did not process it.
+    NotSent,
+    /// Nothing is proven: the call may have been applied (a broken stream, a proxy's answer,
+    /// an error the node sent without a refusal).
+    Unknown,
+}
+
+/// Classifies a failed storage call. Only what is proven counts: an explicit refusal from the
+/// node, or a transport error that shows the request was never processed.
+pub fn classify(status: &Status) -> Failure {
+    // A status the node sent is built from its trailers and has no source; one carrying a
+    // source was made by the client from a transport error, whatever its code.
+    if std::error::Error::source(status).is_none()
+        && let Some(refusal) = pairdb_proto::refusal(status)
+    {
+        return Failure::Refused(refusal);
+    }
+    if never_sent(status) {
+        Failure::NotSent
+    } else {
+        Failure::Unknown
+    }
+}
+
+/// True when the error proves the request was never processed by the node:
+///
+/// * the connection could not be established (`tonic::ConnectError`);
+/// * the request was dropped before it was written to a connection (hyper's "canceled": the
+///   connection closed while the request was still queued);
+/// * the node reset the stream with `REFUSED_STREAM` or sent a `GOAWAY` that excludes it — by
+///   HTTP/2 (RFC 9113 §8.7) the server did not process it.
+///
+/// Only then may a write be retried on another leader without risking a second minting.
 pub fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
@@ -82,25 +118,16 @@ pub fn never_sent(status: &Status) -> bool {
         {
             return true;
         }
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.is_remote()
+            && (h2.is_go_away()
+                || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        {
+            return true;
+        }
         source = err.source();
     }
     false
-}
-
-/// True for statuses a storage node itself answers before changing anything (its handlers fail
-/// before the engine writes, and an engine error means nothing was stored).
-pub fn refused_by_node(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unauthenticated
-            | Code::PermissionDenied
-            | Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::Internal
-            | Code::ResourceExhausted
-            | Code::Unimplemented
-            | Code::NotFound
-    )
 }
 
 /// Clients to every node of the current placement.
@@ -217,6 +244,50 @@ impl NodePool {
 mod tests {
     use super::*;
     use pairdb_core::NodeAddr;
+
+    #[test]
+    fn only_refusals_the_node_sent_and_proven_transport_errors_count() {
+        use pairdb_proto::storage::RefusalReason;
+        let refused = pairdb_proto::refused(Code::Internal, RefusalReason::Engine, "disk", 0);
+        assert!(
+            matches!(classify(&refused), Failure::Refused(r) if r.reason() == RefusalReason::Engine)
+        );
+        // Bare codes say nothing, whatever they are.
+        for code in [
+            Code::Internal,
+            Code::ResourceExhausted,
+            Code::Unavailable,
+            Code::Unknown,
+        ] {
+            assert_eq!(
+                classify(&Status::new(code, "broken")),
+                Failure::Unknown,
+                "{code:?}"
+            );
+        }
+        // A refusal detail on a status the client made from a transport error is not trusted.
+        let mut forged = pairdb_proto::refused(Code::Internal, RefusalReason::Engine, "x", 0);
+        forged.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
+        assert_eq!(classify(&forged), Failure::Unknown);
+        // A connect error proves nothing was sent.
+        let mut connect = Status::unavailable("connect");
+        connect.set_source(std::sync::Arc::new(tonic::ConnectError(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(classify(&connect), Failure::NotSent);
+        // A stream the server refused was not processed; one it reset otherwise may have been.
+        let mut refused_stream = Status::unavailable("refused stream");
+        refused_stream.set_source(std::sync::Arc::new(h2::Error::from(
+            h2::Reason::REFUSED_STREAM,
+        )));
+        let mut reset = Status::internal("reset");
+        reset.set_source(std::sync::Arc::new(h2::Error::from(
+            h2::Reason::INTERNAL_ERROR,
+        )));
+        assert_eq!(classify(&reset), Failure::Unknown);
+        // `h2::Error::from(Reason)` makes a local reset, which proves nothing either.
+        assert_eq!(classify(&refused_stream), Failure::Unknown);
+    }
 
     #[tokio::test]
     async fn marks_down_after_threshold_and_back_up() {

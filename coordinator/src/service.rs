@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::admin::{Admin, NewTenant};
-use crate::error::CoordinatorError;
 use crate::replication::{Conflict, ReadOp, Replicator, WriteOp};
 use crate::status::status_of;
 
@@ -51,23 +50,17 @@ impl CoordinatorService {
     }
 }
 
-/// Longest idempotency key and content type accepted, in bytes.
-const MAX_HEADER_FIELD: usize = 255;
-
-/// Checks the write fields a public gRPC client could abuse: the idempotency key (empty, or
-/// 1–255 visible ASCII) and the content type (at most 255 printable ASCII bytes).
+/// Checks the write fields a public gRPC client could abuse, by the rules of the REST contract:
+/// the idempotency key (empty, or a valid key as [`pairdb_core::idempotency::is_valid`] says) and
+/// the content type ([`pairdb_core::limits::valid_content_type`]).
 fn check_write_fields(idempotency_key: &str, content_type: &str) -> Result<(), Status> {
-    let visible = |s: &str, space_ok: bool| {
-        s.bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) || (space_ok && b == b' '))
-    };
-    if idempotency_key.len() > MAX_HEADER_FIELD || !visible(idempotency_key, false) {
+    if !idempotency_key.is_empty() && !pairdb_core::idempotency::is_valid(idempotency_key) {
         return Err(status_of(
             ErrorKind::BadRequest,
             "idempotency key must be 1–255 visible ASCII characters",
         ));
     }
-    if content_type.len() > MAX_HEADER_FIELD || !visible(content_type, true) {
+    if !pairdb_core::limits::valid_content_type(content_type) {
         return Err(status_of(
             ErrorKind::BadRequest,
             "content type must be at most 255 printable ASCII characters",
@@ -362,21 +355,15 @@ impl Coordinator for CoordinatorService {
         &self,
         _req: Request<pb::ReadyRequest>,
     ) -> Result<Response<pb::ReadyResponse>, Status> {
-        let cluster = self.replicator.cluster();
-        let result: Result<(), CoordinatorError> = async {
-            cluster.store().ping().await?;
-            cluster.view()?;
-            Ok(())
-        }
-        .await;
+        let result = self.replicator.cluster().readiness().await;
         Ok(Response::new(match result {
             Ok(()) => pb::ReadyResponse {
                 ready: true,
                 detail: String::new(),
             },
-            Err(e) => pb::ReadyResponse {
+            Err(detail) => pb::ReadyResponse {
                 ready: false,
-                detail: e.to_string(),
+                detail,
             },
         }))
     }

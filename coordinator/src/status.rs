@@ -14,11 +14,13 @@ use crate::error::CoordinatorError;
 pub fn code_of(kind: ErrorKind) -> Code {
     match kind.http_status() {
         400 => Code::InvalidArgument,
+        408 => Code::DeadlineExceeded,
         401 => Code::Unauthenticated,
         403 => Code::PermissionDenied,
         404 => Code::NotFound,
         409 => Code::AlreadyExists,
         413 => Code::InvalidArgument,
+        422 => Code::FailedPrecondition,
         503 => Code::Unavailable,
         504 => Code::DeadlineExceeded,
         _ => Code::Internal,
@@ -80,6 +82,11 @@ impl From<CoordinatorError> for Status {
                     }
                     None => detail.answered = *progress,
                 }
+            }
+            CoordinatorError::NotReady {
+                applied: Some(a), ..
+            } => {
+                detail.applied = a.as_str().to_owned();
             }
             CoordinatorError::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

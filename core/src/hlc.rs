@@ -7,6 +7,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// How far ahead of its wall clock a node lets a received version drag its HLC, by default.
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 60_000;
+
+/// A timestamp lies further ahead of this node's wall clock than it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "timestamp is {ahead_ms} ms ahead of the wall clock; at most {max_ahead_ms} ms is accepted"
+)]
+pub struct TooFarAhead {
+    /// How far ahead it was, in milliseconds.
+    pub ahead_ms: u64,
+    /// The most accepted, in milliseconds.
+    pub max_ahead_ms: u64,
+}
+
 /// Bits of a timestamp holding the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
 
@@ -38,6 +53,22 @@ impl Hlc {
     /// A fresh timestamp, greater than every one issued before.
     pub fn now(&self) -> u64 {
         self.advance_past(0)
+    }
+
+    /// Advances this clock past `seen`, a timestamp received from another node, unless `seen`
+    /// lies more than `max_ahead_ms` ahead of wall time: then the clock is left unchanged and
+    /// the timestamp refused, so one node's bad clock cannot drag every clock into the future.
+    pub fn observe(&self, seen: u64, max_ahead_ms: u64) -> Result<(), TooFarAhead> {
+        let wall = wall_ms();
+        let ahead_ms = physical_ms(seen).saturating_sub(wall);
+        if ahead_ms > max_ahead_ms {
+            return Err(TooFarAhead {
+                ahead_ms,
+                max_ahead_ms,
+            });
+        }
+        self.advance_past(seen);
+        Ok(())
     }
 
     /// A fresh timestamp greater than `seen` and than every one issued before.
@@ -72,5 +103,22 @@ mod tests {
         assert!(c > far);
         assert!(hlc.now() > c);
         assert!(physical_ms(a) >= 1_600_000_000_000);
+    }
+
+    #[test]
+    fn observe_refuses_timestamps_too_far_ahead() {
+        let hlc = Hlc::new();
+        let before = hlc.now();
+        let near = (wall_ms() + 1_000) << LOGICAL_BITS;
+        assert_eq!(hlc.observe(near, DEFAULT_MAX_AHEAD_MS), Ok(()));
+        assert!(hlc.now() > near);
+        let far = (wall_ms() + 3_600_000) << LOGICAL_BITS;
+        let err = hlc
+            .observe(far, DEFAULT_MAX_AHEAD_MS)
+            .expect_err("an hour ahead");
+        assert_eq!(err.max_ahead_ms, DEFAULT_MAX_AHEAD_MS);
+        assert!(err.ahead_ms > 3_500_000);
+        assert!(hlc.now() < far, "the clock did not move");
+        assert!(hlc.now() > before);
     }
 }

@@ -17,6 +17,12 @@ pub fn parse(raw: &[u8]) -> Option<&str> {
     ok.then(|| std::str::from_utf8(unquoted).ok()).flatten()
 }
 
+/// True when `key` is a valid idempotency key as sent on the wire (no surrounding quotes):
+/// 1–255 visible ASCII characters.
+pub fn is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +36,7 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
         assert_eq!(parse("k".repeat(256).as_bytes()), None);
+        assert!(is_valid("order-42") && is_valid(&"k".repeat(255)));
+        assert!(!is_valid("") && !is_valid("a b") && !is_valid(&"k".repeat(256)));
     }
 }

@@ -11,6 +11,29 @@ use crate::ring::Ring;
 /// Default virtual nodes per storage node.
 pub const DEFAULT_VNODES: u32 = 256;
 
+/// Longest storage node id, in bytes. Node ids appear in every clock entry, so bounding them
+/// bounds context tokens (see [`crate::version::MAX_CLOCK_ENTRIES`]).
+pub const MAX_NODE_ID_LEN: usize = 64;
+
+/// The node id does not match `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid node id: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")]
+pub struct InvalidNodeId;
+
+/// Accepts exactly the node ids of `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+pub fn validate_node_id(id: &str) -> Result<(), InvalidNodeId> {
+    let b = id.as_bytes();
+    let first_ok = b.first().is_some_and(u8::is_ascii_alphanumeric);
+    let rest_ok = b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if first_ok && rest_ok && b.len() <= MAX_NODE_ID_LEN {
+        Ok(())
+    } else {
+        Err(InvalidNodeId)
+    }
+}
+
 /// A storage node's id and gRPC address.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAddr {
@@ -70,6 +93,16 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ids() {
+        for ok in ["node-1", "n", "Storage.7_a", &"a".repeat(64)] {
+            assert_eq!(validate_node_id(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-n", ".n", "a b", "n/1", "é", &"a".repeat(65)] {
+            assert_eq!(validate_node_id(bad), Err(InvalidNodeId), "{bad}");
+        }
+    }
 
     #[test]
     fn changes_advance_the_epoch() {

@@ -35,8 +35,12 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The tenant already exists.
     TenantExists,
-    /// The value exceeds the size limit.
+    /// The value, or another request body, exceeds its size limit.
     PayloadTooLarge,
+    /// The request body did not arrive before the request's deadline.
+    RequestTimeout,
+    /// An idempotency key was reused for a different write.
+    IdempotencyKeyReused,
     /// The consistency level cannot be met with the replicas available.
     QuorumUnavailable,
     /// Replicas did not answer before the deadline; outcome unknown.
@@ -49,7 +53,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::BadRequest,
         ErrorKind::BadKey,
         ErrorKind::BadConsistency,
@@ -63,6 +67,8 @@ impl ErrorKind {
         ErrorKind::MethodNotAllowed,
         ErrorKind::TenantExists,
         ErrorKind::PayloadTooLarge,
+        ErrorKind::RequestTimeout,
+        ErrorKind::IdempotencyKeyReused,
         ErrorKind::QuorumUnavailable,
         ErrorKind::Timeout,
         ErrorKind::NotReady,
@@ -85,6 +91,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::TenantExists => "tenant-exists",
             ErrorKind::PayloadTooLarge => "payload-too-large",
+            ErrorKind::RequestTimeout => "request-timeout",
+            ErrorKind::IdempotencyKeyReused => "idempotency-key-reused",
             ErrorKind::QuorumUnavailable => "quorum-unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotReady => "not-ready",
@@ -112,7 +120,9 @@ impl ErrorKind {
             | ErrorKind::RouteNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::TenantExists => 409,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::IdempotencyKeyReused => 422,
             ErrorKind::QuorumUnavailable | ErrorKind::NotReady => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::Internal => 500,
@@ -134,7 +144,9 @@ impl ErrorKind {
             ErrorKind::RouteNotFound => "No such route",
             ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::TenantExists => "Tenant already exists",
-            ErrorKind::PayloadTooLarge => "Value too large",
+            ErrorKind::PayloadTooLarge => "Payload too large",
+            ErrorKind::RequestTimeout => "Request body not received in time",
+            ErrorKind::IdempotencyKeyReused => "Idempotency key reused for a different request",
             ErrorKind::QuorumUnavailable => "Consistency level cannot be met",
             ErrorKind::Timeout => "Replicas did not answer in time",
             ErrorKind::NotReady => "Not ready",

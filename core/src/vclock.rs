@@ -166,23 +166,40 @@ impl VectorClock {
         }
     }
 
-    /// Keeps at most `max` entries, dropping those with the smallest counters (ties: the
-    /// smallest actors). Only leaders call this, when minting.
-    pub fn prune(&mut self, max: usize, keep: &Actor) {
-        if self.entries.len() <= max {
-            return;
+    /// Keeps the entries of the `max` most recent actors — greatest `(incarnation, node)`,
+    /// incarnations being wall-clock milliseconds at the start of a run — and drops the rest.
+    ///
+    /// This is the documented bound on a key's clock (DESIGN §2 "Clocks of time"). The rule
+    /// ranks actors by identity only, never by counter, so bounding commutes with merging:
+    /// `bound(merge(bound(a), b)) == bound(merge(a, b))`. Bounding after every merge therefore
+    /// keeps resolution a join (commutative, associative, idempotent), and replicas that merge
+    /// the same clocks in any order hold the same bounded clock. The cost is precision at the
+    /// bound: two clocks that differ only in dropped entries compare as equal, so a concurrent
+    /// write that differs only there is not reported as a conflict (resolution is by timestamp,
+    /// so no write is lost for it).
+    pub fn bound(&mut self, max: usize) {
+        while self.entries.len() > max {
+            // `BTreeMap` orders actors by `(node, incarnation)`; the least recent actor is the one
+            // with the smallest `(incarnation, node)`.
+            let oldest = self
+                .entries
+                .keys()
+                .min_by(|a, b| (a.incarnation, &a.node).cmp(&(b.incarnation, &b.node)))
+                .cloned();
+            match oldest {
+                Some(actor) => {
+                    self.entries.remove(&actor);
+                }
+                None => break,
+            }
         }
-        let mut ranked: Vec<(u64, Actor)> = self
-            .entries
-            .iter()
-            .filter(|(a, _)| *a != keep)
-            .map(|(a, c)| (*c, a.clone()))
-            .collect();
-        ranked.sort();
-        let excess = self.entries.len() - max;
-        for (_, a) in ranked.into_iter().take(excess) {
-            self.entries.remove(&a);
-        }
+    }
+
+    /// The merge of `self` and `other` bounded to `max` entries (see [`bound`](Self::bound)).
+    pub fn merged_bounded(&self, other: &VectorClock, max: usize) -> VectorClock {
+        let mut out = self.merged(other);
+        out.bound(max);
+        out
     }
 
     /// The canonical byte encoding (see the module docs).
@@ -281,6 +298,21 @@ mod tests {
         }
 
         #[test]
+        fn bounding_commutes_with_merging(a in clock_strategy(), b in clock_strategy(), c in clock_strategy(), max in 1usize..5) {
+            let mut ba = a.clone();
+            ba.bound(max);
+            // bound(merge(bound(a), b)) == bound(merge(a, b)): bounding early loses nothing.
+            prop_assert_eq!(ba.merged_bounded(&b, max), a.merged_bounded(&b, max));
+            // So the bounded merge is still a join.
+            prop_assert_eq!(a.merged_bounded(&b, max), b.merged_bounded(&a, max));
+            prop_assert_eq!(
+                a.merged_bounded(&b, max).merged_bounded(&c, max),
+                a.merged_bounded(&b.merged_bounded(&c, max), max)
+            );
+            prop_assert!(a.merged_bounded(&b, max).len() <= max);
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = VectorClock::decode(&bytes);
         }
@@ -297,13 +329,19 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_leader() {
-        let mut c =
-            VectorClock::from_entries((0..10).map(|i| (Actor::new(format!("n{i}"), 0), i + 1)));
-        let keep = Actor::new("n0", 0);
-        c.prune(4, &keep);
+    fn bound_keeps_the_most_recent_incarnations() {
+        let mut c = VectorClock::from_entries(
+            (0..10).map(|i| (Actor::new(format!("n{i}"), 100 - i), i + 1)),
+        );
+        c.bound(4);
         assert_eq!(c.len(), 4);
-        assert_eq!(c.get(&keep), 1);
-        assert_eq!(c.get(&Actor::new("n9", 0)), 10);
+        // Incarnations 100, 99, 98, 97 (nodes n0..n3) are the most recent, whatever the counters.
+        for i in 0..4u64 {
+            assert_eq!(c.get(&Actor::new(format!("n{i}"), 100 - i)), i + 1);
+        }
+        assert_eq!(c.get(&Actor::new("n9", 91)), 0);
+        let before = c.clone();
+        c.bound(4);
+        assert_eq!(c, before, "bounding is idempotent");
     }
 }

@@ -15,7 +15,9 @@ use crate::context::Context;
 use crate::hlc::Hlc;
 use crate::vclock::{Actor, VectorClock};
 
-/// Clock entries a leader keeps when minting; older entries beyond it are pruned.
+/// Entries a key's clock keeps: minting and resolution bound every clock to the entries of this
+/// many most recent leader incarnations ([`VectorClock::bound`]). With node ids of at most
+/// [`crate::placement::MAX_NODE_ID_LEN`] bytes, a bounded clock always fits a context token.
 pub const MAX_CLOCK_ENTRIES: usize = 64;
 
 /// One version of a key: a value or a tombstone, with its causal history.
@@ -63,6 +65,50 @@ pub struct MintRequest {
     pub idempotency_key: String,
 }
 
+/// What the applied-keys index keeps about a write that carried an idempotency key, besides the
+/// version it produced: enough to tell a retry from a reuse of the key, and to answer a retry
+/// exactly as the first attempt was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WriteRecord {
+    /// [`MintRequest::fingerprint`] of the write.
+    pub fingerprint: [u8; 32],
+    /// The leader reported a conflict when it minted the write.
+    pub conflict: bool,
+}
+
+/// A write recorded in the applied-keys index: the version it produced and its record.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AppliedWrite {
+    /// The version the write produced, exactly as the leader minted it.
+    pub version: Version,
+    /// What the write was.
+    pub record: WriteRecord,
+}
+
+impl MintRequest {
+    /// SHA-256 of everything that makes this write what it is — delete or put, value, content
+    /// type and the client's context — but not its idempotency key. Two requests carrying one
+    /// idempotency key are the same write exactly when their fingerprints are equal.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"pairdb-write-v1");
+        h.update([u8::from(self.tombstone)]);
+        h.update((self.content_type.len() as u64).to_be_bytes());
+        h.update(self.content_type.as_bytes());
+        h.update((self.value.len() as u64).to_be_bytes());
+        h.update(&self.value);
+        match &self.context {
+            None => h.update([0u8]),
+            Some(ctx) => {
+                h.update([1u8]);
+                h.update(ctx.timestamp.to_be_bytes());
+                h.update(ctx.clock.encode());
+            }
+        }
+        h.finalize().into()
+    }
+}
+
 impl Version {
     /// SHA-256 of the payload (tombstone flag, content type, value, idempotency key): the last
     /// component of the resolution key.
@@ -87,8 +133,8 @@ impl Version {
             .then_with(|| self.payload_digest().cmp(&other.payload_digest()))
     }
 
-    /// The join of two versions: merged clocks, payload of the greater resolution key.
-    /// Commutative, associative and idempotent.
+    /// The join of two versions: merged clocks (bounded to [`MAX_CLOCK_ENTRIES`]), payload of
+    /// the greater resolution key. Commutative, associative and idempotent.
     pub fn resolve(&self, other: &Version) -> Version {
         let winner = if self.cmp_resolution_key(other) == Ordering::Less {
             other
@@ -96,7 +142,7 @@ impl Version {
             self
         };
         Version {
-            clock: self.clock.merged(&other.clock),
+            clock: self.clock.merged_bounded(&other.clock, MAX_CLOCK_ENTRIES),
             ..winner.clone()
         }
     }
@@ -164,7 +210,7 @@ pub fn mint(
         seen = seen.max(ctx.timestamp);
     }
     clock.increment(actor);
-    clock.prune(MAX_CLOCK_ENTRIES, actor);
+    clock.bound(MAX_CLOCK_ENTRIES);
     let version = Version {
         tombstone: request.tombstone,
         value: if request.tombstone {
@@ -285,6 +331,106 @@ mod tests {
                 prop_assert!(v.clock.descends(&c.clock));
             }
         }
+    }
+
+    #[test]
+    fn fingerprints_tell_writes_apart_but_not_their_keys() {
+        let put = MintRequest {
+            value: b"v".to_vec(),
+            content_type: "text/plain".into(),
+            idempotency_key: "k1".into(),
+            ..MintRequest::default()
+        };
+        let same = MintRequest {
+            idempotency_key: "k2".into(),
+            ..put.clone()
+        };
+        assert_eq!(put.fingerprint(), same.fingerprint());
+        let hlc = Hlc::new();
+        let (base, _) = mint(None, MintRequest::default(), &Actor::new("a", 1), &hlc);
+        let others = [
+            MintRequest {
+                value: b"w".to_vec(),
+                ..put.clone()
+            },
+            MintRequest {
+                content_type: "text/html".into(),
+                ..put.clone()
+            },
+            MintRequest {
+                tombstone: true,
+                ..put.clone()
+            },
+            MintRequest {
+                context: Some(base.context()),
+                ..put.clone()
+            },
+            MintRequest {
+                tombstone: true,
+                value: Vec::new(),
+                content_type: String::new(),
+                ..put.clone()
+            },
+        ];
+        for other in &others {
+            assert_ne!(put.fingerprint(), other.fingerprint(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_written_through_a_thousand_incarnations_keeps_a_bounded_clock() {
+        use crate::context::{ContextSigner, DEFAULT_MAX_SKEW_MS, MAX_TOKEN_LEN};
+        use crate::placement::MAX_NODE_ID_LEN;
+
+        let hlc = Hlc::new();
+        let signer = ContextSigner::new(b"secret", DEFAULT_MAX_SKEW_MS);
+        // Three replicas; each write is minted by a new incarnation of one of 7 leaders with the
+        // longest node ids allowed, and reaches every replica in a different order.
+        let mut replicas: [Option<Version>; 3] = [None, None, None];
+        let mut last = None;
+        for i in 0..1000u64 {
+            let node = format!("{:0>width$}", i % 7, width = MAX_NODE_ID_LEN);
+            let actor = Actor::new(node, u64::MAX - 1000 + i);
+            let leader = (i % 3) as usize;
+            let stored = replicas[leader].clone();
+            let request = MintRequest {
+                value: i.to_be_bytes().to_vec(),
+                context: stored.as_ref().map(Version::context),
+                ..MintRequest::default()
+            };
+            let (minted, _) = mint(stored.as_ref(), request, &actor, &hlc);
+            for r in replicas.iter_mut() {
+                *r = Some(apply(r.as_ref(), minted.clone()).0);
+            }
+            last = Some(minted);
+        }
+        let last = last.unwrap_or_default();
+        for r in &replicas {
+            let r = r.clone().unwrap_or_default();
+            assert_eq!(
+                r,
+                replicas[0].clone().unwrap_or_default(),
+                "replicas converge"
+            );
+            assert_eq!(r.clock.len(), MAX_CLOCK_ENTRIES);
+            assert_eq!(r.value, last.value, "the newest write wins");
+        }
+        let context = last.context();
+        let token = signer.seal("t".repeat(63).as_str(), b"key", &context);
+        assert!(
+            token.len() <= MAX_TOKEN_LEN,
+            "token of {} chars",
+            token.len()
+        );
+        assert_eq!(
+            signer.open_at("t".repeat(63).as_str(), b"key", &token, 0),
+            Err(crate::context::ContextError::FromTheFuture),
+            "the synthetic timestamps are checked like any other"
+        );
+        let opened = ContextSigner::new(b"secret", u64::MAX)
+            .open_at("t".repeat(63).as_str(), b"key", &token, 0)
+            .unwrap_or_default();
+        assert_eq!(opened, context, "the context round-trips");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::GatewayError;
+use crate::server::ConnectionLimits;
 
 /// Default end-to-end deadline of a request (`--request-timeout`).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT;
@@ -29,6 +30,10 @@ pub struct GatewayConfig {
     pub max_key_bytes: usize,
     /// Largest value, in bytes (larger → 413).
     pub max_value_bytes: usize,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Time allowed for each request head to arrive (and for an idle keep-alive connection).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +46,8 @@ impl Default for GatewayConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_connections: ConnectionLimits::default().max_connections,
+            header_read_timeout: ConnectionLimits::default().header_read_timeout,
         }
     }
 }
@@ -55,6 +62,8 @@ impl fmt::Debug for GatewayConfig {
             .field("request_timeout", &self.request_timeout)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -77,6 +86,14 @@ impl GatewayConfig {
         }
     }
 
+    /// The connection bounds [`crate::server::serve`] applies.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+        }
+    }
+
     /// Checks the values the gateway cannot serve with: no coordinator, an empty internal token
     /// or key secret, a zero timeout or limit.
     pub fn validate(&self) -> Result<(), GatewayError> {
@@ -90,6 +107,8 @@ impl GatewayConfig {
             Some("the request timeout is zero")
         } else if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
             Some("key and value limits must be positive")
+        } else if self.max_connections == 0 || self.header_read_timeout.is_zero() {
+            Some("the connection limit and the header read timeout must be positive")
         } else {
             None
         };

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -25,12 +27,44 @@ pub const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 /// Longest time spent discarding an oversized body.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Reads at most `limit` bytes of `body`.
+/// When the gateway received the request: the start of its deadline. The stack inserts it first
+/// thing ([`crate::stack::layers`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Received(pub Instant);
+
+/// The instant `timeout` after the request was received (now, for a request the stack did not
+/// stamp).
+pub fn deadline_of(extensions: &http::Extensions, timeout: Duration) -> Instant {
+    let received = extensions
+        .get::<Received>()
+        .map_or_else(Instant::now, |r| r.0);
+    received + timeout
+}
+
+/// Reads at most `limit` bytes of `body`, all of it before `deadline`.
 ///
 /// More is `payload-too-large` — decided from `Content-Length` when declared, else while
 /// reading — after discarding up to [`MAX_DRAIN_BYTES`] more for at most [`DRAIN_TIMEOUT`]. A
-/// body that breaks off is `bad-request`. Never buffers more than `limit` bytes.
+/// body that breaks off (or is shorter than its `Content-Length`) is `bad-request`; one still
+/// arriving at `deadline` is `request-timeout`. Never buffers more than `limit` bytes.
 pub async fn read_limited(
+    headers: &http::HeaderMap,
+    body: Body,
+    limit: usize,
+    trace: Option<&TraceContext>,
+    deadline: Instant,
+) -> Result<Vec<u8>, Problem> {
+    match tokio::time::timeout_at(deadline, read_within(headers, body, limit, trace)).await {
+        Ok(read) => read,
+        Err(_) => Err(Problem::new(
+            ErrorKind::RequestTimeout,
+            "the request body did not arrive before the request's deadline",
+        )
+        .with_trace(trace)),
+    }
+}
+
+async fn read_within(
     headers: &http::HeaderMap,
     mut body: Body,
     limit: usize,
@@ -92,10 +126,12 @@ async fn drain(mut body: Body, budget: usize) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
 }
 
-/// A JSON request body of type `T` (declare `T` with `#[serde(deny_unknown_fields)]`).
+/// A JSON object request body of type `T` (declare `T` with `#[serde(deny_unknown_fields)]`).
 ///
 /// Refuses with a `bad-request` problem: a `Content-Type` other than JSON, malformed JSON, a
-/// missing, unknown or mistyped field; with `payload-too-large` past [`MAX_JSON_BYTES`].
+/// body that is not a JSON object (serde would read a struct from an array), a missing, unknown
+/// or mistyped field; with `payload-too-large` past [`MAX_JSON_BYTES`], and `request-timeout`
+/// when the body does not arrive within the server's request timeout.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -123,7 +159,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 .with_trace(trace.as_ref()));
             }
         }
-        let bytes = read_limited(&parts.headers, body, MAX_JSON_BYTES, trace.as_ref()).await?;
+        let deadline = deadline_of(
+            &parts.extensions,
+            pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT,
+        );
+        let bytes = read_limited(
+            &parts.headers,
+            body,
+            MAX_JSON_BYTES,
+            trace.as_ref(),
+            deadline,
+        )
+        .await?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(
+                Problem::new(ErrorKind::BadRequest, "the body must be a JSON object")
+                    .with_trace(trace.as_ref()),
+            );
+        }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             Problem::new(ErrorKind::BadRequest, format!("malformed JSON body: {e}"))
                 .with_trace(trace.as_ref())

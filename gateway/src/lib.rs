@@ -1,6 +1,7 @@
 //! The pairdb REST gateway: the public edge of the cluster (API.md).
 //!
-//! Requests pass the middleware stack ([`stack::layers`]: trace → auth → tenant → consistency),
+//! Requests pass the middleware stack ([`stack::layers`]: trace → idempotency key → auth →
+//! tenant → consistency),
 //! are validated at the edge (key, value size, headers, JSON bodies; a bad request is a 4xx
 //! problem+json, never a 5xx), and are forwarded over gRPC to a coordinator
 //! ([`coordinators`]), whose errors are mapped back to problems in one place ([`problem`]).
@@ -9,7 +10,8 @@
 //! * [`server`] — [`build_router`] and [`serve`];
 //! * [`routes`] — handlers: key-value, tenants, admin, operations;
 //! * [`key`] — the raw-path key decoding;
-//! * [`extract`] — extractors that fail as problems;
+//! * [`extract`] — extractors that fail as problems, and bounded body reads;
+//! * [`idempotency_key`] — the `Idempotency-Key` of key writes, named on every answer;
 //! * [`openapi`] — the generated OpenAPI document.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![warn(missing_docs)]
@@ -18,6 +20,7 @@ pub mod config;
 pub mod coordinators;
 pub mod error;
 pub mod extract;
+pub mod idempotency_key;
 pub mod key;
 pub mod openapi;
 pub mod problem;

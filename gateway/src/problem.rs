@@ -136,14 +136,17 @@ impl Problem {
             status.message().to_owned()
         };
         let mut problem = Problem::new(kind, message);
-        if let Some(d) = detail
-            && matches!(kind, ErrorKind::QuorumUnavailable | ErrorKind::Timeout)
-        {
-            problem.0.required = Some(d.required);
-            if d.applied.is_empty() {
-                problem.0.answered = Some(d.answered);
-            } else {
-                problem.0.acks = Some(d.acks);
+        if let Some(d) = detail {
+            if matches!(kind, ErrorKind::QuorumUnavailable | ErrorKind::Timeout) {
+                problem.0.required = Some(d.required);
+                if d.applied.is_empty() {
+                    problem.0.answered = Some(d.answered);
+                } else {
+                    problem.0.acks = Some(d.acks);
+                }
+            }
+            // Any failed write says what may have been applied (a not-ready write: none).
+            if !d.applied.is_empty() {
                 problem.0.applied = Some(d.applied);
             }
         }

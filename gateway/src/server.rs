@@ -1,13 +1,38 @@
 //! Building the router and serving it until shutdown.
+//!
+//! The gateway is the public edge, so its accept loop defends itself against slow and idle
+//! clients rather than trusting them:
+//!
+//! * **Open connections are capped** ([`ConnectionLimits::max_connections`]). A connection over
+//!   the cap is closed at once, so thousands of clients holding half-sent requests cannot exhaust
+//!   file descriptors or memory; the ones already served are unaffected.
+//! * **Request heads must arrive in time** ([`ConnectionLimits::header_read_timeout`]). The
+//!   first bytes (which tell HTTP/1 from HTTP/2) and then every HTTP/1 request head must arrive
+//!   within it; an HTTP/1 connection idle between requests for as long is closed too. A client
+//!   sending headers a byte a second is cut off.
+//! * **Bodies must arrive within the request's deadline**: the handlers read them under it and
+//!   answer `408 request-timeout` (see [`crate::extract::read_limited`]).
+//! * HTTP/2 connections are bounded in concurrent streams and header size, and pinged; a dead
+//!   peer is dropped.
+//!
+//! Shutdown is graceful: the listener closes, idle connections close, and requests in flight
+//! finish.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::{AuthConfig, Authenticator, TenantCache};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::config::GatewayConfig;
 use crate::coordinators::Coordinators;
@@ -15,6 +40,28 @@ use crate::error::GatewayError;
 use crate::routes::{admin, kv, ops, tenants};
 use crate::stack::layers;
 use crate::state::AppState;
+
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How the gateway bounds its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Time allowed for a connection's first bytes and for each HTTP/1 request head (also the
+    /// idle time after which a keep-alive HTTP/1 connection is closed).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The gateway's whole HTTP application: the routes of API.md behind the middleware stack.
 ///
@@ -54,23 +101,106 @@ pub async fn build_router(
     Ok(layers(v1, ops, authenticator, tenant_cache))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish, and returns.
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
+/// accepting, closes idle connections, lets in-flight requests finish, and returns.
 ///
 /// Tests bind `127.0.0.1:0` and pass a future they control, so servers stop deterministically.
+/// Errors accepting or serving one connection are logged and never stop the server.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Small responses go out at once rather than waiting on Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
+) -> io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let http1 = Arc::new(builder.clone().http1_only());
+    let http2 = Arc::new(builder.http2_only());
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Per-connection errors (reset before accept) are routine; others (out of
+                    // file descriptors) need a pause before the next try, as axum does.
+                    if !matches!(e.kind(), io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
+                    {
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(
+                max = limits.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        // Small responses go out at once rather than waiting on Nagle's algorithm.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let (http1, http2, watcher) = (Arc::clone(&http1), Arc::clone(&http2), graceful.watcher());
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let is_h2 = match tokio::time::timeout(limits.header_read_timeout, sniff(&tcp)).await {
+                Ok(Ok(is_h2)) => is_h2,
+                // Silent, slow or gone before the first bytes: close.
+                _ => return,
+            };
+            let io = TokioIo::new(tcp);
+            let served = if is_h2 {
+                watcher.watch(http2.serve_connection(io, service)).await
+            } else {
+                watcher.watch(http1.serve_connection(io, service)).await
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Tells HTTP/2 prior knowledge (`true`) from HTTP/1 (`false`) by the first bytes, without
+/// consuming them.
+async fn sniff(tcp: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let seen = buf.get(..n).unwrap_or_default();
+        if !H2_PREFACE.starts_with(seen) {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: `peek` returns at once while those bytes sit unread, so wait a
+        // little for the rest (the caller's timeout bounds this).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -13,11 +13,12 @@ use pairdb_middleware::{
 };
 use tower::ServiceBuilder;
 
+use crate::extract::Received;
 use crate::key::KV_PREFIX;
 use crate::problem::{Problem, ProblemReject, is_problem};
 
 /// Wraps the `/v1` routes and the open `ops` routes in the stack, outermost first:
-/// trace → auth → tenant → consistency.
+/// received-at → trace → idempotency key → auth → tenant → consistency.
 pub fn layers(
     v1: Router,
     ops: Router,
@@ -26,7 +27,9 @@ pub fn layers(
 ) -> Router {
     let v1 = v1.layer(
         ServiceBuilder::new()
-            // auth: first inside /v1, so nothing below runs (or reaches a store) for an unknown caller.
+            // idempotency key: before anything can refuse a key write, so every answer names it.
+            .layer(from_fn(crate::idempotency_key::resolve))
+            // auth: first check inside /v1, so nothing below runs (or reaches a store) for an unknown caller.
             .layer(AuthLayer::new(authenticator, ProblemReject))
             // tenant: needs auth's principal; loads the config whose default consistency is used next.
             .layer(TenantLayer::new(tenants, ProblemReject))
@@ -37,8 +40,18 @@ pub fn layers(
         .fallback(crate::routes::route_not_found)
         // 405 as problem: inside trace, so the problem names the trace; sees every route's 405.
         .layer(from_fn(method_not_allowed_problem))
-        // trace: outermost over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
+        // trace: over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
         .layer(TraceLayer::new().redact_paths_after(&[KV_PREFIX]))
+        // received-at: outermost, so a request's deadline counts from its arrival.
+        .layer(from_fn(stamp_received))
+}
+
+/// Records when the request arrived ([`Received`]); body reads are bounded by deadlines from it.
+async fn stamp_received(mut request: Request, next: Next) -> Response {
+    request
+        .extensions_mut()
+        .insert(Received(tokio::time::Instant::now()));
+    next.run(request).await
 }
 
 /// Turns axum's empty 405 into a `method-not-allowed` problem, keeping its `Allow` header.

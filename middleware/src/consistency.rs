@@ -33,21 +33,32 @@ fn parse(name: &str) -> Result<Consistency, LayerError> {
     name.trim().parse().map_err(|_| bad(name))
 }
 
-/// The first `consistency=` value of the query, percent-decoded (`+` is a space).
-fn query_param(uri: &Uri) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
+/// The `consistency=` value of the query, percent-decoded (`+` is a space); refused when the
+/// parameter is repeated.
+fn query_param(uri: &Uri) -> Result<Option<String>, LayerError> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    let mut values = query.split('&').filter_map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         (name == CONSISTENCY_PARAM).then(|| {
             let value = value.replace('+', " ");
             percent_decode_str(&value).decode_utf8_lossy().into_owned()
         })
-    })
+    });
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(LayerError::new(
+            ErrorKind::BadConsistency,
+            "more than one consistency parameter",
+        )),
+        (value, _) => Ok(value),
+    }
 }
 
 /// The level of a request with `headers` and `uri` by a tenant whose config is `tenant`.
 ///
-/// Fails with `BadConsistency` when the header or parameter names no known level, or the header
-/// is repeated or not text.
+/// Fails with `BadConsistency` when the header or parameter names no known level, or either is
+/// repeated, or the header is not text.
 pub fn resolve(
     headers: &HeaderMap,
     uri: &Uri,
@@ -64,7 +75,7 @@ pub fn resolve(
         }
         (None, _) => {}
     }
-    if let Some(name) = query_param(uri) {
+    if let Some(name) = query_param(uri)? {
         return parse(&name);
     }
     Ok(tenant.map_or(Consistency::Quorum, |t| t.default_consistency))
@@ -146,21 +157,24 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        assert_eq!(
-            query_param(&uri("/x?consistency=one")).as_deref(),
-            Some("one")
+        let param = |s| query_param(&uri(s)).ok().flatten();
+        assert_eq!(param("/x?consistency=one").as_deref(), Some("one"));
+        assert_eq!(param("/x?a=1&consistency=ALL").as_deref(), Some("ALL"));
+        assert_eq!(param("/x?consistency=qu%6Frum").as_deref(), Some("quorum"));
+        assert_eq!(param("/x?consistency").as_deref(), Some(""));
+        assert_eq!(param("/x?consistencyx=one"), None);
+        assert_eq!(param("/x"), None);
+        // A repeated parameter is refused, never resolved to the first one.
+        let repeated = query_param(&uri("/x?a=1&consistency=ALL&consistency=one"));
+        assert_eq!(repeated.map_err(|e| e.kind), Err(ErrorKind::BadConsistency));
+        assert!(
+            resolve(
+                &HeaderMap::new(),
+                &uri("/x?consistency=one&consistency=one"),
+                None
+            )
+            .is_err()
         );
-        assert_eq!(
-            query_param(&uri("/x?a=1&consistency=ALL&consistency=one")).as_deref(),
-            Some("ALL")
-        );
-        assert_eq!(
-            query_param(&uri("/x?consistency=qu%6Frum")).as_deref(),
-            Some("quorum")
-        );
-        assert_eq!(query_param(&uri("/x?consistency")).as_deref(), Some(""));
-        assert_eq!(query_param(&uri("/x?consistencyx=one")), None);
-        assert_eq!(query_param(&uri("/x")), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The pairdb binary's library: flags, configuration, secrets, and starting each role.
 //!
 //! `main.rs` only parses flags and calls [`role`]; the cluster tests start the same roles in
-//! process through [`local`].
+//! process through [`local`], with the crash-like storage nodes of `testing` (behind the
+//! `testing` feature, which only the crate's own tests enable).
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
@@ -12,3 +13,5 @@ pub mod ops_http;
 pub mod role;
 pub mod secrets;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,10 +1,11 @@
-//! Starting pairdb's roles inside this process, on bound listeners: what `pairdb dev` runs and
-//! what the cluster tests drive.
+//! Starting pairdb's roles inside this process, on bound listeners: what `pairdb dev` and the
+//! role commands run, and what the cluster tests drive.
 //!
-//! Each storage node runs on a runtime of its own, on its own thread, so [`StorageNode::kill`]
-//! drops it abruptly — listener and every open connection at once — the way a crashed process
-//! would, while [`StorageNode::stop`] shuts it down gracefully.
+//! Every role runs on the process's one multi-threaded runtime. Listeners are bound before
+//! anything is written anywhere, so a process that cannot have its ports (or its data dir, which
+//! it locks first) fails having changed nothing.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use pairdb_coordinator::CoordinatorConfig;
 use pairdb_coordinator::cluster::Cluster;
 use pairdb_core::{NodeAddr, Placement};
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState as StoredNodeState, RateLimit};
+use pairdb_storage::dir_lock::DirLock;
 use pairdb_storage::engine::StorageEngine;
 use pairdb_storage::memory::MemoryEngine;
 use pairdb_storage::node::NodeState;
 use pairdb_storage::service::StorageService;
-use tokio::sync::oneshot;
+use tokio::net::TcpListener;
 
 use crate::cli::EngineKind;
 use crate::secrets::Secrets;
@@ -49,7 +51,63 @@ pub fn open_engine(kind: EngineKind, _data_dir: &Path) -> Arc<dyn StorageEngine>
     }
 }
 
-/// A storage node running on its own runtime and thread.
+/// Binds `addr` for a role, naming the role in the error.
+pub fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the {role} to {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Everything a storage node needs to start.
+pub struct NodeSpec {
+    /// Node id.
+    pub id: String,
+    /// Its bound gRPC listener.
+    pub listener: std::net::TcpListener,
+    /// Its data directory (locked when the node starts).
+    pub data_dir: PathBuf,
+    /// Its engine.
+    pub engine: Arc<dyn StorageEngine>,
+    /// The internal credential it accepts.
+    pub internal_token: String,
+}
+
+impl NodeSpec {
+    /// Opens the node's state (locking its data dir) and its service.
+    pub fn open(self) -> anyhow::Result<(std::net::TcpListener, Arc<NodeState>, StorageService)> {
+        let state = Arc::new(
+            NodeState::open(&self.data_dir, &self.id, self.engine.is_durable()).with_context(
+                || {
+                    format!(
+                        "opening storage node {} in {}",
+                        self.id,
+                        self.data_dir.display()
+                    )
+                },
+            )?,
+        );
+        let service = StorageService::new(
+            Arc::clone(&self.engine),
+            Arc::clone(&state),
+            &self.internal_token,
+        );
+        Ok((self.listener, state, service))
+    }
+}
+
+/// A storage node of a local cluster.
+pub trait LocalNode: Send + Sized + 'static {
+    /// Node id.
+    fn id(&self) -> &str;
+    /// Bound gRPC address.
+    fn addr(&self) -> SocketAddr;
+    /// Stops the node gracefully: in-flight calls finish, the engine is flushed, and only then is
+    /// the stop recorded as clean.
+    fn stop(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A storage node serving on the current runtime.
 pub struct StorageNode {
     /// Node id.
     pub id: String,
@@ -59,108 +117,71 @@ pub struct StorageNode {
     pub engine: Arc<dyn StorageEngine>,
     /// Its identity and newest placement.
     pub state: Arc<NodeState>,
-    graceful: Option<oneshot::Sender<()>>,
-    kill: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl StorageNode {
-    /// Starts node `id` with its data in `data_dir`, serving on `listen` (port 0: any free port).
-    pub fn start(
-        id: &str,
-        listen: SocketAddr,
-        data_dir: &Path,
-        engine: Arc<dyn StorageEngine>,
-        internal_token: &str,
-    ) -> anyhow::Result<StorageNode> {
-        let state = Arc::new(
-            NodeState::open(data_dir, id, engine.is_durable())
-                .with_context(|| format!("opening storage node {id} in {}", data_dir.display()))?,
-        );
-        let service =
-            StorageService::new(id, engine.clone(), state.clone(), internal_token.to_owned());
-        let node_state = state.clone();
-        let std_listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("binding storage node {id} to {listen}"))?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
-        let (kill_tx, kill_rx) = oneshot::channel::<()>();
-        let name = format!("storage-{id}");
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build storage node runtime");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot register storage listener");
-                        return;
-                    }
-                };
-                let server = pairdb_storage::server::run(service, listener, async {
-                    let _ = graceful_rx.await;
-                });
-                tokio::select! {
-                    r = server => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "storage node stopped with an error");
-                        }
-                        if let Err(e) = state.mark_clean_shutdown() {
-                            tracing::error!(error = %e, "cannot record clean shutdown");
-                        }
-                    }
-                    _ = kill_rx => {}
-                }
-            });
-            // Dropping the runtime drops every connection task: the node is gone at once.
-            drop(rt);
-        })?;
+    /// Starts the node `spec` describes on the current runtime.
+    pub fn start(spec: NodeSpec) -> anyhow::Result<StorageNode> {
+        let id = spec.id.clone();
+        let engine = Arc::clone(&spec.engine);
+        let (listener, state, service) = spec.open()?;
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let shutdown = Shutdown::new();
+        let wait = shutdown.wait();
+        let (task_engine, task_state) = (Arc::clone(&engine), Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            if let Err(e) = pairdb_storage::server::run(service, listener, wait).await {
+                tracing::error!(error = %e, "storage node stopped with an error");
+                return;
+            }
+            stop_cleanly(task_engine, task_state).await;
+        });
         Ok(StorageNode {
-            id: id.to_owned(),
+            id,
             addr,
             engine,
-            state: node_state,
-            graceful: Some(graceful_tx),
-            kill: Some(kill_tx),
-            thread: Some(thread),
+            state,
+            shutdown,
+            task,
         })
-    }
-
-    /// Drops the node abruptly, as a crash would: the listener and every connection close now.
-    pub fn kill(mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Stops the node gracefully: in-flight calls finish first.
-    pub fn stop(mut self) {
-        if let Some(g) = self.graceful.take() {
-            let _ = g.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
-impl Drop for StorageNode {
-    fn drop(&mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
-        }
+impl LocalNode for StorageNode {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.task.await;
+    }
+}
+
+/// After a node stopped serving: flushes its engine and, only if that worked, records the stop
+/// as clean (so a durable engine's next start may keep the incarnation).
+pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>) {
+    let node = state.node_id().to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        engine
+            .flush()
+            .map_err(|e| format!("cannot flush the engine: {e}"))?;
+        state
+            .mark_clean_shutdown()
+            .map_err(|e| format!("cannot record the clean shutdown: {e}"))
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => tracing::info!(%node, "storage node stopped cleanly"),
+        Ok(Err(e)) => tracing::error!(%node, error = %e, "storage node stop not clean"),
+        Err(e) => tracing::error!(%node, error = %e, "storage node stop task failed"),
     }
 }
 
@@ -232,19 +253,17 @@ pub struct CoordinatorNode {
 }
 
 impl CoordinatorNode {
-    /// Starts a coordinator over `store` on `listen`, loading the placement first.
+    /// Starts a coordinator over `store` on `listener`, loading the placement first.
     pub async fn start(
         store: Arc<dyn MetadataStore>,
-        listen: SocketAddr,
+        listener: std::net::TcpListener,
         config: CoordinatorConfig,
     ) -> anyhow::Result<CoordinatorNode> {
         let cluster = Cluster::new(store, config)?;
         if let Err(e) = cluster.refresh().await {
             tracing::warn!(error = %e, "no placement yet; the coordinator will retry");
         }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding coordinator to {listen}"))?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();
         let wait = shutdown.wait();
@@ -280,10 +299,10 @@ pub struct GatewayNode {
 }
 
 impl GatewayNode {
-    /// Starts a gateway on `listen` in front of `coordinators`.
+    /// Starts a gateway on `listener` in front of `coordinators`.
     pub async fn start(
         store: Arc<dyn MetadataStore>,
-        listen: SocketAddr,
+        listener: std::net::TcpListener,
         coordinators: Vec<String>,
         secrets: &Secrets,
         request_timeout: Duration,
@@ -295,15 +314,14 @@ impl GatewayNode {
             secrets.admin_key.clone(),
         );
         config.request_timeout = request_timeout;
+        let limits = config.connection_limits();
         let router = pairdb_gateway::server::build_router(config, store).await?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding the gateway to {listen}"))?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();
         let wait = shutdown.wait();
         let task = tokio::spawn(async move {
-            if let Err(e) = pairdb_gateway::server::serve(listener, router, wait).await {
+            if let Err(e) = pairdb_gateway::server::serve(listener, router, limits, wait).await {
                 tracing::error!(error = %e, "gateway stopped with an error");
             }
         });
@@ -341,9 +359,9 @@ pub struct LocalOptions {
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
-pub struct LocalCluster {
+pub struct LocalCluster<N: LocalNode = StorageNode> {
     /// Storage nodes, `node-1` … `node-N`.
-    pub nodes: Vec<StorageNode>,
+    pub nodes: Vec<N>,
     /// The coordinator.
     pub coordinator: CoordinatorNode,
     /// The gateway.
@@ -352,37 +370,69 @@ pub struct LocalCluster {
     pub store: Arc<dyn MetadataStore>,
     /// The secrets in use.
     pub secrets: Secrets,
+    _lock: DirLock,
 }
 
-impl LocalCluster {
-    /// Starts every role on loopback with `secrets`.
-    pub async fn start(opts: &LocalOptions, secrets: Secrets) -> anyhow::Result<LocalCluster> {
-        std::fs::create_dir_all(&opts.data_dir)
-            .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+impl LocalCluster<StorageNode> {
+    /// Starts every role on loopback with `secrets`, holding `lock` on `opts.data_dir`.
+    pub async fn start(
+        opts: &LocalOptions,
+        lock: DirLock,
+        secrets: Secrets,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(opts, lock, secrets, StorageNode::start).await
+    }
+}
+
+impl<N: LocalNode> LocalCluster<N> {
+    /// Starts every role on loopback with `secrets`, each storage node through `start_node`.
+    ///
+    /// The caller locked the data dir first (`lock`), so a second process on it has already
+    /// failed, having touched nothing. Then, in order: binds every listener, starts the storage
+    /// nodes, and only then records their addresses in the placement and starts the coordinator
+    /// and the gateway.
+    pub async fn start_with(
+        opts: &LocalOptions,
+        lock: DirLock,
+        secrets: Secrets,
+        start_node: impl Fn(NodeSpec) -> anyhow::Result<N>,
+    ) -> anyhow::Result<Self> {
+        if lock.dir() != opts.data_dir {
+            bail!(
+                "the lock is on {}, not on the data dir {}",
+                lock.dir().display(),
+                opts.data_dir.display()
+            );
+        }
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let gateway_listener = bind("gateway", opts.http)?;
+        let coordinator_listener = bind("coordinator", loopback)?;
+        let mut node_listeners = Vec::with_capacity(opts.nodes as usize);
+        for i in 1..=opts.nodes {
+            node_listeners.push((format!("node-{i}"), bind("storage node", loopback)?));
+        }
         let url = match &opts.metadata_url {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", opts.data_dir.join("metadata.db").display()),
         };
         let store = open_metadata(&url).await?;
-        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let mut nodes = Vec::with_capacity(opts.nodes as usize);
-        for i in 1..=opts.nodes {
-            let id = format!("node-{i}");
-            let dir = opts.data_dir.join(&id);
-            let engine = open_engine(opts.engine, &dir);
-            nodes.push(StorageNode::start(
-                &id,
-                loopback,
-                &dir,
-                engine,
-                &secrets.internal_token,
-            )?);
+
+        let mut nodes = Vec::with_capacity(node_listeners.len());
+        for (id, listener) in node_listeners {
+            let data_dir = opts.data_dir.join(&id);
+            nodes.push(start_node(NodeSpec {
+                engine: open_engine(opts.engine, &data_dir),
+                id,
+                listener,
+                data_dir,
+                internal_token: secrets.internal_token.clone(),
+            })?);
         }
         let addrs: Vec<NodeAddr> = nodes
             .iter()
             .map(|n| NodeAddr {
-                id: n.id.clone(),
-                address: n.addr.to_string(),
+                id: n.id().to_owned(),
+                address: n.addr().to_string(),
             })
             .collect();
         reconcile_placement(store.as_ref(), &addrs, opts.vnodes).await?;
@@ -392,10 +442,11 @@ impl LocalCluster {
             secrets.admin_key.clone(),
         );
         config.request_timeout = opts.request_timeout;
-        let coordinator = CoordinatorNode::start(store.clone(), loopback, config).await?;
+        let coordinator =
+            CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
         let gateway = GatewayNode::start(
             store.clone(),
-            opts.http,
+            gateway_listener,
             vec![coordinator.addr.to_string()],
             &secrets,
             opts.request_timeout,
@@ -407,6 +458,7 @@ impl LocalCluster {
             gateway,
             store,
             secrets,
+            _lock: lock,
         })
     }
 
@@ -415,7 +467,7 @@ impl LocalCluster {
         self.gateway.stop().await;
         self.coordinator.stop().await;
         for n in self.nodes {
-            tokio::task::spawn_blocking(move || n.stop()).await.ok();
+            n.stop().await;
         }
     }
 }

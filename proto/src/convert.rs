@@ -4,6 +4,7 @@
 //! silently different value.
 
 use pairdb_core::vclock::{Actor, VectorClock};
+use pairdb_core::version::WriteRecord;
 use pairdb_core::{Context, NodeAddr, Placement, Version};
 
 use crate::storage as pb;
@@ -18,6 +19,29 @@ pub enum ConvertError {
     /// A required field was absent.
     #[error("missing field {0}")]
     Missing(&'static str),
+    /// A write fingerprint was not 32 bytes.
+    #[error("write fingerprint must be 32 bytes")]
+    Fingerprint,
+}
+
+/// Wire write record → model write record.
+pub fn write_record_from_pb(r: pb::WriteRecord) -> Result<WriteRecord, ConvertError> {
+    Ok(WriteRecord {
+        fingerprint: r
+            .fingerprint
+            .as_slice()
+            .try_into()
+            .map_err(|_| ConvertError::Fingerprint)?,
+        conflict: r.conflict,
+    })
+}
+
+/// Model write record → wire write record.
+pub fn write_record_to_pb(r: &WriteRecord) -> pb::WriteRecord {
+    pb::WriteRecord {
+        fingerprint: r.fingerprint.to_vec(),
+        conflict: r.conflict,
+    }
 }
 
 /// Wire clock entries → canonical clock.

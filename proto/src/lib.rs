@@ -31,6 +31,32 @@ pub fn error_detail(status: &tonic::Status) -> Option<coordinator::ErrorDetail> 
         .filter(|d| !d.kind.is_empty())
 }
 
+/// The [`storage::Refusal`] a storage node attached to `status`: present exactly when the node
+/// refused the call before changing anything, so the call may be retried elsewhere. `None` for
+/// every other error — a broken stream, a timeout, a proxy's answer — which may have been applied.
+pub fn refusal(status: &tonic::Status) -> Option<storage::Refusal> {
+    use prost::Message as _;
+    storage::Refusal::decode(status.details())
+        .ok()
+        .filter(|r| r.reason() != storage::RefusalReason::Unspecified)
+}
+
+/// A status with `code` and `message` carrying a [`storage::Refusal`]: what a storage node answers
+/// when it refuses a call before changing anything.
+pub fn refused(
+    code: tonic::Code,
+    reason: storage::RefusalReason,
+    message: impl Into<String>,
+    node_epoch: u64,
+) -> tonic::Status {
+    use prost::Message as _;
+    let refusal = storage::Refusal {
+        reason: reason as i32,
+        node_epoch,
+    };
+    tonic::Status::with_details(code, message, refusal.encode_to_vec().into())
+}
+
 /// The `authorization` value of internal calls, `Bearer <internal token>`; `None` if the token
 /// cannot travel in a header.
 pub fn internal_credential(internal_token: &str) -> Option<tonic::metadata::AsciiMetadataValue> {
@@ -45,3 +71,28 @@ pub const TENANT_HEADER: &str = pairdb_core::headers::TENANT;
 pub const PRINCIPAL_HEADER: &str = pairdb_core::headers::PRINCIPAL;
 /// Metadata / HTTP header carrying the consistency level.
 pub const CONSISTENCY_HEADER: &str = pairdb_core::headers::CONSISTENCY;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_round_trip_and_bare_statuses_carry_none() {
+        let s = refused(
+            tonic::Code::Aborted,
+            storage::RefusalReason::StaleEpoch,
+            "stale",
+            7,
+        );
+        let r = refusal(&s).expect("a refusal");
+        assert_eq!(r.reason(), storage::RefusalReason::StaleEpoch);
+        assert_eq!(r.node_epoch, 7);
+        for bare in [
+            tonic::Status::internal("h2 protocol error"),
+            tonic::Status::unavailable("connection reset"),
+            tonic::Status::with_details(tonic::Code::Internal, "junk", vec![0xff, 0x01].into()),
+        ] {
+            assert!(refusal(&bare).is_none(), "{bare:?}");
+        }
+    }
+}

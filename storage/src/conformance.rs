@@ -19,10 +19,10 @@
 
 use std::sync::Arc;
 
-use pairdb_core::version::{self, MintRequest};
+use pairdb_core::version::{self, AppliedWrite, MintRequest, WriteRecord};
 use pairdb_core::{Actor, ApplyOutcome, Hlc, StorageKey, Version};
 
-use crate::engine::{EngineError, ScanPage, StorageEngine, TokenRange};
+use crate::engine::{EngineError, PageLimit, ScanPage, StorageEngine, TokenRange, entry_bytes};
 
 /// Builds a fresh, empty engine for one case.
 pub type EngineFactory<'a> = &'a dyn Fn() -> Arc<dyn StorageEngine>;
@@ -48,6 +48,7 @@ pub const CASES: &[(&str, Case)] = &[
         "delete_range_drops_only_the_range",
         delete_range_drops_only_the_range,
     ),
+    ("scans_respect_byte_budgets", scans_respect_byte_budgets),
     (
         "applied_keys_index_finds_recorded_writes",
         applied_keys_index_finds_recorded_writes,
@@ -199,7 +200,7 @@ fn apply_all(
 ) -> Option<Version> {
     let mut last = None;
     for v in versions {
-        let (_, stored) = ok(engine.apply(key, v.clone()), "apply");
+        let (_, stored) = ok(engine.apply(key, v.clone(), None), "apply");
         last = Some(stored);
     }
     last
@@ -250,19 +251,19 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
     let k = key("outcomes", "chain");
     assert_eq!(ok(engine.get(&k), "get"), None);
     assert_eq!(
-        ok(engine.apply(&k, a1.clone()), "apply"),
+        ok(engine.apply(&k, a1.clone(), None), "apply"),
         (ApplyOutcome::Applied, a1.clone())
     );
     assert_eq!(
-        ok(engine.apply(&k, a2.clone()), "apply"),
+        ok(engine.apply(&k, a2.clone(), None), "apply"),
         (ApplyOutcome::Applied, a2.clone())
     );
     assert_eq!(
-        ok(engine.apply(&k, a1.clone()), "apply"),
+        ok(engine.apply(&k, a1.clone(), None), "apply"),
         (ApplyOutcome::Superseded, a2.clone())
     );
     assert_eq!(
-        ok(engine.apply(&k, a2.clone()), "apply"),
+        ok(engine.apply(&k, a2.clone(), None), "apply"),
         (ApplyOutcome::Superseded, a2.clone())
     );
     assert_eq!(ok(engine.get(&k), "get"), Some(a2));
@@ -274,10 +275,10 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
 
     let k = key("outcomes", "loser-last");
     assert_eq!(
-        ok(engine.apply(&k, y.clone()), "apply").0,
+        ok(engine.apply(&k, y.clone(), None), "apply").0,
         ApplyOutcome::Applied
     );
-    let (outcome, merged) = ok(engine.apply(&k, x.clone()), "apply");
+    let (outcome, merged) = ok(engine.apply(&k, x.clone(), None), "apply");
     assert_eq!(outcome, ApplyOutcome::Merged);
     assert!(merged.clock.descends(&x.clock) && merged.clock.descends(&y.clock));
     assert_eq!(
@@ -286,17 +287,20 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
     );
     assert_eq!(ok(engine.get(&k), "get"), Some(merged.clone()));
     assert_eq!(
-        ok(engine.apply(&k, y.clone()), "apply").0,
+        ok(engine.apply(&k, y.clone(), None), "apply").0,
         ApplyOutcome::Superseded
     );
     assert_eq!(
-        ok(engine.apply(&k, x.clone()), "apply").0,
+        ok(engine.apply(&k, x.clone(), None), "apply").0,
         ApplyOutcome::Superseded
     );
 
     let k2 = key("outcomes", "winner-last");
-    assert_eq!(ok(engine.apply(&k2, x), "apply").0, ApplyOutcome::Applied);
-    let (outcome, stored) = ok(engine.apply(&k2, y), "apply");
+    assert_eq!(
+        ok(engine.apply(&k2, x, None), "apply").0,
+        ApplyOutcome::Applied
+    );
+    let (outcome, stored) = ok(engine.apply(&k2, y, None), "apply");
     assert_eq!(outcome, ApplyOutcome::Applied);
     assert_eq!(stored, merged, "both orders must store the same version");
 }
@@ -317,7 +321,7 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
     assert_eq!(ok(engine.get(&k), "get"), Some(gone.clone()));
 
     // The concurrent write minted before the delete loses; the key stays deleted.
-    let (outcome, kept) = ok(engine.apply(&k, stale.clone()), "apply");
+    let (outcome, kept) = ok(engine.apply(&k, stale.clone(), None), "apply");
     assert_eq!(outcome, ApplyOutcome::Merged);
     assert!(kept.tombstone);
     assert!(kept.clock.descends(&stale.clock));
@@ -330,12 +334,15 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
     let k_blind = key("tomb", "never-written");
     let blind = mint(None, delete(), &b, &hlc);
     assert_eq!(
-        ok(engine.apply(&k_blind, blind.clone()), "apply").0,
+        ok(engine.apply(&k_blind, blind.clone(), None), "apply").0,
         ApplyOutcome::Applied
     );
     assert_eq!(ok(engine.get(&k_blind), "get"), Some(blind));
 
-    let page = ok(engine.scan(&TokenRange::full("tomb"), None, 100), "scan");
+    let page = ok(
+        engine.scan(&TokenRange::full("tomb"), None, PageLimit::entries(100)),
+        "scan",
+    );
     assert_eq!(page.entries.len(), 3);
     assert!(page.entries.iter().all(|(_, v)| v.tombstone));
     assert_eq!(
@@ -368,7 +375,7 @@ fn range_fixture(engine: &dyn StorageEngine) -> Vec<StorageKey> {
             &actor,
             &hlc,
         );
-        ok(engine.apply(k, v), "apply");
+        ok(engine.apply(k, v, None), "apply");
     }
     keys
 }
@@ -405,7 +412,7 @@ pub fn scans_respect_ranges_and_pages(make: EngineFactory<'_>) {
     let engine = make();
     range_fixture(engine.as_ref());
     let scan = |r: &TokenRange, after: Option<&StorageKey>, limit: usize| {
-        ok(engine.scan(r, after, limit), "scan")
+        ok(engine.scan(r, after, PageLimit::entries(limit)), "scan")
     };
 
     let all_a = vec![
@@ -535,7 +542,11 @@ pub fn digests_compare_contents(make: EngineFactory<'_>) {
     let actor = Actor::new("node-z", 1);
     for ns in ["da", "", "e"] {
         ok(
-            two.apply(&key(ns, "k1"), mint(None, write("other"), &actor, &hlc)),
+            two.apply(
+                &key(ns, "k1"),
+                mint(None, write("other"), &actor, &hlc),
+                None,
+            ),
             "apply",
         );
     }
@@ -545,11 +556,11 @@ pub fn digests_compare_contents(make: EngineFactory<'_>) {
     let k1 = keys.first().cloned().unwrap_or_else(|| key("d", "k1"));
     let stored = ok(two.get(&k1), "get");
     let newer = mint(stored.as_ref(), write("newer"), &actor, &hlc);
-    ok(two.apply(&k1, newer.clone()), "apply");
+    ok(two.apply(&k1, newer.clone(), None), "apply");
     let changed = ok(two.digest(&full), "digest");
     assert_eq!(changed.keys, 3);
     assert_ne!(changed, d1);
-    ok(one.apply(&k1, newer), "apply");
+    ok(one.apply(&k1, newer, None), "apply");
     assert_eq!(ok(one.digest(&full), "digest"), changed);
 }
 
@@ -580,27 +591,86 @@ pub fn delete_range_drops_only_the_range(make: EngineFactory<'_>) {
         3
     );
     assert_eq!(
-        ok(engine.scan(&TokenRange::full("a"), None, 100), "scan"),
+        ok(
+            engine.scan(&TokenRange::full("a"), None, PageLimit::entries(100)),
+            "scan"
+        ),
         ScanPage::default()
     );
     assert_eq!(
-        ok(engine.scan(&TokenRange::full("ab"), None, 100), "scan")
-            .entries
-            .len(),
+        ok(
+            engine.scan(&TokenRange::full("ab"), None, PageLimit::entries(100)),
+            "scan"
+        )
+        .entries
+        .len(),
         2
     );
     assert_eq!(
-        ok(engine.scan(&TokenRange::full("b"), None, 100), "scan")
-            .entries
-            .len(),
+        ok(
+            engine.scan(&TokenRange::full("b"), None, PageLimit::entries(100)),
+            "scan"
+        )
+        .entries
+        .len(),
         1
     );
     assert_eq!(engine.stats().keys, 3);
     ok(engine.flush(), "flush");
 }
 
-/// The applied-keys index returns the version a write with an idempotency key produced —
-/// whatever its apply outcome — and nothing for unknown keys, other keys or no key.
+/// Scan pages stay within their byte budget as well as their entry count, always hold at least
+/// one entry when any remains (however large), and page through every entry exactly once.
+pub fn scans_respect_byte_budgets(make: EngineFactory<'_>) {
+    let engine = make();
+    let hlc = Hlc::new();
+    let actor = Actor::new("node-a", 1);
+    let sizes = [10usize, 5_000, 200, 20_000, 1, 3_000, 3_000];
+    let mut keys = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let k = key_at("bytes", 100 + i as u64, "k");
+        let v = mint(None, write(&"v".repeat(*size)), &actor, &hlc);
+        ok(engine.apply(&k, v, None), "apply");
+        keys.push(k);
+    }
+    let full = TokenRange::full("bytes");
+    for budget in [1usize, 1_000, 6_000, 25_000, usize::MAX] {
+        let limit = PageLimit {
+            entries: 100,
+            bytes: budget,
+        };
+        let mut seen = Vec::new();
+        let mut after: Option<StorageKey> = None;
+        let mut pages = 0;
+        loop {
+            let page = ok(engine.scan(&full, after.as_ref(), limit), "scan");
+            pages += 1;
+            assert!(!page.entries.is_empty(), "an empty page with more to come");
+            let bytes: usize = page.entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+            assert!(
+                page.entries.len() == 1 || bytes <= budget,
+                "page of {bytes} bytes over a budget of {budget}"
+            );
+            seen.extend(page.entries.iter().map(|(k, _)| k.clone()));
+            after = page.entries.last().map(|(k, _)| k.clone());
+            if !page.more {
+                break;
+            }
+            assert!(pages <= sizes.len(), "scan never ended");
+        }
+        assert_eq!(seen, keys, "budget {budget}");
+        if budget == 1 {
+            assert_eq!(pages, sizes.len(), "one entry per page under a tiny budget");
+        }
+        if budget == usize::MAX {
+            assert_eq!(pages, 1);
+        }
+    }
+}
+
+/// The applied-keys index returns the write with an idempotency key — the version it produced,
+/// exactly, and its record — whatever its apply outcome, and nothing for unknown keys, other keys
+/// or no key. Applies without a record (read repair) neither add nor rewrite entries.
 pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     let engine = make();
     let hlc = Hlc::new();
@@ -609,13 +679,26 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
         idempotency_key: idempotency_key.into(),
         ..write(value)
     };
+    let record = |n: u8, conflict: bool| WriteRecord {
+        fingerprint: [n; 32],
+        conflict,
+    };
+    let found = |version: &Version, record: WriteRecord| {
+        Some(AppliedWrite {
+            version: version.clone(),
+            record,
+        })
+    };
 
     let k = key("idem", "k");
     let first = mint(None, idem("first", "idem-1"), &a, &hlc);
-    ok(engine.apply(&k, first.clone()), "apply");
+    ok(
+        engine.apply(&k, first.clone(), Some(record(1, true))),
+        "apply",
+    );
     assert_eq!(
         ok(engine.applied(&k, "idem-1"), "applied"),
-        Some(first.clone())
+        found(&first, record(1, true))
     );
     assert_eq!(ok(engine.applied(&k, "idem-2"), "applied"), None);
     assert_eq!(ok(engine.applied(&k, ""), "applied"), None);
@@ -630,20 +713,53 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
 
     // A later write replaces the stored version; the index still finds the first one.
     let second = mint(Some(&first), idem("second", "idem-2"), &a, &hlc);
-    ok(engine.apply(&k, second.clone()), "apply");
-    assert_eq!(ok(engine.applied(&k, "idem-1"), "applied"), Some(first));
-    assert_eq!(ok(engine.applied(&k, "idem-2"), "applied"), Some(second));
+    ok(
+        engine.apply(&k, second.clone(), Some(record(2, false))),
+        "apply",
+    );
+    assert_eq!(
+        ok(engine.applied(&k, "idem-1"), "applied"),
+        found(&first, record(1, true))
+    );
+    assert_eq!(
+        ok(engine.applied(&k, "idem-2"), "applied"),
+        found(&second, record(2, false))
+    );
 
     // Recorded even when the version loses on arrival.
     let k2 = key("idem", "late");
     let older = mint(None, idem("older", "idem-late"), &b, &hlc);
     let newer = mint(Some(&older), write("newer"), &a, &hlc);
-    ok(engine.apply(&k2, newer), "apply");
+    ok(engine.apply(&k2, newer, None), "apply");
     assert_eq!(
-        ok(engine.apply(&k2, older.clone()), "apply").0,
+        ok(
+            engine.apply(&k2, older.clone(), Some(record(3, false))),
+            "apply"
+        )
+        .0,
         ApplyOutcome::Superseded
     );
-    assert_eq!(ok(engine.applied(&k2, "idem-late"), "applied"), Some(older));
+    assert_eq!(
+        ok(engine.applied(&k2, "idem-late"), "applied"),
+        found(&older, record(3, false))
+    );
+
+    // Without a record nothing is indexed, and an existing entry is not rewritten: read repair
+    // may carry a version with the same idempotency key but another (merged) clock.
+    let k3 = key("idem", "repaired");
+    let unrecorded = mint(None, idem("x", "idem-repair"), &a, &hlc);
+    ok(engine.apply(&k3, unrecorded.clone(), None), "apply");
+    assert_eq!(ok(engine.applied(&k3, "idem-repair"), "applied"), None);
+    let repaired = Version {
+        clock: first.clock.merged(&older.clock),
+        ..first.clone()
+    };
+    ok(engine.apply(&k, repaired, None), "apply");
+    assert_eq!(
+        ok(engine.applied(&k, "idem-1"), "applied"),
+        found(&first, record(1, true)),
+        "a repair rewrote the entry"
+    );
 
     assert_eq!(engine.stats().applied_keys, 3);
 }

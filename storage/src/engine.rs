@@ -4,6 +4,7 @@
 //! semantics, checked by [`crate::conformance`]: applying a set of versions in any order, with
 //! duplicates, leaves the identical stored version; scans and digests see one consistent snapshot.
 
+use pairdb_core::version::{AppliedWrite, WriteRecord};
 use pairdb_core::{ApplyOutcome, StorageKey, Version};
 
 /// An inclusive token range `[start, end]` of one namespace (`start <= end`; callers split
@@ -32,6 +33,45 @@ impl TokenRange {
     pub fn contains(&self, key: &StorageKey) -> bool {
         key.namespace == self.namespace && key.token >= self.start && key.token <= self.end
     }
+}
+
+/// How much one scan page may hold: at most `entries` entries and, past the first entry, at most
+/// about `bytes` bytes of keys, values and clocks ([`entry_bytes`]). A page holds at least one
+/// entry when any remains, whatever its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit {
+    /// Most entries in a page.
+    pub entries: usize,
+    /// Most bytes in a page (see [`entry_bytes`]).
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// A limit of `entries` entries and no byte budget to speak of.
+    pub fn entries(entries: usize) -> Self {
+        PageLimit {
+            entries,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// The bytes a scan entry counts against [`PageLimit::bytes`]: an upper bound on its size in a
+/// scan response (key, value, content type, idempotency key, minting node, clock entries, and
+/// framing).
+pub fn entry_bytes(key: &StorageKey, version: &Version) -> usize {
+    let clock: usize = version
+        .clock
+        .entries()
+        .map(|(actor, _)| actor.node.len() + 32)
+        .sum();
+    key.key.len()
+        + version.value.len()
+        + version.content_type.len()
+        + version.idempotency_key.len()
+        + version.minted_by.len()
+        + clock
+        + 64
 }
 
 /// One page of a scan.
@@ -63,7 +103,13 @@ pub struct EngineStats {
     pub applied_keys: u64,
 }
 
-/// An engine operation failed. Nothing acknowledged is lost when one is returned.
+/// An engine operation failed.
+///
+/// An error guarantees two things: nothing the engine acknowledged before is lost, and the
+/// failed call stored nothing — a failed `apply` or `delete_range` leaves the engine, now and
+/// after any restart, exactly as if it had not been called. Callers rely on this to report a
+/// failed write as not applied (a storage node refuses a failed mint, and the coordinator may then
+/// try another leader).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -93,36 +139,42 @@ pub enum EngineError {
 
 /// A versioned key-value engine.
 ///
-/// Calls are synchronous and may block on I/O; every method is atomic with respect to the others.
+/// Calls are synchronous and may block on I/O: async callers run them off their async workers
+/// (the storage node uses `spawn_blocking`). Every method is atomic with respect to the others.
+/// The memory engine is the reference; [`crate::conformance`] checks every engine against it.
 pub trait StorageEngine: Send + Sync + 'static {
     /// The stored (resolved) version of `key`, tombstones included.
     fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError>;
 
     /// Atomically stores `resolve(stored, incoming)` and reports the outcome and the version now
-    /// stored. When it returns `Ok`, the result is as durable as the engine promises. If
-    /// `incoming` carries an idempotency key, records it in the applied-keys index with
-    /// `incoming` (for the index TTL) whatever the outcome.
+    /// stored. When it returns `Ok`, the result is as durable as the engine promises.
+    ///
+    /// With a `record` and an idempotency key on `incoming`, also records the write in the
+    /// applied-keys index — `incoming` exactly, with its record — for the index TTL, whatever the
+    /// outcome, replacing an earlier entry for the same key. Without a `record` (read repair,
+    /// anti-entropy) the index is left untouched.
     fn apply(
         &self,
         key: &StorageKey,
         incoming: Version,
+        record: Option<WriteRecord>,
     ) -> Result<(ApplyOutcome, Version), EngineError>;
 
-    /// The version that a write with `idempotency_key` on `key` produced, if this engine applied
-    /// one within the applied-keys TTL.
+    /// The write with `idempotency_key` on `key` that this engine recorded within the
+    /// applied-keys TTL, if any: the version it produced, exactly as recorded, and its record.
     fn applied(
         &self,
         key: &StorageKey,
         idempotency_key: &str,
-    ) -> Result<Option<Version>, EngineError>;
+    ) -> Result<Option<AppliedWrite>, EngineError>;
 
-    /// Up to `limit` entries of `range` in stored-key order, strictly after `after` (a stored key
-    /// of the same namespace) when given.
+    /// Entries of `range` in stored-key order, strictly after `after` (a stored key of the same
+    /// namespace) when given, within `limit`.
     fn scan(
         &self,
         range: &TokenRange,
         after: Option<&StorageKey>,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<ScanPage, EngineError>;
 
     /// The digest of `range`'s contents.

@@ -18,12 +18,15 @@ use std::ops::Bound;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use pairdb_core::version;
+use pairdb_core::version::{self, AppliedWrite, WriteRecord};
 use pairdb_core::{ApplyOutcome, StorageKey, Version};
 use sha2::{Digest, Sha256};
 
 use crate::digest::RangeHasher;
-use crate::engine::{EngineError, EngineStats, RangeDigest, ScanPage, StorageEngine, TokenRange};
+use crate::engine::{
+    EngineError, EngineStats, PageLimit, RangeDigest, ScanPage, StorageEngine, TokenRange,
+    entry_bytes,
+};
 
 /// The applied-keys index entry key: SHA-256 of `(namespace, user key, idempotency key)`,
 /// truncated to 16 bytes.
@@ -48,10 +51,10 @@ struct State {
     records: BTreeMap<Vec<u8>, Version>,
     /// Approximate bytes of keys and values in `records`.
     bytes: u64,
-    /// Applied-keys index: hash → (version the write produced, expiry).
-    /// Versions are boxed so that growing the map moves 40-byte entries, not whole versions:
+    /// Applied-keys index: hash → (the write: version it produced and record, expiry).
+    /// Writes are boxed so that growing the map moves small entries, not whole versions:
     /// a resize happens under the write lock.
-    applied: HashMap<AppliedKeyHash, (Box<Version>, Instant)>,
+    applied: HashMap<AppliedKeyHash, (Box<AppliedWrite>, Instant)>,
     /// Index entries in the order they were (re)recorded, oldest first. With a fixed TTL this is
     /// also expiry order, so purging pops from the front. An entry re-recorded later has a newer
     /// expiry in `applied` than its stale queue slot; the purge checks before removing.
@@ -107,14 +110,15 @@ fn applied_key_hash(key: &StorageKey, idempotency_key: &str) -> AppliedKeyHash {
     out
 }
 
-/// Approximate bytes an applied-keys entry occupies: the version it keeps plus bookkeeping.
+/// Approximate bytes an applied-keys entry occupies: the version it keeps, its record, and
+/// bookkeeping.
 fn applied_entry_bytes(version: &Version) -> u64 {
     (version.value.len()
         + version.content_type.len()
         + version.idempotency_key.len()
         + version.minted_by.len()
         + version.clock.len() * 48
-        + 96) as u64
+        + 136) as u64
 }
 
 /// Approximate bytes a record occupies: its stored key and its value.
@@ -201,10 +205,10 @@ impl State {
     }
 
     fn remove_applied(&mut self, hash: &AppliedKeyHash) {
-        if let Some((version, _)) = self.applied.remove(hash) {
+        if let Some((write, _)) = self.applied.remove(hash) {
             self.applied_bytes = self
                 .applied_bytes
-                .saturating_sub(applied_entry_bytes(&version));
+                .saturating_sub(applied_entry_bytes(&write.version));
         }
     }
 
@@ -228,15 +232,21 @@ impl StorageEngine for MemoryEngine {
         &self,
         key: &StorageKey,
         incoming: Version,
+        record: Option<WriteRecord>,
     ) -> Result<(ApplyOutcome, Version), EngineError> {
         let encoded = key.encode();
         let now = Instant::now();
-        let recorded = (!incoming.idempotency_key.is_empty()).then(|| {
-            (
-                applied_key_hash(key, &incoming.idempotency_key),
-                incoming.clone(),
-            )
-        });
+        let recorded = record
+            .filter(|_| !incoming.idempotency_key.is_empty())
+            .map(|record| {
+                (
+                    applied_key_hash(key, &incoming.idempotency_key),
+                    AppliedWrite {
+                        version: incoming.clone(),
+                        record,
+                    },
+                )
+            });
 
         let mut state = self.write();
         let (resolved, outcome) = version::apply(state.records.get(&encoded), incoming);
@@ -249,13 +259,13 @@ impl StorageEngine for MemoryEngine {
             state.bytes = state.bytes.saturating_add(added);
         }
         state.purge_expired(now);
-        if let Some((hash, version)) = recorded {
+        if let Some((hash, write)) = recorded {
             let expiry = now + self.applied_key_ttl;
             state.remove_applied(&hash);
             state.applied_bytes = state
                 .applied_bytes
-                .saturating_add(applied_entry_bytes(&version));
-            state.applied.insert(hash, (Box::new(version), expiry));
+                .saturating_add(applied_entry_bytes(&write.version));
+            state.applied.insert(hash, (Box::new(write), expiry));
             state.expiries.push_back((expiry, hash));
             state.evict_over(self.applied_keys_budget);
         }
@@ -266,7 +276,7 @@ impl StorageEngine for MemoryEngine {
         &self,
         key: &StorageKey,
         idempotency_key: &str,
-    ) -> Result<Option<Version>, EngineError> {
+    ) -> Result<Option<AppliedWrite>, EngineError> {
         if idempotency_key.is_empty() {
             return Ok(None);
         }
@@ -277,20 +287,24 @@ impl StorageEngine for MemoryEngine {
             .applied
             .get(&hash)
             .filter(|(_, expiry)| *expiry > now)
-            .map(|(version, _)| Version::clone(version)))
+            .map(|(write, _)| AppliedWrite::clone(write)))
     }
 
     fn scan(
         &self,
         range: &TokenRange,
         after: Option<&StorageKey>,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<ScanPage, EngineError> {
         let bounds = RangeBounds::new(range);
         let state = self.read();
-        let mut walk = state.range(&bounds, bounds.lower(after));
+        let mut walk = state.range(&bounds, bounds.lower(after)).peekable();
         let mut entries = Vec::new();
-        for (encoded, version) in walk.by_ref().take(limit) {
+        let mut bytes = 0usize;
+        while entries.len() < limit.entries {
+            let Some((encoded, version)) = walk.peek() else {
+                break;
+            };
             // Keys in the map were encoded from valid `StorageKey`s; a key that fails to decode
             // would be a bug in this engine, reported rather than skipped.
             let key = StorageKey::decode(encoded).map_err(|e| EngineError::Corruption {
@@ -298,9 +312,15 @@ impl StorageEngine for MemoryEngine {
                 offset: 0,
                 detail: e.to_string(),
             })?;
-            entries.push((key, version.clone()));
+            let size = entry_bytes(&key, version);
+            if !entries.is_empty() && bytes.saturating_add(size) > limit.bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            entries.push((key, Version::clone(version)));
+            walk.next();
         }
-        let more = walk.next().is_some();
+        let more = walk.peek().is_some();
         Ok(ScanPage { entries, more })
     }
 
@@ -373,6 +393,10 @@ mod tests {
         mint(None, request, &Actor::new("n1", 1), &Hlc::new()).0
     }
 
+    fn record() -> Option<WriteRecord> {
+        Some(WriteRecord::default())
+    }
+
     #[test]
     fn the_applied_keys_index_stays_within_its_budget() {
         let one = applied_entry_bytes(&minted("idem-00"));
@@ -380,7 +404,7 @@ mod tests {
         for i in 0..10 {
             let k = key("t", format!("k{i}").as_bytes());
             engine
-                .apply(&k, minted(&format!("idem-{i:02}")))
+                .apply(&k, minted(&format!("idem-{i:02}")), record())
                 .expect("apply");
         }
         let found = |i: usize| {
@@ -395,7 +419,9 @@ mod tests {
         assert_eq!(engine.stats().applied_keys, 3);
         // Re-recording a key does not count it twice.
         let k9 = key("t", b"k9");
-        engine.apply(&k9, minted("idem-09")).expect("apply");
+        engine
+            .apply(&k9, minted("idem-09"), record())
+            .expect("apply");
         assert!(found(8) && found(9));
     }
 
@@ -403,11 +429,13 @@ mod tests {
     fn applied_keys_expire_after_the_ttl() {
         let engine = MemoryEngine::new(Duration::ZERO);
         let k = key("t", b"k");
-        engine.apply(&k, minted("idem")).expect("apply");
+        engine.apply(&k, minted("idem"), record()).expect("apply");
         assert_eq!(engine.applied(&k, "idem").expect("applied"), None);
         assert_eq!(engine.stats().applied_keys, 0);
         // The next write purges the expired entry from the index itself.
-        engine.apply(&key("t", b"k2"), minted("")).expect("apply");
+        engine
+            .apply(&key("t", b"k2"), minted(""), record())
+            .expect("apply");
         let state = engine.read();
         assert!(state.applied.is_empty());
         assert!(state.expiries.is_empty());
@@ -418,8 +446,14 @@ mod tests {
         let engine = MemoryEngine::new(Duration::from_secs(3600));
         let k = key("t", b"k");
         let v = minted("idem");
-        engine.apply(&k, v.clone()).expect("apply");
-        assert_eq!(engine.applied(&k, "idem").expect("applied"), Some(v));
+        engine.apply(&k, v.clone(), record()).expect("apply");
+        assert_eq!(
+            engine.applied(&k, "idem").expect("applied"),
+            Some(AppliedWrite {
+                version: v,
+                record: WriteRecord::default()
+            })
+        );
         assert_eq!(engine.applied(&k, "").expect("applied"), None);
         assert_eq!(engine.stats().applied_keys, 1);
     }
@@ -429,7 +463,7 @@ mod tests {
         let engine = MemoryEngine::new(Duration::from_secs(1));
         let k = key("t", b"k");
         let v = minted("");
-        engine.apply(&k, v.clone()).expect("apply");
+        engine.apply(&k, v.clone(), None).expect("apply");
         let expected = (k.encode().len() + v.value.len()) as u64;
         assert_eq!(engine.stats().bytes, expected);
         assert_eq!(
@@ -449,7 +483,7 @@ mod tests {
             token: 10,
             key: b"x".to_vec(),
         };
-        engine.apply(&inside, minted("")).expect("apply");
+        engine.apply(&inside, minted(""), None).expect("apply");
         let before = StorageKey {
             token: 1,
             ..inside.clone()
@@ -459,7 +493,9 @@ mod tests {
             start: 5,
             end: 20,
         };
-        let page = engine.scan(&range, Some(&before), 10).expect("scan");
+        let page = engine
+            .scan(&range, Some(&before), PageLimit::entries(10))
+            .expect("scan");
         assert_eq!(page.entries.len(), 1);
         assert!(!page.more);
     }

@@ -14,16 +14,29 @@
 //! * **Placement.** The newest placement pushed to the node, persisted before it is
 //!   acknowledged, so a restarted node still refuses epochs older than one it already accepted.
 //!
+//! The data path never waits on the file. The current epoch is an atomic, readable without any
+//! lock; writes of the file (which fsync) are serialised by a lock only [`NodeState::install`] and
+//! [`NodeState::mark_clean_shutdown`] take. A new placement is persisted first and published
+//! after, under an *epoch gate*: data calls that change state hold the gate shared from their
+//! epoch check to the end of their engine call ([`NodeState::admit`]), and publishing takes it
+//! exclusively. So once `install` returns, no call routed with an older epoch is in flight, and
+//! none can start.
+//!
 //! Every write replaces the file atomically: write a temporary file, fsync it, rename it over
 //! `node.json`, fsync the directory. A crash leaves either the old or the new file, never a mix.
+//! The data directory is locked ([`crate::dir_lock`]) before the file is read.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use pairdb_core::{Actor, Placement};
 use serde::{Deserialize, Serialize};
+
+use crate::dir_lock::{DirLock, LockError};
 
 /// Name of the state file inside the data directory.
 pub const NODE_FILE: &str = "node.json";
@@ -60,12 +73,92 @@ pub enum NodeError {
         /// The node id recorded in the file.
         found: String,
     },
-    /// The node id is empty.
-    #[error("empty node id for {path}")]
-    EmptyNodeId {
+    /// The node id is not a valid node id.
+    #[error("invalid node id {id:?} for {path}: {source}")]
+    BadNodeId {
         /// The state file that would have been written.
         path: PathBuf,
+        /// The id given.
+        id: String,
+        /// What is wrong with it.
+        #[source]
+        source: pairdb_core::placement::InvalidNodeId,
     },
+    /// The data directory is locked by another process.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// Persisting ran on a blocking thread that failed.
+    #[error("persisting {path} failed: {detail}")]
+    Task {
+        /// The state file.
+        path: PathBuf,
+        /// What happened to the task.
+        detail: String,
+    },
+}
+
+/// Where a node keeps its state file.
+///
+/// [`DirStateFile`] is the real one; tests wrap it to delay or fail writes.
+pub trait StateFile: Send + Sync + fmt::Debug + 'static {
+    /// The file's path, for errors and logs.
+    fn path(&self) -> &Path;
+
+    /// The file's contents; `None` if it does not exist.
+    fn read(&self) -> Result<Option<Vec<u8>>, NodeError>;
+
+    /// Replaces the contents atomically and durably: after `Ok`, a crash leaves `bytes`; after an
+    /// error, either the old contents or `bytes`, never a mix.
+    fn replace(&self, bytes: &[u8]) -> Result<(), NodeError>;
+}
+
+/// `node.json` in a data directory, replaced by write-temp, fsync, rename, fsync-dir.
+#[derive(Debug)]
+pub struct DirStateFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl DirStateFile {
+    /// The state file of `data_dir` (which must exist).
+    pub fn new(data_dir: &Path) -> Self {
+        DirStateFile {
+            dir: data_dir.to_path_buf(),
+            path: data_dir.join(NODE_FILE),
+        }
+    }
+}
+
+impl StateFile for DirStateFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self) -> Result<Option<Vec<u8>>, NodeError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(NodeError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn replace(&self, bytes: &[u8]) -> Result<(), NodeError> {
+        let temp = self.dir.join(TEMP_FILE);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| NodeError::Io { path, source }
+        };
+        let mut out = File::create(&temp).map_err(io_err(&temp))?;
+        out.write_all(bytes).map_err(io_err(&temp))?;
+        out.sync_all().map_err(io_err(&temp))?;
+        drop(out);
+        fs::rename(&temp, &self.path).map_err(io_err(&self.path))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(())
+    }
 }
 
 /// The file's contents.
@@ -77,24 +170,83 @@ struct NodeFile {
     placement: Option<Placement>,
 }
 
-/// A node's identity and persisted state. Thread-safe; share it in an `Arc`.
+/// What `node.json` holds now. Guarded by the file lock.
 #[derive(Debug)]
-pub struct NodeState {
-    dir: PathBuf,
-    path: PathBuf,
-    node_id: String,
-    incarnation: u64,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
+struct Persisted {
     placement: Option<Arc<Placement>>,
     clean_shutdown: bool,
 }
 
+/// Why a data call was not admitted: its epoch is not the node's current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EpochMismatch {
+    /// The call was routed with an older epoch than the node holds: the caller must refresh.
+    #[error("stale placement epoch {called}: node has {held}")]
+    Stale {
+        /// The call's epoch.
+        called: u64,
+        /// The node's epoch.
+        held: u64,
+    },
+    /// The node was never pushed the call's epoch (or any): the caller must push it first.
+    #[error("placement epoch {called} not installed (node has {})", held.map_or_else(|| "none".to_owned(), |e| e.to_string()))]
+    NotInstalled {
+        /// The call's epoch.
+        called: u64,
+        /// The node's epoch, if any.
+        held: Option<u64>,
+    },
+}
+
+impl EpochMismatch {
+    /// The node's epoch (0 when none is installed).
+    pub fn held(&self) -> u64 {
+        match self {
+            EpochMismatch::Stale { held, .. } => *held,
+            EpochMismatch::NotInstalled { held, .. } => held.unwrap_or(0),
+        }
+    }
+}
+
+/// A data call admitted at the node's current epoch. While it is held, no newer placement is
+/// published, so the call's effects belong to the epoch it was routed with.
+#[must_use = "the admission lasts as long as the guard"]
+#[derive(Debug)]
+pub struct Admission<'a> {
+    _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
+/// A node's identity and persisted state. Thread-safe; share it in an `Arc`.
+pub struct NodeState {
+    file: Box<dyn StateFile>,
+    node_id: String,
+    incarnation: u64,
+    /// The file's contents; its lock serialises writes of the file.
+    persisted: Mutex<Persisted>,
+    /// The newest placement published. Readers hold this lock only to clone an `Arc`.
+    current: RwLock<Option<Arc<Placement>>>,
+    /// The epoch of `current`, 0 when none: read with no lock on the data path.
+    epoch: AtomicU64,
+    /// Shared by admitted data calls, exclusive while a placement is published.
+    gate: tokio::sync::RwLock<()>,
+    _lock: Option<DirLock>,
+}
+
+impl fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeState")
+            .field("node_id", &self.node_id)
+            .field("incarnation", &self.incarnation)
+            .field("epoch", &self.epoch())
+            .field("file", &self.file.path())
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeState {
-    /// Opens (creating if missing) the state in `data_dir` for `node_id`, starting this run.
+    /// Locks `data_dir` (creating it if missing), then opens the state in it for `node_id`,
+    /// starting this run.
     ///
     /// A new incarnation is `max(previous + 1, wall-clock milliseconds)`, so even a node whose
     /// directory was wiped never reuses an incarnation of its earlier life (clocks only move
@@ -102,28 +254,53 @@ impl NodeState {
     /// the previous run called [`NodeState::mark_clean_shutdown`]. The run is recorded as not yet
     /// cleanly stopped before this returns.
     ///
-    /// Fails with [`NodeError::WrongNode`] if the directory belongs to another node id, with
-    /// [`NodeError::Corrupt`] if the file cannot be parsed, and with [`NodeError::Io`] on I/O
-    /// errors — never silently starting over.
+    /// Fails with [`NodeError::Locked`] if another process holds the directory (nothing is read
+    /// or written then), [`NodeError::BadNodeId`] for an invalid id, [`NodeError::WrongNode`] if
+    /// the directory belongs to another node id, [`NodeError::Corrupt`] if the file cannot be
+    /// parsed, and [`NodeError::Io`] on I/O errors — never silently starting over.
     pub fn open(
         data_dir: &Path,
         node_id: &str,
         engine_durable: bool,
     ) -> Result<NodeState, NodeError> {
-        let path = data_dir.join(NODE_FILE);
-        if node_id.is_empty() {
-            return Err(NodeError::EmptyNodeId { path });
-        }
-        fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
-            path: data_dir.to_path_buf(),
-            source,
+        let lock = DirLock::acquire(data_dir)?;
+        Self::open_with(
+            Some(lock),
+            Box::new(DirStateFile::new(data_dir)),
+            node_id,
+            engine_durable,
+        )
+    }
+
+    /// [`open`](Self::open) over any [`StateFile`], holding `lock` (if any) for as long as the
+    /// state lives.
+    pub fn open_with(
+        lock: Option<DirLock>,
+        file: Box<dyn StateFile>,
+        node_id: &str,
+        engine_durable: bool,
+    ) -> Result<NodeState, NodeError> {
+        pairdb_core::placement::validate_node_id(node_id).map_err(|source| {
+            NodeError::BadNodeId {
+                path: file.path().to_path_buf(),
+                id: node_id.to_owned(),
+                source,
+            }
         })?;
-        let previous = read_file(&path)?;
+        let previous = match file.read()? {
+            None => None,
+            Some(bytes) => Some(serde_json::from_slice::<NodeFile>(&bytes).map_err(|e| {
+                NodeError::Corrupt {
+                    path: file.path().to_path_buf(),
+                    detail: e.to_string(),
+                }
+            })?),
+        };
         if let Some(prev) = &previous
             && prev.node_id != node_id
         {
             return Err(NodeError::WrongNode {
-                path,
+                path: file.path().to_path_buf(),
                 expected: node_id.to_owned(),
                 found: prev.node_id.clone(),
             });
@@ -134,19 +311,23 @@ impl NodeState {
             Some(prev) if engine_durable && prev.clean_shutdown => prev.incarnation,
             Some(prev) => fresh(prev.incarnation),
         };
+        let placement = previous.and_then(|p| p.placement).map(Arc::new);
         let state = NodeState {
-            dir: data_dir.to_path_buf(),
-            path,
+            file,
             node_id: node_id.to_owned(),
             incarnation,
-            inner: Mutex::new(Inner {
-                placement: previous.and_then(|p| p.placement).map(Arc::new),
+            epoch: AtomicU64::new(placement.as_ref().map_or(0, |p| p.epoch)),
+            current: RwLock::new(placement.clone()),
+            persisted: Mutex::new(Persisted {
+                placement,
                 clean_shutdown: false,
             }),
+            gate: tokio::sync::RwLock::new(()),
+            _lock: lock,
         };
         {
-            let inner = state.lock();
-            state.persist(&inner)?;
+            let persisted = state.lock_file();
+            state.write_file(&persisted)?;
         }
         Ok(state)
     }
@@ -168,104 +349,129 @@ impl NodeState {
 
     /// The state file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The newest placement installed, if any.
     pub fn placement(&self) -> Option<Arc<Placement>> {
-        self.lock().placement.clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// The epoch of the newest placement installed, if any.
+    /// The epoch of the newest placement installed, if any. Takes no lock.
     pub fn epoch(&self) -> Option<u64> {
-        self.lock().placement.as_ref().map(|p| p.epoch)
+        match self.epoch.load(Ordering::Acquire) {
+            0 => None,
+            e => Some(e),
+        }
+    }
+
+    /// Checks that `epoch` is the installed one, without holding anything: for calls that only
+    /// read.
+    pub fn check_epoch(&self, epoch: u64) -> Result<(), EpochMismatch> {
+        match self.epoch() {
+            Some(held) if epoch == held => Ok(()),
+            Some(held) if epoch < held => Err(EpochMismatch::Stale {
+                called: epoch,
+                held,
+            }),
+            held => Err(EpochMismatch::NotInstalled {
+                called: epoch,
+                held,
+            }),
+        }
+    }
+
+    /// Admits a call that changes state, routed with `epoch`: waits while a newer placement is
+    /// being published, then checks the epoch. Hold the admission until the call's engine work
+    /// is done; a placement published meanwhile waits for it.
+    pub async fn admit(&self, epoch: u64) -> Result<Admission<'_>, EpochMismatch> {
+        let gate = self.gate.read().await;
+        self.check_epoch(epoch)?;
+        Ok(Admission { _gate: gate })
     }
 
     /// Installs `placement` if its epoch is newer than the installed one (or none is
-    /// installed), persisting it before returning. Returns the newest epoch now held — greater
-    /// than `placement.epoch` when the push was stale. On error nothing changes, in memory or
-    /// on disk.
-    ///
-    /// Blocks on file I/O; async callers should run it on a blocking thread.
-    pub fn install(&self, placement: Placement) -> Result<u64, NodeError> {
-        let mut inner = self.lock();
-        if let Some(current) = &inner.placement
-            && current.epoch >= placement.epoch
-        {
-            return Ok(current.epoch);
+    /// installed): persists it on a blocking thread — data calls go on meanwhile — then publishes
+    /// it once every admitted call has finished. Returns the newest epoch now held, greater than
+    /// `placement.epoch` when the push was stale; a repeated push returns once its epoch is
+    /// published. On error nothing changes, in memory or on disk.
+    pub async fn install(self: &Arc<Self>, placement: Placement) -> Result<u64, NodeError> {
+        let state = Arc::clone(self);
+        let newest = tokio::task::spawn_blocking(move || state.persist_placement(placement))
+            .await
+            .map_err(|e| NodeError::Task {
+                path: self.path().to_path_buf(),
+                detail: e.to_string(),
+            })??;
+        if self.epoch().unwrap_or(0) >= newest.epoch {
+            return Ok(self.epoch().unwrap_or(0));
         }
-        let epoch = placement.epoch;
-        let previous = inner.placement.replace(Arc::new(placement));
-        if let Err(e) = self.persist(&inner) {
-            inner.placement = previous;
+        let _exclusive = self.gate.write().await;
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        // Installs persist in epoch order, but two may publish out of order: never step back.
+        if current.as_ref().is_none_or(|c| c.epoch < newest.epoch) {
+            self.epoch.store(newest.epoch, Ordering::Release);
+            *current = Some(newest);
+        }
+        Ok(current.as_ref().map_or(0, |c| c.epoch))
+    }
+
+    /// Writes `placement` to the file if it is newer than the persisted one; returns the newest
+    /// placement persisted, to publish.
+    fn persist_placement(&self, placement: Placement) -> Result<Arc<Placement>, NodeError> {
+        let mut persisted = self.lock_file();
+        if let Some(newest) = &persisted.placement
+            && newest.epoch >= placement.epoch
+        {
+            return Ok(Arc::clone(newest));
+        }
+        let placement = Arc::new(placement);
+        let previous = persisted.placement.replace(Arc::clone(&placement));
+        if let Err(e) = self.write_file(&persisted) {
+            persisted.placement = previous;
             return Err(e);
         }
-        Ok(epoch)
+        Ok(placement)
     }
 
     /// Records that this run is stopping cleanly: after everything the engine acknowledged has
     /// been flushed, so a durable engine's next open may keep this incarnation. Call last.
+    /// Blocks on file I/O.
     pub fn mark_clean_shutdown(&self) -> Result<(), NodeError> {
-        let mut inner = self.lock();
-        inner.clean_shutdown = true;
-        if let Err(e) = self.persist(&inner) {
-            inner.clean_shutdown = false;
+        let mut persisted = self.lock_file();
+        persisted.clean_shutdown = true;
+        if let Err(e) = self.write_file(&persisted) {
+            persisted.clean_shutdown = false;
             return Err(e);
         }
         Ok(())
     }
 
     // Nothing panics while holding the lock, so a poisoned lock still guards consistent state.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_file(&self) -> MutexGuard<'_, Persisted> {
+        self.persisted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Atomically replaces the state file with `inner`. Called with the lock held, so writes
-    /// never interleave.
-    fn persist(&self, inner: &Inner) -> Result<(), NodeError> {
+    /// Atomically replaces the state file with `persisted`. Called with the file lock held, so
+    /// writes never interleave.
+    fn write_file(&self, persisted: &Persisted) -> Result<(), NodeError> {
         let file = NodeFile {
             node_id: self.node_id.clone(),
             incarnation: self.incarnation,
-            clean_shutdown: inner.clean_shutdown,
-            placement: inner.placement.as_deref().cloned(),
+            clean_shutdown: persisted.clean_shutdown,
+            placement: persisted.placement.as_deref().cloned(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| NodeError::Corrupt {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             detail: format!("cannot serialize: {e}"),
         })?;
-        let temp = self.dir.join(TEMP_FILE);
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| NodeError::Io { path, source }
-        };
-        let mut out = File::create(&temp).map_err(io_err(&temp))?;
-        out.write_all(&bytes).map_err(io_err(&temp))?;
-        out.sync_all().map_err(io_err(&temp))?;
-        drop(out);
-        fs::rename(&temp, &self.path).map_err(io_err(&self.path))?;
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        Ok(())
+        self.file.replace(&bytes)
     }
-}
-
-/// Reads the state file; `None` if it does not exist.
-fn read_file(path: &Path) -> Result<Option<NodeFile>, NodeError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(NodeError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| NodeError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
 }
 
 /// Makes a rename in `dir` durable. Directories cannot be opened for syncing on every
@@ -323,6 +529,7 @@ mod tests {
         let i2 = s.incarnation();
         assert!(i2 > i1);
         s.mark_clean_shutdown().expect("mark");
+        drop(s);
         let i3 = open(false).incarnation();
         assert!(i3 > i2);
         // Durable but the previous run did not stop cleanly.
@@ -330,6 +537,7 @@ mod tests {
         let i4 = s.incarnation();
         assert!(i4 > i3);
         s.mark_clean_shutdown().expect("mark");
+        drop(s);
         // Durable and clean: kept, once. This run is then unclean again until marked.
         assert_eq!(open(true).incarnation(), i4);
         assert!(open(true).incarnation() > i4);
@@ -342,10 +550,24 @@ mod tests {
         let err = NodeState::open(tmp.path(), "n2", false).expect_err("wrong node");
         assert!(matches!(err, NodeError::WrongNode { .. }));
         assert!(err.to_string().contains(NODE_FILE), "{err}");
-        assert!(matches!(
-            NodeState::open(tmp.path(), "", false),
-            Err(NodeError::EmptyNodeId { .. })
-        ));
+        for bad in ["", "a b", "../n1"] {
+            assert!(matches!(
+                NodeState::open(tmp.path(), bad, false),
+                Err(NodeError::BadNodeId { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_and_left_untouched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = NodeState::open(tmp.path(), "n1", false).expect("open");
+        let before = fs::read(tmp.path().join(NODE_FILE)).expect("read");
+        let err = NodeState::open(tmp.path(), "n1", false).expect_err("locked");
+        assert!(matches!(err, NodeError::Locked(_)), "{err}");
+        assert_eq!(fs::read(tmp.path().join(NODE_FILE)).expect("read"), before);
+        drop(first);
+        NodeState::open(tmp.path(), "n1", false).expect("free again");
     }
 
     #[test]
@@ -357,14 +579,26 @@ mod tests {
         assert!(err.to_string().contains(NODE_FILE), "{err}");
     }
 
-    #[test]
-    fn only_newer_placements_install_and_they_persist() {
+    #[tokio::test]
+    async fn only_newer_placements_install_and_they_persist() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let state = NodeState::open(tmp.path(), "n1", false).expect("open");
-        assert_eq!(state.install(placement(3)).expect("install"), 3);
-        assert_eq!(state.install(placement(2)).expect("install"), 3);
-        assert_eq!(state.install(placement(3)).expect("install"), 3);
-        assert_eq!(state.install(placement(5)).expect("install"), 5);
+        let state = Arc::new(NodeState::open(tmp.path(), "n1", false).expect("open"));
+        assert_eq!(state.install(placement(3)).await.expect("install"), 3);
+        assert_eq!(state.install(placement(2)).await.expect("install"), 3);
+        assert_eq!(state.install(placement(3)).await.expect("install"), 3);
+        assert_eq!(state.install(placement(5)).await.expect("install"), 5);
+        assert_eq!(state.check_epoch(5), Ok(()));
+        assert_eq!(
+            state.check_epoch(4),
+            Err(EpochMismatch::Stale { called: 4, held: 5 })
+        );
+        assert_eq!(
+            state.check_epoch(6),
+            Err(EpochMismatch::NotInstalled {
+                called: 6,
+                held: Some(5)
+            })
+        );
         assert_eq!(state.placement().as_deref(), Some(&placement(5)));
         drop(state);
 
@@ -374,18 +608,18 @@ mod tests {
         assert!(!tmp.path().join(TEMP_FILE).exists());
     }
 
-    #[test]
-    fn concurrent_installs_keep_the_newest() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_installs_keep_the_newest() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = Arc::new(NodeState::open(tmp.path(), "n1", false).expect("open"));
         let handles: Vec<_> = (1..=8u64)
             .map(|epoch| {
                 let state = Arc::clone(&state);
-                std::thread::spawn(move || state.install(placement(epoch)).expect("install"))
+                tokio::spawn(async move { state.install(placement(epoch)).await.expect("install") })
             })
             .collect();
         for h in handles {
-            assert!(h.join().expect("thread") >= 1);
+            assert!(h.await.expect("task") >= 1);
         }
         assert_eq!(state.epoch(), Some(8));
         drop(state);

@@ -5,29 +5,40 @@
 //! 1. **Credential.** The `authorization` metadata must be `Bearer <internal token>`, compared in
 //!    constant time; anything else is `UNAUTHENTICATED`. A storage port is never open to anyone
 //!    but coordinators and peers.
-//! 2. **Placement epoch** (data RPCs: Mint, Apply, Read, Scan, Digest). Equal to the node's newest
+//! 2. **Input.** Missing fields, namespaces over 255 bytes and non-canonical clocks are
+//!    `INVALID_ARGUMENT`. Nothing from the wire can make the service panic.
+//! 3. **Placement epoch** (data RPCs: Mint, Apply, Read, Scan, Digest). Equal to the node's newest
 //!    installed epoch, or the call is refused: an older epoch is `ABORTED` (retryable — the
 //!    caller refreshes its placement), a newer one, or none installed, is `FAILED_PRECONDITION`
-//!    (the caller must push its placement first). So two coordinators routing with different
-//!    placements never both succeed on this node.
-//! 3. **Input.** Missing fields, namespaces over 255 bytes and non-canonical clocks are
-//!    `INVALID_ARGUMENT`. Nothing from the wire can make the service panic.
+//!    (the caller must push its placement first). Mint and Apply check it under the key's lock
+//!    and stay admitted until their engine call is done, so a placement push never lands in the
+//!    middle of one: once a push is answered, no call with an older epoch changes anything.
 //!
-//! Engine failures are `INTERNAL` with the engine's message, and are logged without keys or
-//! values.
+//! **Refusals.** Every error the service answers before it changed anything carries a
+//! [`pb::Refusal`] in its status details ([`pairdb_proto::refused`]) — the checks above, a
+//! version from too far in the future, an idempotency key reused for another write, and engine
+//! failures (an engine error guarantees nothing was stored). A caller may retry a refused call
+//! elsewhere; any other error (a broken stream, a panic in the engine) may have been applied.
+//!
+//! Engine calls may block on I/O, so they run on tokio's blocking pool, never on the async
+//! workers. Engine failures are logged without keys or values.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use pairdb_core::version::{self, MintRequest};
+use pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS;
+use pairdb_core::version::{self, AppliedWrite, MintRequest, WriteRecord};
 use pairdb_core::{Actor, ApplyOutcome, Hlc, StorageKey, Version};
 use pairdb_proto::convert::{self, ConvertError};
+use pairdb_proto::refused;
 use pairdb_proto::storage as pb;
+use pairdb_proto::storage::RefusalReason;
 use pairdb_proto::storage::storage_server::Storage;
 use subtle::ConstantTimeEq;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use crate::engine::{EngineError, StorageEngine, TokenRange};
-use crate::node::NodeState;
+use crate::engine::{EngineError, PageLimit, StorageEngine, TokenRange};
+use crate::node::{EpochMismatch, NodeState};
 
 /// Key locks striping the key space; two keys share a lock only when their tokens collide
 /// modulo this count.
@@ -36,53 +47,73 @@ pub const KEY_LOCK_STRIPES: usize = 1024;
 pub const DEFAULT_SCAN_LIMIT: usize = 100;
 /// Largest scan page served, whatever the request asks.
 pub const MAX_SCAN_LIMIT: usize = 1000;
+/// Byte budget of a scan page: half the gRPC message limit, so a page always fits a response
+/// (a page holds one entry at least, and one entry is far below the limit).
+pub const SCAN_PAGE_BYTES: usize = crate::server::MAX_MESSAGE_BYTES / 2;
 
 /// The storage-node service: checks credentials and epochs, mints as leader under per-key locks,
 /// and applies, reads, scans and digests through its [`StorageEngine`].
 pub struct StorageService {
-    node_id: String,
-    /// The clock actor minted as: `(node_id, this run's incarnation)`.
+    /// The clock actor minted as: `(node id, this run's incarnation)`.
     actor: Actor,
     engine: Arc<dyn StorageEngine>,
     node: Arc<NodeState>,
     /// `Bearer <token>`; `None` when the token is empty, which then refuses every call.
     expected_authorization: Option<Vec<u8>>,
-    hlc: Hlc,
+    hlc: Arc<Hlc>,
+    /// How far ahead of wall time an applied version's timestamp may be.
+    max_ahead_ms: u64,
     key_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl std::fmt::Debug for StorageService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageService")
-            .field("node_id", &self.node_id)
+            .field("node_id", &self.node.node_id())
             .field("incarnation", &self.node.incarnation())
             .finish_non_exhaustive()
     }
 }
 
+/// What a leader's mint came to.
+enum Minted {
+    /// A new version, stored.
+    New {
+        version: Version,
+        conflict: bool,
+        record: Option<WriteRecord>,
+    },
+    /// The idempotency key already produced this write.
+    Earlier(AppliedWrite),
+    /// The idempotency key already produced a different write on this key.
+    KeyReused,
+}
+
 impl StorageService {
-    /// A service for node `node_id` (the same id `node` was opened with) over `engine`,
-    /// accepting only callers presenting `internal_token`. An empty token accepts nobody.
-    pub fn new(
-        node_id: impl Into<String>,
-        engine: Arc<dyn StorageEngine>,
-        node: Arc<NodeState>,
-        internal_token: String,
-    ) -> Self {
+    /// A service for the node `node` describes, over `engine`, accepting only callers presenting
+    /// `internal_token`. An empty token accepts nobody.
+    pub fn new(engine: Arc<dyn StorageEngine>, node: Arc<NodeState>, internal_token: &str) -> Self {
         let expected_authorization =
             (!internal_token.is_empty()).then(|| format!("Bearer {internal_token}").into_bytes());
-        let node_id = node_id.into();
         StorageService {
-            actor: Actor::new(node_id.clone(), node.incarnation()),
-            node_id,
+            actor: node.actor(),
             engine,
             node,
             expected_authorization,
-            hlc: Hlc::new(),
+            hlc: Arc::new(Hlc::new()),
+            max_ahead_ms: DEFAULT_MAX_AHEAD_MS,
             key_locks: (0..KEY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         }
+    }
+
+    /// Refuses applied versions whose timestamp lies more than `skew` ahead of this node's wall
+    /// clock (default [`DEFAULT_MAX_AHEAD_MS`]), so no peer can drag this node's clock into the
+    /// future.
+    pub fn with_max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_ahead_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// Refuses calls without the internal credential.
@@ -98,103 +129,194 @@ impl StorageService {
         if accepted {
             Ok(())
         } else {
-            Err(Status::unauthenticated(
+            Err(refused(
+                Code::Unauthenticated,
+                RefusalReason::Unauthenticated,
                 "missing or invalid internal credential",
+                0,
             ))
-        }
-    }
-
-    /// Refuses data calls routed with any epoch but the newest installed one.
-    fn check_epoch(&self, epoch: u64) -> Result<(), Status> {
-        match self.node.epoch() {
-            Some(installed) if epoch == installed => Ok(()),
-            Some(installed) if epoch < installed => Err(Status::aborted(format!(
-                "stale placement epoch {epoch}: node has {installed}"
-            ))),
-            Some(installed) => Err(Status::failed_precondition(format!(
-                "placement epoch {epoch} not installed (node has {installed})"
-            ))),
-            None => Err(Status::failed_precondition(format!(
-                "placement epoch {epoch} not installed (node has none)"
-            ))),
         }
     }
 
     /// The lock serializing mints and applies of `key` on this node.
     fn key_lock(&self, key: &StorageKey) -> &tokio::sync::Mutex<()> {
         let stripe = (key.token % KEY_LOCK_STRIPES as u64) as usize;
-        // `stripe < KEY_LOCK_STRIPES == key_locks.len()`, so the fallback is unreachable.
-        self.key_locks
-            .get(stripe)
-            .unwrap_or_else(|| unreachable!("stripe {stripe} out of {KEY_LOCK_STRIPES}"))
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "stripe < KEY_LOCK_STRIPES == key_locks.len()"
+        )]
+        &self.key_locks[stripe]
     }
 
-    /// Mints as leader under the key's lock, or returns the version an earlier write with the
+    /// Runs `call` on the engine off the async workers. An engine error becomes a refusal (the
+    /// engine stored nothing); a panic does not, since it may have stored something.
+    async fn blocking<T, F>(&self, rpc: &'static str, call: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn StorageEngine) -> Result<T, EngineError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        match tokio::task::spawn_blocking(move || call(engine.as_ref())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                tracing::error!(rpc, %error, "storage engine failed");
+                Err(refused(
+                    Code::Internal,
+                    RefusalReason::Engine,
+                    error.to_string(),
+                    0,
+                ))
+            }
+            Err(error) => {
+                tracing::error!(rpc, %error, "storage engine call panicked");
+                Err(Status::internal("storage engine call failed"))
+            }
+        }
+    }
+
+    /// Mints as leader under the key's lock, or returns the write an earlier request with the
     /// same idempotency key produced.
     async fn mint_locked(
         &self,
-        key: &StorageKey,
+        epoch: u64,
+        key: StorageKey,
         request: MintRequest,
     ) -> Result<pb::MintResponse, Status> {
-        let _guard = self.key_lock(key).lock().await;
-        let stored = self.engine.get(key).map_err(|e| internal("mint", &e))?;
-        if !request.idempotency_key.is_empty() {
-            let earlier = match &stored {
-                Some(s) if s.idempotency_key == request.idempotency_key => Some(s.clone()),
-                _ => self
-                    .engine
-                    .applied(key, &request.idempotency_key)
-                    .map_err(|e| internal("mint", &e))?,
-            };
-            if let Some(earlier) = earlier {
-                return Ok(pb::MintResponse {
-                    version: Some(convert::version_to_pb(&earlier)),
-                    conflict: false,
-                    deduplicated: true,
-                });
-            }
+        let _key = self.key_lock(&key).lock().await;
+        let _admitted = self.node.admit(epoch).await.map_err(epoch_refusal)?;
+        let actor = self.actor.clone();
+        let hlc = Arc::clone(&self.hlc);
+        let minted = self
+            .blocking("mint", move |engine| {
+                mint_in(engine, &key, request, &actor, &hlc)
+            })
+            .await?;
+        match minted {
+            Minted::New {
+                version,
+                conflict,
+                record,
+            } => Ok(pb::MintResponse {
+                version: Some(convert::version_to_pb(&version)),
+                conflict,
+                deduplicated: false,
+                record: record.as_ref().map(convert::write_record_to_pb),
+            }),
+            Minted::Earlier(write) => Ok(pb::MintResponse {
+                version: Some(convert::version_to_pb(&write.version)),
+                conflict: write.record.conflict,
+                deduplicated: true,
+                record: Some(convert::write_record_to_pb(&write.record)),
+            }),
+            Minted::KeyReused => Err(refused(
+                Code::AlreadyExists,
+                RefusalReason::IdempotencyKeyReused,
+                "the idempotency key was already used for a different write on this key",
+                0,
+            )),
         }
-        let (minted, conflict) = version::mint(stored.as_ref(), request, &self.actor, &self.hlc);
-        let (_, now_stored) = self
-            .engine
-            .apply(key, minted)
-            .map_err(|e| internal("mint", &e))?;
-        Ok(pb::MintResponse {
-            version: Some(convert::version_to_pb(&now_stored)),
-            conflict,
-            deduplicated: false,
-        })
     }
 }
 
-/// Maps an engine failure to `INTERNAL`, logging it (the error names files, never keys).
-fn internal(rpc: &'static str, error: &EngineError) -> Status {
-    tracing::error!(rpc, %error, "storage engine failed");
-    Status::internal(error.to_string())
+/// The leader's work on the engine, under the key's lock: deduplicate by idempotency key, or
+/// mint over the stored version and store the result with its write record.
+fn mint_in(
+    engine: &dyn StorageEngine,
+    key: &StorageKey,
+    request: MintRequest,
+    actor: &Actor,
+    hlc: &Hlc,
+) -> Result<Minted, EngineError> {
+    let fingerprint = request.fingerprint();
+    let stored = engine.get(key)?;
+    if !request.idempotency_key.is_empty() {
+        if let Some(earlier) = engine.applied(key, &request.idempotency_key)? {
+            return Ok(if earlier.record.fingerprint == fingerprint {
+                Minted::Earlier(earlier)
+            } else {
+                Minted::KeyReused
+            });
+        }
+        // The index entry expired or was evicted, but the stored version still names the key:
+        // judge by what it keeps (it does not keep the context).
+        if let Some(s) = &stored
+            && s.idempotency_key == request.idempotency_key
+        {
+            let same = s.tombstone == request.tombstone
+                && (s.tombstone
+                    || (s.value == request.value && s.content_type == request.content_type));
+            return Ok(if same {
+                Minted::Earlier(AppliedWrite {
+                    version: s.clone(),
+                    record: WriteRecord {
+                        fingerprint,
+                        conflict: false,
+                    },
+                })
+            } else {
+                Minted::KeyReused
+            });
+        }
+    }
+    let record_key = !request.idempotency_key.is_empty();
+    let (version, conflict) = version::mint(stored.as_ref(), request, actor, hlc);
+    let record = record_key.then_some(WriteRecord {
+        fingerprint,
+        conflict,
+    });
+    engine.apply(key, version.clone(), record)?;
+    Ok(Minted::New {
+        version,
+        conflict,
+        record,
+    })
 }
 
-fn invalid(field: &str, error: &ConvertError) -> Status {
-    Status::invalid_argument(format!("{field}: {error}"))
+/// The refusal of a call whose epoch is not the node's.
+fn epoch_refusal(mismatch: EpochMismatch) -> Status {
+    match mismatch {
+        EpochMismatch::Stale { held, .. } => refused(
+            Code::Aborted,
+            RefusalReason::StaleEpoch,
+            mismatch.to_string(),
+            held,
+        ),
+        _ => refused(
+            Code::FailedPrecondition,
+            RefusalReason::EpochNotInstalled,
+            mismatch.to_string(),
+            mismatch.held(),
+        ),
+    }
+}
+
+/// The refusal of a malformed request.
+fn invalid(detail: impl Into<String>) -> Status {
+    refused(
+        Code::InvalidArgument,
+        RefusalReason::InvalidArgument,
+        detail,
+        0,
+    )
+}
+
+fn invalid_field(field: &str, error: &ConvertError) -> Status {
+    invalid(format!("{field}: {error}"))
 }
 
 /// The stored key a `KeyRef` addresses.
 fn storage_key(key: Option<pb::KeyRef>) -> Result<StorageKey, Status> {
-    let key = key.ok_or_else(|| Status::invalid_argument("missing key"))?;
-    StorageKey::new(&key.namespace, &key.key)
-        .map_err(|e| Status::invalid_argument(format!("key: {e}")))
+    let key = key.ok_or_else(|| invalid("missing key"))?;
+    StorageKey::new(&key.namespace, &key.key).map_err(|e| invalid(format!("key: {e}")))
 }
 
 fn token_range(range: Option<pb::TokenRange>) -> Result<TokenRange, Status> {
-    let range = range.ok_or_else(|| Status::invalid_argument("missing range"))?;
+    let range = range.ok_or_else(|| invalid("missing range"))?;
     if range.namespace.len() > 255 {
-        return Err(Status::invalid_argument(
-            "range: namespace longer than 255 bytes",
-        ));
+        return Err(invalid("range: namespace longer than 255 bytes"));
     }
     if range.start > range.end {
-        return Err(Status::invalid_argument(
-            "range: start after end (split wrapping ranges)",
-        ));
+        return Err(invalid("range: start after end (split wrapping ranges)"));
     }
     Ok(TokenRange {
         namespace: range.namespace,
@@ -213,21 +335,21 @@ fn outcome_to_pb(outcome: ApplyOutcome) -> pb::ApplyOutcome {
 
 #[tonic::async_trait]
 impl Storage for StorageService {
-    /// Mints as the key's leader. Repeating an idempotency key whose write this node stored or
-    /// recorded returns that version with `deduplicated` set and mints nothing.
+    /// Mints as the key's leader. Repeating an idempotency key with the same write returns the
+    /// version the first request produced, with `deduplicated` set and what it reported, and
+    /// mints nothing; repeating it with a different write is refused (`ALREADY_EXISTS`).
     async fn mint(
         &self,
         request: Request<pb::MintRequest>,
     ) -> Result<Response<pb::MintResponse>, Status> {
         self.authenticate(&request)?;
         let req = request.into_inner();
-        self.check_epoch(req.epoch)?;
         let key = storage_key(req.key)?;
         let context = req
             .context
             .map(convert::context_from_pb)
             .transpose()
-            .map_err(|e| invalid("context", &e))?;
+            .map_err(|e| invalid_field("context", &e))?;
         let mint = MintRequest {
             tombstone: req.tombstone,
             value: req.value,
@@ -235,32 +357,48 @@ impl Storage for StorageService {
             context,
             idempotency_key: req.idempotency_key,
         };
-        self.mint_locked(&key, mint).await.map(Response::new)
+        self.mint_locked(req.epoch, key, mint)
+            .await
+            .map(Response::new)
     }
 
-    /// Stores `resolve(stored, incoming)`, and advances this node's HLC past the incoming
-    /// timestamp so later mints here exceed it. Takes the key's lock, so a version arriving while
-    /// this node mints the same key lands before or after the mint, never between its read and
-    /// its write.
+    /// Stores `resolve(stored, incoming)`, recording the write when the request carries its
+    /// record, and advances this node's HLC past the incoming timestamp so later mints here
+    /// exceed it. A timestamp further ahead of the wall clock than the allowed skew is refused
+    /// (`FAILED_PRECONDITION`) and logged. Takes the key's lock, so a version arriving while this
+    /// node mints the same key lands before or after the mint, never between its read and write.
     async fn apply(
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         self.authenticate(&request)?;
         let req = request.into_inner();
-        self.check_epoch(req.epoch)?;
         let key = storage_key(req.key)?;
         let incoming: Version = req
             .version
-            .ok_or_else(|| Status::invalid_argument("missing version"))
-            .and_then(|v| convert::version_from_pb(v).map_err(|e| invalid("version", &e)))?;
-        let _guard = self.key_lock(&key).lock().await;
-        self.hlc.advance_past(incoming.timestamp);
+            .ok_or_else(|| invalid("missing version"))
+            .and_then(|v| convert::version_from_pb(v).map_err(|e| invalid_field("version", &e)))?;
+        let record = req
+            .record
+            .map(convert::write_record_from_pb)
+            .transpose()
+            .map_err(|e| invalid_field("record", &e))?;
+        let _key = self.key_lock(&key).lock().await;
+        let _admitted = self.node.admit(req.epoch).await.map_err(epoch_refusal)?;
+        if let Err(skew) = self.hlc.observe(incoming.timestamp, self.max_ahead_ms) {
+            tracing::warn!(minted_by = %incoming.minted_by, %skew,
+                "refused a version from the future: the minting node's clock is ahead");
+            return Err(refused(
+                Code::FailedPrecondition,
+                RefusalReason::ClockSkew,
+                skew.to_string(),
+                0,
+            ));
+        }
         let incoming_clock = incoming.clock.clone();
         let (outcome, kept) = self
-            .engine
-            .apply(&key, incoming)
-            .map_err(|e| internal("apply", &e))?;
+            .blocking("apply", move |engine| engine.apply(&key, incoming, record))
+            .await?;
         Ok(Response::new(pb::ApplyResponse {
             concurrent: version::met_concurrent(outcome, &incoming_clock, &kept),
             outcome: outcome_to_pb(outcome).into(),
@@ -274,37 +412,43 @@ impl Storage for StorageService {
     ) -> Result<Response<pb::ReadResponse>, Status> {
         self.authenticate(&request)?;
         let req = request.into_inner();
-        self.check_epoch(req.epoch)?;
         let key = storage_key(req.key)?;
-        let version = self.engine.get(&key).map_err(|e| internal("read", &e))?;
+        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
+        let version = self
+            .blocking("read", move |engine| engine.get(&key))
+            .await?;
         Ok(Response::new(pb::ReadResponse {
             version: version.as_ref().map(convert::version_to_pb),
         }))
     }
 
-    /// One page of a namespace's token range: `limit` entries (100 when 0, at most 1000)
-    /// strictly after the cursor.
+    /// One page of a namespace's token range strictly after the cursor: `limit` entries (100 when
+    /// 0, at most 1000) and at most [`SCAN_PAGE_BYTES`] (one entry at least).
     async fn scan(
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
         self.authenticate(&request)?;
         let req = request.into_inner();
-        self.check_epoch(req.epoch)?;
         let range = token_range(req.range)?;
+        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
         let after = req.after.map(|c| StorageKey {
             namespace: range.namespace.clone(),
             token: c.token,
             key: c.key,
         });
-        let limit = match req.limit as usize {
-            0 => DEFAULT_SCAN_LIMIT,
-            n => n.min(MAX_SCAN_LIMIT),
+        let limit = PageLimit {
+            entries: match req.limit as usize {
+                0 => DEFAULT_SCAN_LIMIT,
+                n => n.min(MAX_SCAN_LIMIT),
+            },
+            bytes: SCAN_PAGE_BYTES,
         };
         let page = self
-            .engine
-            .scan(&range, after.as_ref(), limit)
-            .map_err(|e| internal("scan", &e))?;
+            .blocking("scan", move |engine| {
+                engine.scan(&range, after.as_ref(), limit)
+            })
+            .await?;
         Ok(Response::new(pb::ScanResponse {
             entries: page
                 .entries
@@ -326,12 +470,11 @@ impl Storage for StorageService {
     ) -> Result<Response<pb::DigestResponse>, Status> {
         self.authenticate(&request)?;
         let req = request.into_inner();
-        self.check_epoch(req.epoch)?;
         let range = token_range(req.range)?;
+        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
         let digest = self
-            .engine
-            .digest(&range)
-            .map_err(|e| internal("digest", &e))?;
+            .blocking("digest", move |engine| engine.digest(&range))
+            .await?;
         Ok(Response::new(pb::DigestResponse {
             digest: digest.digest.to_vec(),
             keys: digest.keys,
@@ -339,7 +482,8 @@ impl Storage for StorageService {
     }
 
     /// Installs a newer placement, persisted before the answer; returns the newest epoch held.
-    /// Needs the credential but no epoch: this is how epochs advance.
+    /// Needs the credential but no epoch: this is how epochs advance. Data calls go on while the
+    /// placement is persisted; once this answers, none with an older epoch is in flight.
     async fn push_placement(
         &self,
         request: Request<pb::PushPlacementRequest>,
@@ -349,23 +493,14 @@ impl Storage for StorageService {
             .into_inner()
             .placement
             .map(convert::placement_from_pb)
-            .ok_or_else(|| Status::invalid_argument("missing placement"))?;
+            .ok_or_else(|| invalid("missing placement"))?;
         if placement.epoch == 0 {
-            return Err(Status::invalid_argument(
-                "placement epoch must be at least 1",
-            ));
+            return Err(invalid("placement epoch must be at least 1"));
         }
-        let node = Arc::clone(&self.node);
-        let epoch = tokio::task::spawn_blocking(move || node.install(placement))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "placement install task failed");
-                Status::internal("placement install task failed")
-            })?
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist placement");
-                Status::internal(e.to_string())
-            })?;
+        let epoch = self.node.install(placement).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot persist placement");
+            Status::internal(e.to_string())
+        })?;
         Ok(Response::new(pb::PushPlacementResponse { epoch }))
     }
 
@@ -376,11 +511,12 @@ impl Storage for StorageService {
         request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
         self.authenticate(&request)?;
+        let stats = self.blocking("health", |engine| Ok(engine.stats())).await?;
         Ok(Response::new(pb::HealthResponse {
-            node_id: self.node_id.clone(),
+            node_id: self.node.node_id().to_owned(),
             incarnation: self.node.incarnation(),
             epoch: self.node.epoch().unwrap_or(0),
-            load_bytes: self.engine.stats().bytes,
+            load_bytes: stats.bytes,
         }))
     }
 }

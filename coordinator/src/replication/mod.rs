@@ -115,21 +115,10 @@ impl Replicator {
         &self.cluster
     }
 
-    /// Reloads the placement, giving up at `deadline`.
-    async fn refresh_within(&self, deadline: Instant) -> Result<(), CoordinatorError> {
-        match tokio::time::timeout_at(deadline, self.cluster.refresh()).await {
-            Ok(r) => r.map(|_| ()),
-            Err(_) => Err(CoordinatorError::Timeout {
-                progress: 0,
-                required: 0,
-                applied: None,
-            }),
-        }
-    }
-
     /// Runs `attempt` against the current placement; when it finds the placement stale (a node
-    /// holds a newer epoch, or the tenant is missing from it), reloads the placement and tries
-    /// once more. Nothing was written by an attempt that asks for a retry.
+    /// holds a newer epoch, or the tenant is missing from it), reloads the placement — joining a
+    /// reload other requests already started — and tries once more, all before `deadline`.
+    /// Nothing was written by an attempt that asks for a retry.
     async fn with_placement<T, F, Fut>(
         &self,
         deadline: Instant,
@@ -141,17 +130,28 @@ impl Replicator {
     {
         for round in 0..2 {
             let view = self.cluster.view()?;
-            match attempt(view).await {
+            let epoch = view.placement.epoch;
+            let tenant_missing = match attempt(view).await {
                 Ok(out) => return Ok(out),
-                Err(AttemptError::Failed(CoordinatorError::TenantNotFound)) if round == 0 => {}
-                Err(AttemptError::Stale) if round == 0 => {}
+                Err(AttemptError::Failed(CoordinatorError::TenantNotFound)) if round == 0 => true,
+                Err(AttemptError::Stale) if round == 0 => false,
                 Err(AttemptError::Failed(e)) => return Err(e),
                 Err(AttemptError::Stale) => break,
+            };
+            match tokio::time::timeout_at(deadline, self.cluster.refresh_past(epoch)).await {
+                Ok(Ok(_)) => {}
+                // The tenant passed authentication but no placement knows it yet.
+                Ok(Err(_)) if tenant_missing => return Err(CoordinatorError::TenantNotFound),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(CoordinatorError::not_ready(
+                        "the placement refresh did not finish before the deadline",
+                    ));
+                }
             }
-            self.refresh_within(deadline).await?;
         }
-        Err(CoordinatorError::NotReady(
-            "placement changed twice during the request".into(),
+        Err(CoordinatorError::not_ready(
+            "placement changed twice during the request",
         ))
     }
 

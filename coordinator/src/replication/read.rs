@@ -1,5 +1,14 @@
 //! The read path: ask every replica, answer after `R`, resolve, repair.
+//!
+//! Every live replica is asked under the replication deadline, so answers that come after the
+//! client's answer still arrive. The client gets the resolution of the first `R` answers. Every
+//! answer, early or late, is then folded into one join, and every replica known to hold less than
+//! the join — an older, concurrent or missing version — is repaired with it: the first answers at
+//! once (awaited for `quorum` and `all`, counted in the response), later ones as late answers
+//! arrive, including when a late answer is the only one holding the key, or is newer than what
+//! the early ones held (its version then reaches them too).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pairdb_core::Consistency;
@@ -16,10 +25,10 @@ use crate::error::CoordinatorError;
 type Answer = (String, Result<Option<Version>, RpcError>);
 
 impl Replicator {
-    /// Reads `op.key`: asks every live replica, answers after `R` of them, returns the resolved
-    /// version and repairs every replica that answered an older, concurrent or missing version
-    /// (tombstones included). Repair of the first answers is awaited for `quorum` and `all`,
-    /// and runs in the background for `one`; late answers are repaired in the background.
+    /// Reads `op.key`: asks every live replica, answers after `R` of them with the resolution of
+    /// their answers, and repairs every replica that holds less than the join of all answers,
+    /// early or late (tombstones included). Repair of the first answers is awaited for `quorum`
+    /// and `all` and counted; the rest runs in the background.
     ///
     /// Fails with `ReadUnavailable` when fewer than `R` replicas can answer and `Timeout` when
     /// the deadline passes first.
@@ -50,6 +59,7 @@ impl Replicator {
             .into());
         }
 
+        let background = Instant::now() + self.cluster.config().replication_timeout;
         let request = ReadRequest {
             epoch,
             key: Some(key_ref(&op.tenant, &op.key)),
@@ -59,10 +69,9 @@ impl Replicator {
             let cluster = self.cluster.clone();
             let req = request.clone();
             let tx = tx.clone();
-            let deadline = op.deadline;
             tokio::spawn(async move {
                 let r = cluster
-                    .rpc(&node, deadline, |mut c| {
+                    .rpc(&node, background, |mut c| {
                         let req = req.clone();
                         async move { c.read(req).await }
                     })
@@ -70,7 +79,7 @@ impl Replicator {
                     .and_then(|resp| match resp.version {
                         None => Ok(None),
                         Some(v) => version_from_pb(v).map(Some).map_err(|e| {
-                            RpcError::Status(tonic::Status::internal(format!("bad version: {e}")))
+                            RpcError::Failed(tonic::Status::internal(format!("bad version: {e}")))
                         }),
                     });
                 let _ = tx.send((node, r)).await;
@@ -80,7 +89,6 @@ impl Replicator {
 
         let mut answers: Vec<(String, Option<Version>)> = Vec::with_capacity(targets.len());
         let mut failed = 0usize;
-        let mut timed_out = false;
         while answers.len() < r {
             if answers.len() + (targets.len() - answers.len() - failed) < r {
                 break;
@@ -98,23 +106,11 @@ impl Replicator {
                 Ok(Some((node, Ok(v)))) => answers.push((node, v)),
                 // A replica on a newer placement: this read may not overlap the writes made
                 // with it, so start over on the new placement.
-                Ok(Some((_, Err(RpcError::StaleEpoch)))) => return Err(AttemptError::Stale),
-                Ok(Some((_, Err(RpcError::Timeout)))) => {
-                    timed_out = true;
-                    failed += 1;
-                }
+                Ok(Some((_, Err(RpcError::StaleEpoch { .. })))) => return Err(AttemptError::Stale),
                 Ok(Some((_, Err(_)))) => failed += 1,
             }
         }
         if answers.len() < r {
-            if timed_out {
-                return Err(CoordinatorError::Timeout {
-                    progress: answers.len() as u32,
-                    required: r as u32,
-                    applied: None,
-                }
-                .into());
-            }
             return Err(CoordinatorError::ReadUnavailable {
                 answered: answers.len() as u32,
                 required: r as u32,
@@ -123,50 +119,29 @@ impl Replicator {
         }
 
         let (resolved, conflict) = resolve_answers(answers.iter().map(|(_, v)| v.as_ref()));
+        let mut repair = Repair {
+            cluster: Arc::clone(&self.cluster),
+            epoch,
+            tenant: op.tenant.clone(),
+            key: op.key.clone(),
+            join: resolved.clone(),
+            holdings: answers.iter().cloned().collect(),
+        };
         let mut read_repairs = 0u32;
-        if let Some(resolved) = &resolved {
-            let stale_nodes: Vec<String> = answers
-                .iter()
-                .filter(|(_, v)| v.as_ref() != Some(resolved))
-                .map(|(node, _)| node.clone())
-                .collect();
-            let repair = ApplyRequest {
-                epoch,
-                key: Some(key_ref(&op.tenant, &op.key)),
-                version: Some(version_to_pb(resolved)),
-            };
-            if op.consistency == Consistency::One {
-                for node in stale_nodes {
-                    let cluster = self.cluster.clone();
-                    let req = repair.clone();
-                    tokio::spawn(async move {
-                        repair_node(&cluster, &node, req, background_deadline()).await
-                    });
-                }
-            } else {
-                let repairs = stale_nodes
-                    .iter()
-                    .map(|node| repair_node(&self.cluster, node, repair.clone(), op.deadline));
-                // Each repair gives up at the deadline, so this wait is bounded by it too.
-                read_repairs = futures::future::join_all(repairs)
-                    .await
-                    .into_iter()
-                    .filter(|ok| *ok)
-                    .count() as u32;
-            }
-            // Late answers are repaired in the background.
-            let cluster = self.cluster.clone();
-            let resolved = resolved.clone();
-            tokio::spawn(async move {
-                while let Some((node, answer)) = rx.recv().await {
-                    if let Ok(v) = answer
-                        && v.as_ref() != Some(&resolved)
-                    {
-                        repair_node(&cluster, &node, repair.clone(), background_deadline()).await;
-                    }
-                }
-            });
+        if op.consistency != Consistency::One {
+            // Each repair gives up at the deadline, so this wait is bounded by it too.
+            read_repairs = repair.round(op.deadline).await;
         }
+        // The rest — repair for `one`, late answers, and what they change — in the background.
+        tokio::spawn(async move {
+            repair.round(background).await;
+            while let Some((node, answer)) = rx.recv().await {
+                if let Ok(held) = answer {
+                    repair.fold(node, held);
+                    repair.round(background).await;
+                }
+            }
+        });
 
         let context = resolved
             .as_ref()
@@ -183,28 +158,75 @@ impl Replicator {
     }
 }
 
-fn background_deadline() -> Instant {
-    Instant::now() + std::time::Duration::from_secs(5)
+/// Read repair of one key: the join of every answer so far, and what each answering replica is
+/// known to hold.
+struct Repair {
+    cluster: Arc<Cluster>,
+    epoch: u64,
+    tenant: String,
+    key: Vec<u8>,
+    join: Option<Version>,
+    holdings: BTreeMap<String, Option<Version>>,
 }
 
-/// Sends the resolved version to `node`; true if it stored it.
-async fn repair_node(
-    cluster: &Arc<Cluster>,
-    node: &str,
-    req: ApplyRequest,
-    deadline: Instant,
-) -> bool {
-    let ok = cluster
-        .rpc(node, deadline, |mut c| {
-            let req = req.clone();
-            async move { c.apply(req).await }
-        })
-        .await
-        .is_ok();
-    if ok {
-        tracing::debug!(node, "read repair");
+impl Repair {
+    /// Folds `node`'s answer into the join.
+    fn fold(&mut self, node: String, held: Option<Version>) {
+        if let Some(v) = &held {
+            self.join = Some(match self.join.take() {
+                None => v.clone(),
+                Some(j) => j.resolve(v),
+            });
+        }
+        self.holdings.insert(node, held);
     }
-    ok
+
+    /// Sends the join to every replica holding less, concurrently, giving up at `deadline`;
+    /// returns how many stored it. A replica that stored it is then known to hold the join.
+    async fn round(&mut self, deadline: Instant) -> u32 {
+        let Some(join) = &self.join else {
+            return 0;
+        };
+        let stale: Vec<String> = self
+            .holdings
+            .iter()
+            .filter(|(_, held)| held.as_ref() != Some(join))
+            .map(|(node, _)| node.clone())
+            .collect();
+        if stale.is_empty() {
+            return 0;
+        }
+        // No write record: a repair never rewrites a replica's applied-keys entry.
+        let request = ApplyRequest {
+            epoch: self.epoch,
+            key: Some(key_ref(&self.tenant, &self.key)),
+            version: Some(version_to_pb(join)),
+            record: None,
+        };
+        let repairs = stale.iter().map(|node| {
+            let request = request.clone();
+            let cluster = &self.cluster;
+            async move {
+                let stored = cluster
+                    .rpc(node, deadline, |mut c| {
+                        let request = request.clone();
+                        async move { c.apply(request).await }
+                    })
+                    .await
+                    .is_ok();
+                (node, stored)
+            }
+        });
+        let mut repaired = 0;
+        for (node, stored) in futures::future::join_all(repairs).await {
+            if stored {
+                tracing::debug!(node, "read repair");
+                self.holdings.insert(node.clone(), Some(join.clone()));
+                repaired += 1;
+            }
+        }
+        repaired
+    }
 }
 
 /// Resolves the answered versions. The conflict flag is set when no single answer descends all

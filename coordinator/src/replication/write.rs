@@ -1,197 +1,152 @@
 //! The write path (DESIGN §2, steps 1–4).
+//!
+//! A write runs as a task of its own — the *pipeline*: the leader mints, then every other replica
+//! applies, all under the replication deadline ([`CoordinatorConfig::replication_timeout`]).
+//! The request only watches the pipeline's events until its own deadline: a client that gives up
+//! early (even after 1 ms) leaves a pipeline that still mints, if its mint was already sent, and
+//! still replicates to every replica. Replicas that do not ack get a hint.
+//!
+//! Leader failover: the next live replica leads only when the previous one provably minted
+//! nothing — it refused explicitly, or the call never reached it. Any other failure (a broken
+//! stream, no answer) may have minted, so the answer is 504 `applied: unknown`, and the client
+//! retries with its idempotency key, which the leader deduplicates.
+//!
+//! [`CoordinatorConfig::replication_timeout`]: crate::CoordinatorConfig::replication_timeout
 
-use pairdb_core::version::Version;
-use pairdb_proto::convert::{context_to_pb, version_from_pb};
-use pairdb_proto::storage::{ApplyOutcome, ApplyRequest, MintRequest, MintResponse};
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use pairdb_core::ErrorKind;
+use pairdb_core::version::{Version, WriteRecord};
+use pairdb_proto::convert::{context_to_pb, version_from_pb, write_record_from_pb};
+use pairdb_proto::storage::{ApplyOutcome, ApplyRequest, MintRequest, RefusalReason};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{AttemptError, Conflict, Replicator, WriteOp, WriteOutcome, key_ref};
-use crate::cluster::{PlacementView, RpcError};
+use crate::cluster::{Cluster, PlacementView, RpcError};
 use crate::error::{Applied, CoordinatorError};
-use crate::pool::{never_sent, refused_by_node};
+use crate::hints::Hint;
 
 impl Replicator {
     /// Writes `op` and answers once `W` replicas hold the version durably.
     ///
     /// Fails with `WriteUnavailable { applied: None }` when fewer than `W` replicas are believed
     /// live or no leader could mint, `WriteUnavailable { applied: Partial }` when replicas failed
-    /// after the version was minted, and `Timeout { applied: Unknown }` when the deadline passed.
-    /// Retrying with the same idempotency key is always safe: the leader deduplicates.
+    /// after the version was minted, `Timeout { applied: Unknown }` when the deadline passed or a
+    /// leader's call broke, `Invalid { IdempotencyKeyReused }` when the idempotency key already
+    /// produced a different write on this key, and `NotReady { applied: None }` when no placement
+    /// could be had. Retrying with the same idempotency key is always safe: the leader
+    /// deduplicates, and answers what the first attempt produced.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, CoordinatorError> {
         let context = self.open(&op.tenant, &op.key, &op.context)?;
         let context = context.as_ref().map(context_to_pb);
         self.with_placement(op.deadline, |view| {
             let context = context.clone();
             let op = &op;
-            async move { self.write_once(&view, op, context).await }
+            async move { self.write_once(view, op, context).await }
         })
         .await
+        .map_err(CoordinatorError::minted_nothing)
     }
 
     async fn write_once(
         &self,
-        view: &PlacementView,
+        view: Arc<PlacementView>,
         op: &WriteOp,
         context: Option<pairdb_proto::storage::Context>,
     ) -> Result<WriteOutcome, AttemptError> {
         let prefs = view.preference_list(&op.tenant, &op.key)?;
         let n = prefs.len();
         let w = op.consistency.required(n);
-        let op_has_context = context.is_some();
-        let epoch = view.placement.epoch;
         let pool = self.cluster.pool();
-        let live: Vec<&String> = prefs.iter().filter(|id| pool.is_live(id)).collect();
-        if live.len() < w || w == 0 {
+        let leaders: Vec<String> = prefs
+            .iter()
+            .filter(|id| pool.is_live(id))
+            .cloned()
+            .collect();
+        if leaders.len() < w || w == 0 {
             return Err(unavailable(0, w, Applied::None).into());
         }
 
-        // Step 1–2: the first live replica that answers mints the version.
-        let request = MintRequest {
-            epoch,
-            key: Some(key_ref(&op.tenant, &op.key)),
-            context,
-            tombstone: op.tombstone,
-            value: op.value.clone(),
-            content_type: op.content_type.clone(),
-            idempotency_key: op.idempotency_key.clone(),
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let pipeline = Pipeline {
+            cluster: Arc::clone(&self.cluster),
+            epoch: view.placement.epoch,
+            tenant: op.tenant.clone(),
+            key: op.key.clone(),
+            prefs,
+            leaders,
+            mint: MintRequest {
+                epoch: view.placement.epoch,
+                key: Some(key_ref(&op.tenant, &op.key)),
+                context: context.clone(),
+                tombstone: op.tombstone,
+                value: op.value.clone(),
+                content_type: op.content_type.clone(),
+                idempotency_key: op.idempotency_key.clone(),
+            },
+            client_deadline: op.deadline,
+            deadline: op
+                .deadline
+                .max(Instant::now() + self.cluster.config().replication_timeout),
+            events,
         };
-        let mut minted: Option<(String, MintResponse)> = None;
-        for leader in live {
-            let result = self
-                .cluster
-                .rpc(leader, op.deadline, |mut c| {
-                    let r = request.clone();
-                    async move { c.mint(r).await }
-                })
-                .await;
-            match result {
-                Ok(resp) => {
-                    minted = Some((leader.clone(), resp));
-                    break;
-                }
-                Err(RpcError::Timeout) => {
-                    return Err(CoordinatorError::Timeout {
-                        progress: 0,
-                        required: w as u32,
-                        applied: Some(Applied::Unknown),
-                    }
-                    .into());
-                }
-                Err(RpcError::StaleEpoch) => return Err(AttemptError::Stale),
-                Err(RpcError::Status(s)) if never_sent(&s) || refused_by_node(&s) => {
-                    tracing::debug!(node = %leader, error = %s, "leader minted nothing; trying the next replica");
-                }
-                Err(RpcError::Status(s)) => {
-                    // The leader may have minted before the call broke: trying another leader
-                    // could mint the write twice. Like a timeout, the outcome is unknown; the
-                    // client retries with its idempotency key.
-                    tracing::debug!(node = %leader, error = %s, "leader outcome unknown");
-                    return Err(CoordinatorError::Timeout {
-                        progress: 0,
-                        required: w as u32,
-                        applied: Some(Applied::Unknown),
-                    }
-                    .into());
-                }
-                Err(RpcError::UnknownNode) => {}
-            }
-        }
-        let Some((leader, minted)) = minted else {
-            return Err(unavailable(0, w, Applied::None).into());
-        };
-        let version_pb = minted
-            .version
-            .ok_or_else(|| CoordinatorError::Internal("leader returned no version".into()))?;
-        let version: Version = version_from_pb(version_pb.clone()).map_err(|e| {
-            CoordinatorError::Internal(format!("leader returned a bad version: {e}"))
-        })?;
+        tokio::spawn(pipeline.run());
 
-        // Step 3: every other replica applies it, in the background past the answer.
-        let apply = ApplyRequest {
-            epoch,
-            key: Some(key_ref(&op.tenant, &op.key)),
-            version: Some(version_pb),
+        // Answer once W replicas hold it durably (the leader's own copy counts).
+        let unknown = |acks: usize| CoordinatorError::Timeout {
+            progress: acks as u32,
+            required: w as u32,
+            applied: Some(Applied::Unknown),
         };
-        let others: Vec<String> = prefs.into_iter().filter(|id| *id != leader).collect();
-        let (tx, mut rx) = mpsc::channel::<ReplicaAck>(others.len().max(1));
-        for node in others.clone() {
-            if !pool.is_live(&node) {
-                // Down nodes are not tried (hinted handoff and anti-entropy catch them up).
-                let _ = tx.try_send(ReplicaAck::Failed);
-                continue;
-            }
-            let cluster = self.cluster.clone();
-            let req = apply.clone();
-            let tx = tx.clone();
-            let deadline = op.deadline;
-            tokio::spawn(async move {
-                let r = cluster
-                    .rpc(&node, deadline, |mut c| {
-                        let req = req.clone();
-                        async move { c.apply(req).await }
-                    })
-                    .await;
-                let msg = match r {
-                    Ok(resp) => ReplicaAck::Stored {
-                        merged: resp.outcome == ApplyOutcome::Merged as i32,
-                        concurrent: resp.concurrent,
-                    },
-                    Err(RpcError::Timeout) => ReplicaAck::TimedOut,
-                    Err(e) => {
-                        if matches!(e, RpcError::StaleEpoch) {
-                            let c = cluster.clone();
-                            tokio::spawn(async move { c.refresh().await });
-                        }
-                        ReplicaAck::Failed
-                    }
-                };
-                let _ = tx.send(msg).await;
-            });
-        }
-        drop(tx);
-
-        // Step 4: answer once W replicas hold it durably (the leader's own copy counts).
-        let mut acks = 1usize;
-        let mut failed = 0usize;
-        let mut timed_out = false;
-        let mut lost = false;
-        let mut overwrote_concurrent = false;
+        let mut minted: Option<(Version, bool)> = None;
+        let (mut acks, mut failed) = (0usize, 0usize);
+        let (mut timed_out, mut lost, mut overwrote_concurrent) = (false, false, false);
         while acks < w {
-            let remaining = others.len() - (acks - 1) - failed;
-            if acks + remaining < w {
+            if minted.is_some() && acks + (n - acks - failed) < w {
                 break;
             }
-            match tokio::time::timeout_at(op.deadline, rx.recv()).await {
-                Err(_) => {
-                    return Err(CoordinatorError::Timeout {
-                        progress: acks as u32,
-                        required: w as u32,
-                        applied: Some(Applied::Unknown),
-                    }
+            let event = match tokio::time::timeout_at(op.deadline, rx.recv()).await {
+                Err(_) => return Err(unknown(acks).into()),
+                Ok(None) => break,
+                Ok(Some(event)) => event,
+            };
+            match event {
+                Event::Minted { version, conflict } => {
+                    minted = Some((version, conflict));
+                    acks = 1;
+                }
+                Event::NoLeader => return Err(unavailable(0, w, Applied::None).into()),
+                Event::Stale => return Err(AttemptError::Stale),
+                Event::KeyReused => {
+                    return Err(CoordinatorError::invalid(
+                        ErrorKind::IdempotencyKeyReused,
+                        "the idempotency key was already used for a different write on this key",
+                    )
                     .into());
                 }
-                Ok(None) => break,
-                Ok(Some(ReplicaAck::Stored { merged, concurrent })) => {
+                Event::LeaderUnknown => return Err(unknown(0).into()),
+                Event::Broken(detail) => return Err(CoordinatorError::Internal(detail).into()),
+                Event::Stored { merged, concurrent } => {
                     acks += 1;
                     lost |= merged;
                     overwrote_concurrent |= concurrent;
                 }
-                Ok(Some(ReplicaAck::TimedOut)) => {
+                Event::Missed { timed_out: t } => {
                     failed += 1;
-                    timed_out = true;
+                    timed_out |= t;
                 }
-                Ok(Some(ReplicaAck::Failed)) => failed += 1,
             }
         }
+        let Some((version, minted_conflict)) = minted else {
+            return Err(unknown(0).into());
+        };
         if acks < w {
             if timed_out {
                 // A replica that did not answer in time may still store the version.
-                return Err(CoordinatorError::Timeout {
-                    progress: acks as u32,
-                    required: w as u32,
-                    applied: Some(Applied::Unknown),
-                }
-                .into());
+                return Err(unknown(acks).into());
             }
             return Err(unavailable(acks, w, Applied::Partial).into());
         }
@@ -200,7 +155,7 @@ impl Replicator {
         // replica that held a concurrent version the leader had not seen.
         let conflict = if lost {
             Conflict::Lost
-        } else if minted.conflict || (op_has_context && overwrote_concurrent) {
+        } else if minted_conflict || (context.is_some() && overwrote_concurrent) {
             Conflict::Won
         } else {
             Conflict::None
@@ -215,15 +170,192 @@ impl Replicator {
     }
 }
 
-/// What one replica answered to the minted version.
-enum ReplicaAck {
-    /// Stored durably; `merged` when a concurrent stored version won there, `concurrent` when
-    /// the replica held a version concurrent with it (won or lost).
+/// What the pipeline tells the request, in order: how the mint went, then one event per other
+/// replica.
+enum Event {
+    /// A leader minted (or deduplicated) the version; `conflict` is what it reported.
+    Minted { version: Version, conflict: bool },
+    /// Every live replica refused or could not be reached: nothing was minted.
+    NoLeader,
+    /// A leader holds a newer placement: nothing was minted; refresh and retry.
+    Stale,
+    /// The idempotency key already produced a different write: nothing was minted.
+    KeyReused,
+    /// A leader's call failed in a way that does not tell whether it minted.
+    LeaderUnknown,
+    /// A leader answered something malformed.
+    Broken(String),
+    /// A replica stored the version durably; `merged` when a concurrent stored version won
+    /// there, `concurrent` when it held a version concurrent with it (won or lost).
     Stored { merged: bool, concurrent: bool },
-    /// No answer before the deadline: it may still store it.
-    TimedOut,
-    /// Refused or unreachable.
-    Failed,
+    /// A replica did not store it, as far as anyone knows (hinted); `timed_out` when it gave no
+    /// answer before the deadline.
+    Missed { timed_out: bool },
+}
+
+/// One write, from the mint to the last replica's answer.
+struct Pipeline {
+    cluster: Arc<Cluster>,
+    epoch: u64,
+    tenant: String,
+    key: Vec<u8>,
+    /// Every replica of the key.
+    prefs: Vec<String>,
+    /// The replicas believed live, in preference order: leader candidates.
+    leaders: Vec<String>,
+    mint: MintRequest,
+    /// When the client stops waiting: no new leader is tried after it.
+    client_deadline: Instant,
+    /// When the pipeline gives up: the replication deadline.
+    deadline: Instant,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Pipeline {
+    async fn run(self) {
+        let Some((leader, version, record)) = self.mint().await else {
+            return;
+        };
+        self.replicate(&leader, version, record).await;
+    }
+
+    fn tell(&self, event: Event) {
+        // The request may have answered already; the pipeline goes on regardless.
+        let _ = self.events.send(event);
+    }
+
+    /// Steps 1–2: the first live replica that answers mints the version.
+    async fn mint(&self) -> Option<(String, Version, Option<WriteRecord>)> {
+        for leader in &self.leaders {
+            if Instant::now() >= self.client_deadline {
+                // Nobody waits for this write any more; do not mint it anywhere new.
+                self.tell(Event::LeaderUnknown);
+                return None;
+            }
+            let result = self
+                .cluster
+                .rpc(leader, self.deadline, |mut c| {
+                    let r = self.mint.clone();
+                    async move { c.mint(r).await }
+                })
+                .await;
+            let response = match result {
+                Ok(response) => response,
+                Err(RpcError::StaleEpoch { .. }) => {
+                    self.tell(Event::Stale);
+                    return None;
+                }
+                Err(RpcError::Refused {
+                    reason: RefusalReason::IdempotencyKeyReused,
+                    ..
+                }) => {
+                    self.tell(Event::KeyReused);
+                    return None;
+                }
+                Err(e) if e.changed_nothing() => {
+                    tracing::debug!(node = %leader, error = %e, "leader minted nothing; trying the next replica");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(node = %leader, error = %e, "leader outcome unknown");
+                    self.tell(Event::LeaderUnknown);
+                    return None;
+                }
+            };
+            let decoded = response
+                .version
+                .ok_or_else(|| "leader returned no version".to_owned())
+                .and_then(|v| {
+                    version_from_pb(v).map_err(|e| format!("leader returned a bad version: {e}"))
+                })
+                .and_then(|v| {
+                    let record = response
+                        .record
+                        .map(write_record_from_pb)
+                        .transpose()
+                        .map_err(|e| format!("leader returned a bad write record: {e}"))?;
+                    Ok((v, record))
+                });
+            return match decoded {
+                Ok((version, record)) => {
+                    self.tell(Event::Minted {
+                        version: version.clone(),
+                        conflict: response.conflict,
+                    });
+                    Some((leader.clone(), version, record))
+                }
+                Err(detail) => {
+                    tracing::error!(node = %leader, %detail, "malformed mint answer");
+                    self.tell(Event::Broken(detail));
+                    None
+                }
+            };
+        }
+        self.tell(Event::NoLeader);
+        None
+    }
+
+    /// Step 3: every other replica applies the version; those that do not get a hint.
+    async fn replicate(&self, leader: &str, version: Version, record: Option<WriteRecord>) {
+        let request = ApplyRequest {
+            epoch: self.epoch,
+            key: Some(key_ref(&self.tenant, &self.key)),
+            version: Some(pairdb_proto::convert::version_to_pb(&version)),
+            record: record
+                .as_ref()
+                .map(pairdb_proto::convert::write_record_to_pb),
+        };
+        let mut applies = FuturesUnordered::new();
+        for node in self.prefs.iter().filter(|id| *id != leader) {
+            if !self.cluster.pool().is_live(node) {
+                // Down nodes are not tried; the hint catches them up when they are back.
+                self.hint(node, &version, record);
+                self.tell(Event::Missed { timed_out: false });
+                continue;
+            }
+            let request = request.clone();
+            applies.push(async move {
+                let result = self
+                    .cluster
+                    .rpc(node, self.deadline, |mut c| {
+                        let request = request.clone();
+                        async move { c.apply(request).await }
+                    })
+                    .await;
+                (node, result)
+            });
+        }
+        while let Some((node, result)) = applies.next().await {
+            match result {
+                Ok(response) => self.tell(Event::Stored {
+                    merged: response.outcome == ApplyOutcome::Merged as i32,
+                    concurrent: response.concurrent,
+                }),
+                Err(e) => {
+                    tracing::debug!(%node, error = %e, "replica did not apply");
+                    if let RpcError::StaleEpoch { .. } = e {
+                        let cluster = Arc::clone(&self.cluster);
+                        let epoch = self.epoch;
+                        tokio::spawn(async move { cluster.refresh_past(epoch).await });
+                    }
+                    self.hint(node, &version, record);
+                    self.tell(Event::Missed {
+                        timed_out: matches!(e, RpcError::Timeout),
+                    });
+                }
+            }
+        }
+    }
+
+    fn hint(&self, node: &str, version: &Version, record: Option<WriteRecord>) {
+        self.cluster.hints().record(Hint {
+            node: node.to_owned(),
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            version: version.clone(),
+            record,
+        });
+    }
 }
 
 fn unavailable(acks: usize, required: usize, applied: Applied) -> CoordinatorError {

@@ -17,11 +17,11 @@ use pairdb_core::{ErrorKind, headers};
 use pairdb_proto::coordinator::{
     ConflictOutcome, DeleteRequest, GetRequest, PutRequest, WriteResponse,
 };
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::{Caller, read_limited};
+use crate::extract::{Caller, deadline_of, read_limited};
+use crate::idempotency_key::IdempotencyKey;
 use crate::key::{KeyError, key_from_path};
 use crate::problem::{Problem, ProblemBody};
 use crate::state::AppState;
@@ -80,19 +80,6 @@ fn bad_request(detail: impl Into<String>) -> Problem {
     Problem::new(ErrorKind::BadRequest, detail)
 }
 
-/// The `Idempotency-Key` header: 1–255 visible ASCII, surrounding double quotes stripped; a new
-/// random 32-hex key when absent.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
-        return Ok(hex::encode(bytes));
-    };
-    pairdb_core::idempotency::parse(value.as_bytes())
-        .map(str::to_owned)
-        .ok_or_else(|| bad_request("Idempotency-Key must be 1–255 visible ASCII characters"))
-}
-
 /// The request's deadline: `X-Pairdb-Timeout` milliseconds (a positive integer) capped by
 /// `cap`, else `cap`.
 pub fn deadline(headers: &HeaderMap, cap: Duration) -> Result<Duration, Problem> {
@@ -115,15 +102,25 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// The `X-Pairdb-Context` header, empty when absent.
+/// The `X-Pairdb-Context` header, empty when absent. Present but empty, repeated, too long or
+/// not text is `bad-context`.
 fn context_token(headers: &HeaderMap) -> Result<String, Problem> {
-    match headers.get(CONTEXT_HEADER) {
-        None => Ok(String::new()),
-        Some(v) if v.len() <= MAX_CONTEXT_BYTES => v
+    let mut values = headers.get_all(CONTEXT_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(String::new()),
+        (Some(_), Some(_)) => Err(Problem::new(
+            ErrorKind::BadContext,
+            "more than one X-Pairdb-Context header",
+        )),
+        (Some(v), None) if v.is_empty() => Err(Problem::new(
+            ErrorKind::BadContext,
+            "X-Pairdb-Context is empty: send the context from an earlier answer, or no header",
+        )),
+        (Some(v), None) if v.len() <= MAX_CONTEXT_BYTES => v
             .to_str()
             .map(str::to_owned)
             .map_err(|_| Problem::new(ErrorKind::BadContext, "malformed X-Pairdb-Context")),
-        Some(_) => Err(Problem::new(
+        (Some(_), None) => Err(Problem::new(
             ErrorKind::BadContext,
             "X-Pairdb-Context is too long",
         )),
@@ -165,21 +162,8 @@ fn applied_level(reported: &str, resolved: Option<pairdb_core::Consistency>) -> 
     }
 }
 
-/// `problem` naming the write's idempotency key (valid header text: it passed
-/// [`idempotency_key`]).
-fn with_idempotency_key(problem: Problem, key: &str) -> Problem {
-    match HeaderValue::from_str(key) {
-        Ok(v) => problem.with_header(IDEMPOTENCY_KEY_HEADER, v),
-        Err(_) => problem,
-    }
-}
-
-/// Response headers of a write.
-fn write_headers(
-    written: &WriteResponse,
-    resolved: Option<pairdb_core::Consistency>,
-    idempotency_key: &str,
-) -> HeaderMap {
+/// Response headers of a write (the idempotency-key layer adds `Idempotency-Key`).
+fn write_headers(written: &WriteResponse, resolved: Option<pairdb_core::Consistency>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     set(&mut headers, CONTEXT_HEADER, &written.context);
     set(
@@ -197,8 +181,18 @@ fn write_headers(
         ConflictOutcome::Lost => set(&mut headers, CONFLICT_HEADER, "lww; outcome=lost"),
         ConflictOutcome::None => {}
     }
-    set(&mut headers, IDEMPOTENCY_KEY_HEADER, idempotency_key);
     headers
+}
+
+/// The idempotency key the stack resolved for this write ([`IdempotencyKey`]).
+fn resolved_key(extensions: &http::Extensions) -> Result<String, Problem> {
+    extensions
+        .get::<IdempotencyKey>()
+        .map(|k| k.0.clone())
+        .ok_or_else(|| {
+            tracing::error!("a key write ran without the idempotency-key layer");
+            Problem::new(ErrorKind::Internal, ErrorKind::Internal.title())
+        })
 }
 
 /// Stores the request body as the value of `{key}`.
@@ -224,8 +218,10 @@ fn write_headers(
         (status = 400, description = "Bad key, consistency, context, idempotency key or timeout", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "Not this key's tenant", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The value did not arrive before the request's deadline", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Value too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The level cannot be met (acks, required, applied)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The idempotency key was already used for a different write of this key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The level cannot be met, or the cluster is not ready (acks, required, applied)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 504, description = "Replicas did not answer in time (applied: unknown)", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
@@ -239,30 +235,33 @@ pub async fn put_value(
     let (parts, body) = request.into_parts();
     let key = key_from_path(parts.uri.path(), state.max_key_bytes)
         .map_err(|e| traced(e.into_problem()))?;
-    let idempotency_key = idempotency_key(&parts.headers).map_err(traced)?;
-    // From here on every answer names the idempotency key, so a client can retry with it.
-    let keyed = |p: Problem| with_idempotency_key(traced(p), &idempotency_key);
-    let timeout = deadline(&parts.headers, state.request_timeout).map_err(keyed)?;
-    let context = context_token(&parts.headers).map_err(keyed)?;
-    let content_type = content_type(&parts.headers).map_err(keyed)?;
-    let value = read_limited(&parts.headers, body, state.max_value_bytes, trace.as_ref())
-        .await
-        .map_err(keyed)?;
+    let idempotency_key = resolved_key(&parts.extensions).map_err(traced)?;
+    let timeout = deadline(&parts.headers, state.request_timeout).map_err(traced)?;
+    let context = context_token(&parts.headers).map_err(traced)?;
+    let content_type = content_type(&parts.headers).map_err(traced)?;
+    let value = read_limited(
+        &parts.headers,
+        body,
+        state.max_value_bytes,
+        trace.as_ref(),
+        deadline_of(&parts.extensions, timeout),
+    )
+    .await?;
     call.timeout = Some(timeout);
     let message = PutRequest {
         key,
         value,
         content_type,
         context,
-        idempotency_key: idempotency_key.clone(),
+        idempotency_key,
         timeout_ms: millis(timeout),
     };
     let written = state
         .coordinators
         .call(&call, message, |mut c, r| async move { c.put(r).await })
         .await
-        .map_err(|s| keyed(Problem::from_status(&s).for_write()))?;
-    let headers = write_headers(&written, call.consistency, &idempotency_key);
+        .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
+    let headers = write_headers(&written, call.consistency);
     let body = WriteResult {
         context: written.context,
         acks: written.acks,
@@ -374,37 +373,37 @@ pub async fn get_value(
             )),
         (status = 400, description = "Bad key, consistency, context, idempotency key or timeout", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The level cannot be met", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 504, description = "Replicas did not answer in time", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The idempotency key was already used for a different write of this key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The level cannot be met, or the cluster is not ready (acks, required, applied)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 504, description = "Replicas did not answer in time (applied: unknown)", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn delete_value(
     State(state): State<AppState>,
     Caller(mut call): Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Problem> {
     let trace = call.trace;
     let traced = |p: Problem| p.with_trace(trace.as_ref());
-    let key =
-        key_from_path(uri.path(), state.max_key_bytes).map_err(|e| traced(e.into_problem()))?;
-    let idempotency_key = idempotency_key(&headers).map_err(traced)?;
-    let keyed = |p: Problem| with_idempotency_key(traced(p), &idempotency_key);
-    let timeout = deadline(&headers, state.request_timeout).map_err(keyed)?;
-    let context = context_token(&headers).map_err(keyed)?;
+    let (parts, _) = request.into_parts();
+    let key = key_from_path(parts.uri.path(), state.max_key_bytes)
+        .map_err(|e| traced(e.into_problem()))?;
+    let idempotency_key = resolved_key(&parts.extensions).map_err(traced)?;
+    let timeout = deadline(&parts.headers, state.request_timeout).map_err(traced)?;
+    let context = context_token(&parts.headers).map_err(traced)?;
     call.timeout = Some(timeout);
     let message = DeleteRequest {
         key,
         context,
-        idempotency_key: idempotency_key.clone(),
+        idempotency_key,
         timeout_ms: millis(timeout),
     };
     let written = state
         .coordinators
         .call(&call, message, |mut c, r| async move { c.delete(r).await })
         .await
-        .map_err(|s| keyed(Problem::from_status(&s).for_write()))?;
-    let headers = write_headers(&written, call.consistency, &idempotency_key);
+        .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
+    let headers = write_headers(&written, call.consistency);
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }
 
@@ -416,21 +415,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_static(value));
         h
-    }
-
-    #[test]
-    fn idempotency_keys() {
-        let generated = idempotency_key(&HeaderMap::new()).ok().unwrap_or_default();
-        assert_eq!(generated.len(), 32);
-        let ok = |v| idempotency_key(&headers(IDEMPOTENCY_KEY_HEADER, v)).ok();
-        assert_eq!(ok("abc").as_deref(), Some("abc"));
-        assert_eq!(ok("\"abc\"").as_deref(), Some("abc"));
-        assert_eq!(ok("\"\""), None);
-        assert_eq!(ok("a b"), None);
-        assert_eq!(ok(""), None);
-        let long: &'static str = Box::leak("k".repeat(256).into_boxed_str());
-        assert_eq!(ok(long), None);
-        assert_eq!(ok(&long[..255]).map(|k| k.len()), Some(255));
     }
 
     #[test]

@@ -543,11 +543,12 @@ impl Harness {
             ..GatewayConfig::default()
         };
         adjust(&mut config, coordinator_addr);
+        let limits = config.connection_limits();
         let router = build_router(config, store.clone()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop_gateway, stopped) = oneshot::channel::<()>();
-        let gateway = tokio::spawn(serve(listener, router, async {
+        let gateway = tokio::spawn(serve(listener, router, limits, async {
             stopped.await.ok();
         }));
         Harness {

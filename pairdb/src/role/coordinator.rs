@@ -41,6 +41,12 @@ pub fn parse_initial_nodes(items: &[String]) -> anyhow::Result<Vec<NodeAddr>> {
 /// Serves one coordinator until SIGINT/SIGTERM.
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
+    // Ports first: a coordinator that cannot have them writes nothing.
+    let listener = local::bind("coordinator", args.listen)?;
+    let metrics = args
+        .metrics_listen
+        .map(|addr| local::bind("metrics endpoint", addr))
+        .transpose()?;
     let store = local::open_metadata(&args.metadata_url).await?;
     let mut config = CoordinatorConfig::new(
         secrets.internal_token.clone(),
@@ -61,21 +67,14 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     if let Err(e) = cluster.refresh().await {
         tracing::warn!(error = %e, "no placement yet; retrying in the background");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let stop = Shutdown::new();
-    if let Some(addr) = args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    if let Some(l) = metrics {
+        let l = tokio::net::TcpListener::from_std(l)?;
         let c = cluster.clone();
         let ready: ReadyCheck = Arc::new(move || {
             let c = c.clone();
-            Box::pin(async move {
-                c.store().ping().await.map_err(|e| e.to_string())?;
-                c.view().map(|_| ()).map_err(|e| e.to_string())
-            })
+            Box::pin(async move { c.readiness().await })
         });
         tokio::spawn(ops_http::serve(l, ready, stop.wait()));
     }

@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use pairdb_storage::dir_lock::DirLock;
+
 use crate::cli::DevArgs;
 use crate::local::{LocalCluster, LocalOptions};
 use crate::{secrets, shutdown};
 
 /// Runs the local cluster until SIGINT/SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)?;
+    // Before anything in the data dir is read or written: a second `pairdb dev` on it stops here.
+    let lock = DirLock::acquire(&args.data_dir)?;
     let secrets = secrets::load_or_generate(&args.data_dir, &args.secrets)?;
     let opts = LocalOptions {
         http: args.http,
@@ -24,7 +27,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         engine = opts.engine.as_str(), metadata = opts.metadata_url.as_deref().unwrap_or("sqlite (data dir)"),
         "starting pairdb dev"
     );
-    let cluster = LocalCluster::start(&opts, secrets).await?;
+    let cluster = LocalCluster::start(&opts, lock, secrets).await?;
     print_banner(&cluster, &args);
     shutdown::signal().await;
     cluster.stop().await;
@@ -33,24 +36,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 fn print_banner(cluster: &LocalCluster, args: &DevArgs) {
     let url = format!("http://{}", cluster.gateway.addr);
-    let admin = &cluster.secrets.admin_key;
-    let admin_line = if cluster.secrets.admin_key_generated {
+    let generated = cluster.secrets.admin_key_generated;
+    let admin_line = if generated {
         format!(
-            "admin key:  {admin}   (generated; kept in {}/secrets.json)",
+            "admin key:  {}   (generated; kept in {}/secrets.json)",
+            cluster.secrets.admin_key,
             args.data_dir.display()
         )
     } else {
         "admin key:  from PAIRDB_ADMIN_KEY".to_owned()
     };
+    // A key that came from the environment is never printed.
+    let export = if generated {
+        format!(
+            "export PAIRDB_URL={url} PAIRDB_ADMIN_KEY={}",
+            cluster.secrets.admin_key
+        )
+    } else {
+        format!("export PAIRDB_URL={url}   # PAIRDB_ADMIN_KEY is already set")
+    };
     println!(
         "\npairdb dev is running: {} storage nodes ({} engine), coordinator on {}\n\
          gateway:    {url}\n{admin_line}\n\n\
          Try it:\n\
-         \x20 export PAIRDB_URL={url} PAIRDB_ADMIN_KEY={admin}\n\
-         \x20 curl -s -X POST $PAIRDB_URL/v1/tenants -H \"Authorization: Bearer $PAIRDB_ADMIN_KEY\" \\\n\
-         \x20      -H 'Content-Type: application/json' -d '{{\"tenant_id\":\"acme\"}}'\n\
-         \x20 # then, with the returned api_key:\n\
-         \x20 curl -s -X PUT $PAIRDB_URL/v1/kv/hello -H \"Authorization: Bearer $API_KEY\" --data-binary world\n",
+         \x20 {export}\n\
+         \x20 export API_KEY=$(curl -s -X POST $PAIRDB_URL/v1/tenants -H \"Authorization: Bearer $PAIRDB_ADMIN_KEY\" \\\n\
+         \x20      -H 'Content-Type: application/json' -d '{{\"tenant_id\":\"acme\"}}' | sed -n 's/.*\"api_key\":\"\\([^\"]*\\)\".*/\\1/p')\n\
+         \x20 curl -s -X PUT $PAIRDB_URL/v1/kv/hello -H \"Authorization: Bearer $API_KEY\" \\\n\
+         \x20      -H 'Content-Type: text/plain' --data-binary world\n",
         cluster.nodes.len(),
         args.engine.as_str(),
         cluster.coordinator.addr,

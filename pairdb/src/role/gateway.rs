@@ -9,12 +9,13 @@ use crate::{local, secrets, shutdown};
 /// Serves the REST API until SIGINT/SIGTERM.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
+    let listener = local::bind("gateway", args.http)?;
     let store = local::open_metadata(&args.metadata_url).await?;
     tracing::info!(http = %args.http, coordinators = ?args.coordinators, metadata = %args.metadata_url,
         request_timeout_ms = args.request_timeout, "starting gateway");
     let gateway = GatewayNode::start(
         store,
-        args.http,
+        listener,
         args.coordinators.clone(),
         &secrets,
         Duration::from_millis(args.request_timeout),

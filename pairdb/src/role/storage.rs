@@ -3,29 +3,33 @@
 use std::sync::Arc;
 
 use crate::cli::StorageArgs;
-use crate::local::StorageNode;
+use crate::local::{LocalNode, NodeSpec, StorageNode};
 use crate::ops_http::{self, ReadyCheck};
 use crate::shutdown::Shutdown;
 use crate::{local, secrets, shutdown};
 
-/// Serves one storage node until SIGINT/SIGTERM, then stops it gracefully.
+/// Serves one storage node until SIGINT/SIGTERM, then stops it gracefully: in-flight calls
+/// finish, the engine is flushed, and the stop is recorded as clean.
 pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
-    let engine = local::open_engine(args.engine, &args.data_dir);
-    let node = StorageNode::start(
-        &args.node_id,
-        args.listen,
-        &args.data_dir,
-        engine,
-        &secrets.internal_token,
-    )?;
+    pairdb_core::placement::validate_node_id(&args.node_id)?;
+    let listener = local::bind("storage node", args.listen)?;
+    let metrics = args
+        .metrics_listen
+        .map(|addr| local::bind("metrics endpoint", addr))
+        .transpose()?;
+    let node = StorageNode::start(NodeSpec {
+        id: args.node_id.clone(),
+        listener,
+        engine: local::open_engine(args.engine, &args.data_dir),
+        data_dir: args.data_dir.clone(),
+        internal_token: secrets.internal_token.clone(),
+    })?;
     tracing::info!(node = %args.node_id, incarnation = node.state.incarnation(), listen = %node.addr,
         data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");
     let stop = Shutdown::new();
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    if let Some(listener) = metrics {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let state = node.state.clone();
         let ready: ReadyCheck = Arc::new(move || {
             let ready = state.placement().is_some();
@@ -41,7 +45,6 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     }
     shutdown::signal().await;
     stop.trigger();
-    // The node runs on its own thread; stopping it waits for calls in flight.
-    tokio::task::spawn_blocking(move || node.stop()).await?;
+    node.stop().await;
     Ok(())
 }

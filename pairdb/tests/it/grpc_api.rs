@@ -117,9 +117,13 @@ async fn a_second_coordinator_catches_up_with_placement_changes() {
         secrets.admin_key.clone(),
     );
     // Coordinator B starts on the initial placement (no tenants)…
-    let b = CoordinatorNode::start(t.cluster.store.clone(), ([127, 0, 0, 1], 0).into(), config)
-        .await
-        .expect("second coordinator");
+    let b = CoordinatorNode::start(
+        t.cluster.store.clone(),
+        pairdb::local::bind("coordinator", ([127, 0, 0, 1], 0).into()).expect("bind"),
+        config,
+    )
+    .await
+    .expect("second coordinator");
     let epoch_b = b.cluster.view().expect("placement").placement.epoch;
     // …then A creates a tenant: a new epoch, pushed to every storage node.
     let key = t.create_tenant("acme", 3).await;

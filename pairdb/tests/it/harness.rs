@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use pairdb::cli::EngineKind;
-use pairdb::local::{LocalCluster, LocalOptions};
+use pairdb::local::{LocalCluster, LocalOptions, NodeSpec};
 use pairdb::secrets::Secrets;
+use pairdb::testing::KillableNode;
 use pairdb_core::{ContextSigner, Version};
 use pairdb_proto::convert::version_from_pb;
 use pairdb_proto::storage::storage_client::StorageClient;
 use pairdb_proto::storage::{KeyRef, ReadRequest};
+use pairdb_storage::dir_lock::DirLock;
 use reqwest::{Method, StatusCode};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -18,7 +20,7 @@ pub const INTERNAL_TOKEN: &str = "test-internal-token";
 pub const KEY_SECRET: &[u8] = b"test-key-secret";
 
 pub struct TestCluster {
-    pub cluster: LocalCluster,
+    pub cluster: LocalCluster<KillableNode>,
     pub base: String,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -44,7 +46,8 @@ pub async fn start(nodes: u32) -> TestCluster {
         request_timeout: Duration::from_secs(5),
         vnodes: 64,
     };
-    let cluster = LocalCluster::start(&opts, secrets())
+    let lock = DirLock::acquire(&opts.data_dir).expect("lock the data dir");
+    let cluster = LocalCluster::start_with(&opts, lock, secrets(), KillableNode::start)
         .await
         .expect("start cluster");
     let base = format!("http://{}", cluster.gateway.addr);
@@ -171,6 +174,45 @@ impl TestCluster {
 
     pub fn signer(&self) -> ContextSigner {
         ContextSigner::new(KEY_SECRET, 5_000)
+    }
+
+    /// Restarts storage node `id` at `addr` on an empty memory engine in `dir`.
+    pub fn restart(&mut self, id: &str, addr: std::net::SocketAddr, dir: &std::path::Path) {
+        let listener = pairdb::local::bind("storage node", addr).expect("rebind the node's port");
+        let node = KillableNode::start(NodeSpec {
+            id: id.to_owned(),
+            listener,
+            data_dir: dir.to_path_buf(),
+            engine: pairdb::local::open_engine(EngineKind::Memory, dir),
+            internal_token: INTERNAL_TOKEN.to_owned(),
+        })
+        .expect("restart");
+        self.cluster.nodes.push(node);
+    }
+
+    /// Waits until the coordinator's connection to `node` is known broken: a call on it fails
+    /// in a way that proves it was never sent (the node is gone and the port refuses). A write
+    /// racing the discovery could have been sent on the dying connection, and its outcome would
+    /// rightly be unknown; after this, the coordinator fails over deterministically.
+    pub async fn await_unreachable(&self, node: &str) {
+        let handle = self
+            .cluster
+            .coordinator
+            .cluster
+            .pool()
+            .get(node)
+            .expect("node in the pool");
+        for _ in 0..500 {
+            let mut client = handle.client();
+            if let Err(status) = client.health(pairdb_proto::storage::HealthRequest {}).await
+                && pairdb_coordinator::pool::classify(&status)
+                    == pairdb_coordinator::pool::Failure::NotSent
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the coordinator still reaches {node}");
     }
 
     /// Kills storage node `id` abruptly (connections dropped, like a crash).

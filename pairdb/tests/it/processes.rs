@@ -143,6 +143,7 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         http.put(format!("{base}/v1/kv/user-42"))
             .bearer_auth(&key)
             .header("X-Consistency", level)
+            .header("Idempotency-Key", format!("{value}-{level}"))
             .body(value)
             .send()
     };
@@ -162,7 +163,18 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
     victim.start_kill().expect("SIGKILL");
     let _ = victim.wait().await;
 
-    let after = put("after", "quorum").await.expect("put");
+    // The first write may race the coordinator's discovery of the dead connection: sent on it,
+    // its outcome is rightly unknown (504). A client retries with the same idempotency key,
+    // which is always safe; once the dead port refuses, the write fails over to a live leader.
+    let mut after = put("after", "quorum").await.expect("put");
+    for _ in 0..3 {
+        if after.status() != StatusCode::GATEWAY_TIMEOUT {
+            break;
+        }
+        let problem: serde_json::Value = after.json().await.expect("json");
+        assert_eq!(problem["applied"], "unknown", "{problem}");
+        after = put("after", "quorum").await.expect("put");
+    }
     assert_eq!(after.status(), StatusCode::OK, "quorum write after SIGKILL");
     let get = http
         .get(format!("{base}/v1/kv/user-42"))

@@ -45,13 +45,18 @@ fn delete_range_drops_only_the_range() {
 }
 
 #[test]
+fn scans_respect_byte_budgets() {
+    conformance::scans_respect_byte_budgets(&memory);
+}
+
+#[test]
 fn applied_keys_index_finds_recorded_writes() {
     conformance::applied_keys_index_finds_recorded_writes(&memory);
 }
 
 #[test]
 fn run_all_covers_every_case() {
-    assert_eq!(conformance::CASES.len(), 7);
+    assert_eq!(conformance::CASES.len(), 8);
     conformance::run_all(&memory);
 }
 
@@ -158,14 +163,14 @@ proptest! {
         let engine = MemoryEngine::new(Duration::from_secs(3600));
         let key = StorageKey::new("prop", b"key").expect("key");
         for v in &order {
-            engine.apply(&key, v.clone()).expect("apply");
+            engine.apply(&key, v.clone(), None).expect("apply");
         }
         prop_assert_eq!(engine.get(&key).expect("get"), expected.clone());
 
         // A second replica receiving the minting order digests identically.
         let other = MemoryEngine::new(Duration::from_secs(3600));
         for v in &history {
-            other.apply(&key, v.clone()).expect("apply");
+            other.apply(&key, v.clone(), None).expect("apply");
         }
         let range = pairdb_storage::engine::TokenRange::full("prop");
         prop_assert_eq!(engine.digest(&range).expect("digest"), other.digest(&range).expect("digest"));

@@ -2,10 +2,19 @@
 //!
 //! * [`conformance`] — the engine conformance suite against [`MemoryEngine`], plus a property
 //!   test that any apply order converges;
-//! * [`service`] — the gRPC service over a real socket: credentials, epochs, minting,
-//!   idempotency, apply outcomes, reads, scans, digests and restarts.
+//! * [`service`] — the gRPC service over a real socket: credentials, epochs, minting, apply
+//!   outcomes, reads, scans, digests, restarts, and the refusals errors carry;
+//! * [`epochs`] — placement pushes against data calls: a push blocked in its fsyncs stalls
+//!   nothing, and an old-epoch call racing a push lands before it or is refused;
+//! * [`concurrency`] — many writers minting and replicating the same keys at once;
+//! * [`idempotency`] — exact deduplication by idempotency key, and reuse refused;
+//! * [`support`] — nodes on ephemeral ports, request builders, and gated fault injection.
 //!
 //! [`MemoryEngine`]: pairdb_storage::memory::MemoryEngine
 
+mod concurrency;
 mod conformance;
+mod epochs;
+mod idempotency;
 mod service;
+mod support;

@@ -1,183 +1,19 @@
-//! The storage-node gRPC service over a real socket, with the memory engine.
-
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+//! The storage-node gRPC service over a real socket, with the memory engine: credentials,
+//! epochs, minting, apply outcomes, reads, scans, digests, restarts — and the refusal every
+//! error that changed nothing carries.
 
 use pairdb_core::hlc::{LOGICAL_BITS, wall_ms};
 use pairdb_core::version::{MintRequest, mint};
-use pairdb_core::{Actor, Hlc, NodeAddr, Placement, StorageKey, Version};
-use pairdb_proto::convert::{placement_to_pb, version_from_pb, version_to_pb};
+use pairdb_core::{Actor, Hlc, StorageKey, Version};
+use pairdb_proto::convert::{version_from_pb, version_to_pb};
 use pairdb_proto::storage as pb;
+use pairdb_proto::storage::RefusalReason;
 use pairdb_proto::storage::storage_client::StorageClient;
-use pairdb_storage::engine::{StorageEngine, TokenRange};
-use pairdb_storage::memory::MemoryEngine;
-use pairdb_storage::node::NodeState;
-use pairdb_storage::server;
-use pairdb_storage::service::StorageService;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use pairdb_storage::engine::TokenRange;
+use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
 
-const TOKEN: &str = "internal-test-token";
-const NODE: &str = "n1";
-
-/// Adds `authorization: Bearer <token>` to every call, as coordinators do.
-#[derive(Clone)]
-struct BearerToken(MetadataValue<Ascii>);
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(pairdb_proto::AUTHORIZATION, self.0.clone());
-        Ok(request)
-    }
-}
-
-type Client = StorageClient<InterceptedService<Channel, BearerToken>>;
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// A client presenting `token` as its internal credential.
-async fn client_with_token(addr: SocketAddr, token: &str) -> Client {
-    let value = format!("Bearer {token}").parse().expect("ascii token");
-    StorageClient::with_interceptor(channel(addr).await, BearerToken(value))
-}
-
-async fn client(addr: SocketAddr) -> Client {
-    client_with_token(addr, TOKEN).await
-}
-
-/// A storage node serving on an ephemeral port until [`TestNode::stop`].
-struct TestNode {
-    addr: SocketAddr,
-    engine: Arc<MemoryEngine>,
-    shutdown: oneshot::Sender<()>,
-    served: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestNode {
-    async fn start(data_dir: &Path) -> TestNode {
-        let engine = Arc::new(MemoryEngine::new(Duration::from_secs(3600)));
-        let node =
-            Arc::new(NodeState::open(data_dir, NODE, engine.is_durable()).expect("node state"));
-        let service = StorageService::new(
-            NODE,
-            Arc::clone(&engine) as Arc<dyn StorageEngine>,
-            node,
-            TOKEN.to_owned(),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let served = tokio::spawn(server::run(service, listener, async move {
-            let _ = stop.await;
-        }));
-        TestNode {
-            addr,
-            engine,
-            shutdown,
-            served,
-        }
-    }
-
-    /// A node with placement `epoch` installed, and a client for it.
-    async fn with_epoch(data_dir: &Path, epoch: u64) -> (TestNode, Client) {
-        let node = TestNode::start(data_dir).await;
-        let mut c = client(node.addr).await;
-        let held = c
-            .push_placement(push(epoch))
-            .await
-            .expect("push placement")
-            .into_inner()
-            .epoch;
-        assert_eq!(held, epoch);
-        (node, c)
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.served
-            .await
-            .expect("server task")
-            .expect("server stopped cleanly");
-    }
-}
-
-fn placement(epoch: u64) -> Placement {
-    Placement {
-        epoch,
-        ..Placement::initial(
-            vec![NodeAddr {
-                id: NODE.into(),
-                address: "127.0.0.1:1".into(),
-            }],
-            8,
-        )
-    }
-}
-
-fn push(epoch: u64) -> pb::PushPlacementRequest {
-    pb::PushPlacementRequest {
-        placement: Some(placement_to_pb(&placement(epoch))),
-    }
-}
-
-fn key_ref(namespace: &str, key: &str) -> Option<pb::KeyRef> {
-    Some(pb::KeyRef {
-        namespace: namespace.into(),
-        key: key.as_bytes().to_vec(),
-    })
-}
-
-fn read(epoch: u64, key: &str) -> pb::ReadRequest {
-    pb::ReadRequest {
-        epoch,
-        key: key_ref("t", key),
-    }
-}
-
-fn put(epoch: u64, key: &str, value: &str) -> pb::MintRequest {
-    pb::MintRequest {
-        epoch,
-        key: key_ref("t", key),
-        value: value.as_bytes().to_vec(),
-        content_type: "text/plain".into(),
-        ..pb::MintRequest::default()
-    }
-}
-
-fn with_context(mut request: pb::MintRequest, seen: &Version) -> pb::MintRequest {
-    request.context = Some(pairdb_proto::convert::context_to_pb(&seen.context()));
-    request
-}
-
-async fn mint_version(c: &mut Client, request: pb::MintRequest) -> (Version, pb::MintResponse) {
-    let response = c.mint(request).await.expect("mint").into_inner();
-    let version = version_from_pb(response.version.clone().expect("version")).expect("valid");
-    (version, response)
-}
-
-fn code<T: std::fmt::Debug>(result: Result<T, Status>) -> Code {
-    result.expect_err("call should fail").code()
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
+use crate::support::*;
 
 #[tokio::test]
 async fn calls_without_the_credential_are_unauthenticated() {
@@ -202,6 +38,11 @@ async fn calls_without_the_credential_are_unauthenticated() {
     assert_eq!(
         code(wrong.health(pb::HealthRequest {}).await),
         Code::Unauthenticated
+    );
+    assert_eq!(
+        refusal(wrong.mint(put(1, "k", "v")).await),
+        RefusalReason::Unauthenticated,
+        "a refused mint says so explicitly"
     );
     assert_eq!(
         code(wrong.mint(put(1, "k", "v")).await),
@@ -269,6 +110,15 @@ async fn epochs_other_than_the_installed_one_are_refused() {
     let stale = c.read(read(1, "k")).await.expect_err("stale epoch");
     assert_eq!(stale.code(), Code::Aborted);
     assert_eq!(stale.message(), "stale placement epoch 1: node has 2");
+    let detail = pairdb_proto::refusal(&stale).expect("refusal");
+    assert_eq!(
+        (detail.reason(), detail.node_epoch),
+        (RefusalReason::StaleEpoch, 2)
+    );
+    assert_eq!(
+        refusal(c.mint(put(3, "k", "v")).await),
+        RefusalReason::EpochNotInstalled
+    );
     let future = c.read(read(3, "k")).await.expect_err("future epoch");
     assert_eq!(future.code(), Code::FailedPrecondition);
     assert_eq!(
@@ -282,6 +132,7 @@ async fn epochs_other_than_the_installed_one_are_refused() {
         epoch: 1,
         key: key_ref("t", "k"),
         version: Some(pb::Version::default()),
+        record: None,
     };
     assert_eq!(code(c.apply(apply).await), Code::Aborted);
     let range = Some(pb::TokenRange {
@@ -417,6 +268,7 @@ async fn apply_reports_outcomes_and_advances_the_clock() {
             epoch: 1,
             key: key_ref("t", key),
             version: Some(version_to_pb(v)),
+            record: None,
         };
         c.apply(request)
             .await
@@ -431,10 +283,10 @@ async fn apply_reports_outcomes_and_advances_the_clock() {
     assert_eq!(apply("s", &x).await, pb::ApplyOutcome::Merged);
     assert_eq!(apply("s", &y).await, pb::ApplyOutcome::Superseded);
 
-    // A version from a node whose clock runs an hour ahead: later mints here exceed it, even on
-    // other keys.
+    // A version from a node whose clock runs 30 s ahead (within the allowed skew): later mints
+    // here exceed it, even on other keys.
     let ahead = Version {
-        timestamp: (wall_ms() + 3_600_000) << LOGICAL_BITS,
+        timestamp: (wall_ms() + 30_000) << LOGICAL_BITS,
         ..mint(None, write("ahead"), &Actor::new("n9", 1), &hlc).0
     };
     assert_eq!(apply("ahead", &ahead).await, pb::ApplyOutcome::Applied);
@@ -452,6 +304,31 @@ async fn apply_reports_outcomes_and_advances_the_clock() {
 }
 
 #[tokio::test]
+async fn a_version_from_too_far_in_the_future_is_refused_and_the_clock_stays() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    let hlc = Hlc::new();
+    let hour_ahead = (wall_ms() + 3_600_000) << LOGICAL_BITS;
+    let ahead = Version {
+        timestamp: hour_ahead,
+        ..mint(None, MintRequest::default(), &Actor::new("n9", 1), &hlc).0
+    };
+    let request = pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "future"),
+        version: Some(version_to_pb(&ahead)),
+        record: None,
+    };
+    let refused = c.apply(request).await;
+    assert_eq!(refusal(refused), RefusalReason::ClockSkew);
+    assert_eq!(node.engine.get(&storage_key("future")).expect("get"), None);
+    // The node's clock was not dragged along: its next mint is timestamped near now.
+    let (minted, _) = mint_version(&mut c, put(1, "after", "v")).await;
+    assert!(minted.timestamp < hour_ahead);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_is_invalid_argument() {
     let dir = tempdir();
     let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
@@ -460,7 +337,11 @@ async fn bad_input_is_invalid_argument() {
         key: None,
         ..put(1, "k", "v")
     };
-    assert_eq!(code(c.mint(no_key).await), Code::InvalidArgument);
+    assert_eq!(code(c.mint(no_key.clone()).await), Code::InvalidArgument);
+    assert_eq!(
+        refusal(c.mint(no_key).await),
+        RefusalReason::InvalidArgument
+    );
     let long_ns = pb::MintRequest {
         key: key_ref(&"n".repeat(256), "k"),
         ..put(1, "k", "v")
@@ -492,12 +373,14 @@ async fn bad_input_is_invalid_argument() {
             clock: vec![entry("n3"), entry("n2")],
             ..pb::Version::default()
         }),
+        record: None,
     };
     assert_eq!(code(c.apply(unsorted).await), Code::InvalidArgument);
     let no_version = pb::ApplyRequest {
         epoch: 1,
         key: key_ref("t", "k"),
         version: None,
+        record: None,
     };
     assert_eq!(code(c.apply(no_version).await), Code::InvalidArgument);
     assert_eq!(
@@ -687,7 +570,7 @@ async fn scan_and_digest_page_through_a_range() {
     for i in 0..1001 {
         let k = StorageKey::new("big", format!("k{i}").as_bytes()).expect("key");
         let v = mint(None, MintRequest::default(), &actor, &hlc).0;
-        node.engine.apply(&k, v).expect("apply");
+        node.engine.apply(&k, v, None).expect("apply");
     }
     let capped = c
         .scan(pb::ScanRequest {
@@ -765,5 +648,86 @@ async fn a_restart_bumps_the_incarnation_and_keeps_the_newest_placement() {
         .into_inner();
     assert!(health.load_bytes > 0);
     drop(c);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn scan_pages_stay_under_the_message_limit_with_large_values() {
+    use pairdb_storage::service::SCAN_PAGE_BYTES;
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    // Twelve values of 1 MiB: a page of all of them would be 12 MiB, over the 8 MiB message
+    // limit both ends enforce.
+    let hlc = Hlc::new();
+    let actor = Actor::new("n2", 1);
+    for i in 0..12 {
+        let k = StorageKey::new("large", format!("k{i:02}").as_bytes()).expect("key");
+        let request = MintRequest {
+            value: vec![b'x'; 1 << 20],
+            ..MintRequest::default()
+        };
+        node.engine
+            .apply(&k, mint(None, request, &actor, &hlc).0, None)
+            .expect("apply");
+    }
+    let mut big = StorageClient::with_interceptor(
+        channel(node.addr).await,
+        BearerToken(format!("Bearer {TOKEN}").parse().expect("ascii")),
+    )
+    .max_decoding_message_size(64 << 20);
+    let mut after = None;
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let page = c
+            .scan(pb::ScanRequest {
+                epoch: 1,
+                range: Some(pb::TokenRange {
+                    namespace: "large".into(),
+                    start: 0,
+                    end: u64::MAX,
+                }),
+                after: after.clone(),
+                limit: 1000,
+            })
+            .await
+            .expect("a page within the message limit")
+            .into_inner();
+        pages += 1;
+        let bytes: usize = page
+            .entries
+            .iter()
+            .map(|e| e.version.as_ref().map_or(0, |v| v.value.len()))
+            .sum();
+        assert!(!page.entries.is_empty());
+        assert!(bytes <= SCAN_PAGE_BYTES, "page of {bytes} bytes");
+        seen += page.entries.len();
+        after = page.entries.last().map(|e| pb::ScanCursor {
+            token: e.token,
+            key: e.key.clone(),
+        });
+        if !page.more {
+            break;
+        }
+        assert!(pages < 20, "scan never ended");
+    }
+    assert_eq!(seen, 12);
+    assert!(pages >= 3, "{pages} pages");
+    // Even a client that would accept a huge message gets bounded pages.
+    let page = big
+        .scan(pb::ScanRequest {
+            epoch: 1,
+            range: Some(pb::TokenRange {
+                namespace: "large".into(),
+                start: 0,
+                end: u64::MAX,
+            }),
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .expect("scan")
+        .into_inner();
+    assert!(page.more && page.entries.len() < 12);
     node.stop().await;
 }
