@@ -226,9 +226,10 @@ impl Pipeline {
 
     /// Steps 1–2: the first live replica that answers mints the version.
     async fn mint(&self) -> Option<(String, Version, Option<WriteRecord>)> {
-        for leader in &self.leaders {
-            if Instant::now() >= self.client_deadline {
-                // Nobody waits for this write any more; do not mint it anywhere new.
+        for (attempt, leader) in self.leaders.iter().enumerate() {
+            if attempt > 0 && Instant::now() >= self.client_deadline {
+                // Nobody waits for this write any more (the client was told its outcome is
+                // unknown): do not fail it over to mint it somewhere new.
                 self.tell(Event::LeaderUnknown);
                 return None;
             }

@@ -1,0 +1,341 @@
+//! The write path against scripted storage nodes: each outcome driven deterministically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairdb_coordinator::CoordinatorError;
+use pairdb_coordinator::error::Applied;
+use pairdb_coordinator::replication::Conflict;
+use pairdb_core::{Consistency, ErrorKind};
+use pairdb_proto::storage::RefusalReason;
+use pairdb_storage::engine::StorageEngine as _;
+use tonic::Code;
+
+use crate::fake::*;
+
+fn served_mints(f: &Fixture) -> usize {
+    f.nodes
+        .iter()
+        .map(|n| Counters::get(&n.counters.mints_served))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_refuses_is_failed_over() {
+    let f = Fixture::start().await;
+    let [leader, second, third] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    for reason in [RefusalReason::Engine, RefusalReason::Unauthenticated] {
+        leader.script.mint([Step::Refuse(reason)]);
+        let out = f
+            .replicator
+            .write(put("k", "v", Consistency::Quorum, "", LONG))
+            .await
+            .expect("failed over");
+        assert_eq!(out.version.minted_by, second.id, "{reason:?}");
+    }
+    assert_eq!(Counters::get(&leader.counters.mints_served), 0);
+    assert_eq!(Counters::get(&second.counters.mints_served), 2);
+    assert_eq!(Counters::get(&third.counters.mints), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_leader_refusing_is_503_none() {
+    let f = Fixture::start().await;
+    for n in f.replicas("k") {
+        n.script.mint([Step::Refuse(RefusalReason::Engine)]);
+    }
+    let err = f
+        .replicator
+        .write(put("k", "v", Consistency::Quorum, "", LONG))
+        .await
+        .expect_err("no leader");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::WriteUnavailable {
+                acks: 0,
+                applied: Applied::None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(served_mints(&f), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_error_after_the_mint_is_504_unknown_and_mints_once() {
+    let f = Fixture::start().await;
+    let leader = f.replicas("k")[0];
+    // The codes tonic produces for broken streams too: none of them proves nothing was minted.
+    for code in [
+        Code::Internal,
+        Code::Unknown,
+        Code::Unavailable,
+        Code::ResourceExhausted,
+    ] {
+        leader.script.mint([Step::PassThenBare(code)]);
+        let err = f
+            .replicator
+            .write(put("k", "v", Consistency::Quorum, "", LONG))
+            .await
+            .expect_err("outcome unknown");
+        assert!(
+            matches!(
+                err,
+                CoordinatorError::Timeout {
+                    applied: Some(Applied::Unknown),
+                    ..
+                }
+            ),
+            "{code:?}: {err:?}"
+        );
+    }
+    assert_eq!(served_mints(&f), 4, "one mint per write, on the leader");
+    assert_eq!(Counters::get(&leader.counters.mints_served), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_after_the_mint_is_504_unknown_and_mints_once() {
+    let mut f = Fixture::start().await;
+    let prefs = f.prefs("k");
+    let leader = f.node(&prefs[0]);
+    leader.script.mint([Step::PassThenHang]);
+    let served = Arc::clone(&leader.counters);
+    let replicator = f.replicator.clone();
+    let write = tokio::spawn(async move {
+        replicator
+            .write(put("k", "v", Consistency::Quorum, "idem-1", LONG))
+            .await
+    });
+    // The leader minted; now it crashes before answering.
+    served.served.notified().await;
+    let minted = f.node(&prefs[0]).stored("k").expect("minted on the leader");
+    f.node_mut(&prefs[0]).kill();
+    let err = write.await.expect("task").expect_err("outcome unknown");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::Timeout {
+                applied: Some(Applied::Unknown),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // No other replica was asked to mint: exactly one version exists.
+    for id in &prefs[1..] {
+        assert_eq!(Counters::get(&f.node(id).counters.mints), 0);
+        assert_eq!(f.node(id).stored("k"), None);
+    }
+    assert_eq!(minted.idempotency_key, "idem-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_failing_after_the_mint_is_503_partial() {
+    let f = Fixture::start().await;
+    let [leader, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    b.script.apply([Step::Refuse(RefusalReason::Engine)]);
+    c.script.apply([Step::Bare(Code::Internal)]);
+    let err = f
+        .replicator
+        .write(put("k", "v", Consistency::Quorum, "idem-p", LONG))
+        .await
+        .expect_err("partial");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::WriteUnavailable {
+                acks: 1,
+                required: 2,
+                applied: Applied::Partial,
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(leader.stored("k").is_some());
+    // Both replicas that missed it are recorded to be caught up.
+    assert_eq!(f.cluster.hints().pending_for(&b.id), 1);
+    assert_eq!(f.cluster.hints().pending_for(&c.id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_epoch_refreshes_once_then_succeeds() {
+    let f = Fixture::start().await;
+    let epoch = f.advance_epoch_behind_the_coordinator().await;
+    let reads = f.placement_reads();
+    let out = f
+        .replicator
+        .write(put("k", "v", Consistency::All, "", LONG))
+        .await
+        .expect("written after the refresh");
+    assert_eq!(out.acks, 3);
+    assert_eq!(f.placement_reads() - reads, 1);
+    assert_eq!(f.cluster.view().expect("view").placement.epoch, epoch);
+    assert_eq!(served_mints(&f), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_stale_requests_reads_the_placement_once() {
+    let f = Fixture::start().await;
+    f.advance_epoch_behind_the_coordinator().await;
+    let reads = f.placement_reads();
+    let writes = (0..200).map(|i| {
+        let replicator = f.replicator.clone();
+        tokio::spawn(async move {
+            replicator
+                .write(put(&format!("k{i}"), "v", Consistency::Quorum, "", LONG))
+                .await
+        })
+    });
+    for w in futures::future::join_all(writes).await {
+        w.expect("task").expect("written after the refresh");
+    }
+    assert_eq!(
+        f.placement_reads() - reads,
+        1,
+        "one metadata read for the herd"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_outlives_a_one_millisecond_client_deadline() {
+    let f = Fixture::start().await;
+    let result = f
+        .replicator
+        .write(put(
+            "k",
+            "v",
+            Consistency::One,
+            "idem-fast",
+            Duration::from_millis(1),
+        ))
+        .await;
+    // Whatever the client was told, the write reaches every replica.
+    if let Err(e) = &result {
+        assert!(
+            matches!(
+                e,
+                CoordinatorError::Timeout {
+                    applied: Some(Applied::Unknown),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    eventually("the write on every replica", || {
+        f.nodes.iter().all(|n| n.stored("k").is_some())
+    })
+    .await;
+    let versions: Vec<_> = f.nodes.iter().map(|n| n.stored("k")).collect();
+    assert!(versions.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(served_mints(&f), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_reports_exactly_what_the_first_did() {
+    let f = Fixture::start().await;
+    let first = f
+        .replicator
+        .write(put("k", "v1", Consistency::All, "", LONG))
+        .await
+        .expect("v1");
+    let second = f
+        .replicator
+        .write(put("k", "v2", Consistency::All, "", LONG))
+        .await
+        .expect("v2");
+    assert_ne!(first.version, second.version);
+    // A write with the stale context of v1: it overwrites v2 unseen, a conflict it won.
+    let mut op = put("k", "v3", Consistency::All, "idem-c", LONG);
+    op.context = first.context.clone();
+    let won = f.replicator.write(op.clone()).await.expect("v3");
+    assert_eq!(won.conflict, Conflict::Won);
+    let stored: Vec<_> = f.nodes.iter().map(|n| n.stored("k")).collect();
+    let mut retry = op.clone();
+    retry.deadline = tokio::time::Instant::now() + LONG;
+    let again = f.replicator.write(retry).await.expect("retry");
+    assert_eq!(again.version, won.version);
+    assert_eq!(again.context, won.context);
+    assert_eq!(
+        again.conflict,
+        Conflict::Won,
+        "the replay reports the first answer"
+    );
+    let after: Vec<_> = f.nodes.iter().map(|n| n.stored("k")).collect();
+    assert_eq!(after, stored, "the retry minted nothing");
+
+    // The same key for another write is refused, nothing minted.
+    let reused = put("k", "something else", Consistency::All, "idem-c", LONG);
+    let err = f.replicator.write(reused).await.expect_err("reused");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::Invalid {
+                kind: ErrorKind::IdempotencyKeyReused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let after: Vec<_> = f.nodes.iter().map(|n| n.stored("k")).collect();
+    assert_eq!(after, stored, "the reuse minted nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_never_answers_is_504_unknown_and_not_failed_over() {
+    let f = Fixture::start().await;
+    let [leader, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    leader.script.mint([Step::Hang]);
+    let err = f
+        .replicator
+        .write(put(
+            "k",
+            "v",
+            Consistency::Quorum,
+            "",
+            Duration::from_millis(300),
+        ))
+        .await
+        .expect_err("no answer");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::Timeout {
+                applied: Some(Applied::Unknown),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(Counters::get(&b.counters.mints), 0);
+    assert_eq!(Counters::get(&c.counters.mints), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_a_write_is_caught_up_from_its_hint() {
+    let f = Fixture::start_with(|c| c.probe_interval = Duration::from_millis(20)).await;
+    let maintain = tokio::spawn(Arc::clone(&f.cluster).maintain());
+    let [_, b, _] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    b.script.apply([Step::Bare(Code::Unavailable)]);
+    let out = f
+        .replicator
+        .write(put("k", "v", Consistency::Quorum, "idem-h", LONG))
+        .await
+        .expect("quorum without b");
+    assert_eq!(out.acks, 2);
+    eventually("b caught up from its hint", || b.stored("k").is_some()).await;
+    assert_eq!(b.stored("k"), Some(out.version.clone()));
+    // With the write's record: b now deduplicates a retry it leads.
+    let applied = b
+        .engine
+        .applied(
+            &pairdb_core::StorageKey::new(TENANT, b"k").expect("key"),
+            "idem-h",
+        )
+        .expect("applied");
+    assert_eq!(applied.map(|w| w.version), Some(out.version));
+    assert_eq!(f.cluster.hints().pending(), 0);
+    maintain.abort();
+}
