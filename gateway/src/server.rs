@@ -87,6 +87,7 @@ pub async fn build_router(
     let state = AppState {
         coordinators,
         store,
+        authenticator: authenticator.clone(),
         request_timeout: config.request_timeout,
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pairdb_metadata::MetadataStore;
+use pairdb_middleware::Authenticator;
 
 use crate::coordinators::Coordinators;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub coordinators: Coordinators,
     /// The metadata store (readiness only; auth and tenant layers hold their own handle).
     pub store: Arc<dyn MetadataStore>,
+    /// The auth layer's authenticator: revoking a key here forgets it at once.
+    pub authenticator: Authenticator,
     /// Longest deadline of a request.
     pub request_timeout: Duration,
     /// Longest key, in bytes after percent-decoding.

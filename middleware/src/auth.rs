@@ -200,6 +200,12 @@ impl Authenticator {
         ))
     }
 
+    /// Forgets what this process cached about the key `key_id`: call it once the key is revoked,
+    /// so the key stops working here at once (in every other process, within the cache TTL).
+    pub fn forget(&self, key_id: &str) {
+        self.inner.keys.remove(key_id);
+    }
+
     /// The stored key `key_id`, through the cache.
     async fn lookup(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, LayerError> {
         if let Some(hit) = self.inner.keys.get(key_id) {

@@ -314,6 +314,7 @@ pub async fn delete_api_key(
     Caller(call): Caller,
     PathParams((tenant_id, key_id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, Problem> {
+    let revoked = key_id.clone();
     state
         .coordinators
         .call(
@@ -323,5 +324,7 @@ pub async fn delete_api_key(
         )
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    // This gateway stops accepting the key at once; others within their cache TTL.
+    state.authenticator.forget(&revoked);
     Ok(StatusCode::NO_CONTENT)
 }

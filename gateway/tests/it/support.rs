@@ -154,8 +154,8 @@ impl Call {
 pub type Stored = (Vec<u8>, String);
 
 /// Canned behaviour by key: `quorum`, `timeout`, `slow`, `forbidden`, `internal`,
-/// `bad-context`, `conflict-won`, `conflict-lost`, `repaired`, `read-quorum`; anything else is
-/// stored and read back.
+/// `bad-context`, `reused`, `not-ready`, `conflict-won`, `conflict-lost`, `repaired`,
+/// `read-quorum`; anything else is stored and read back.
 #[derive(Default)]
 pub struct FakeCoordinator {
     pub calls: Mutex<Vec<Call>>,
@@ -261,6 +261,19 @@ impl FakeCoordinator {
             b"forbidden" => Err(Status::permission_denied("not your tenant")),
             b"internal" => Err(Status::internal("secret stack trace")),
             b"bad-context" => Err(kind_status(Code::InvalidArgument, "bad-context")),
+            b"reused" if write => Err(kind_status(
+                Code::FailedPrecondition,
+                "idempotency-key-reused",
+            )),
+            b"not-ready" => Err(detail_status(
+                Code::Unavailable,
+                "not ready: no placement known yet",
+                pb::ErrorDetail {
+                    kind: "not-ready".into(),
+                    applied: if write { "none".into() } else { String::new() },
+                    ..Default::default()
+                },
+            )),
             _ => Ok(()),
         }
     }

@@ -3,7 +3,7 @@
 use pairdb_core::Actor;
 use pairdb_core::version::Version;
 use pairdb_proto::convert::version_from_pb;
-use pairdb_proto::storage::{KeyRef, MintRequest};
+use pairdb_proto::storage::{ApplyRequest, KeyRef, MintRequest};
 use reqwest::{Method, StatusCode};
 use std::cmp::Ordering;
 
@@ -168,7 +168,8 @@ async fn a_write_over_a_concurrent_version_on_a_replica_reports_it_won() {
     // Another writer's version reached one replica (not the leader) only.
     let replicas = t.replicas("acme", b"doc");
     let opened = t.signer().open("acme", b"doc", &ctx0).expect("opens");
-    t.storage(&replicas[1], Some(INTERNAL_TOKEN))
+    let unseen = t
+        .storage(&replicas[1], Some(INTERNAL_TOKEN))
         .mint(MintRequest {
             epoch: t.epoch(),
             key: Some(KeyRef {
@@ -180,8 +181,29 @@ async fn a_write_over_a_concurrent_version_on_a_replica_reports_it_won() {
             ..MintRequest::default()
         })
         .await
-        .expect("mint");
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        .expect("mint")
+        .into_inner()
+        .version
+        .expect("version");
+    // The leader's clock must run past the unseen version, as a real leader's eventually does:
+    // a version with that timestamp applied to another key moves the leader's HLC without
+    // showing it the unseen version, so the write below is newer than it (no sleep, no race).
+    let clock_mover = pairdb_proto::storage::Version {
+        value: b"clock".to_vec(),
+        ..unseen.clone()
+    };
+    t.storage(&replicas[0], Some(INTERNAL_TOKEN))
+        .apply(ApplyRequest {
+            epoch: t.epoch(),
+            key: Some(KeyRef {
+                namespace: "acme".into(),
+                key: b"elsewhere".to_vec(),
+            }),
+            version: Some(clock_mover),
+            record: None,
+        })
+        .await
+        .expect("advance the leader's clock");
     // The leader holds v0, which ctx0 covers; the replica's version is concurrent with the write.
     let write = t
         .kv(

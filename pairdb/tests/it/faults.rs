@@ -197,24 +197,51 @@ async fn a_restarted_node_is_probed_back_and_repaired() {
     // The node comes back (empty: memory engine) at the same address, on a new incarnation.
     let dir = tempfile::tempdir().expect("tempdir");
     t.restart(&victim, addr, dir.path());
+    let coordinator = t.cluster.coordinator.cluster.clone();
     let mut back = false;
-    for _ in 0..100 {
-        let put = t
-            .kv(
-                Method::PUT,
-                "k",
-                &key,
-                &[("X-Consistency", "all")],
-                Some(b"final".to_vec()),
-            )
-            .await;
-        if put.status() == StatusCode::OK {
+    for _ in 0..500 {
+        if coordinator.pool().is_live(&victim) {
             back = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(back, "the coordinator never probed the node back");
+
+    // It is repaired from the hints of the writes it missed: it ends up holding the last one,
+    // with no read or write of the key in between.
+    let mut repaired = None;
+    for _ in 0..500 {
+        repaired = t.stored(&victim, "acme", b"k").await;
+        if repaired.as_ref().is_some_and(|v| v.value == b"v4") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        repaired.map(|v| v.value),
+        Some(b"v4".to_vec()),
+        "the missed writes were not replayed"
+    );
+    assert_eq!(coordinator.hints().pending_for(&victim), 0);
+    // So a read at `all` finds every replica in agreement: nothing left to repair.
+    let get = t
+        .kv(Method::GET, "k", &key, &[("X-Consistency", "all")], None)
+        .await;
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(header(&get, "x-pairdb-read-repair"), None);
+    assert_eq!(get.bytes().await.expect("body").as_ref(), b"v4");
+
+    let put = t
+        .kv(
+            Method::PUT,
+            "k",
+            &key,
+            &[("X-Consistency", "all")],
+            Some(b"final".to_vec()),
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::OK);
     let stored = t
         .stored(&victim, "acme", b"k")
         .await
@@ -293,5 +320,58 @@ async fn a_replica_that_never_answers_yields_504_unknown() {
         .await;
     assert_eq!(quorum.status(), StatusCode::OK);
     blackhole.abort();
+    t.cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_not_ready_once_tenants_cannot_be_served() {
+    let mut t = start(3).await;
+    t.create_tenant("acme", 3).await;
+    let ready = |t: &crate::harness::TestCluster| {
+        let http = t.http.clone();
+        let url = t.url("/readyz");
+        async move { http.get(url).send().await.expect("readyz").status() }
+    };
+    assert_eq!(ready(&t).await, StatusCode::OK);
+
+    // One node down: quorum of 3 is still met for every key.
+    let ids: Vec<String> = t.cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    t.kill(&ids[0]);
+    let coordinator = t.cluster.coordinator.cluster.clone();
+    let mut down = false;
+    for _ in 0..500 {
+        if !coordinator.pool().is_live(&ids[0]) {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(down, "the health probes never marked the node down");
+    assert_eq!(ready(&t).await, StatusCode::OK);
+
+    // Two down: acme's default level (quorum) cannot be met, though no request was made.
+    t.kill(&ids[1]);
+    let mut status = StatusCode::OK;
+    for _ in 0..500 {
+        status = ready(&t).await;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = t
+        .http
+        .get(t.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("acme")),
+        "{body}"
+    );
     t.cluster.stop().await;
 }

@@ -200,3 +200,79 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         assert!(terminate(&mut child).await, "{id} exits 0 on SIGTERM");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path").to_owned();
+    let port = free_port();
+    let mut first = pairdb(
+        &[
+            "dev",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &data_arg,
+        ],
+        &dir.path().join("first.log"),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &format!("{base}/readyz")).await;
+    let created = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"tenant_id": "acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: serde_json::Value = created.json().await.expect("json");
+    let key = body["api_key"].as_str().expect("api key").to_owned();
+    let metadata_before = std::fs::read(data.join("metadata.db")).expect("metadata");
+
+    // The second one, on another port, fails at once naming the lock, and writes nothing.
+    let second_log = dir.path().join("second.log");
+    let mut second = pairdb(
+        &[
+            "dev",
+            "--http",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            &data_arg,
+        ],
+        &second_log,
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("the second process exits")
+        .expect("wait");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&second_log).expect("log");
+    assert!(log.contains("in use by another pairdb process"), "{log}");
+    assert_eq!(
+        std::fs::read(data.join("metadata.db")).expect("metadata"),
+        metadata_before
+    );
+
+    // The first still serves.
+    let put = http
+        .put(format!("{base}/v1/kv/still-here"))
+        .bearer_auth(&key)
+        .header("Content-Type", "text/plain")
+        .body("yes")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), StatusCode::OK);
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        StatusCode::OK
+    );
+    assert!(terminate(&mut first).await, "dev exits 0 on SIGTERM");
+}
