@@ -1,4 +1,4 @@
-//! The Rust SDK for pairdb's REST API (`/work/shared/API.md`, v1).
+//! The Rust SDK for pairdb's REST API (`docs/api.md`, v1).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), pairdb_client::ClientError> {

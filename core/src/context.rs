@@ -75,9 +75,12 @@ impl ContextSigner {
     }
 
     fn tag(&self, namespace: &str, key: &[u8], body: &[u8]) -> [u8; TAG_LEN] {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail for HMAC.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        #[expect(
+            clippy::expect_used,
+            reason = "HMAC takes keys of any length: new_from_slice never fails"
+        )]
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(b"pairdb-context-v1");
         mac.update(&[namespace.len() as u8]);
         mac.update(namespace.as_bytes());

@@ -32,6 +32,7 @@ pub struct StorageKey {
 
 /// A stored key could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Shorter than its own length prefix and token say.
     #[error("stored key truncated")]

@@ -14,7 +14,7 @@
 //! * [`problem`] — the stable error kinds every role reports;
 //! * [`headers`], [`idempotency`], [`limits`] — the names and bounds of the REST contract.
 #![warn(missing_docs)]
-#![deny(clippy::unwrap_used)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod consistency;
 pub mod context;

@@ -58,6 +58,7 @@ pub struct VectorClock {
 
 /// A clock encoding was malformed or not canonical.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClockDecodeError {
     /// The bytes ended inside an entry.
     #[error("clock truncated")]

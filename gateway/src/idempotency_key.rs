@@ -1,7 +1,7 @@
 //! The `Idempotency-Key` of key writes: resolved once, before anything can refuse the request,
 //! and named on every answer.
 //!
-//! API.md promises `Idempotency-Key` on every PUT and DELETE answer, refusals included, so a
+//! docs/api.md promises `Idempotency-Key` on every PUT and DELETE answer, refusals included, so a
 //! client can always retry with the key its write was (or would have been) made with. This layer
 //! sits outside authentication: for each `PUT`/`DELETE /v1/kv/…` it takes the client's key
 //! (1–255 visible ASCII, surrounding quotes stripped) or generates a random one, hands it to the

@@ -1,4 +1,4 @@
-//! The pairdb REST gateway: the public edge of the cluster (API.md).
+//! The pairdb REST gateway: the public edge of the cluster (`docs/api.md`).
 //!
 //! Requests pass the middleware stack ([`stack::layers`]: trace → idempotency key → auth →
 //! tenant → consistency),

@@ -63,7 +63,7 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The gateway's whole HTTP application: the routes of API.md behind the middleware stack.
+/// The gateway's whole HTTP application: the routes of docs/api.md behind the middleware stack.
 ///
 /// Coordinator channels connect lazily, so this succeeds with no coordinator running. Fails
 /// when `config` does not validate or a coordinator address is not a URI.

@@ -6,7 +6,7 @@
 //! [`api_key`] mints and verifies API keys, which the store keeps only as HMAC-SHA256 under the
 //! server secret.
 #![warn(missing_docs)]
-#![deny(clippy::unwrap_used)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api_key;
 pub mod memory;

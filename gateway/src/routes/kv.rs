@@ -1,7 +1,7 @@
 //! `PUT/GET/DELETE /v1/kv/{key}`: values forwarded to a coordinator.
 //!
 //! The key is decoded from the raw path ([`crate::key`]); the value is the raw request body,
-//! bounded by the configured limit. Headers in and out follow API.md.
+//! bounded by the configured limit. Headers in and out follow `docs/api.md`.
 
 use std::time::Duration;
 

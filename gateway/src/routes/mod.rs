@@ -1,4 +1,4 @@
-//! The REST routes (API.md). Each module owns its handlers, their OpenAPI annotations and a
+//! The REST routes (`docs/api.md`). Each module owns its handlers, their OpenAPI annotations and a
 //! `routes()` function; [`server`](crate::server) assembles them.
 
 pub mod admin;

@@ -1,4 +1,4 @@
-//! Every failure status of API.md for the routes in scope, as problem+json.
+//! Every failure status of docs/api.md for the routes in scope, as problem+json.
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,7 @@
 //! and authenticating against an in-memory metadata store.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod docs;
 mod edge;
 mod errors;
 mod forwarding;
