@@ -111,6 +111,34 @@ impl RpcError {
 /// A placement refresh in flight, shared by every request that waits for it.
 type Flight = Shared<BoxFuture<'static, Result<u64, String>>>;
 
+/// The refresh in flight: started for requests that found epoch `stale` refused, so it serves
+/// every request that found an epoch at or below `stale` refused.
+struct FlightSlot {
+    id: u64,
+    stale: u64,
+    flight: Flight,
+}
+
+/// Empties the flight slot when the refresh it holds ends, however it ends (a panicking reload
+/// included), unless a newer flight took the slot meanwhile.
+struct ClearFlight {
+    cluster: Arc<Cluster>,
+    id: u64,
+}
+
+impl Drop for ClearFlight {
+    fn drop(&mut self) {
+        let mut slot = self
+            .cluster
+            .flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|f| f.id == self.id) {
+            *slot = None;
+        }
+    }
+}
+
 /// Placement, ring, node clients and hints, shared by every request.
 pub struct Cluster {
     store: Arc<dyn MetadataStore>,
@@ -119,8 +147,11 @@ pub struct Cluster {
     /// Serialises installs, so concurrent installs never step the epoch back.
     install_lock: tokio::sync::Mutex<()>,
     /// The refresh in flight, if any: joined rather than repeated.
-    flight: Mutex<Option<Flight>>,
+    flight: Mutex<Option<FlightSlot>>,
+    flights_started: std::sync::atomic::AtomicU64,
     hints: Hints,
+    /// Bytes of write pipelines and background read repairs in flight, in KiB permits.
+    in_flight: Arc<tokio::sync::Semaphore>,
     config: CoordinatorConfig,
 }
 
@@ -142,7 +173,11 @@ impl Cluster {
             view: RwLock::new(None),
             install_lock: tokio::sync::Mutex::new(()),
             flight: Mutex::new(None),
+            flights_started: std::sync::atomic::AtomicU64::new(0),
             hints: Hints::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_in_flight_bytes / 1024).max(1),
+            )),
             config,
         }))
     }
@@ -215,27 +250,42 @@ impl Cluster {
         Ok(())
     }
 
-    /// Reloads the placement from metadata; a newer one is pushed to every node, then used. Joins
-    /// a reload already in flight instead of starting another.
+    /// Reloads the placement from metadata; a newer one is pushed to every node, then used.
     pub async fn refresh(self: &Arc<Self>) -> Result<Arc<PlacementView>, CoordinatorError> {
-        self.join_flight().await?;
+        self.reload().await?;
         self.view()
     }
 
     /// Makes the view newer than `stale_epoch`, the epoch a node refused as stale (or that did
-    /// not know a tenant): returns at once if it already is, else joins the one reload in flight
-    /// — or starts it. However many requests saw epoch `stale_epoch` at once, that is one
-    /// metadata read. Fails with `NotReady` when metadata holds nothing newer.
+    /// not know a tenant): returns at once if it already is, else joins the reload in flight for
+    /// an epoch at least as new — or starts one. However many requests saw epoch `stale_epoch`
+    /// refused, that is one metadata read. Fails with `NotReady` when metadata holds nothing
+    /// newer.
     pub async fn refresh_past(
         self: &Arc<Self>,
         stale_epoch: u64,
     ) -> Result<Arc<PlacementView>, CoordinatorError> {
-        if let Ok(view) = self.view()
-            && view.placement.epoch > stale_epoch
-        {
-            return Ok(view);
-        }
-        self.join_flight().await?;
+        let flight = {
+            let mut slot = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+            // Checked under the slot lock: a flight that just finished has installed its epoch.
+            if let Ok(view) = self.view()
+                && view.placement.epoch > stale_epoch
+            {
+                return Ok(view);
+            }
+            match slot.as_ref() {
+                // A flight started for an epoch at least this new began after a node held a
+                // newer one, so it reads metadata that has it.
+                Some(f) if f.stale >= stale_epoch => f.flight.clone(),
+                _ => {
+                    let started = self.start_flight(stale_epoch);
+                    let flight = started.flight.clone();
+                    *slot = Some(started);
+                    flight
+                }
+            }
+        };
+        flight.await.map_err(CoordinatorError::not_ready)?;
         let view = self.view()?;
         if view.placement.epoch > stale_epoch {
             Ok(view)
@@ -246,36 +296,27 @@ impl Cluster {
         }
     }
 
-    /// Waits for the refresh in flight, starting one if there is none. The refresh runs as a
-    /// task of its own, so a caller giving up (its deadline passed) does not cancel it.
-    async fn join_flight(self: &Arc<Self>) -> Result<u64, CoordinatorError> {
-        let flight = {
-            let mut slot = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-            match slot.as_ref() {
-                Some(flight) => flight.clone(),
-                None => {
-                    let cluster = Arc::clone(self);
-                    let task = tokio::spawn(async move {
-                        let result = cluster.reload().await;
-                        // Later callers start afresh; this flight's waiters already hold it.
-                        *cluster
-                            .flight
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner) = None;
-                        result.map_err(|e| e.to_string())
-                    });
-                    let flight: Flight = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err(format!("placement refresh failed: {e}")))
-                    }
-                    .boxed()
-                    .shared();
-                    *slot = Some(flight.clone());
-                    flight
-                }
-            }
-        };
-        flight.await.map_err(CoordinatorError::not_ready)
+    /// Starts a reload as a task of its own (a caller giving up does not cancel it) and returns
+    /// its slot entry. The task empties the slot when it ends.
+    fn start_flight(self: &Arc<Self>, stale: u64) -> FlightSlot {
+        let id = self
+            .flights_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cluster = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let _clear = ClearFlight {
+                cluster: Arc::clone(&cluster),
+                id,
+            };
+            cluster.reload().await.map_err(|e| e.to_string())
+        });
+        let flight: Flight = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("placement refresh failed: {e}")))
+        }
+        .boxed()
+        .shared();
+        FlightSlot { id, stale, flight }
     }
 
     /// One metadata read: installs the stored placement if it is newer. Returns the epoch in use.
@@ -413,12 +454,20 @@ impl Cluster {
 
     /// Runs forever: health-checks every node every `probe_interval` (so liveness, and
     /// readiness, reflect reachability even when no request flows), replays hints to live
-    /// nodes, and reloads the placement from metadata every few seconds. Spawn it; abort the
-    /// task to stop.
+    /// nodes, and reloads the placement from metadata every few seconds. The three run side by
+    /// side, each bounded in time, so a slow metadata store or a slow node stalls none of the
+    /// others. Spawn it; abort the task to stop.
     pub async fn maintain(self: Arc<Self>) {
+        tokio::join!(
+            Arc::clone(&self).probe_loop(),
+            Arc::clone(&self).hint_loop(),
+            self.refresh_loop(),
+        );
+    }
+
+    async fn probe_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_refresh = Instant::now();
         loop {
             tick.tick().await;
             let probes = self.pool.all().into_iter().map(|h| {
@@ -426,12 +475,27 @@ impl Cluster {
                 async move { cluster.probe(&h).await }
             });
             futures::future::join_all(probes).await;
+        }
+    }
+
+    async fn hint_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.probe_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
             self.replay_hints().await;
-            if last_refresh.elapsed() >= Duration::from_secs(2) {
-                last_refresh = Instant::now();
-                if let Err(e) = self.refresh().await {
-                    tracing::debug!(error = %e, "placement refresh failed");
-                }
+        }
+    }
+
+    async fn refresh_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match tokio::time::timeout(REFRESH_INTERVAL, self.reload()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "placement refresh failed"),
+                Err(_) => tracing::warn!("placement refresh timed out: metadata store slow"),
             }
         }
     }
@@ -448,56 +512,88 @@ impl Cluster {
         }
     }
 
-    /// Sends waiting hints to the nodes that are live, a batch per node per round. A hint whose
-    /// node is no longer a replica of its key is dropped; one that fails without a refusal is
-    /// recorded again for the next round.
+    /// Sends waiting hints to the nodes that are live — a batch per node per round, nodes side
+    /// by side, each bounded by the replication deadline. A hint whose node is no longer a
+    /// replica of its key is dropped, and so is one refused for good (a malformed request); one
+    /// that fails otherwise — unreachable, a transient refusal — goes back, with its age.
     async fn replay_hints(&self) {
         let Ok(view) = self.view() else {
             return;
         };
         let deadline = Instant::now() + self.config.replication_timeout;
-        for node in self.hints.targets() {
-            if !self.pool.is_live(&node) {
+        let rounds = self
+            .hints
+            .targets()
+            .into_iter()
+            .filter(|node| self.pool.is_live(node))
+            .map(|node| {
+                let view = Arc::clone(&view);
+                async move { self.replay_to(&node, &view, deadline).await }
+            });
+        futures::future::join_all(rounds).await;
+    }
+
+    async fn replay_to(&self, node: &str, view: &PlacementView, deadline: Instant) {
+        let mut batch = self.hints.take(node, HINT_BATCH).into_iter();
+        while let Some(queued) = batch.next() {
+            let hint = &queued.hint;
+            let still_replica = view
+                .preference_list(&hint.tenant, &hint.key)
+                .is_ok_and(|prefs| prefs.contains(&hint.node));
+            if !still_replica {
                 continue;
             }
-            let mut batch = self.hints.take(&node, HINT_BATCH).into_iter();
-            while let Some(hint) = batch.next() {
-                let still_replica = view
-                    .preference_list(&hint.tenant, &hint.key)
-                    .is_ok_and(|prefs| prefs.contains(&hint.node));
-                if !still_replica {
-                    continue;
+            let request = ApplyRequest {
+                epoch: view.placement.epoch,
+                key: Some(pairdb_proto::storage::KeyRef {
+                    namespace: hint.tenant.clone(),
+                    key: hint.key.clone(),
+                }),
+                version: Some(version_to_pb(&hint.version)),
+                record: hint.record.as_ref().map(write_record_to_pb),
+            };
+            let result = self
+                .rpc(&hint.node, deadline, |mut c| {
+                    let request = request.clone();
+                    async move { c.apply(request).await }
+                })
+                .await;
+            match result {
+                Ok(_) => tracing::debug!(node, "hint replayed"),
+                Err(RpcError::Refused {
+                    reason:
+                        reason @ (RefusalReason::InvalidArgument | RefusalReason::IdempotencyKeyReused),
+                    ..
+                }) => {
+                    tracing::warn!(node, ?reason, "hint refused for good; dropped");
                 }
-                let request = ApplyRequest {
-                    epoch: view.placement.epoch,
-                    key: Some(pairdb_proto::storage::KeyRef {
-                        namespace: hint.tenant.clone(),
-                        key: hint.key.clone(),
-                    }),
-                    version: Some(version_to_pb(&hint.version)),
-                    record: hint.record.as_ref().map(write_record_to_pb),
-                };
-                let result = self
-                    .rpc(&hint.node, deadline, |mut c| {
-                        let request = request.clone();
-                        async move { c.apply(request).await }
-                    })
-                    .await;
-                match result {
-                    Ok(_) => tracing::debug!(node = %hint.node, "hint replayed"),
-                    Err(RpcError::Refused { reason, .. }) => {
-                        tracing::warn!(node = %hint.node, ?reason, "hint refused; dropped");
-                    }
-                    Err(_) => {
-                        // The node is unreachable again: keep this hint and the rest of the
-                        // batch for a later round.
-                        self.hints.record(hint);
-                        batch.for_each(|rest| self.hints.record(rest));
-                        break;
-                    }
+                Err(error) => {
+                    // Unreachable again, or refused for now: keep this hint and the rest of the
+                    // batch for a later round.
+                    tracing::debug!(node, %error, "hint replay failed; kept");
+                    self.hints.requeue(queued);
+                    batch.for_each(|rest| self.hints.requeue(rest));
+                    break;
                 }
             }
         }
+    }
+
+    /// Reserves room for `bytes` of work in flight past a request's answer (a write pipeline,
+    /// a background repair), or `None` when the coordinator already holds its budget
+    /// ([`CoordinatorConfig::max_in_flight_bytes`]) — the caller then refuses new work instead of
+    /// holding ever more memory.
+    pub fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.in_flight)
+            .try_acquire_many_owned(permits)
+            .ok()
+    }
+
+    /// Bytes of work in flight past answers (write pipelines and background repairs).
+    pub fn in_flight_bytes(&self) -> usize {
+        let total = (self.config.max_in_flight_bytes / 1024).max(1);
+        total.saturating_sub(self.in_flight.available_permits()) * 1024
     }
 }
 
@@ -507,6 +603,8 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Hints replayed per node per maintenance round.
 const HINT_BATCH: usize = 64;
+/// How often the placement is reloaded from metadata, and how long a reload may take.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Pushes `placement` to `handle`, giving up at `deadline` (and after [`PUSH_TIMEOUT`]).
 async fn push(handle: &NodeHandle, placement: &Placement, deadline: Instant) {

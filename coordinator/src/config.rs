@@ -19,8 +19,12 @@ pub struct CoordinatorConfig {
     pub replication_timeout: Duration,
     /// Consecutive RPC failures after which a storage node is marked down.
     pub failure_threshold: u32,
-    /// How often down nodes are probed.
+    /// How often every storage node is health-checked (and hints replayed).
     pub probe_interval: Duration,
+    /// Most bytes of values held by work that outlives its request's answer (write pipelines,
+    /// background read repairs). Past it, new writes are refused `503 applied: none` and late
+    /// read answers are not repaired, rather than memory growing without bound.
+    pub max_in_flight_bytes: usize,
     /// Allowed clock skew for context-token timestamps, in milliseconds.
     pub context_max_skew_ms: u64,
     /// Timeout for connecting to a storage node.
@@ -42,6 +46,7 @@ impl CoordinatorConfig {
             replication_timeout: Duration::from_secs(10),
             failure_threshold: 3,
             probe_interval: Duration::from_millis(500),
+            max_in_flight_bytes: 256 << 20,
             context_max_skew_ms: pairdb_core::context::DEFAULT_MAX_SKEW_MS,
             connect_timeout: Duration::from_millis(1000),
             max_key_bytes: pairdb_core::limits::MAX_KEY_BYTES,

@@ -42,14 +42,28 @@ pub struct Hint {
 }
 
 impl Hint {
+    /// About what the hint holds in memory: key, value, strings and clock.
     fn bytes(&self) -> usize {
-        self.tenant.len() + self.key.len() + self.version.value.len() + 128
+        let v = &self.version;
+        let clock: usize = v.clock.entries().map(|(a, _)| a.node.len() + 64).sum();
+        self.node.len()
+            + self.tenant.len()
+            + self.key.len()
+            + v.value.len()
+            + v.content_type.len()
+            + v.idempotency_key.len()
+            + v.minted_by.len()
+            + clock
+            + 192
     }
 }
 
+/// A hint taken for replay, with when it was first recorded: hand it back with
+/// [`Hints::requeue`] if the replay fails, and it keeps its age.
 #[derive(Debug)]
-struct Queued {
-    hint: Hint,
+pub struct Queued {
+    /// The hint.
+    pub hint: Hint,
     recorded: Instant,
 }
 
@@ -95,17 +109,31 @@ impl Hints {
     /// are dropped.
     pub fn record(&self, hint: Hint) {
         self.recorded.fetch_add(1, Ordering::Relaxed);
+        self.queue(Queued {
+            hint,
+            recorded: Instant::now(),
+        });
+    }
+
+    /// Hands back a hint whose replay failed: it keeps its place in age (its TTL still counts
+    /// from when it was first recorded), and an expired one is dropped.
+    pub fn requeue(&self, queued: Queued) {
+        if queued.recorded.elapsed() > HINT_TTL {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queue(queued);
+    }
+
+    fn queue(&self, queued: Queued) {
         let mut q = self.lock();
         q.count += 1;
-        q.bytes += hint.bytes();
-        q.order.push_back(hint.node.clone());
+        q.bytes += queued.hint.bytes();
+        q.order.push_back(queued.hint.node.clone());
         q.by_node
-            .entry(hint.node.clone())
+            .entry(queued.hint.node.clone())
             .or_default()
-            .push_back(Queued {
-                hint,
-                recorded: Instant::now(),
-            });
+            .push_back(queued);
         while q.count > self.max_count || (q.bytes > self.max_bytes && q.count > 1) {
             let Some(node) = q.order.pop_front() else {
                 break;
@@ -119,7 +147,7 @@ impl Hints {
     }
 
     /// Takes up to `max` unexpired hints for `node`, oldest first (expired ones are dropped).
-    pub fn take(&self, node: &str, max: usize) -> Vec<Hint> {
+    pub fn take(&self, node: &str, max: usize) -> Vec<Queued> {
         let mut q = self.lock();
         let now = Instant::now();
         let mut out = Vec::new();
@@ -134,7 +162,7 @@ impl Hints {
                 if now.duration_since(queued.recorded) > HINT_TTL {
                     expired += 1;
                 } else {
-                    out.push(queued.hint);
+                    out.push(queued);
                 }
             }
         }
@@ -217,9 +245,10 @@ mod tests {
         let mut targets = hints.targets();
         targets.sort();
         assert_eq!(targets, ["a", "b"]);
-        let taken = hints.take("a", 1);
-        assert_eq!(taken, vec![hint("a", "k1", 1)]);
-        assert_eq!(hints.take("a", 10), vec![hint("a", "k3", 1)]);
+        let hints_of =
+            |taken: Vec<Queued>| -> Vec<Hint> { taken.into_iter().map(|q| q.hint).collect() };
+        assert_eq!(hints_of(hints.take("a", 1)), vec![hint("a", "k1", 1)]);
+        assert_eq!(hints_of(hints.take("a", 10)), vec![hint("a", "k3", 1)]);
         assert!(hints.take("a", 10).is_empty());
         assert_eq!(
             (hints.pending(), hints.recorded(), hints.dropped()),
@@ -234,7 +263,11 @@ mod tests {
             by_count.record(hint("a", k, 1));
         }
         assert_eq!(by_count.dropped(), 1);
-        let keys: Vec<_> = by_count.take("a", 10).into_iter().map(|h| h.key).collect();
+        let keys: Vec<_> = by_count
+            .take("a", 10)
+            .into_iter()
+            .map(|q| q.hint.key)
+            .collect();
         assert_eq!(keys, [b"k2".to_vec(), b"k3".to_vec()]);
 
         let by_bytes = Hints::new(100, 3_000);

@@ -136,6 +136,7 @@ impl CoordinatorService {
             replicas: out.replicas,
             conflict: conflict_to_pb(out.conflict),
             idempotency_key,
+            replayed: out.replayed,
         }))
     }
 }

@@ -1,7 +1,7 @@
 //! Context tokens: the causal context handed to clients, authenticated and bound to one key.
 //!
 //! ```text
-//! token = base64url-nopad( format:u8 (=1) | timestamp:u64 BE | clock (vclock encoding) | tag:16 )
+//! token = base64url-nopad( format:u8 (=2) | timestamp:u64 BE | clock (vclock encoding) | tag:16 )
 //! tag   = HMAC-SHA256(secret, "pairdb-context-v1" | ns_len:u8 | namespace | key_len:u64 BE | key
 //!                     | format | timestamp | clock)[..16]
 //! ```
@@ -19,7 +19,8 @@ use subtle::ConstantTimeEq;
 use crate::hlc;
 use crate::vclock::VectorClock;
 
-const FORMAT: u8 = 1;
+/// Token format 2: clocks carry each entry's last-event time.
+const FORMAT: u8 = 2;
 const TAG_LEN: usize = 16;
 /// Longest token accepted, in characters.
 pub const MAX_TOKEN_LEN: usize = 8192;

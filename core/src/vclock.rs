@@ -1,13 +1,21 @@
 //! Vector clocks keyed by leader incarnation.
 //!
 //! An entry counts the versions one leader *incarnation* — a `(node id, incarnation)` pair —
-//! has minted on a key's causal history. A node starts a new incarnation whenever it cannot prove
-//! its counters durable, so counters never repeat.
+//! has minted on a key's causal history, and remembers when the latest of them was minted (its
+//! HLC timestamp). A node starts a new incarnation whenever it cannot prove its counters durable,
+//! so counters never repeat.
+//!
+//! **Bound.** A key's clock keeps the entries of the [`crate::version::MAX_CLOCK_ENTRIES`] actors
+//! that minted on it most recently ([`VectorClock::bound`]); older ones are dropped. Recency is
+//! the entry's last-event timestamp, which merging only ever raises, so bounding commutes with
+//! merging and resolution stays a join. A leader's own fresh event is always the most recent in
+//! the clock it mints (its timestamp exceeds everything the clock covers), so it is never the
+//! one dropped.
 //!
 //! Clocks are canonical by construction: entries sorted by actor, no zero counters. The encoding
 //!
 //! ```text
-//! clock = count:varint { node_len:varint node:bytes incarnation:varint counter:varint }*
+//! clock = count:varint { node_len:varint node:bytes incarnation:varint counter:varint last:varint }*
 //! ```
 //!
 //! is therefore unique per clock, and [`VectorClock::decode`] rejects anything non-canonical.
@@ -37,10 +45,25 @@ impl Actor {
     }
 }
 
+/// One clock entry: how many versions an actor minted on the key's history, and the HLC
+/// timestamp of the latest.
+///
+/// Entries are ordered by `(last, counter)` — recency first — and two entries of one actor merge
+/// to the greater. An actor's later events have later times, so for every clock leaders mint this
+/// is the pointwise maximum of counters; and because the merge is a maximum in the very order
+/// bounding ranks by, bounding commutes with merging even for clocks a faulty peer made up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dot {
+    /// HLC timestamp of the latest version counted: the entry's recency when bounding.
+    pub last: u64,
+    /// Versions counted (≥ 1 in a canonical clock).
+    pub counter: u64,
+}
+
 /// How two clocks relate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockOrdering {
-    /// Identical.
+    /// Identical counters.
     Equal,
     /// The left clock is strictly covered by the right.
     Before,
@@ -53,7 +76,7 @@ pub enum ClockOrdering {
 /// A canonical vector clock.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VectorClock {
-    entries: BTreeMap<Actor, u64>,
+    entries: BTreeMap<Actor, Dot>,
 }
 
 /// A clock encoding was malformed or not canonical.
@@ -80,14 +103,22 @@ impl VectorClock {
         Self::default()
     }
 
-    /// Builds a clock from entries; zero counters are dropped and duplicate actors keep the
-    /// greatest counter.
+    /// Builds a clock from `(actor, counter)` entries with no event times (for tests and
+    /// tools); zero counters are dropped and duplicate actors keep the greatest counter.
     pub fn from_entries(entries: impl IntoIterator<Item = (Actor, u64)>) -> Self {
+        Self::from_dots(
+            entries
+                .into_iter()
+                .map(|(a, counter)| (a, Dot { counter, last: 0 })),
+        )
+    }
+
+    /// Builds a clock from entries; zero counters are dropped and duplicate actors are merged.
+    pub fn from_dots(entries: impl IntoIterator<Item = (Actor, Dot)>) -> Self {
         let mut clock = VectorClock::new();
-        for (actor, counter) in entries {
-            if counter > 0 {
-                let e = clock.entries.entry(actor).or_insert(0);
-                *e = (*e).max(counter);
+        for (actor, dot) in entries {
+            if dot.counter > 0 {
+                clock.merge_dot(actor, dot);
             }
         }
         clock
@@ -96,28 +127,38 @@ impl VectorClock {
     /// Builds a clock from wire entries, rejecting zero counters and out-of-order or duplicate
     /// actors, so a decoded clock is exactly what its sender meant.
     pub fn try_from_canonical(
-        entries: impl IntoIterator<Item = (Actor, u64)>,
+        entries: impl IntoIterator<Item = (Actor, Dot)>,
     ) -> Result<Self, ClockDecodeError> {
         let mut clock = VectorClock::new();
         let mut last: Option<Actor> = None;
-        for (actor, counter) in entries {
-            if counter == 0 || last.as_ref().is_some_and(|l| *l >= actor) {
+        for (actor, dot) in entries {
+            if dot.counter == 0 || last.as_ref().is_some_and(|l| *l >= actor) {
                 return Err(ClockDecodeError::NotCanonical);
             }
             last = Some(actor.clone());
-            clock.entries.insert(actor, counter);
+            clock.entries.insert(actor, dot);
         }
         Ok(clock)
     }
 
     /// The counter of `actor` (0 if absent).
     pub fn get(&self, actor: &Actor) -> u64 {
-        self.entries.get(actor).copied().unwrap_or(0)
+        self.entries.get(actor).map_or(0, |d| d.counter)
     }
 
-    /// Entries in canonical order.
+    /// Counters in canonical order.
     pub fn entries(&self) -> impl Iterator<Item = (&Actor, u64)> {
-        self.entries.iter().map(|(a, c)| (a, *c))
+        self.entries.iter().map(|(a, d)| (a, d.counter))
+    }
+
+    /// Entries with their event times, in canonical order.
+    pub fn dots(&self) -> impl Iterator<Item = (&Actor, Dot)> {
+        self.entries.iter().map(|(a, d)| (a, *d))
+    }
+
+    /// The latest event time the clock records (0 for the empty clock).
+    pub fn latest(&self) -> u64 {
+        self.entries.values().map(|d| d.last).max().unwrap_or(0)
     }
 
     /// Number of entries.
@@ -130,18 +171,24 @@ impl VectorClock {
         self.entries.is_empty()
     }
 
-    /// Increments `actor`'s entry and returns its new counter.
-    pub fn increment(&mut self, actor: &Actor) -> u64 {
-        let e = self.entries.entry(actor.clone()).or_insert(0);
-        *e += 1;
-        *e
+    /// Counts one more event of `actor`, minted at HLC timestamp `at`; returns its counter.
+    pub fn increment(&mut self, actor: &Actor, at: u64) -> u64 {
+        let e = self.entries.entry(actor.clone()).or_default();
+        e.counter += 1;
+        e.last = e.last.max(at);
+        e.counter
     }
 
-    /// Pointwise maximum with `other`: the least clock descending both.
+    fn merge_dot(&mut self, actor: Actor, dot: Dot) {
+        let e = self.entries.entry(actor).or_default();
+        *e = (*e).max(dot);
+    }
+
+    /// Entrywise maximum with `other` (see [`Dot`]): the least clock descending both.
     pub fn merge(&mut self, other: &VectorClock) {
-        for (a, c) in &other.entries {
-            let e = self.entries.entry(a.clone()).or_insert(0);
-            *e = (*e).max(*c);
+        for (a, d) in &other.entries {
+            let e = self.entries.entry(a.clone()).or_default();
+            *e = (*e).max(*d);
         }
     }
 
@@ -152,9 +199,10 @@ impl VectorClock {
         out
     }
 
-    /// True when every entry of `other` is ≤ the same entry here (every clock descends itself).
+    /// True when every counter of `other` is ≤ the same counter here (every clock descends
+    /// itself). Event times play no part in causality.
     pub fn descends(&self, other: &VectorClock) -> bool {
-        other.entries.iter().all(|(a, c)| self.get(a) >= *c)
+        other.entries.iter().all(|(a, d)| self.get(a) >= d.counter)
     }
 
     /// How `self` relates to `other`.
@@ -167,32 +215,28 @@ impl VectorClock {
         }
     }
 
-    /// Keeps the entries of the `max` most recent actors — greatest `(incarnation, node)`,
-    /// incarnations being wall-clock milliseconds at the start of a run — and drops the rest.
+    /// Keeps the entries of the `max` most recent actors — greatest `(entry, actor)`, entries
+    /// ordered as [`Dot`] says, recency first — and drops the rest.
     ///
-    /// This is the documented bound on a key's clock (DESIGN §2 "Clocks of time"). The rule
-    /// ranks actors by identity only, never by counter, so bounding commutes with merging:
+    /// This is the documented bound on a key's clock (DESIGN §2 "Clocks of time"). Recency only
+    /// grows when clocks merge, so bounding commutes with merging:
     /// `bound(merge(bound(a), b)) == bound(merge(a, b))`. Bounding after every merge therefore
     /// keeps resolution a join (commutative, associative, idempotent), and replicas that merge
     /// the same clocks in any order hold the same bounded clock. The cost is precision at the
-    /// bound: two clocks that differ only in dropped entries compare as equal, so a concurrent
-    /// write that differs only there is not reported as a conflict (resolution is by timestamp,
-    /// so no write is lost for it).
+    /// bound: an actor that minted nothing on the key while `max` others did is forgotten, so
+    /// two clocks that differ only in such entries compare as equal, and a concurrent write that
+    /// differs only there is not reported as a conflict (resolution is by timestamp, so no write
+    /// is lost for it).
     pub fn bound(&mut self, max: usize) {
-        while self.entries.len() > max {
-            // `BTreeMap` orders actors by `(node, incarnation)`; the least recent actor is the one
-            // with the smallest `(incarnation, node)`.
-            let oldest = self
-                .entries
-                .keys()
-                .min_by(|a, b| (a.incarnation, &a.node).cmp(&(b.incarnation, &b.node)))
-                .cloned();
-            match oldest {
-                Some(actor) => {
-                    self.entries.remove(&actor);
-                }
-                None => break,
-            }
+        if self.entries.len() <= max {
+            return;
+        }
+        let mut ranked: Vec<(Dot, Actor)> =
+            self.entries.iter().map(|(a, d)| (*d, a.clone())).collect();
+        ranked.sort_unstable();
+        let excess = self.entries.len() - max;
+        for (_, actor) in ranked.into_iter().take(excess) {
+            self.entries.remove(&actor);
         }
     }
 
@@ -213,11 +257,12 @@ impl VectorClock {
     /// Appends the canonical encoding to `buf`.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         varint::put(buf, self.entries.len() as u64);
-        for (a, c) in &self.entries {
+        for (a, d) in &self.entries {
             varint::put(buf, a.node.len() as u64);
             buf.extend_from_slice(a.node.as_bytes());
             varint::put(buf, a.incarnation);
-            varint::put(buf, *c);
+            varint::put(buf, d.counter);
+            varint::put(buf, d.last);
         }
     }
 
@@ -234,8 +279,8 @@ impl VectorClock {
     /// Decodes a canonical encoding from the front of `buf`, advancing it.
     pub fn decode_from(buf: &mut &[u8]) -> Result<Self, ClockDecodeError> {
         let count = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
-        // Each entry takes at least 3 bytes: bound the count before allocating anything.
-        if count > (buf.len() as u64) / 3 {
+        // Each entry takes at least 4 bytes: bound the count before allocating anything.
+        if count > (buf.len() as u64) / 4 {
             return Err(ClockDecodeError::Truncated);
         }
         let mut entries = Vec::with_capacity(count as usize);
@@ -246,7 +291,8 @@ impl VectorClock {
             let node = std::str::from_utf8(node).map_err(|_| ClockDecodeError::NodeId)?;
             let incarnation = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
             let counter = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
-            entries.push((Actor::new(node, incarnation), counter));
+            let last = varint::take(buf).ok_or(ClockDecodeError::Truncated)?;
+            entries.push((Actor::new(node, incarnation), Dot { counter, last }));
         }
         Self::try_from_canonical(entries)
     }
@@ -257,12 +303,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Clocks over 4 nodes × 3 incarnations. An event's time is a function of its actor and
+    /// counter, as for minted events (the same event has one time everywhere).
     fn clock_strategy() -> impl Strategy<Value = VectorClock> {
         proptest::collection::vec((0u8..4, 0u64..3, 0u64..5), 0..6).prop_map(|v| {
-            VectorClock::from_entries(
-                v.into_iter()
-                    .map(|(n, i, c)| (Actor::new(format!("n{n}"), i), c)),
-            )
+            VectorClock::from_dots(v.into_iter().map(|(n, i, c)| {
+                (
+                    Actor::new(format!("n{n}"), i),
+                    Dot {
+                        last: c * 100 + u64::from(n) * 10 + i,
+                        counter: c,
+                    },
+                )
+            }))
         })
     }
 
@@ -314,6 +367,23 @@ mod tests {
         }
 
         #[test]
+        fn bounding_commutes_with_merging_whatever_the_event_times(
+            a in proptest::collection::vec((0u8..6, 1u64..4, 0u64..4), 0..8),
+            b in proptest::collection::vec((0u8..6, 1u64..4, 0u64..4), 0..8),
+            max in 1usize..5,
+        ) {
+            // Adversarial input: times unrelated to counters (a peer may send anything).
+            let clock = |v: Vec<(u8, u64, u64)>| VectorClock::from_dots(v.into_iter().map(|(n, c, t)| {
+                (Actor::new(format!("n{n}"), 1), Dot { counter: c, last: t })
+            }));
+            let (a, b) = (clock(a), clock(b));
+            let mut ba = a.clone();
+            ba.bound(max);
+            prop_assert_eq!(ba.merged_bounded(&b, max), a.merged_bounded(&b, max));
+            prop_assert_eq!(a.merged_bounded(&b, max), b.merged_bounded(&a, max));
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = VectorClock::decode(&bytes);
         }
@@ -322,27 +392,41 @@ mod tests {
     #[test]
     fn rejects_non_canonical() {
         let a = Actor::new("a", 1);
-        assert!(VectorClock::try_from_canonical([(a.clone(), 0)]).is_err());
-        assert!(VectorClock::try_from_canonical([(a.clone(), 1), (a, 2)]).is_err());
+        let dot = |counter| Dot { counter, last: 1 };
+        assert!(VectorClock::try_from_canonical([(a.clone(), dot(0))]).is_err());
+        assert!(VectorClock::try_from_canonical([(a.clone(), dot(1)), (a, dot(2))]).is_err());
         let mut bytes = VectorClock::from_entries([(Actor::new("a", 1), 1)]).encode();
         bytes.push(0);
         assert_eq!(VectorClock::decode(&bytes), Err(ClockDecodeError::Trailing));
     }
 
     #[test]
-    fn bound_keeps_the_most_recent_incarnations() {
-        let mut c = VectorClock::from_entries(
-            (0..10).map(|i| (Actor::new(format!("n{i}"), 100 - i), i + 1)),
-        );
+    fn bound_keeps_the_most_recently_active_actors() {
+        // Ten actors; actor i last minted at time 100 + i, whatever its incarnation.
+        let mut c = VectorClock::from_dots((0..10u64).map(|i| {
+            (
+                Actor::new(format!("n{i}"), 1_000 - i),
+                Dot {
+                    counter: 10 - i,
+                    last: 100 + i,
+                },
+            )
+        }));
         c.bound(4);
         assert_eq!(c.len(), 4);
-        // Incarnations 100, 99, 98, 97 (nodes n0..n3) are the most recent, whatever the counters.
-        for i in 0..4u64 {
-            assert_eq!(c.get(&Actor::new(format!("n{i}"), 100 - i)), i + 1);
+        for i in 6..10u64 {
+            assert_eq!(c.get(&Actor::new(format!("n{i}"), 1_000 - i)), 10 - i);
         }
-        assert_eq!(c.get(&Actor::new("n9", 91)), 0);
+        assert_eq!(c.get(&Actor::new("n0", 1_000)), 0);
         let before = c.clone();
         c.bound(4);
         assert_eq!(c, before, "bounding is idempotent");
+
+        // An old incarnation that just minted is the most recent actor: it stays.
+        let old = Actor::new("old", 1);
+        c.increment(&old, 500);
+        c.bound(4);
+        assert_eq!(c.get(&old), 1);
+        assert_eq!(c.len(), 4);
     }
 }

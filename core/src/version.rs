@@ -40,9 +40,10 @@ pub struct Version {
 }
 
 /// What storing an incoming version did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ApplyOutcome {
     /// The incoming version won and is now stored.
+    #[default]
     Applied,
     /// The incoming version was concurrent with the stored one, which won; clocks were merged.
     Merged,
@@ -76,13 +77,19 @@ pub struct WriteRecord {
     pub conflict: bool,
 }
 
-/// A write recorded in the applied-keys index: the version it produced and its record.
+/// A write recorded in a replica's applied-keys index: the version it produced, its record, and
+/// what applying it did on that replica the first time — so a retry of the write can be answered
+/// exactly as the first attempt was.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct AppliedWrite {
     /// The version the write produced, exactly as the leader minted it.
     pub version: Version,
     /// What the write was.
     pub record: WriteRecord,
+    /// What the first apply of it did here.
+    pub outcome: ApplyOutcome,
+    /// The first apply met a stored version concurrent with it ([`met_concurrent`]).
+    pub concurrent: bool,
 }
 
 impl MintRequest {
@@ -162,8 +169,11 @@ impl Version {
 }
 
 /// Stores `incoming` over `stored`: returns what to keep and what happened.
-pub fn apply(stored: Option<&Version>, incoming: Version) -> (Version, ApplyOutcome) {
+pub fn apply(stored: Option<&Version>, mut incoming: Version) -> (Version, ApplyOutcome) {
     let Some(stored) = stored else {
+        // Bounded like every resolution, so applying a version twice changes nothing even when
+        // it arrived with more entries than a clock keeps.
+        incoming.clock.bound(MAX_CLOCK_ENTRIES);
         return (incoming, ApplyOutcome::Applied);
     };
     let resolved = stored.resolve(&incoming);
@@ -209,7 +219,11 @@ pub fn mint(
         clock.merge(&ctx.clock);
         seen = seen.max(ctx.timestamp);
     }
-    clock.increment(actor);
+    // Past every event the clock covers too (a peer's clock could claim later events than its
+    // version's timestamp): the minter's event is then the clock's most recent, and bounding —
+    // here and on every replica — keeps it.
+    let timestamp = hlc.advance_past(seen.max(clock.latest()));
+    clock.increment(actor, timestamp);
     clock.bound(MAX_CLOCK_ENTRIES);
     let version = Version {
         tombstone: request.tombstone,
@@ -224,7 +238,7 @@ pub fn mint(
             request.content_type
         },
         clock,
-        timestamp: hlc.advance_past(seen),
+        timestamp,
         minted_by: actor.node.clone(),
         idempotency_key: request.idempotency_key,
     };
@@ -431,6 +445,54 @@ mod tests {
             .open_at("t".repeat(63).as_str(), b"key", &token, 0)
             .unwrap_or_default();
         assert_eq!(opened, context, "the context round-trips");
+    }
+
+    #[test]
+    fn a_minter_older_than_every_actor_of_a_full_clock_still_shows_its_event() {
+        let hlc = Hlc::new();
+        let mut stored: Option<Version> = None;
+        for i in 0..MAX_CLOCK_ENTRIES as u64 + 5 {
+            let request = MintRequest {
+                context: stored.as_ref().map(Version::context),
+                ..MintRequest::default()
+            };
+            let actor = Actor::new(format!("n{i}"), 1_000 + i);
+            let (v, _) = mint(stored.as_ref(), request, &actor, &hlc);
+            stored = Some(apply(stored.as_ref(), v).0);
+        }
+        let stored = stored.unwrap_or_default();
+        assert_eq!(stored.clock.len(), MAX_CLOCK_ENTRIES);
+        // A long-lived leader whose incarnation predates every actor in the clock.
+        let old = Actor::new("old", 1);
+        let request = MintRequest {
+            context: Some(stored.context()),
+            ..MintRequest::default()
+        };
+        let (minted, _) = mint(Some(&stored), request, &old, &hlc);
+        assert_eq!(minted.clock.get(&old), 1);
+        assert_eq!(minted.clock.len(), MAX_CLOCK_ENTRIES);
+        assert!(
+            !stored.clock.descends(&minted.clock),
+            "the stored version must not appear to cover the new one"
+        );
+    }
+
+    #[test]
+    fn applying_an_over_bound_version_twice_changes_nothing() {
+        let clock =
+            VectorClock::from_entries((0..100u64).map(|i| (Actor::new(format!("n{i}"), i + 1), 1)));
+        let v = Version {
+            clock,
+            timestamp: 5,
+            minted_by: "n1".into(),
+            ..Version::default()
+        };
+        let (once, outcome) = apply(None, v.clone());
+        assert_eq!(outcome, ApplyOutcome::Applied);
+        assert_eq!(once.clock.len(), MAX_CLOCK_ENTRIES);
+        let (twice, outcome) = apply(Some(&once), v);
+        assert_eq!(twice, once);
+        assert_eq!(outcome, ApplyOutcome::Superseded);
     }
 
     #[test]

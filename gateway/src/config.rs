@@ -91,6 +91,7 @@ impl GatewayConfig {
         ConnectionLimits {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
+            ..ConnectionLimits::default()
         }
     }
 

@@ -27,18 +27,31 @@ pub const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 /// Longest time spent discarding an oversized body.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// When the gateway received the request: the start of its deadline. The stack inserts it first
-/// thing ([`crate::stack::layers`]).
+/// When the gateway received the request — the start of its deadline — and the server's request
+/// timeout. The stack inserts it first thing ([`crate::stack::layers`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Received(pub Instant);
+pub struct Received {
+    /// Arrival.
+    pub at: Instant,
+    /// The server's request timeout (`--request-timeout`).
+    pub timeout: Duration,
+}
 
 /// The instant `timeout` after the request was received (now, for a request the stack did not
 /// stamp).
 pub fn deadline_of(extensions: &http::Extensions, timeout: Duration) -> Instant {
     let received = extensions
         .get::<Received>()
-        .map_or_else(Instant::now, |r| r.0);
+        .map_or_else(Instant::now, |r| r.at);
     received + timeout
+}
+
+/// The request's deadline under the server's request timeout.
+pub fn server_deadline(extensions: &http::Extensions) -> Instant {
+    match extensions.get::<Received>() {
+        Some(r) => r.at + r.timeout,
+        None => Instant::now() + pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT,
+    }
 }
 
 /// Reads at most `limit` bytes of `body`, all of it before `deadline`.

@@ -12,8 +12,8 @@
 //!   sending headers a byte a second is cut off.
 //! * **Bodies must arrive within the request's deadline**: the handlers read them under it and
 //!   answer `408 request-timeout` (see [`crate::extract::read_limited`]).
-//! * HTTP/2 connections are bounded in concurrent streams and header size, and pinged; a dead
-//!   peer is dropped.
+//! * HTTP/2 connections are bounded in concurrent streams and header size, pinged (a dead peer
+//!   is dropped), and asked to close at an age limit (an idle one cannot hold a slot forever).
 //!
 //! Shutdown is graceful: the listener closes, idle connections close, and requests in flight
 //! finish.
@@ -26,20 +26,23 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::{AuthConfig, Authenticator, TenantCache};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::GatewayConfig;
 use crate::coordinators::Coordinators;
 use crate::error::GatewayError;
 use crate::routes::{admin, kv, ops, tenants};
 use crate::stack::layers;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -52,6 +55,9 @@ pub struct ConnectionLimits {
     /// Time allowed for a connection's first bytes and for each HTTP/1 request head (also the
     /// idle time after which a keep-alive HTTP/1 connection is closed).
     pub header_read_timeout: Duration,
+    /// Age at which an HTTP/2 connection is asked to close (GOAWAY; requests in flight finish),
+    /// so an idle one cannot hold a connection slot forever.
+    pub max_http2_age: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -59,6 +65,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            max_http2_age: Duration::from_secs(600),
         }
     }
 }
@@ -84,7 +91,7 @@ pub async fn build_router(
         },
     );
     let tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
-    let state = AppState {
+    let state = AppState::new(Shared {
         coordinators,
         store,
         authenticator: authenticator.clone(),
@@ -92,14 +99,20 @@ pub async fn build_router(
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         openapi: crate::openapi::document_json().into(),
-    };
+    });
     let v1 = Router::new()
         .merge(kv::routes())
         .merge(tenants::routes())
         .merge(admin::routes())
         .with_state(state.clone());
     let ops = ops::routes().with_state(state);
-    Ok(layers(v1, ops, authenticator, tenant_cache))
+    Ok(layers(
+        v1,
+        ops,
+        authenticator,
+        tenant_cache,
+        config.request_timeout,
+    ))
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
@@ -127,8 +140,9 @@ pub async fn serve(
         .keep_alive_timeout(Duration::from_secs(10));
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let max = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(max));
+    let (stopping, stop) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -149,59 +163,155 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::debug!(
-                max = limits.max_connections,
-                "connection limit reached; closing a new connection"
-            );
+            tracing::debug!(max, "connection limit reached; closing a new connection");
             continue;
         };
         // Small responses go out at once rather than waiting on Nagle's algorithm.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let (http1, http2, watcher) = (Arc::clone(&http1), Arc::clone(&http2), graceful.watcher());
+        let (http1, http2, mut stop) = (Arc::clone(&http1), Arc::clone(&http2), stop.clone());
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let is_h2 = match tokio::time::timeout(limits.header_read_timeout, sniff(&tcp)).await {
-                Ok(Ok(is_h2)) => is_h2,
-                // Silent, slow or gone before the first bytes: close.
-                _ => return,
+            let sniffed = tokio::select! {
+                sniffed = tokio::time::timeout(limits.header_read_timeout, sniff(tcp)) => sniffed,
+                _ = stop.changed() => return,
             };
-            let io = TokioIo::new(tcp);
-            let served = if is_h2 {
-                watcher.watch(http2.serve_connection(io, service)).await
+            // Silent, slow or gone before its first bytes: close.
+            let Ok(Ok((is_h2, io))) = sniffed else {
+                return;
+            };
+            let (builder, max_age) = if is_h2 {
+                (http2, limits.max_http2_age)
             } else {
-                watcher.watch(http1.serve_connection(io, service)).await
+                // HTTP/1's header-read timer also closes idle keep-alive connections.
+                (http1, Duration::MAX)
             };
-            if let Err(error) = served {
-                tracing::debug!(%error, "connection ended with an error");
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let mut connection = std::pin::pin!(connection);
+            let age = tokio::time::sleep(max_age.min(Duration::from_secs(365 * 86_400)));
+            let mut age = std::pin::pin!(age);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(error) = served {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Stopping, or an HTTP/2 connection at its age limit: finish the requests in
+                    // flight (HTTP/2 GOAWAY, HTTP/1 keep-alive off), take no more.
+                    _ = stop.changed(), if !draining => {
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    () = &mut age, if !draining => {
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                }
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(true);
+    // Every connection holds a permit until it has closed: having them all back is the drain.
+    let _all = permits
+        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
-/// Tells HTTP/2 prior knowledge (`true`) from HTTP/1 (`false`) by the first bytes, without
-/// consuming them.
-async fn sniff(tcp: &TcpStream) -> io::Result<bool> {
+/// Tells HTTP/2 prior knowledge (`true`) from HTTP/1 (`false`) by reading the first bytes, and
+/// returns the stream with those bytes put back. Each read waits for data, so a client sending its
+/// first bytes slowly costs nothing while it does.
+async fn sniff(mut tcp: TcpStream) -> io::Result<(bool, Rewound)> {
     let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = tcp.peek(&mut buf).await?;
+    let mut len = 0;
+    let is_h2 = loop {
+        let rest = buf.get_mut(len..).unwrap_or_default();
+        let n = tcp.read(rest).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let seen = buf.get(..n).unwrap_or_default();
+        len += n;
+        let seen = buf.get(..len).unwrap_or_default();
         if !H2_PREFACE.starts_with(seen) {
-            return Ok(false);
+            break false;
         }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
+        if len == H2_PREFACE.len() {
+            break true;
         }
-        // A partial preface: `peek` returns at once while those bytes sit unread, so wait a
-        // little for the rest (the caller's timeout bounds this).
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let prefix = buf.get(..len).unwrap_or_default().to_vec();
+    Ok((is_h2, Rewound::new(prefix, tcp)))
+}
+
+/// A TCP stream whose first bytes were read ahead: it yields them again before the rest.
+#[derive(Debug)]
+struct Rewound {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: TcpStream,
+}
+
+impl Rewound {
+    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Rewound {
+            prefix,
+            read: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(left) = this.prefix.get(this.read..)
+            && !left.is_empty()
+        {
+            let n = left.len().min(buf.remaining());
+            buf.put_slice(left.get(..n).unwrap_or_default());
+            this.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

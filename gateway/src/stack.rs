@@ -3,6 +3,8 @@
 
 use axum::Router;
 use axum::extract::Request;
+use std::time::Duration;
+
 use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -12,6 +14,7 @@ use pairdb_middleware::{
     AuthLayer, Authenticator, ConsistencyLayer, TenantCache, TenantLayer, TraceContext, TraceLayer,
 };
 use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
 
 use crate::extract::Received;
 use crate::key::KV_PREFIX;
@@ -24,6 +27,7 @@ pub fn layers(
     ops: Router,
     authenticator: Authenticator,
     tenants: TenantCache,
+    request_timeout: Duration,
 ) -> Router {
     let v1 = v1.layer(
         ServiceBuilder::new()
@@ -43,15 +47,14 @@ pub fn layers(
         // trace: over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
         .layer(TraceLayer::new().redact_paths_after(&[KV_PREFIX]))
         // received-at: outermost, so a request's deadline counts from its arrival.
-        .layer(from_fn(stamp_received))
-}
-
-/// Records when the request arrived ([`Received`]); body reads are bounded by deadlines from it.
-async fn stamp_received(mut request: Request, next: Next) -> Response {
-    request
-        .extensions_mut()
-        .insert(Received(tokio::time::Instant::now()));
-    next.run(request).await
+        .layer(MapRequestLayer::new(move |mut request: Request| {
+            // When it arrived ([`Received`]): body reads are bounded by deadlines from it.
+            request.extensions_mut().insert(Received {
+                at: tokio::time::Instant::now(),
+                timeout: request_timeout,
+            });
+            request
+        }))
 }
 
 /// Turns axum's empty 405 into a `method-not-allowed` problem, keeping its `Allow` header.

@@ -9,9 +9,28 @@ use pairdb_middleware::Authenticator;
 
 use crate::coordinators::Coordinators;
 
-/// Shared, cheaply cloned handler state.
+/// Shared handler state. Cloned for every request, so it is one `Arc`: a clone is one atomic
+/// increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// State holding `shared`.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
     /// The coordinators requests are forwarded to.
     pub coordinators: Coordinators,
     /// The metadata store (readiness only; auth and tenant layers hold their own handle).

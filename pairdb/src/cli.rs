@@ -82,9 +82,47 @@ pub struct DevArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
+    /// Bounds of the storage nodes.
+    #[command(flatten)]
+    pub node_limits: NodeLimitArgs,
+    /// Bounds of the gateway's connections.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
+}
+
+/// Bounds of a storage node.
+#[derive(Debug, Args)]
+pub struct NodeLimitArgs {
+    /// How far ahead of its wall clock a storage node accepts a version's timestamp, in ms;
+    /// a version from further in the future is refused and logged.
+    #[arg(long, env = "PAIRDB_MAX_CLOCK_SKEW", default_value_t = pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub max_clock_skew: u64,
+}
+
+/// Bounds of the gateway's connections.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Connections the gateway serves at once; more are closed as they arrive.
+    #[arg(long, env = "PAIRDB_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Time allowed for each request head to arrive (and for an idle keep-alive connection), in
+    /// milliseconds.
+    #[arg(long, env = "PAIRDB_HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub header_read_timeout: u64,
+}
+
+impl EdgeArgs {
+    /// The gateway's connection limits these flags describe.
+    pub fn limits(&self) -> pairdb_gateway::server::ConnectionLimits {
+        pairdb_gateway::server::ConnectionLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout),
+            ..pairdb_gateway::server::ConnectionLimits::default()
+        }
+    }
 }
 
 /// `pairdb storage`.
@@ -105,6 +143,9 @@ pub struct StorageArgs {
     /// Serve `/healthz` and `/readyz` over HTTP here.
     #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Bounds of the node.
+    #[command(flatten)]
+    pub node_limits: NodeLimitArgs,
     /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,
@@ -153,6 +194,9 @@ pub struct GatewayArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
+    /// Bounds of the gateway's connections.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,

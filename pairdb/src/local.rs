@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use pairdb_coordinator::CoordinatorConfig;
 use pairdb_coordinator::cluster::Cluster;
 use pairdb_core::{NodeAddr, Placement};
+use pairdb_gateway::server::ConnectionLimits;
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState as StoredNodeState, RateLimit};
 use pairdb_storage::dir_lock::DirLock;
 use pairdb_storage::engine::StorageEngine;
@@ -71,6 +72,8 @@ pub struct NodeSpec {
     pub engine: Arc<dyn StorageEngine>,
     /// The internal credential it accepts.
     pub internal_token: String,
+    /// How far ahead of its wall clock it accepts a version's timestamp.
+    pub max_clock_skew: Duration,
 }
 
 impl NodeSpec {
@@ -165,11 +168,14 @@ impl LocalNode for StorageNode {
     }
 }
 
-/// After a node stopped serving: flushes its engine and, only if that worked, records the stop
-/// as clean (so a durable engine's next start may keep the incarnation).
+/// After a node stopped serving: waits for engine work still running (a call whose caller gave
+/// up goes on until its engine call returns), flushes the engine and, only if that worked, records
+/// the stop as clean (so a durable engine's next start may keep the incarnation).
 pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>) {
     let node = state.node_id().to_owned();
+    let quiesced = state.quiesce().await;
     let done = tokio::task::spawn_blocking(move || {
+        let _quiesced = quiesced;
         engine
             .flush()
             .map_err(|e| format!("cannot flush the engine: {e}"))?;
@@ -299,13 +305,14 @@ pub struct GatewayNode {
 }
 
 impl GatewayNode {
-    /// Starts a gateway on `listener` in front of `coordinators`.
+    /// Starts a gateway on `listener` in front of `coordinators`, serving within `limits`.
     pub async fn start(
         store: Arc<dyn MetadataStore>,
         listener: std::net::TcpListener,
         coordinators: Vec<String>,
         secrets: &Secrets,
         request_timeout: Duration,
+        limits: ConnectionLimits,
     ) -> anyhow::Result<GatewayNode> {
         let mut config = pairdb_gateway::GatewayConfig::new(
             coordinators,
@@ -314,6 +321,8 @@ impl GatewayNode {
             secrets.admin_key.clone(),
         );
         config.request_timeout = request_timeout;
+        config.max_connections = limits.max_connections;
+        config.header_read_timeout = limits.header_read_timeout;
         let limits = config.connection_limits();
         let router = pairdb_gateway::server::build_router(config, store).await?;
         let listener = TcpListener::from_std(listener)?;
@@ -356,6 +365,10 @@ pub struct LocalOptions {
     pub request_timeout: Duration,
     /// Virtual nodes per storage node.
     pub vnodes: u32,
+    /// How far ahead of their wall clocks storage nodes accept versions' timestamps.
+    pub max_clock_skew: Duration,
+    /// The gateway's connection bounds.
+    pub edge: ConnectionLimits,
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -426,6 +439,7 @@ impl<N: LocalNode> LocalCluster<N> {
                 listener,
                 data_dir,
                 internal_token: secrets.internal_token.clone(),
+                max_clock_skew: opts.max_clock_skew,
             })?);
         }
         let addrs: Vec<NodeAddr> = nodes
@@ -450,6 +464,7 @@ impl<N: LocalNode> LocalCluster<N> {
             vec![coordinator.addr.to_string()],
             &secrets,
             opts.request_timeout,
+            opts.edge,
         )
         .await?;
         Ok(LocalCluster {
@@ -469,5 +484,124 @@ impl<N: LocalNode> LocalCluster<N> {
         for n in self.nodes {
             n.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use pairdb_core::version::{AppliedWrite, WriteRecord};
+    use pairdb_core::{ApplyOutcome, StorageKey, Version};
+    use pairdb_storage::engine::{
+        EngineError, EngineStats, PageLimit, RangeDigest, ScanPage, TokenRange,
+    };
+
+    use super::*;
+
+    /// A durable-claiming engine whose flush fails or succeeds on demand and records what
+    /// `node.json` said when it was flushed.
+    struct FlushProbe {
+        inner: MemoryEngine,
+        fail: bool,
+        state_file: PathBuf,
+        seen_at_flush: Mutex<Option<String>>,
+    }
+
+    impl StorageEngine for FlushProbe {
+        fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError> {
+            self.inner.get(key)
+        }
+        fn apply(
+            &self,
+            key: &StorageKey,
+            incoming: Version,
+            record: Option<WriteRecord>,
+        ) -> Result<(ApplyOutcome, Version), EngineError> {
+            self.inner.apply(key, incoming, record)
+        }
+        fn applied(
+            &self,
+            key: &StorageKey,
+            idem: &str,
+        ) -> Result<Option<AppliedWrite>, EngineError> {
+            self.inner.applied(key, idem)
+        }
+        fn scan(
+            &self,
+            range: &TokenRange,
+            after: Option<&StorageKey>,
+            limit: PageLimit,
+        ) -> Result<ScanPage, EngineError> {
+            self.inner.scan(range, after, limit)
+        }
+        fn digest(&self, range: &TokenRange) -> Result<RangeDigest, EngineError> {
+            self.inner.digest(range)
+        }
+        fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
+            self.inner.delete_range(range)
+        }
+        fn flush(&self) -> Result<(), EngineError> {
+            let file = std::fs::read_to_string(&self.state_file).unwrap_or_default();
+            *self.seen_at_flush.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+            if self.fail {
+                Err(EngineError::Closed)
+            } else {
+                Ok(())
+            }
+        }
+        fn stats(&self) -> EngineStats {
+            self.inner.stats()
+        }
+        fn is_durable(&self) -> bool {
+            true
+        }
+    }
+
+    async fn stop_with(fail: bool) -> (u64, u64, String) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let probe = Arc::new(FlushProbe {
+            inner: MemoryEngine::new(APPLIED_KEY_TTL),
+            fail,
+            state_file: dir.path().join(pairdb_storage::node::NODE_FILE),
+            seen_at_flush: Mutex::new(None),
+        });
+        let state =
+            Arc::new(NodeState::open(dir.path(), "n1", true).unwrap_or_else(|e| panic!("{e}")));
+        let before = state.incarnation();
+        stop_cleanly(probe.clone(), Arc::clone(&state)).await;
+        drop(state);
+        let after = NodeState::open(dir.path(), "n1", true)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .incarnation();
+        let seen = probe
+            .seen_at_flush
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        (before, after, seen)
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_flushes_the_engine_before_recording_itself() {
+        let (before, after, seen_at_flush) = stop_with(false).await;
+        assert!(
+            seen_at_flush.contains("\"clean_shutdown\": false"),
+            "flushed after the stop was recorded clean: {seen_at_flush}"
+        );
+        assert_eq!(
+            after, before,
+            "a clean stop of a durable engine keeps the incarnation"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_leaves_the_stop_unclean() {
+        let (before, after, _) = stop_with(true).await;
+        assert!(
+            after > before,
+            "an unflushed stop must start a new incarnation"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Decoding validates: a clock that is not canonical or a missing field is an error, never a
 //! silently different value.
 
-use pairdb_core::vclock::{Actor, VectorClock};
+use pairdb_core::vclock::{Actor, Dot, VectorClock};
 use pairdb_core::version::WriteRecord;
 use pairdb_core::{Context, NodeAddr, Placement, Version};
 
@@ -46,22 +46,27 @@ pub fn write_record_to_pb(r: &WriteRecord) -> pb::WriteRecord {
 
 /// Wire clock entries → canonical clock.
 pub fn clock_from_pb(entries: Vec<pb::ClockEntry>) -> Result<VectorClock, ConvertError> {
-    VectorClock::try_from_canonical(
-        entries
-            .into_iter()
-            .map(|e| (Actor::new(e.node, e.incarnation), e.counter)),
-    )
+    VectorClock::try_from_canonical(entries.into_iter().map(|e| {
+        (
+            Actor::new(e.node, e.incarnation),
+            Dot {
+                last: e.last,
+                counter: e.counter,
+            },
+        )
+    }))
     .map_err(|_| ConvertError::Clock)
 }
 
 /// Clock → wire entries in canonical order.
 pub fn clock_to_pb(clock: &VectorClock) -> Vec<pb::ClockEntry> {
     clock
-        .entries()
-        .map(|(a, c)| pb::ClockEntry {
+        .dots()
+        .map(|(a, d)| pb::ClockEntry {
             node: a.node.clone(),
             incarnation: a.incarnation,
-            counter: c,
+            counter: d.counter,
+            last: d.last,
         })
         .collect()
 }

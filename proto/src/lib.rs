@@ -38,8 +38,12 @@ pub fn refusal(status: &tonic::Status) -> Option<storage::Refusal> {
     use prost::Message as _;
     storage::Refusal::decode(status.details())
         .ok()
-        .filter(|r| r.reason() != storage::RefusalReason::Unspecified)
+        .filter(|r| r.magic == REFUSAL_MAGIC && r.reason() != storage::RefusalReason::Unspecified)
 }
+
+/// The tag every [`storage::Refusal`] carries (`"pdbr"`), so that no other status details are
+/// mistaken for one.
+pub const REFUSAL_MAGIC: u32 = 0x7064_6272;
 
 /// A status with `code` and `message` carrying a [`storage::Refusal`]: what a storage node answers
 /// when it refuses a call before changing anything.
@@ -53,6 +57,7 @@ pub fn refused(
     let refusal = storage::Refusal {
         reason: reason as i32,
         node_epoch,
+        magic: REFUSAL_MAGIC,
     };
     tonic::Status::with_details(code, message, refusal.encode_to_vec().into())
 }
@@ -87,6 +92,18 @@ mod tests {
         let r = refusal(&s).expect("a refusal");
         assert_eq!(r.reason(), storage::RefusalReason::StaleEpoch);
         assert_eq!(r.node_epoch, 7);
+        // Details of another kind, even ones that decode as a Refusal, are not refusals.
+        let untagged = storage::Refusal {
+            reason: storage::RefusalReason::Engine as i32,
+            node_epoch: 0,
+            magic: 0,
+        };
+        let foreign = tonic::Status::with_details(
+            tonic::Code::Internal,
+            "proxy",
+            prost::Message::encode_to_vec(&untagged).into(),
+        );
+        assert!(refusal(&foreign).is_none());
         for bare in [
             tonic::Status::internal("h2 protocol error"),
             tonic::Status::unavailable("connection reset"),

@@ -669,8 +669,9 @@ pub fn scans_respect_byte_budgets(make: EngineFactory<'_>) {
 }
 
 /// The applied-keys index returns the write with an idempotency key — the version it produced,
-/// exactly, and its record — whatever its apply outcome, and nothing for unknown keys, other keys
-/// or no key. Applies without a record (read repair) neither add nor rewrite entries.
+/// exactly, its record and what its first apply did — whatever its apply outcome, and nothing for
+/// unknown keys, other keys or no key. The first write of a key stays recorded; applies without a
+/// record (read repair) neither add nor rewrite entries.
 pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     let engine = make();
     let hlc = Hlc::new();
@@ -683,10 +684,12 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
         fingerprint: [n; 32],
         conflict,
     };
-    let found = |version: &Version, record: WriteRecord| {
+    let found = |version: &Version, record: WriteRecord, outcome: ApplyOutcome| {
         Some(AppliedWrite {
             version: version.clone(),
             record,
+            outcome,
+            concurrent: false,
         })
     };
 
@@ -698,7 +701,7 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     );
     assert_eq!(
         ok(engine.applied(&k, "idem-1"), "applied"),
-        found(&first, record(1, true))
+        found(&first, record(1, true), ApplyOutcome::Applied)
     );
     assert_eq!(ok(engine.applied(&k, "idem-2"), "applied"), None);
     assert_eq!(ok(engine.applied(&k, ""), "applied"), None);
@@ -719,11 +722,11 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     );
     assert_eq!(
         ok(engine.applied(&k, "idem-1"), "applied"),
-        found(&first, record(1, true))
+        found(&first, record(1, true), ApplyOutcome::Applied)
     );
     assert_eq!(
         ok(engine.applied(&k, "idem-2"), "applied"),
-        found(&second, record(2, false))
+        found(&second, record(2, false), ApplyOutcome::Applied)
     );
 
     // Recorded even when the version loses on arrival.
@@ -741,7 +744,7 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     );
     assert_eq!(
         ok(engine.applied(&k2, "idem-late"), "applied"),
-        found(&older, record(3, false))
+        found(&older, record(3, false), ApplyOutcome::Superseded)
     );
 
     // Without a record nothing is indexed, and an existing entry is not rewritten: read repair
@@ -757,11 +760,48 @@ pub fn applied_keys_index_finds_recorded_writes(make: EngineFactory<'_>) {
     ok(engine.apply(&k, repaired, None), "apply");
     assert_eq!(
         ok(engine.applied(&k, "idem-1"), "applied"),
-        found(&first, record(1, true)),
+        found(&first, record(1, true), ApplyOutcome::Applied),
         "a repair rewrote the entry"
     );
 
-    assert_eq!(engine.stats().applied_keys, 3);
+    // The first write of a key stays recorded: applying it again, even with another record,
+    // leaves the entry as it was.
+    ok(
+        engine.apply(&k, first.clone(), Some(record(9, false))),
+        "apply",
+    );
+    assert_eq!(
+        ok(engine.applied(&k, "idem-1"), "applied"),
+        found(&first, record(1, true), ApplyOutcome::Applied)
+    );
+
+    // What the first apply did is recorded with it: here, a version losing to a concurrent one.
+    let k4 = key("idem", "lost");
+    let winner = mint(None, write("winner"), &b, &hlc);
+    let loser = Version {
+        timestamp: winner.timestamp - 1,
+        ..mint(None, idem("loser", "idem-lost"), &a, &hlc)
+    };
+    ok(engine.apply(&k4, winner, None), "apply");
+    assert_eq!(
+        ok(
+            engine.apply(&k4, loser.clone(), Some(record(4, false))),
+            "apply"
+        )
+        .0,
+        ApplyOutcome::Merged
+    );
+    assert_eq!(
+        ok(engine.applied(&k4, "idem-lost"), "applied"),
+        Some(AppliedWrite {
+            version: loser,
+            record: record(4, false),
+            outcome: ApplyOutcome::Merged,
+            concurrent: true,
+        })
+    );
+
+    assert_eq!(engine.stats().applied_keys, 4);
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub struct EngineStats {
     pub keys: u64,
     /// Approximate bytes of keys and values stored.
     pub bytes: u64,
-    /// Entries in the applied-keys index.
+    /// Entries in the applied-keys index (approximate: expired entries may count until purged).
     pub applied_keys: u64,
 }
 
@@ -140,7 +140,9 @@ pub enum EngineError {
 /// A versioned key-value engine.
 ///
 /// Calls are synchronous and may block on I/O: async callers run them off their async workers
-/// (the storage node uses `spawn_blocking`). Every method is atomic with respect to the others.
+/// (the storage node uses `spawn_blocking` for range calls always, and for point calls unless
+/// [`point_calls_block`](Self::point_calls_block) says they never block). Every method is atomic
+/// with respect to the others.
 /// The memory engine is the reference; [`crate::conformance`] checks every engine against it.
 pub trait StorageEngine: Send + Sync + 'static {
     /// The stored (resolved) version of `key`, tombstones included.
@@ -150,9 +152,10 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// stored. When it returns `Ok`, the result is as durable as the engine promises.
     ///
     /// With a `record` and an idempotency key on `incoming`, also records the write in the
-    /// applied-keys index — `incoming` exactly, with its record — for the index TTL, whatever the
-    /// outcome, replacing an earlier entry for the same key. Without a `record` (read repair,
-    /// anti-entropy) the index is left untouched.
+    /// applied-keys index — `incoming` exactly, with its record and what this apply did — for
+    /// the index TTL, whatever the outcome; unless the index already holds that idempotency key
+    /// on `key`: the first write of a key stays recorded, so what it produced never changes.
+    /// Without a `record` (read repair, anti-entropy) the index is left untouched.
     fn apply(
         &self,
         key: &StorageKey,
@@ -192,4 +195,12 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// True when data survives a restart. A node whose engine is not durable starts a new clock
     /// incarnation on every start.
     fn is_durable(&self) -> bool;
+
+    /// False when the engine's point calls (`get`, `apply`, `applied`) will neither wait on I/O
+    /// nor on a long-held lock now, so an async caller may run them inline rather than pay a
+    /// hand-off to a blocking thread. Asked before every point call; the default, `true`, is
+    /// always safe.
+    fn point_calls_block(&self) -> bool {
+        true
+    }
 }

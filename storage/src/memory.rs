@@ -9,12 +9,16 @@
 //!   state — a real snapshot, not a sequence of point reads;
 //! * nothing survives the process: [`StorageEngine::is_durable`] is `false`, so a node running
 //!   on it starts a new clock incarnation on every start;
+//! * point calls never block on I/O, so the storage node runs them inline on its async workers
+//!   — except while a range call holds the lock for a long walk
+//!   ([`StorageEngine::point_calls_block`]);
 //! * the applied-keys index is bounded in bytes as well as by its TTL: past
 //!   [`DEFAULT_APPLIED_KEYS_BUDGET`] the oldest entries go first, so under a sustained write load
 //!   the deduplication window is the shorter of the TTL and what the budget holds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,24 @@ pub struct MemoryEngine {
     state: RwLock<State>,
     applied_key_ttl: Duration,
     applied_keys_budget: u64,
+    /// Range calls under way: while any is, point calls may wait behind its walk.
+    range_calls: AtomicUsize,
+}
+
+/// Counts a range call as under way for as long as it lives.
+struct RangeCall<'a>(&'a AtomicUsize);
+
+impl<'a> RangeCall<'a> {
+    fn start(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        RangeCall(counter)
+    }
+}
+
+impl Drop for RangeCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +99,7 @@ impl MemoryEngine {
             state: RwLock::new(State::default()),
             applied_key_ttl,
             applied_keys_budget: budget,
+            range_calls: AtomicUsize::new(0),
         }
     }
 
@@ -236,17 +259,16 @@ impl StorageEngine for MemoryEngine {
     ) -> Result<(ApplyOutcome, Version), EngineError> {
         let encoded = key.encode();
         let now = Instant::now();
-        let recorded = record
+        let indexed = record
             .filter(|_| !incoming.idempotency_key.is_empty())
             .map(|record| {
                 (
                     applied_key_hash(key, &incoming.idempotency_key),
-                    AppliedWrite {
-                        version: incoming.clone(),
-                        record,
-                    },
+                    record,
+                    incoming.clone(),
                 )
             });
+        let incoming_clock = incoming.clock.clone();
 
         let mut state = self.write();
         let (resolved, outcome) = version::apply(state.records.get(&encoded), incoming);
@@ -259,15 +281,28 @@ impl StorageEngine for MemoryEngine {
             state.bytes = state.bytes.saturating_add(added);
         }
         state.purge_expired(now);
-        if let Some((hash, write)) = recorded {
-            let expiry = now + self.applied_key_ttl;
-            state.remove_applied(&hash);
-            state.applied_bytes = state
-                .applied_bytes
-                .saturating_add(applied_entry_bytes(&write.version));
-            state.applied.insert(hash, (Box::new(write), expiry));
-            state.expiries.push_back((expiry, hash));
-            state.evict_over(self.applied_keys_budget);
+        if let Some((hash, record, version)) = indexed {
+            // The first write of an idempotency key stays recorded: its result never changes.
+            let live = state
+                .applied
+                .get(&hash)
+                .is_some_and(|(_, expiry)| *expiry > now);
+            if !live {
+                let write = AppliedWrite {
+                    concurrent: version::met_concurrent(outcome, &incoming_clock, &resolved),
+                    version,
+                    record,
+                    outcome,
+                };
+                let expiry = now + self.applied_key_ttl;
+                state.remove_applied(&hash);
+                state.applied_bytes = state
+                    .applied_bytes
+                    .saturating_add(applied_entry_bytes(&write.version));
+                state.applied.insert(hash, (Box::new(write), expiry));
+                state.expiries.push_back((expiry, hash));
+                state.evict_over(self.applied_keys_budget);
+            }
         }
         Ok((outcome, resolved))
     }
@@ -297,6 +332,7 @@ impl StorageEngine for MemoryEngine {
         limit: PageLimit,
     ) -> Result<ScanPage, EngineError> {
         let bounds = RangeBounds::new(range);
+        let _call = RangeCall::start(&self.range_calls);
         let state = self.read();
         let mut walk = state.range(&bounds, bounds.lower(after)).peekable();
         let mut entries = Vec::new();
@@ -326,6 +362,7 @@ impl StorageEngine for MemoryEngine {
 
     fn digest(&self, range: &TokenRange) -> Result<RangeDigest, EngineError> {
         let bounds = RangeBounds::new(range);
+        let _call = RangeCall::start(&self.range_calls);
         let state = self.read();
         let mut hasher = RangeHasher::new();
         for (encoded, version) in state.range(&bounds, bounds.lower(None)) {
@@ -336,6 +373,7 @@ impl StorageEngine for MemoryEngine {
 
     fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
         let bounds = RangeBounds::new(range);
+        let _call = RangeCall::start(&self.range_calls);
         let mut state = self.write();
         let doomed: Vec<Vec<u8>> = state
             .range(&bounds, bounds.lower(None))
@@ -355,21 +393,27 @@ impl StorageEngine for MemoryEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        let now = Instant::now();
         let state = self.read();
         EngineStats {
             keys: state.records.len() as u64,
             bytes: state.bytes,
-            applied_keys: state
-                .applied
-                .values()
-                .filter(|(_, expiry)| *expiry > now)
-                .count() as u64,
+            // Counted without a walk (stats are read by every health probe): expired entries
+            // still count until the next write purges them.
+            applied_keys: state.applied.len() as u64,
         }
     }
 
     fn is_durable(&self) -> bool {
         false
+    }
+
+    /// Point calls touch memory only and hold the lock for one map operation, so they never
+    /// block on I/O — but they can wait behind a range call (a digest holds the lock for its
+    /// whole walk). So they are declared blocking exactly while a range call is under way, and a
+    /// storage node then runs them on its blocking pool too. (A range call starting between this
+    /// answer and the point call's lock can still hold one inline call for one walk.)
+    fn point_calls_block(&self) -> bool {
+        self.range_calls.load(Ordering::Acquire) > 0
     }
 }
 
@@ -431,11 +475,11 @@ mod tests {
         let k = key("t", b"k");
         engine.apply(&k, minted("idem"), record()).expect("apply");
         assert_eq!(engine.applied(&k, "idem").expect("applied"), None);
-        assert_eq!(engine.stats().applied_keys, 0);
         // The next write purges the expired entry from the index itself.
         engine
             .apply(&key("t", b"k2"), minted(""), record())
             .expect("apply");
+        assert_eq!(engine.stats().applied_keys, 0);
         let state = engine.read();
         assert!(state.applied.is_empty());
         assert!(state.expiries.is_empty());
@@ -451,7 +495,9 @@ mod tests {
             engine.applied(&k, "idem").expect("applied"),
             Some(AppliedWrite {
                 version: v,
-                record: WriteRecord::default()
+                record: WriteRecord::default(),
+                outcome: ApplyOutcome::Applied,
+                concurrent: false,
             })
         );
         assert_eq!(engine.applied(&k, "").expect("applied"), None);

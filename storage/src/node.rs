@@ -210,11 +210,36 @@ impl EpochMismatch {
 }
 
 /// A data call admitted at the node's current epoch. While it is held, no newer placement is
-/// published, so the call's effects belong to the epoch it was routed with.
+/// published, so the call's effects belong to the epoch it was routed with. It is owned, so it can
+/// travel with the call's engine work to a blocking thread and last until that work is done, even
+/// if the RPC that started it is cancelled.
 #[must_use = "the admission lasts as long as the guard"]
 #[derive(Debug)]
-pub struct Admission<'a> {
-    _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+pub struct Admission {
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// The node quiesced: no admitted call is in flight and none is admitted until this is dropped.
+#[must_use = "the node is quiesced as long as the guard lives"]
+#[derive(Debug)]
+pub struct Quiesced {
+    _gate: tokio::sync::OwnedRwLockWriteGuard<()>,
+}
+
+/// Counts an install as waiting to publish for as long as it lives (cancelled or not).
+struct Pending<'a>(&'a AtomicU64);
+
+impl<'a> Pending<'a> {
+    fn start(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Pending(counter)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A node's identity and persisted state. Thread-safe; share it in an `Arc`.
@@ -229,7 +254,9 @@ pub struct NodeState {
     /// The epoch of `current`, 0 when none: read with no lock on the data path.
     epoch: AtomicU64,
     /// Shared by admitted data calls, exclusive while a placement is published.
-    gate: tokio::sync::RwLock<()>,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    /// Installs persisted and waiting for admitted calls before they publish.
+    publishing: AtomicU64,
     _lock: Option<DirLock>,
 }
 
@@ -322,7 +349,8 @@ impl NodeState {
                 placement,
                 clean_shutdown: false,
             }),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            publishing: AtomicU64::new(0),
             _lock: lock,
         };
         {
@@ -387,10 +415,24 @@ impl NodeState {
     /// Admits a call that changes state, routed with `epoch`: waits while a newer placement is
     /// being published, then checks the epoch. Hold the admission until the call's engine work
     /// is done; a placement published meanwhile waits for it.
-    pub async fn admit(&self, epoch: u64) -> Result<Admission<'_>, EpochMismatch> {
-        let gate = self.gate.read().await;
+    pub async fn admit(&self, epoch: u64) -> Result<Admission, EpochMismatch> {
+        let gate = Arc::clone(&self.gate).read_owned().await;
         self.check_epoch(epoch)?;
         Ok(Admission { _gate: gate })
+    }
+
+    /// Waits until no admitted call is in flight, and admits none until the guard is dropped:
+    /// for a clean stop, so the engine is flushed after the last write, not during one.
+    pub async fn quiesce(&self) -> Quiesced {
+        Quiesced {
+            _gate: Arc::clone(&self.gate).write_owned().await,
+        }
+    }
+
+    /// True while a newer placement is persisted and waits for admitted calls to finish before
+    /// it is published (calls arriving now wait too, then see the new epoch).
+    pub fn publish_pending(&self) -> bool {
+        self.publishing.load(Ordering::Acquire) > 0
     }
 
     /// Installs `placement` if its epoch is newer than the installed one (or none is
@@ -409,7 +451,11 @@ impl NodeState {
         if self.epoch().unwrap_or(0) >= newest.epoch {
             return Ok(self.epoch().unwrap_or(0));
         }
-        let _exclusive = self.gate.write().await;
+        let exclusive = {
+            let _pending = Pending::start(&self.publishing);
+            Arc::clone(&self.gate).write_owned().await
+        };
+        let _exclusive = exclusive;
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         // Installs persist in epoch order, but two may publish out of order: never step back.
         if current.as_ref().is_none_or(|c| c.epoch < newest.epoch) {

@@ -21,7 +21,9 @@
 //! elsewhere; any other error (a broken stream, a panic in the engine) may have been applied.
 //!
 //! Engine calls may block on I/O, so they run on tokio's blocking pool, never on the async
-//! workers. Engine failures are logged without keys or values.
+//! workers — except point calls of an engine that declares they never block
+//! ([`StorageEngine::point_calls_block`]), which run inline. Engine failures are logged without
+//! keys or values.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +65,7 @@ pub struct StorageService {
     hlc: Arc<Hlc>,
     /// How far ahead of wall time an applied version's timestamp may be.
     max_ahead_ms: u64,
-    key_locks: Box<[tokio::sync::Mutex<()>]>,
+    key_locks: Box<[Arc<tokio::sync::Mutex<()>>]>,
 }
 
 impl std::fmt::Debug for StorageService {
@@ -73,6 +75,15 @@ impl std::fmt::Debug for StorageService {
             .field("incarnation", &self.node.incarnation())
             .finish_non_exhaustive()
     }
+}
+
+/// A key's lock and the call's admission, held until the call's engine work is done — moved
+/// into that work, so a call cancelled by its caller (a timeout, a reset stream) still holds them
+/// until its engine call returns: no other mint of the key, and no newer placement, can overtake
+/// it.
+struct Held {
+    _key_lock: tokio::sync::OwnedMutexGuard<()>,
+    _admission: crate::node::Admission,
 }
 
 /// What a leader's mint came to.
@@ -103,7 +114,7 @@ impl StorageService {
             hlc: Arc::new(Hlc::new()),
             max_ahead_ms: DEFAULT_MAX_AHEAD_MS,
             key_locks: (0..KEY_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
         }
     }
@@ -138,18 +149,30 @@ impl StorageService {
         }
     }
 
-    /// The lock serializing mints and applies of `key` on this node.
-    fn key_lock(&self, key: &StorageKey) -> &tokio::sync::Mutex<()> {
+    /// Takes the lock serializing mints and applies of `key` on this node. The guard is owned,
+    /// so it can travel with the call's engine work (see [`Held`]).
+    async fn lock_key(&self, key: &StorageKey) -> tokio::sync::OwnedMutexGuard<()> {
         let stripe = (key.token % KEY_LOCK_STRIPES as u64) as usize;
         #[expect(
             clippy::indexing_slicing,
             reason = "stripe < KEY_LOCK_STRIPES == key_locks.len()"
         )]
-        &self.key_locks[stripe]
+        let lock = Arc::clone(&self.key_locks[stripe]);
+        lock.lock_owned().await
     }
 
-    /// Runs `call` on the engine off the async workers. An engine error becomes a refusal (the
-    /// engine stored nothing); a panic does not, since it may have stored something.
+    /// Takes the key's lock, then admits the call at `epoch` (checked under the lock).
+    async fn hold(&self, key: &StorageKey, epoch: u64) -> Result<Held, Status> {
+        let key_lock = self.lock_key(key).await;
+        let admission = self.node.admit(epoch).await.map_err(epoch_refusal)?;
+        Ok(Held {
+            _key_lock: key_lock,
+            _admission: admission,
+        })
+    }
+
+    /// Runs a range call on the engine off the async workers. An engine error becomes a
+    /// refusal (the engine stored nothing); a panic does not, since it may have stored something.
     async fn blocking<T, F>(&self, rpc: &'static str, call: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -157,20 +180,25 @@ impl StorageService {
     {
         let engine = Arc::clone(&self.engine);
         match tokio::task::spawn_blocking(move || call(engine.as_ref())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                tracing::error!(rpc, %error, "storage engine failed");
-                Err(refused(
-                    Code::Internal,
-                    RefusalReason::Engine,
-                    error.to_string(),
-                    0,
-                ))
-            }
+            Ok(result) => result.map_err(|error| engine_refusal(rpc, &error)),
             Err(error) => {
                 tracing::error!(rpc, %error, "storage engine call panicked");
                 Err(Status::internal("storage engine call failed"))
             }
+        }
+    }
+
+    /// Runs a point call: inline when the engine says its point calls never block, else like
+    /// [`blocking`](Self::blocking).
+    async fn point<T, F>(&self, rpc: &'static str, call: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn StorageEngine) -> Result<T, EngineError> + Send + 'static,
+    {
+        if self.engine.point_calls_block() {
+            self.blocking(rpc, call).await
+        } else {
+            call(self.engine.as_ref()).map_err(|error| engine_refusal(rpc, &error))
         }
     }
 
@@ -182,12 +210,12 @@ impl StorageService {
         key: StorageKey,
         request: MintRequest,
     ) -> Result<pb::MintResponse, Status> {
-        let _key = self.key_lock(&key).lock().await;
-        let _admitted = self.node.admit(epoch).await.map_err(epoch_refusal)?;
+        let held = self.hold(&key, epoch).await?;
         let actor = self.actor.clone();
         let hlc = Arc::clone(&self.hlc);
         let minted = self
-            .blocking("mint", move |engine| {
+            .point("mint", move |engine| {
+                let _held = held;
                 mint_in(engine, &key, request, &actor, &hlc)
             })
             .await?;
@@ -246,12 +274,15 @@ fn mint_in(
                 && (s.tombstone
                     || (s.value == request.value && s.content_type == request.content_type));
             return Ok(if same {
+                // What the first attempt reported is lost with its entry: no conflict is claimed.
                 Minted::Earlier(AppliedWrite {
                     version: s.clone(),
                     record: WriteRecord {
                         fingerprint,
                         conflict: false,
                     },
+                    outcome: ApplyOutcome::Applied,
+                    concurrent: false,
                 })
             } else {
                 Minted::KeyReused
@@ -270,6 +301,38 @@ fn mint_in(
         conflict,
         record,
     })
+}
+
+/// A replica's work on the engine, under the key's lock: stores the resolution, and reports what
+/// applying the write did — for a write this replica already recorded (a retry being replicated
+/// again), what its first apply did, so the retry is answered as the first attempt was.
+fn apply_in(
+    engine: &dyn StorageEngine,
+    key: &StorageKey,
+    incoming: Version,
+    record: Option<WriteRecord>,
+) -> Result<(ApplyOutcome, bool), EngineError> {
+    let first = match &record {
+        Some(r) if !incoming.idempotency_key.is_empty() => engine
+            .applied(key, &incoming.idempotency_key)?
+            .filter(|w| w.record.fingerprint == r.fingerprint),
+        _ => None,
+    };
+    let incoming_clock = incoming.clock.clone();
+    let (outcome, kept) = engine.apply(key, incoming, record)?;
+    Ok(match first {
+        Some(first) => (first.outcome, first.concurrent),
+        None => (
+            outcome,
+            version::met_concurrent(outcome, &incoming_clock, &kept),
+        ),
+    })
+}
+
+/// The refusal of a call the engine failed: it stored nothing.
+fn engine_refusal(rpc: &'static str, error: &EngineError) -> Status {
+    tracing::error!(rpc, %error, "storage engine failed");
+    refused(Code::Internal, RefusalReason::Engine, error.to_string(), 0)
 }
 
 /// The refusal of a call whose epoch is not the node's.
@@ -383,8 +446,7 @@ impl Storage for StorageService {
             .map(convert::write_record_from_pb)
             .transpose()
             .map_err(|e| invalid_field("record", &e))?;
-        let _key = self.key_lock(&key).lock().await;
-        let _admitted = self.node.admit(req.epoch).await.map_err(epoch_refusal)?;
+        let held = self.hold(&key, req.epoch).await?;
         if let Err(skew) = self.hlc.observe(incoming.timestamp, self.max_ahead_ms) {
             tracing::warn!(minted_by = %incoming.minted_by, %skew,
                 "refused a version from the future: the minting node's clock is ahead");
@@ -395,12 +457,14 @@ impl Storage for StorageService {
                 0,
             ));
         }
-        let incoming_clock = incoming.clock.clone();
-        let (outcome, kept) = self
-            .blocking("apply", move |engine| engine.apply(&key, incoming, record))
+        let (outcome, concurrent) = self
+            .point("apply", move |engine| {
+                let _held = held;
+                apply_in(engine, &key, incoming, record)
+            })
             .await?;
         Ok(Response::new(pb::ApplyResponse {
-            concurrent: version::met_concurrent(outcome, &incoming_clock, &kept),
+            concurrent,
             outcome: outcome_to_pb(outcome).into(),
         }))
     }
@@ -414,9 +478,7 @@ impl Storage for StorageService {
         let req = request.into_inner();
         let key = storage_key(req.key)?;
         self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
-        let version = self
-            .blocking("read", move |engine| engine.get(&key))
-            .await?;
+        let version = self.point("read", move |engine| engine.get(&key)).await?;
         Ok(Response::new(pb::ReadResponse {
             version: version.as_ref().map(convert::version_to_pb),
         }))
@@ -497,10 +559,18 @@ impl Storage for StorageService {
         if placement.epoch == 0 {
             return Err(invalid("placement epoch must be at least 1"));
         }
-        let epoch = self.node.install(placement).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot persist placement");
-            Status::internal(e.to_string())
-        })?;
+        // In a task of its own: a push cancelled by its caller still publishes what it persisted.
+        let node = Arc::clone(&self.node);
+        let epoch = tokio::spawn(async move { node.install(placement).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "placement install task failed");
+                Status::internal("placement install task failed")
+            })?
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot persist placement");
+                Status::internal(e.to_string())
+            })?;
         Ok(Response::new(pb::PushPlacementResponse { epoch }))
     }
 

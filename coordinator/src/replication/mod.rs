@@ -63,6 +63,9 @@ pub struct WriteOutcome {
     pub replicas: u32,
     /// Conflict report.
     pub conflict: Conflict,
+    /// The idempotency key had already produced this write: nothing new was minted, and the
+    /// replicas answered as they answered the first attempt.
+    pub replayed: bool,
 }
 
 /// A client read.

@@ -132,16 +132,30 @@ impl Replicator {
             // Each repair gives up at the deadline, so this wait is bounded by it too.
             read_repairs = repair.round(op.deadline).await;
         }
-        // The rest — repair for `one`, late answers, and what they change — in the background.
-        tokio::spawn(async move {
-            repair.round(background).await;
-            while let Some((node, answer)) = rx.recv().await {
-                if let Ok(held) = answer {
-                    repair.fold(node, held);
-                    repair.round(background).await;
+        // The rest — repair for `one`, late answers, and what they change — in the background,
+        // within the coordinator's in-flight budget (past it, late answers go unrepaired here;
+        // later reads repair them).
+        let held: usize = answers
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().map(|v| v.value.len()))
+            .sum();
+        let reserved = self
+            .cluster
+            .reserve(held.saturating_mul(2) + 1024 * targets.len());
+        if let Some(budget) = reserved {
+            tokio::spawn(async move {
+                let _budget = budget;
+                repair.round(background).await;
+                while let Some((node, answer)) = rx.recv().await {
+                    if let Ok(held) = answer {
+                        repair.fold(node, held);
+                        repair.round(background).await;
+                    }
                 }
-            }
-        });
+            });
+        } else {
+            tracing::debug!("in-flight budget spent: late read answers left unrepaired");
+        }
 
         let context = resolved
             .as_ref()

@@ -70,8 +70,20 @@ impl Replicator {
             return Err(unavailable(0, w, Applied::None).into());
         }
 
+        // The pipeline outlives the answer: it holds its value until the last replica answers.
+        let Some(budget) = self
+            .cluster
+            .reserve(op.value.len() + op.key.len() + op.content_type.len() + 1024)
+        else {
+            return Err(CoordinatorError::NotReady {
+                detail: "too many writes in flight on this coordinator; retry".into(),
+                applied: Some(Applied::None),
+            }
+            .into());
+        };
         let (events, mut rx) = mpsc::unbounded_channel();
         let pipeline = Pipeline {
+            _budget: budget,
             cluster: Arc::clone(&self.cluster),
             epoch: view.placement.epoch,
             tenant: op.tenant.clone(),
@@ -101,7 +113,7 @@ impl Replicator {
             required: w as u32,
             applied: Some(Applied::Unknown),
         };
-        let mut minted: Option<(Version, bool)> = None;
+        let mut minted: Option<(Version, bool, bool)> = None;
         let (mut acks, mut failed) = (0usize, 0usize);
         let (mut timed_out, mut lost, mut overwrote_concurrent) = (false, false, false);
         while acks < w {
@@ -114,8 +126,12 @@ impl Replicator {
                 Ok(Some(event)) => event,
             };
             match event {
-                Event::Minted { version, conflict } => {
-                    minted = Some((version, conflict));
+                Event::Minted {
+                    version,
+                    conflict,
+                    deduplicated,
+                } => {
+                    minted = Some((version, conflict, deduplicated));
                     acks = 1;
                 }
                 Event::NoLeader => return Err(unavailable(0, w, Applied::None).into()),
@@ -127,8 +143,8 @@ impl Replicator {
                     )
                     .into());
                 }
+                // A leader whose answer was lost or unreadable may have minted: unknown.
                 Event::LeaderUnknown => return Err(unknown(0).into()),
-                Event::Broken(detail) => return Err(CoordinatorError::Internal(detail).into()),
                 Event::Stored { merged, concurrent } => {
                     acks += 1;
                     lost |= merged;
@@ -140,7 +156,7 @@ impl Replicator {
                 }
             }
         }
-        let Some((version, minted_conflict)) = minted else {
+        let Some((version, minted_conflict, replayed)) = minted else {
             return Err(unknown(0).into());
         };
         if acks < w {
@@ -152,7 +168,9 @@ impl Replicator {
         }
         // A blind write (no context) never reports a conflict it won; one with a context won
         // a conflict if it overwrote a version the context did not cover, at the leader or at a
-        // replica that held a concurrent version the leader had not seen.
+        // replica that held a concurrent version the leader had not seen. For a replayed write
+        // (`replayed`), the leader reports what it recorded and each replica what its first apply
+        // did, so the same answers make the same report as the first attempt's.
         let conflict = if lost {
             Conflict::Lost
         } else if minted_conflict || (context.is_some() && overwrote_concurrent) {
@@ -166,6 +184,7 @@ impl Replicator {
             acks: acks as u32,
             replicas: n as u32,
             conflict,
+            replayed,
         })
     }
 }
@@ -173,18 +192,22 @@ impl Replicator {
 /// What the pipeline tells the request, in order: how the mint went, then one event per other
 /// replica.
 enum Event {
-    /// A leader minted (or deduplicated) the version; `conflict` is what it reported.
-    Minted { version: Version, conflict: bool },
+    /// A leader minted (or, `deduplicated`, had already minted) the version; `conflict` is what
+    /// it reported (for a deduplicated write, what it reported the first time).
+    Minted {
+        version: Version,
+        conflict: bool,
+        deduplicated: bool,
+    },
     /// Every live replica refused or could not be reached: nothing was minted.
     NoLeader,
     /// A leader holds a newer placement: nothing was minted; refresh and retry.
     Stale,
     /// The idempotency key already produced a different write: nothing was minted.
     KeyReused,
-    /// A leader's call failed in a way that does not tell whether it minted.
+    /// A leader's call failed — or its answer was unreadable — in a way that does not tell
+    /// whether it minted.
     LeaderUnknown,
-    /// A leader answered something malformed.
-    Broken(String),
     /// A replica stored the version durably; `merged` when a concurrent stored version won
     /// there, `concurrent` when it held a version concurrent with it (won or lost).
     Stored { merged: bool, concurrent: bool },
@@ -195,6 +218,8 @@ enum Event {
 
 /// One write, from the mint to the last replica's answer.
 struct Pipeline {
+    /// Its share of the coordinator's in-flight budget, returned when it ends.
+    _budget: tokio::sync::OwnedSemaphorePermit,
     cluster: Arc<Cluster>,
     epoch: u64,
     tenant: String,
@@ -282,12 +307,14 @@ impl Pipeline {
                     self.tell(Event::Minted {
                         version: version.clone(),
                         conflict: response.conflict,
+                        deduplicated: response.deduplicated,
                     });
                     Some((leader.clone(), version, record))
                 }
                 Err(detail) => {
+                    // It may well have minted; nothing can be replicated from an unreadable answer.
                     tracing::error!(node = %leader, %detail, "malformed mint answer");
-                    self.tell(Event::Broken(detail));
+                    self.tell(Event::LeaderUnknown);
                     None
                 }
             };
@@ -315,16 +342,7 @@ impl Pipeline {
                 continue;
             }
             let request = request.clone();
-            applies.push(async move {
-                let result = self
-                    .cluster
-                    .rpc(node, self.deadline, |mut c| {
-                        let request = request.clone();
-                        async move { c.apply(request).await }
-                    })
-                    .await;
-                (node, result)
-            });
+            applies.push(async move { (node, self.apply_to(node, request).await) });
         }
         while let Some((node, result)) = applies.next().await {
             match result {
@@ -334,17 +352,47 @@ impl Pipeline {
                 }),
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "replica did not apply");
-                    if let RpcError::StaleEpoch { .. } = e {
-                        let cluster = Arc::clone(&self.cluster);
-                        let epoch = self.epoch;
-                        tokio::spawn(async move { cluster.refresh_past(epoch).await });
-                    }
                     self.hint(node, &version, record);
                     self.tell(Event::Missed {
                         timed_out: matches!(e, RpcError::Timeout),
                     });
                 }
             }
+        }
+    }
+
+    /// Sends `request` to `node`. A node on a newer placement (another coordinator pushed one
+    /// meanwhile) gets it again at the new epoch, once the view catches up, if it is still a
+    /// replica of the key: the version itself does not depend on the epoch.
+    async fn apply_to(
+        &self,
+        node: &str,
+        mut request: ApplyRequest,
+    ) -> Result<pairdb_proto::storage::ApplyResponse, RpcError> {
+        let call = |request: ApplyRequest| {
+            self.cluster.rpc(node, self.deadline, move |mut c| {
+                let request = request.clone();
+                async move { c.apply(request).await }
+            })
+        };
+        match call(request.clone()).await {
+            Err(RpcError::StaleEpoch { node_epoch }) => {
+                let refreshed =
+                    tokio::time::timeout_at(self.deadline, self.cluster.refresh_past(self.epoch))
+                        .await;
+                let Ok(Ok(view)) = refreshed else {
+                    return Err(RpcError::StaleEpoch { node_epoch });
+                };
+                let still_replica = view
+                    .preference_list(&self.tenant, &self.key)
+                    .is_ok_and(|prefs| prefs.iter().any(|id| id == node));
+                if !still_replica {
+                    return Err(RpcError::StaleEpoch { node_epoch });
+                }
+                request.epoch = view.placement.epoch;
+                call(request).await
+            }
+            other => other,
         }
     }
 

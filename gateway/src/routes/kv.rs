@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pairdb_core::{ErrorKind, headers};
 use pairdb_proto::coordinator::{
     ConflictOutcome, DeleteRequest, GetRequest, PutRequest, WriteResponse,
@@ -181,7 +181,21 @@ fn write_headers(written: &WriteResponse, resolved: Option<pairdb_core::Consiste
         ConflictOutcome::Lost => set(&mut headers, CONFLICT_HEADER, "lww; outcome=lost"),
         ConflictOutcome::None => {}
     }
+    if written.replayed {
+        headers.insert(
+            HeaderName::from_static(headers::IDEMPOTENT_REPLAYED),
+            HeaderValue::from_static("true"),
+        );
+    }
     headers
+}
+
+/// What is left of the request's `timeout` (counted from its arrival) for the coordinator: at
+/// least 1 ms, since 0 would mean "the server's default".
+fn remaining(extensions: &http::Extensions, timeout: Duration) -> Duration {
+    deadline_of(extensions, timeout)
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(1))
 }
 
 /// The idempotency key the stack resolved for this write ([`IdempotencyKey`]).
@@ -247,6 +261,8 @@ pub async fn put_value(
         deadline_of(&parts.extensions, timeout),
     )
     .await?;
+    // The body's time counts against the request's deadline.
+    let timeout = remaining(&parts.extensions, timeout);
     call.timeout = Some(timeout);
     let message = PutRequest {
         key,
@@ -297,14 +313,15 @@ pub async fn put_value(
 pub async fn get_value(
     State(state): State<AppState>,
     Caller(mut call): Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Problem> {
     let trace = call.trace;
     let traced = |p: Problem| p.with_trace(trace.as_ref());
-    let key =
-        key_from_path(uri.path(), state.max_key_bytes).map_err(|e| traced(e.into_problem()))?;
-    let timeout = deadline(&headers, state.request_timeout).map_err(traced)?;
+    let (parts, _) = request.into_parts();
+    let key = key_from_path(parts.uri.path(), state.max_key_bytes)
+        .map_err(|e| traced(e.into_problem()))?;
+    let timeout = deadline(&parts.headers, state.request_timeout).map_err(traced)?;
+    let timeout = remaining(&parts.extensions, timeout);
     call.timeout = Some(timeout);
     let message = GetRequest {
         key,
@@ -390,6 +407,7 @@ pub async fn delete_value(
         .map_err(|e| traced(e.into_problem()))?;
     let idempotency_key = resolved_key(&parts.extensions).map_err(traced)?;
     let timeout = deadline(&parts.headers, state.request_timeout).map_err(traced)?;
+    let timeout = remaining(&parts.extensions, timeout);
     let context = context_token(&parts.headers).map_err(traced)?;
     call.timeout = Some(timeout);
     let message = DeleteRequest {

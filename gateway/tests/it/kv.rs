@@ -56,7 +56,12 @@ async fn put_then_get_round_trips_with_headers() {
         sent.idempotency_key, idem,
         "the generated key is the one forwarded"
     );
-    assert_eq!(sent.timeout_ms, 5000, "default request timeout");
+    // What is left of the default request timeout once the body was read.
+    assert!(
+        (4000..=5000).contains(&sent.timeout_ms),
+        "default request timeout, less the time spent: {}",
+        sent.timeout_ms
+    );
 
     let get = h
         .tenant(Method::GET, "/v1/kv/greeting")
@@ -105,7 +110,11 @@ async fn put_defaults_content_type_and_forwards_context_and_idempotency_key() {
     assert_eq!(sent.content_type, "application/octet-stream");
     assert_eq!(sent.context, "ctx-from-client");
     assert_eq!(sent.idempotency_key, "retry-42");
-    assert_eq!(sent.timeout_ms, 300);
+    assert!(
+        (1..=300).contains(&sent.timeout_ms),
+        "the client's 300 ms, less the time spent: {}",
+        sent.timeout_ms
+    );
 
     h.tenant(Method::PUT, "/v1/kv/k")
         .header("x-pairdb-timeout", "600000")
@@ -113,10 +122,10 @@ async fn put_defaults_content_type_and_forwards_context_and_idempotency_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        h.last_call().put.unwrap().timeout_ms,
-        5000,
-        "capped by the request timeout"
+    let capped = h.last_call().put.unwrap().timeout_ms;
+    assert!(
+        (4000..=5000).contains(&capped),
+        "capped by the request timeout: {capped}"
     );
 }
 

@@ -291,6 +291,7 @@ impl FakeCoordinator {
             replicas: 3,
             conflict: conflict as i32,
             idempotency_key: String::new(),
+            replayed: key == b"replayed",
         }
     }
 }

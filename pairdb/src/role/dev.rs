@@ -21,6 +21,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         metadata_url: args.metadata_url.clone(),
         request_timeout: Duration::from_millis(args.request_timeout),
         vnodes: pairdb_core::placement::DEFAULT_VNODES,
+        max_clock_skew: Duration::from_millis(args.node_limits.max_clock_skew),
+        edge: args.edge.limits(),
     };
     tracing::info!(
         http = %opts.http, nodes = opts.nodes, data_dir = %opts.data_dir.display(),

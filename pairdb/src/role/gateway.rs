@@ -19,6 +19,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         args.coordinators.clone(),
         &secrets,
         Duration::from_millis(args.request_timeout),
+        args.edge.limits(),
     )
     .await?;
     println!("gateway listening on http://{}", gateway.addr);

@@ -24,6 +24,7 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         engine: local::open_engine(args.engine, &args.data_dir),
         data_dir: args.data_dir.clone(),
         internal_token: secrets.internal_token.clone(),
+        max_clock_skew: std::time::Duration::from_millis(args.node_limits.max_clock_skew),
     })?;
     tracing::info!(node = %args.node_id, incarnation = node.state.incarnation(), listen = %node.addr,
         data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");

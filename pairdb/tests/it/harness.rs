@@ -45,6 +45,8 @@ pub async fn start(nodes: u32) -> TestCluster {
         metadata_url: None,
         request_timeout: Duration::from_secs(5),
         vnodes: 64,
+        max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
+        edge: pairdb_gateway::server::ConnectionLimits::default(),
     };
     let lock = DirLock::acquire(&opts.data_dir).expect("lock the data dir");
     let cluster = LocalCluster::start_with(&opts, lock, secrets(), KillableNode::start)
@@ -156,6 +158,18 @@ impl TestCluster {
 
     /// The version `node` holds for `(tenant, key)`, read over the storage RPC.
     pub async fn stored(&self, node: &str, tenant: &str, key: &[u8]) -> Option<Version> {
+        self.try_stored(node, tenant, key)
+            .await
+            .expect("storage read")
+    }
+
+    /// Like [`stored`](Self::stored), or the node's refusal (e.g. it has no placement yet).
+    pub async fn try_stored(
+        &self,
+        node: &str,
+        tenant: &str,
+        key: &[u8],
+    ) -> Result<Option<Version>, tonic::Status> {
         let resp = self
             .storage(node, Some(INTERNAL_TOKEN))
             .read(ReadRequest {
@@ -165,11 +179,11 @@ impl TestCluster {
                     key: key.to_vec(),
                 }),
             })
-            .await
-            .expect("storage read")
+            .await?
             .into_inner();
-        resp.version
-            .map(|v| version_from_pb(v).expect("valid version"))
+        Ok(resp
+            .version
+            .map(|v| version_from_pb(v).expect("valid version")))
     }
 
     pub fn signer(&self) -> ContextSigner {
@@ -185,6 +199,7 @@ impl TestCluster {
             data_dir: dir.to_path_buf(),
             engine: pairdb::local::open_engine(EngineKind::Memory, dir),
             internal_token: INTERNAL_TOKEN.to_owned(),
+            max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         })
         .expect("restart");
         self.cluster.nodes.push(node);

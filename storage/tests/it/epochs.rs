@@ -69,7 +69,7 @@ async fn a_push_blocked_in_its_fsyncs_does_not_delay_reads_and_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_epoch_apply_racing_a_push_lands_before_it_or_is_refused() {
     let dir = tempdir();
-    let (state, _, after_write) = gated_state(dir.path());
+    let (state, _, _) = gated_state(dir.path());
     let engine = GatedEngine::new();
     let node = TestNode::start_with(Arc::clone(&engine) as _, state).await;
     let c = node.pushed(1).await;
@@ -85,57 +85,101 @@ async fn an_old_epoch_apply_racing_a_push_lands_before_it_or_is_refused() {
     engine.apply_gate.entered(1).await;
 
     // A push of epoch 2 persists, then waits for the admitted apply before publishing.
-    after_write.arm();
     let mut pusher = c.clone();
     let push = tokio::spawn(async move { pusher.push_placement(push(2)).await });
-    after_write.entered(1).await;
-    after_write.release();
+    wait_until("the push waits to publish", || node.state.publish_pending()).await;
 
-    // A second apply at epoch 1 arrives while the push waits to publish.
+    // An apply at epoch 1 arriving now (on another key, so not behind the first one's key lock)
+    // waits behind the pending publish and is then refused: it can never land after the push.
     let mut second = c.clone();
     let racing = {
         let request = apply_request(1, "second", &hlc);
         tokio::spawn(async move { second.apply(request).await })
     };
-
-    assert!(
-        !push.is_finished(),
-        "published while an old-epoch apply was in flight"
-    );
+    // And one on the first apply's key waits for its key lock, then for the publish.
+    let mut third = c.clone();
+    let same_key = {
+        let request = apply_request(1, "first", &hlc);
+        tokio::spawn(async move { third.apply(request).await })
+    };
+    assert_eq!(node.state.epoch(), Some(1));
     engine.apply_gate.release();
 
-    // The admitted apply landed before the push was answered...
+    // The admitted apply landed; the push was answered after it.
     let landed = in_flight.await.expect("task").expect("first apply");
     assert_eq!(landed.into_inner().outcome(), pb::ApplyOutcome::Applied);
-    let pushed = push.await.expect("task").expect("push");
-    assert_eq!(pushed.into_inner().epoch, 2);
-    // ...and the racing one either landed before the push too, or was refused; never after.
-    match racing.await.expect("task") {
-        Ok(_) => {}
-        Err(status) => {
-            assert_eq!(
-                pairdb_proto::refusal(&status).map(|r| r.reason()),
-                Some(RefusalReason::StaleEpoch),
-                "{status:?}"
-            );
-            assert_eq!(
-                node.engine.get(&storage_key("second")).expect("get"),
-                None,
-                "a refused apply stored nothing"
-            );
-        }
-    }
-    assert!(
-        node.engine
-            .get(&storage_key("first"))
-            .expect("get")
-            .is_some()
-    );
-    // From now on epoch 1 is refused.
-    let mut c = c;
     assert_eq!(
-        refusal(c.apply(apply_request(1, "third", &hlc)).await),
-        RefusalReason::StaleEpoch
+        push.await.expect("task").expect("push").into_inner().epoch,
+        2
     );
+    for (late, key) in [(racing, "second"), (same_key, "first")] {
+        assert_eq!(
+            refusal(late.await.expect("task")),
+            RefusalReason::StaleEpoch,
+            "an epoch-1 apply of {key} landed after the push"
+        );
+    }
+    assert_eq!(node.engine.get(&storage_key("second")).expect("get"), None);
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mint_keeps_its_key_lock_until_its_engine_work_is_done() {
+    let dir = tempdir();
+    let engine = GatedEngine::new();
+    let state = pairdb_storage::node::NodeState::open(dir.path(), NODE, false).expect("state");
+    let incarnation = state.incarnation();
+    let node = TestNode::start_with(Arc::clone(&engine) as _, state).await;
+    let mut c = node.pushed(1).await;
+
+    // Mint A reaches the engine (a blocking engine: on the blocking pool), then its caller gives
+    // up: the RPC is cancelled, its engine work is not.
+    engine.apply_gate.arm();
+    let mut a = c.clone();
+    let cancelled = tokio::spawn(async move { a.mint(put(1, "k", "a")).await });
+    engine.apply_gate.entered(1).await;
+    cancelled.abort();
+    assert!(cancelled.await.is_err(), "the caller is gone");
+
+    // Mint B of the same key waits for A's engine work, not just for A's RPC.
+    let mut b = c.clone();
+    let waiting = tokio::spawn(async move { b.mint(put(1, "k", "b")).await });
+    // B cannot have minted while A still holds the engine: bound the wait, then check.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        loop {
+            if waiting.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "B minted while A's engine work was still running"
+    );
+    engine.apply_gate.release();
+    let response = waiting.await.expect("task").expect("mint b").into_inner();
+    let b_version =
+        pairdb_proto::convert::version_from_pb(response.version.expect("version")).expect("valid");
+    let actor = pairdb_core::Actor::new(NODE, incarnation);
+    assert_eq!(
+        b_version.clock.get(&actor),
+        2,
+        "B counted after A: no counter issued twice"
+    );
+    let (next, _) = mint_version(&mut c, put(1, "k", "c")).await;
+    assert_eq!(next.clock.get(&actor), 3);
+    node.stop().await;
+}
+
+/// Waits (bounded) until `check` holds.
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("never happened: {what}");
 }

@@ -154,3 +154,62 @@ async fn a_replica_that_recorded_the_write_deduplicates_it_as_leader() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_answers_a_replicated_retry_as_it_answered_the_first_time() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    let hlc = pairdb_core::Hlc::new();
+    // The replica holds a concurrent version with a greater key: the write loses there.
+    let winner = pairdb_core::version::mint(
+        None,
+        pairdb_core::version::MintRequest::default(),
+        &Actor::new("n8", 1),
+        &hlc,
+    )
+    .0;
+    let mut loser = pairdb_core::version::mint(
+        None,
+        pairdb_core::version::MintRequest {
+            idempotency_key: "order-3".into(),
+            ..pairdb_core::version::MintRequest::default()
+        },
+        &Actor::new("n9", 1),
+        &hlc,
+    )
+    .0;
+    loser.timestamp = winner.timestamp - 1;
+    node.engine
+        .apply(&storage_key("k"), winner, None)
+        .expect("apply");
+    let replicate = |record: Option<pb::WriteRecord>| pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "k"),
+        version: Some(version_to_pb(&loser)),
+        record,
+    };
+    let record = Some(pb::WriteRecord {
+        fingerprint: vec![7; 32],
+        conflict: false,
+    });
+    let first = c
+        .apply(replicate(record.clone()))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(first.outcome(), pb::ApplyOutcome::Merged);
+    assert!(first.concurrent);
+    // Replicated again by a retry: the stored version now covers it, yet the replica reports
+    // what the first apply did, so the retry's answer matches the first.
+    let again = c
+        .apply(replicate(record))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(again.outcome(), pb::ApplyOutcome::Merged);
+    assert!(again.concurrent);
+    // Without the record (read repair), the plain outcome.
+    let repair = c.apply(replicate(None)).await.expect("apply").into_inner();
+    assert_eq!(repair.outcome(), pb::ApplyOutcome::Superseded);
+    node.stop().await;
+}

@@ -351,6 +351,7 @@ async fn bad_input_is_invalid_argument() {
         node: "n2".into(),
         incarnation: 1,
         counter: 0,
+        last: 1,
     };
     let bad_context = pb::MintRequest {
         context: Some(pb::Context {
@@ -365,6 +366,7 @@ async fn bad_input_is_invalid_argument() {
         node: node.into(),
         incarnation: 1,
         counter: 1,
+        last: 1,
     };
     let unsorted = pb::ApplyRequest {
         epoch: 1,
