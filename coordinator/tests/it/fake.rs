@@ -334,11 +334,19 @@ impl Drop for FakeNode {
     }
 }
 
-/// A metadata store counting placement reads.
+/// A metadata store counting placement reads, whose placement reads can be made to hang.
 #[derive(Default)]
 pub struct CountingStore {
     pub inner: MemoryStore,
     pub placement_reads: AtomicUsize,
+    stall: std::sync::atomic::AtomicBool,
+}
+
+impl CountingStore {
+    /// While `on`, placement reads never answer (a metadata store that stopped responding).
+    pub fn stall_placement_reads(&self, on: bool) {
+        self.stall.store(on, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -380,6 +388,9 @@ impl MetadataStore for CountingStore {
     }
     async fn placement(&self) -> Result<Option<Placement>, MetadataError> {
         self.placement_reads.fetch_add(1, Ordering::SeqCst);
+        while self.stall.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.inner.placement().await
     }
     async fn swap_placement(

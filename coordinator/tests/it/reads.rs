@@ -144,15 +144,24 @@ async fn read_repair_never_rewrites_an_applied_keys_entry() {
         .write(put("k", "v", Consistency::All, "idem-r", LONG))
         .await
         .expect("write");
-    // A concurrent version reaches c only; a read at `all` repairs everyone with the join,
-    // whose payload (and idempotency key) is whichever resolves greater.
+    // A concurrent, older version reaches c only; a read at `all` repairs everyone with the
+    // join, whose payload — and idempotency key — is the written version's (it resolves
+    // greater). A repair that recorded applied keys would rewrite its entries with the join.
     let hlc = Hlc::new();
-    let other = version("other", None, "n9", &hlc);
+    let other = Version {
+        timestamp: written.version.timestamp - 1,
+        ..version("other", None, "n9", &hlc)
+    };
     c.put("k", other);
-    f.replicator
+    let read = f
+        .replicator
         .read(get("k", Consistency::All, LONG))
         .await
         .expect("read");
+    let join = read.version.expect("the join");
+    assert_eq!(join.idempotency_key, "idem-r");
+    assert_ne!(join.clock, written.version.clock, "the join merged the other clock");
+    assert!(read.read_repairs >= 2, "a and b were repaired with the join");
     let key = pairdb_core::StorageKey::new(TENANT, b"k").expect("key");
     for n in [a, b, c] {
         let entry = n.engine.applied(&key, "idem-r").expect("applied");

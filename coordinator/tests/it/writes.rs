@@ -7,6 +7,7 @@ use pairdb_coordinator::CoordinatorError;
 use pairdb_coordinator::error::Applied;
 use pairdb_coordinator::replication::Conflict;
 use pairdb_core::{Consistency, ErrorKind};
+use pairdb_metadata::MetadataStore as _;
 use pairdb_proto::storage::RefusalReason;
 use pairdb_storage::engine::StorageEngine as _;
 use tonic::Code;
@@ -285,18 +286,14 @@ async fn a_retried_write_reports_exactly_what_the_first_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_never_answers_is_504_unknown_and_not_failed_over() {
-    let f = Fixture::start().await;
+    // The client waits 2 s, the pipeline gives up on the silent leader at its own deadline; the
+    // assertions come once the pipeline has ended, when a wrong failover would have happened.
+    let f = Fixture::start_with(|c| c.replication_timeout = Duration::from_millis(300)).await;
     let [leader, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
     leader.script.mint([Step::Hang]);
     let err = f
         .replicator
-        .write(put(
-            "k",
-            "v",
-            Consistency::Quorum,
-            "",
-            Duration::from_millis(300),
-        ))
+        .write(put("k", "v", Consistency::Quorum, "", Duration::from_secs(2)))
         .await
         .expect_err("no answer");
     assert!(
@@ -309,8 +306,69 @@ async fn a_leader_that_never_answers_is_504_unknown_and_not_failed_over() {
         ),
         "{err:?}"
     );
+    eventually("the write pipeline ended", || {
+        f.cluster.in_flight_bytes() == 0
+    })
+    .await;
     assert_eq!(Counters::get(&b.counters.mints), 0);
     assert_eq!(Counters::get(&c.counters.mints), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_a_newer_placement_gets_the_write_at_the_new_epoch() {
+    let f = Fixture::start().await;
+    let [_, b, _] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    // Another coordinator moved the placement on; so far only b was pushed it.
+    let current = f.store.inner.placement().await.expect("read").expect("placement");
+    let next = pairdb_core::Placement {
+        epoch: current.epoch + 1,
+        ..current.clone()
+    };
+    assert!(
+        f.store
+            .inner
+            .swap_placement(Some(current.epoch), &next)
+            .await
+            .expect("swap")
+    );
+    b.state.install(next.clone()).await.expect("install");
+    let out = f
+        .replicator
+        .write(put("k", "v", Consistency::All, "", LONG))
+        .await
+        .expect("written everywhere");
+    assert_eq!(out.acks, 3);
+    assert_eq!(b.stored("k"), Some(out.version));
+    assert_eq!(f.cluster.view().expect("view").placement.epoch, next.epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_refresh_outlasting_the_deadline_is_503_none() {
+    let f = Fixture::start().await;
+    f.advance_epoch_behind_the_coordinator().await;
+    // The metadata store stops answering: the refresh the stale epoch needs cannot finish.
+    f.store.stall_placement_reads(true);
+    let err = f
+        .replicator
+        .write(put("k", "v", Consistency::Quorum, "", Duration::from_millis(300)))
+        .await
+        .expect_err("no placement in time");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::NotReady {
+                applied: Some(Applied::None),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), Code::Unavailable);
+    let detail = pairdb_proto::error_detail(&status).expect("detail");
+    assert_eq!((detail.kind.as_str(), detail.applied.as_str()), ("not-ready", "none"));
+    assert_eq!(served_mints(&f), 0);
+    f.store.stall_placement_reads(false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,3 +279,44 @@ async fn connections_over_the_cap_are_closed_and_slots_free_up() {
     }
     assert!(ok, "the gateway did not serve again once the slots freed");
 }
+
+#[tokio::test]
+async fn a_replayed_write_says_so() {
+    let h = Harness::start().await;
+    let replayed = h
+        .tenant(Method::PUT, "/v1/kv/replayed")
+        .header("Idempotency-Key", "order-5")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 200);
+    assert_eq!(
+        replayed.headers().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+    let fresh = h.tenant(Method::PUT, "/v1/kv/k").body("v").send().await.unwrap();
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_http2_preface_is_cut_off_and_http2_still_served() {
+    let h = Harness::start_with(|c, _| c.header_read_timeout = Duration::from_millis(300)).await;
+    // Half an HTTP/2 preface, then silence: closed at the header timeout.
+    let mut tcp = TcpStream::connect(h.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(30), read_to_close(&mut tcp))
+        .await
+        .expect("a stalled preface was never cut off");
+    assert!(sent.is_empty());
+    // A real HTTP/2 (prior knowledge) client is served: the sniffed bytes are put back.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+}

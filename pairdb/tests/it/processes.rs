@@ -230,7 +230,19 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
     assert_eq!(created.status(), StatusCode::CREATED);
     let body: serde_json::Value = created.json().await.expect("json");
     let key = body["api_key"].as_str().expect("api key").to_owned();
-    let metadata_before = std::fs::read(data.join("metadata.db")).expect("metadata");
+    // What the cluster's metadata says (read through SQLite, WAL included).
+    let metadata_url = format!("sqlite://{}", data.join("metadata.db").display());
+    let snapshot = || async {
+        use pairdb_metadata::MetadataStore as _;
+        let store = pairdb_metadata::sqlite::SqliteStore::open(&metadata_url)
+            .await
+            .expect("open metadata");
+        let placement = store.placement().await.expect("placement");
+        let nodes = store.list_nodes().await.expect("nodes");
+        let tenants = store.list_tenants().await.expect("tenants");
+        format!("{placement:?}\n{nodes:?}\n{tenants:?}")
+    };
+    let metadata_before = snapshot().await;
 
     // The second one, on another port, fails at once naming the lock, and writes nothing.
     let second_log = dir.path().join("second.log");
@@ -251,10 +263,7 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
     assert!(!status.success());
     let log = std::fs::read_to_string(&second_log).expect("log");
     assert!(log.contains("in use by another pairdb process"), "{log}");
-    assert_eq!(
-        std::fs::read(data.join("metadata.db")).expect("metadata"),
-        metadata_before
-    );
+    assert_eq!(snapshot().await, metadata_before);
 
     // The first still serves.
     let put = http
