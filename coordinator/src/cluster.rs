@@ -150,8 +150,11 @@ pub struct Cluster {
     flight: Mutex<Option<FlightSlot>>,
     flights_started: std::sync::atomic::AtomicU64,
     hints: Hints,
-    /// Bytes of write pipelines and background read repairs in flight, in KiB permits.
-    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bytes held by write pipelines in flight, in KiB permits.
+    writes_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bytes held by background read repairs in flight, in KiB permits: apart from the writes',
+    /// so reads of large values cannot starve writes.
+    repairs_in_flight: Arc<tokio::sync::Semaphore>,
     config: CoordinatorConfig,
 }
 
@@ -175,7 +178,10 @@ impl Cluster {
             flight: Mutex::new(None),
             flights_started: std::sync::atomic::AtomicU64::new(0),
             hints: Hints::default(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(
+            writes_in_flight: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_in_flight_bytes / 1024).max(1),
+            )),
+            repairs_in_flight: Arc::new(tokio::sync::Semaphore::new(
                 (config.max_in_flight_bytes / 1024).max(1),
             )),
             config,
@@ -492,8 +498,10 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match tokio::time::timeout(REFRESH_INTERVAL, self.reload()).await {
-                Ok(Ok(_)) => {}
+            // The metadata read is bounded; installing what it found is bounded by its pushes.
+            match tokio::time::timeout(REFRESH_INTERVAL, self.store.placement()).await {
+                Ok(Ok(Some(placement))) => self.install(placement).await,
+                Ok(Ok(None)) => tracing::debug!("no placement in the metadata store yet"),
                 Ok(Err(e)) => tracing::debug!(error = %e, "placement refresh failed"),
                 Err(_) => tracing::warn!("placement refresh timed out: metadata store slow"),
             }
@@ -579,21 +587,23 @@ impl Cluster {
         }
     }
 
-    /// Reserves room for `bytes` of work in flight past a request's answer (a write pipeline,
-    /// a background repair), or `None` when the coordinator already holds its budget
-    /// ([`CoordinatorConfig::max_in_flight_bytes`]) — the caller then refuses new work instead of
-    /// holding ever more memory.
-    pub fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permits = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        Arc::clone(&self.in_flight)
-            .try_acquire_many_owned(permits)
-            .ok()
+    /// Reserves room for a write pipeline holding `bytes`, or `None` when the write budget
+    /// ([`CoordinatorConfig::max_in_flight_bytes`]) is spent — the caller then refuses the write
+    /// rather than hold ever more memory.
+    pub fn reserve_write(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        reserve(&self.writes_in_flight, bytes)
     }
 
-    /// Bytes of work in flight past answers (write pipelines and background repairs).
-    pub fn in_flight_bytes(&self) -> usize {
+    /// Reserves room for a background read repair holding `bytes`, or `None` when the repair
+    /// budget (as large as the write budget, and apart from it) is spent.
+    pub fn reserve_repair(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        reserve(&self.repairs_in_flight, bytes)
+    }
+
+    /// Bytes held by write pipelines in flight (rounded up to KiB per pipeline).
+    pub fn writes_in_flight_bytes(&self) -> usize {
         let total = (self.config.max_in_flight_bytes / 1024).max(1);
-        total.saturating_sub(self.in_flight.available_permits()) * 1024
+        total.saturating_sub(self.writes_in_flight.available_permits()) * 1024
     }
 }
 
@@ -605,6 +615,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const HINT_BATCH: usize = 64;
 /// How often the placement is reloaded from metadata, and how long a reload may take.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+fn reserve(
+    budget: &Arc<tokio::sync::Semaphore>,
+    bytes: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let permits = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    Arc::clone(budget).try_acquire_many_owned(permits).ok()
+}
 
 /// Pushes `placement` to `handle`, giving up at `deadline` (and after [`PUSH_TIMEOUT`]).
 async fn push(handle: &NodeHandle, placement: &Placement, deadline: Instant) {

@@ -63,7 +63,7 @@ pub struct Dot {
 /// How two clocks relate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockOrdering {
-    /// Identical counters.
+    /// Identical.
     Equal,
     /// The left clock is strictly covered by the right.
     Before,
@@ -199,10 +199,16 @@ impl VectorClock {
         out
     }
 
-    /// True when every counter of `other` is ≤ the same counter here (every clock descends
-    /// itself). Event times play no part in causality.
+    /// True when every entry of `other` is ≤ the same entry here, entries ordered as [`Dot`]
+    /// says (every clock descends itself). For clocks leaders mint this is the classic rule —
+    /// every counter of `other` ≤ the same counter here — since an actor's later events have
+    /// later times; and it is the order merge maximises, so a merge always descends its inputs,
+    /// even when an actor forgotten at the bound mints again and its counter restarts.
     pub fn descends(&self, other: &VectorClock) -> bool {
-        other.entries.iter().all(|(a, d)| self.get(a) >= d.counter)
+        other
+            .entries
+            .iter()
+            .all(|(a, d)| self.entries.get(a).is_some_and(|mine| mine >= d))
     }
 
     /// How `self` relates to `other`.
@@ -381,6 +387,10 @@ mod tests {
             ba.bound(max);
             prop_assert_eq!(ba.merged_bounded(&b, max), a.merged_bounded(&b, max));
             prop_assert_eq!(a.merged_bounded(&b, max), b.merged_bounded(&a, max));
+            // And a merge covers what it merged, however the times run.
+            let m = a.merged(&b);
+            prop_assert!(m.descends(&a) && m.descends(&b));
+            prop_assert_eq!(a.compare(&b) == ClockOrdering::Equal, a == b);
         }
 
         #[test]

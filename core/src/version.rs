@@ -254,11 +254,17 @@ mod tests {
     /// and timestamp are functions of the clock.
     fn version_strategy() -> impl Strategy<Value = Version> {
         proptest::collection::vec((0u8..3, 0u64..2, 0u64..4), 0..5).prop_map(|entries| {
-            let clock = VectorClock::from_entries(
-                entries
-                    .into_iter()
-                    .map(|(n, i, c)| (Actor::new(format!("n{n}"), i), c)),
-            );
+            // An event's time is a function of its actor and counter, and stays below the
+            // version's timestamp, as for minted versions.
+            let clock = VectorClock::from_dots(entries.into_iter().map(|(n, i, c)| {
+                (
+                    Actor::new(format!("n{n}"), i),
+                    crate::vclock::Dot {
+                        last: c * 100 + u64::from(n) * 10 + i,
+                        counter: c,
+                    },
+                )
+            }));
             let enc = clock.encode();
             let weight: u64 = clock.entries().map(|(_, c)| c).sum();
             Version {

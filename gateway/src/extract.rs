@@ -172,10 +172,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 .with_trace(trace.as_ref()));
             }
         }
-        let deadline = deadline_of(
-            &parts.extensions,
-            pairdb_core::limits::DEFAULT_REQUEST_TIMEOUT,
-        );
+        let deadline = server_deadline(&parts.extensions);
         let bytes = read_limited(
             &parts.headers,
             body,

@@ -58,6 +58,8 @@ pub struct ConnectionLimits {
     /// Age at which an HTTP/2 connection is asked to close (GOAWAY; requests in flight finish),
     /// so an idle one cannot hold a connection slot forever.
     pub max_http2_age: Duration,
+    /// Longest wait, on shutdown, for open connections to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -66,6 +68,7 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             max_http2_age: Duration::from_secs(600),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -218,9 +221,17 @@ pub async fn serve(
     drop(listener);
     let _ = stopping.send(true);
     // Every connection holds a permit until it has closed: having them all back is the drain.
-    let _all = permits
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-        .await;
+    // Bounded, so a client that stops reading its answer cannot hold the process up forever.
+    let all = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX));
+    if tokio::time::timeout(limits.drain_timeout, all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = max - permits.available_permits(),
+            "connections still open after the drain timeout; closing anyway"
+        );
+    }
     Ok(())
 }
 

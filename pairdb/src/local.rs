@@ -94,7 +94,8 @@ impl NodeSpec {
             Arc::clone(&self.engine),
             Arc::clone(&state),
             &self.internal_token,
-        );
+        )
+        .with_max_clock_skew(self.max_clock_skew);
         Ok((self.listener, state, service))
     }
 }
@@ -173,9 +174,8 @@ impl LocalNode for StorageNode {
 /// the stop as clean (so a durable engine's next start may keep the incarnation).
 pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>) {
     let node = state.node_id().to_owned();
-    let quiesced = state.quiesce().await;
+    state.close().await;
     let done = tokio::task::spawn_blocking(move || {
-        let _quiesced = quiesced;
         engine
             .flush()
             .map_err(|e| format!("cannot flush the engine: {e}"))?;

@@ -171,6 +171,22 @@ pub trait StorageEngine: Send + Sync + 'static {
         idempotency_key: &str,
     ) -> Result<Option<AppliedWrite>, EngineError>;
 
+    /// What the first apply of the write with `idempotency_key` on `key` did here — its outcome
+    /// and whether it met a concurrent version — if this engine recorded that write with
+    /// `fingerprint`. The same answer as [`applied`](Self::applied) gives, without copying the
+    /// version; engines override it when they can do better than the default.
+    fn first_apply(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<(ApplyOutcome, bool)>, EngineError> {
+        Ok(self
+            .applied(key, idempotency_key)?
+            .filter(|w| w.record.fingerprint == *fingerprint)
+            .map(|w| (w.outcome, w.concurrent)))
+    }
+
     /// Entries of `range` in stored-key order, strictly after `after` (a stored key of the same
     /// namespace) when given, within `limit`.
     fn scan(

@@ -325,6 +325,25 @@ impl StorageEngine for MemoryEngine {
             .map(|(write, _)| AppliedWrite::clone(write)))
     }
 
+    fn first_apply(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<(ApplyOutcome, bool)>, EngineError> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        let hash = applied_key_hash(key, idempotency_key);
+        let now = Instant::now();
+        Ok(self
+            .read()
+            .applied
+            .get(&hash)
+            .filter(|(w, expiry)| *expiry > now && w.record.fingerprint == *fingerprint)
+            .map(|(w, _)| (w.outcome, w.concurrent)))
+    }
+
     fn scan(
         &self,
         range: &TokenRange,

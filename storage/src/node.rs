@@ -177,10 +177,14 @@ struct Persisted {
     clean_shutdown: bool,
 }
 
-/// Why a data call was not admitted: its epoch is not the node's current one.
+/// Why a data call was not admitted: its epoch is not the node's current one, or the node is
+/// stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EpochMismatch {
+    /// The node is stopping ([`NodeState::close`]): it admits no more calls.
+    #[error("the storage node is shutting down")]
+    Closing,
     /// The call was routed with an older epoch than the node holds: the caller must refresh.
     #[error("stale placement epoch {called}: node has {held}")]
     Stale {
@@ -205,6 +209,7 @@ impl EpochMismatch {
         match self {
             EpochMismatch::Stale { held, .. } => *held,
             EpochMismatch::NotInstalled { held, .. } => held.unwrap_or(0),
+            EpochMismatch::Closing => 0,
         }
     }
 }
@@ -217,13 +222,6 @@ impl EpochMismatch {
 #[derive(Debug)]
 pub struct Admission {
     _gate: tokio::sync::OwnedRwLockReadGuard<()>,
-}
-
-/// The node quiesced: no admitted call is in flight and none is admitted until this is dropped.
-#[must_use = "the node is quiesced as long as the guard lives"]
-#[derive(Debug)]
-pub struct Quiesced {
-    _gate: tokio::sync::OwnedRwLockWriteGuard<()>,
 }
 
 /// Counts an install as waiting to publish for as long as it lives (cancelled or not).
@@ -257,6 +255,8 @@ pub struct NodeState {
     gate: Arc<tokio::sync::RwLock<()>>,
     /// Installs persisted and waiting for admitted calls before they publish.
     publishing: AtomicU64,
+    /// Set for good by [`NodeState::close`].
+    closing: std::sync::atomic::AtomicBool,
     _lock: Option<DirLock>,
 }
 
@@ -351,6 +351,7 @@ impl NodeState {
             }),
             gate: Arc::new(tokio::sync::RwLock::new(())),
             publishing: AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
         {
@@ -417,16 +418,21 @@ impl NodeState {
     /// is done; a placement published meanwhile waits for it.
     pub async fn admit(&self, epoch: u64) -> Result<Admission, EpochMismatch> {
         let gate = Arc::clone(&self.gate).read_owned().await;
+        if self.closing.load(Ordering::Acquire) {
+            return Err(EpochMismatch::Closing);
+        }
         self.check_epoch(epoch)?;
         Ok(Admission { _gate: gate })
     }
 
-    /// Waits until no admitted call is in flight, and admits none until the guard is dropped:
-    /// for a clean stop, so the engine is flushed after the last write, not during one.
-    pub async fn quiesce(&self) -> Quiesced {
-        Quiesced {
-            _gate: Arc::clone(&self.gate).write_owned().await,
-        }
+    /// Stops admitting calls for good (they are refused [`EpochMismatch::Closing`]) and waits
+    /// until none is in flight: for a clean stop, so the engine is flushed after the last write,
+    /// never during one or before a later one.
+    pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        // Every admission holds the gate shared: having it exclusively means none is left, and
+        // calls admitted after the flag was set see it and are refused.
+        drop(Arc::clone(&self.gate).write_owned().await);
     }
 
     /// True while a newer placement is persisted and waits for admitted calls to finish before

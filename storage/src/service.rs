@@ -313,15 +313,15 @@ fn apply_in(
     record: Option<WriteRecord>,
 ) -> Result<(ApplyOutcome, bool), EngineError> {
     let first = match &record {
-        Some(r) if !incoming.idempotency_key.is_empty() => engine
-            .applied(key, &incoming.idempotency_key)?
-            .filter(|w| w.record.fingerprint == r.fingerprint),
+        Some(r) if !incoming.idempotency_key.is_empty() => {
+            engine.first_apply(key, &incoming.idempotency_key, &r.fingerprint)?
+        }
         _ => None,
     };
     let incoming_clock = incoming.clock.clone();
     let (outcome, kept) = engine.apply(key, incoming, record)?;
     Ok(match first {
-        Some(first) => (first.outcome, first.concurrent),
+        Some(first) => first,
         None => (
             outcome,
             version::met_concurrent(outcome, &incoming_clock, &kept),
@@ -343,6 +343,12 @@ fn epoch_refusal(mismatch: EpochMismatch) -> Status {
             RefusalReason::StaleEpoch,
             mismatch.to_string(),
             held,
+        ),
+        EpochMismatch::Closing => refused(
+            Code::Unavailable,
+            RefusalReason::ShuttingDown,
+            mismatch.to_string(),
+            0,
         ),
         _ => refused(
             Code::FailedPrecondition,
@@ -446,6 +452,11 @@ impl Storage for StorageService {
             .map(convert::write_record_from_pb)
             .transpose()
             .map_err(|e| invalid_field("record", &e))?;
+        if incoming.clock.latest() > incoming.timestamp {
+            return Err(invalid(
+                "version: its clock records an event later than its timestamp",
+            ));
+        }
         let held = self.hold(&key, req.epoch).await?;
         if let Err(skew) = self.hlc.observe(incoming.timestamp, self.max_ahead_ms) {
             tracing::warn!(minted_by = %incoming.minted_by, %skew,

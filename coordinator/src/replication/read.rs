@@ -141,7 +141,7 @@ impl Replicator {
             .sum();
         let reserved = self
             .cluster
-            .reserve(held.saturating_mul(2) + 1024 * targets.len());
+            .reserve_repair((held + 1024).saturating_mul(targets.len() + 2));
         if let Some(budget) = reserved {
             tokio::spawn(async move {
                 let _budget = budget;

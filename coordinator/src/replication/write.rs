@@ -70,11 +70,10 @@ impl Replicator {
             return Err(unavailable(0, w, Applied::None).into());
         }
 
-        // The pipeline outlives the answer: it holds its value until the last replica answers.
-        let Some(budget) = self
-            .cluster
-            .reserve(op.value.len() + op.key.len() + op.content_type.len() + 1024)
-        else {
+        // The pipeline outlives the answer: it holds its value — in the mint request, the
+        // minted version and each replica's apply — until the last replica answers.
+        let held = (op.value.len() + op.key.len() + op.content_type.len() + 512) * (n + 2);
+        let Some(budget) = self.cluster.reserve_write(held) else {
             return Err(CoordinatorError::NotReady {
                 detail: "too many writes in flight on this coordinator; retry".into(),
                 applied: Some(Applied::None),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pairdb_core::version::{MintRequest, mint};
 use pairdb_core::{Actor, Consistency, Hlc, Version};
 use tokio::sync::Notify;
+use tonic::Code;
 
 use crate::fake::*;
 
@@ -139,18 +140,29 @@ async fn read_repair_never_rewrites_an_applied_keys_entry() {
     use pairdb_storage::engine::StorageEngine as _;
     let f = Fixture::start().await;
     let [a, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    // c misses the write (it gets a hint, never replayed here: no maintenance runs).
+    c.script.apply([Step::Bare(Code::Unavailable)]);
     let written = f
         .replicator
-        .write(put("k", "v", Consistency::All, "idem-r", LONG))
+        .write(put("k", "v", Consistency::Quorum, "idem-r", LONG))
         .await
         .expect("write");
     // A concurrent, older version reaches c only; a read at `all` repairs everyone with the
     // join, whose payload — and idempotency key — is the written version's (it resolves
     // greater). A repair that recorded applied keys would rewrite its entries with the join.
-    let hlc = Hlc::new();
+    let earlier = written.version.timestamp - 1;
     let other = Version {
-        timestamp: written.version.timestamp - 1,
-        ..version("other", None, "n9", &hlc)
+        value: b"other".to_vec(),
+        clock: pairdb_core::VectorClock::from_dots([(
+            Actor::new("n9", 1),
+            pairdb_core::vclock::Dot {
+                last: earlier,
+                counter: 1,
+            },
+        )]),
+        timestamp: earlier,
+        minted_by: "n9".into(),
+        ..Version::default()
     };
     c.put("k", other);
     let read = f
@@ -160,10 +172,19 @@ async fn read_repair_never_rewrites_an_applied_keys_entry() {
         .expect("read");
     let join = read.version.expect("the join");
     assert_eq!(join.idempotency_key, "idem-r");
-    assert_ne!(join.clock, written.version.clock, "the join merged the other clock");
-    assert!(read.read_repairs >= 2, "a and b were repaired with the join");
+    assert_ne!(
+        join.clock, written.version.clock,
+        "the join merged the other clock"
+    );
+    assert!(read.read_repairs >= 2, "the join repaired the replicas");
     let key = pairdb_core::StorageKey::new(TENANT, b"k").expect("key");
-    for n in [a, b, c] {
+    // c now holds the join, which carries idem-r, yet repair recorded nothing there.
+    assert_eq!(
+        c.stored("k").map(|v| v.idempotency_key),
+        Some("idem-r".into())
+    );
+    assert_eq!(c.engine.applied(&key, "idem-r").expect("applied"), None);
+    for n in [a, b] {
         let entry = n.engine.applied(&key, "idem-r").expect("applied");
         assert_eq!(
             entry.map(|w| w.version),

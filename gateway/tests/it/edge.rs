@@ -295,7 +295,12 @@ async fn a_replayed_write_says_so() {
         replayed.headers().get("idempotent-replayed").unwrap(),
         "true"
     );
-    let fresh = h.tenant(Method::PUT, "/v1/kv/k").body("v").send().await.unwrap();
+    let fresh = h
+        .tenant(Method::PUT, "/v1/kv/k")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert!(fresh.headers().get("idempotent-replayed").is_none());
 }
 

@@ -31,7 +31,7 @@ async fn a_push_blocked_in_its_fsyncs_does_not_delay_reads_and_applies() {
     let hlc = Hlc::new();
 
     // The next write of node.json hangs, as an fsync on a sick disk would.
-    before_write.arm();
+    let armed = before_write.arm_until_dropped();
     let mut pusher = c.clone();
     let push = tokio::spawn(async move { pusher.push_placement(push(2)).await });
     before_write.entered(1).await;
@@ -56,7 +56,7 @@ async fn a_push_blocked_in_its_fsyncs_does_not_delay_reads_and_applies() {
         "nothing published before it is persisted"
     );
 
-    before_write.release();
+    drop(armed);
     let pushed = push.await.expect("task").expect("push");
     assert_eq!(pushed.into_inner().epoch, 2);
     assert_eq!(
@@ -76,7 +76,7 @@ async fn an_old_epoch_apply_racing_a_push_lands_before_it_or_is_refused() {
     let hlc = Hlc::new();
 
     // An apply at epoch 1 is admitted and holds in the engine.
-    engine.apply_gate.arm();
+    let armed = engine.apply_gate.arm_until_dropped();
     let mut first = c.clone();
     let in_flight = {
         let request = apply_request(1, "first", &hlc);
@@ -103,7 +103,7 @@ async fn an_old_epoch_apply_racing_a_push_lands_before_it_or_is_refused() {
         tokio::spawn(async move { third.apply(request).await })
     };
     assert_eq!(node.state.epoch(), Some(1));
-    engine.apply_gate.release();
+    drop(armed);
 
     // The admitted apply landed; the push was answered after it.
     let landed = in_flight.await.expect("task").expect("first apply");
@@ -125,52 +125,63 @@ async fn an_old_epoch_apply_racing_a_push_lands_before_it_or_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_mint_keeps_its_key_lock_until_its_engine_work_is_done() {
+    use pairdb_proto::storage::storage_server::Storage as _;
+    use pairdb_storage::engine::StorageEngine as _;
+    use pairdb_storage::service::StorageService;
+
+    // The service called in process, so cancelling a call drops its handler deterministically.
     let dir = tempdir();
     let engine = GatedEngine::new();
-    let state = pairdb_storage::node::NodeState::open(dir.path(), NODE, false).expect("state");
-    let incarnation = state.incarnation();
-    let node = TestNode::start_with(Arc::clone(&engine) as _, state).await;
-    let mut c = node.pushed(1).await;
+    let state =
+        Arc::new(pairdb_storage::node::NodeState::open(dir.path(), NODE, false).expect("state"));
+    state.install(placement(1)).await.expect("install");
+    let service = Arc::new(StorageService::new(
+        Arc::clone(&engine) as _,
+        Arc::clone(&state),
+        TOKEN,
+    ));
+    let call = |value: &'static str| {
+        let service = Arc::clone(&service);
+        let mut request = tonic::Request::new(put(1, "k", value));
+        request.metadata_mut().insert(
+            pairdb_proto::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().expect("ascii"),
+        );
+        tokio::spawn(async move { service.mint(request).await })
+    };
 
-    // Mint A reaches the engine (a blocking engine: on the blocking pool), then its caller gives
-    // up: the RPC is cancelled, its engine work is not.
-    engine.apply_gate.arm();
-    let mut a = c.clone();
-    let cancelled = tokio::spawn(async move { a.mint(put(1, "k", "a")).await });
+    // Mint A read the (empty) key and holds in the engine (a blocking engine: on the blocking
+    // pool); then its handler is dropped, as when its caller gives up.
+    let armed = engine.apply_gate.arm_until_dropped();
+    let a = call("a");
     engine.apply_gate.entered(1).await;
-    cancelled.abort();
-    assert!(cancelled.await.is_err(), "the caller is gone");
+    a.abort();
+    assert!(a.await.expect_err("aborted").is_cancelled());
 
-    // Mint B of the same key waits for A's engine work, not just for A's RPC.
-    let mut b = c.clone();
-    let waiting = tokio::spawn(async move { b.mint(put(1, "k", "b")).await });
-    // B cannot have minted while A still holds the engine: bound the wait, then check.
-    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
-        loop {
-            if waiting.is_finished() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(
-        early.is_err(),
-        "B minted while A's engine work was still running"
+    // Mint B of the same key must wait for A's engine work, not just for A's handler: had A's
+    // key lock been dropped with its handler, B would read the empty key too, and mint the same
+    // counter A did.
+    let b = call("b");
+    // B cannot reach the engine while A's work holds the key: give it every chance to (a
+    // regression would be there within microseconds), then check it did not.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        engine.apply_gate.entered_count(),
+        1,
+        "B reached the engine while A's engine work was still running"
     );
-    engine.apply_gate.release();
-    let response = waiting.await.expect("task").expect("mint b").into_inner();
+    drop(armed);
+    let response = b.await.expect("task").expect("mint b").into_inner();
     let b_version =
         pairdb_proto::convert::version_from_pb(response.version.expect("version")).expect("valid");
-    let actor = pairdb_core::Actor::new(NODE, incarnation);
+    let actor = pairdb_core::Actor::new(NODE, state.incarnation());
     assert_eq!(
         b_version.clock.get(&actor),
         2,
         "B counted after A: no counter issued twice"
     );
-    let (next, _) = mint_version(&mut c, put(1, "k", "c")).await;
-    assert_eq!(next.clock.get(&actor), 3);
-    node.stop().await;
+    let stored = engine.get(&storage_key("k")).expect("get").expect("stored");
+    assert_eq!(stored.value, b"b");
 }
 
 /// Waits (bounded) until `check` holds.

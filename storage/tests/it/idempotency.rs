@@ -160,15 +160,9 @@ async fn a_replica_answers_a_replicated_retry_as_it_answered_the_first_time() {
     let dir = tempdir();
     let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
     let hlc = pairdb_core::Hlc::new();
-    // The replica holds a concurrent version with a greater key: the write loses there.
-    let winner = pairdb_core::version::mint(
-        None,
-        pairdb_core::version::MintRequest::default(),
-        &Actor::new("n8", 1),
-        &hlc,
-    )
-    .0;
-    let mut loser = pairdb_core::version::mint(
+    // The replica holds a concurrent version with a greater key (minted later): the write
+    // loses there.
+    let loser = pairdb_core::version::mint(
         None,
         pairdb_core::version::MintRequest {
             idempotency_key: "order-3".into(),
@@ -178,7 +172,13 @@ async fn a_replica_answers_a_replicated_retry_as_it_answered_the_first_time() {
         &hlc,
     )
     .0;
-    loser.timestamp = winner.timestamp - 1;
+    let winner = pairdb_core::version::mint(
+        None,
+        pairdb_core::version::MintRequest::default(),
+        &Actor::new("n8", 1),
+        &hlc,
+    )
+    .0;
     node.engine
         .apply(&storage_key("k"), winner, None)
         .expect("apply");

@@ -733,3 +733,39 @@ async fn scan_pages_stay_under_the_message_limit_with_large_values() {
     assert!(page.more && page.entries.len() < 12);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_version_whose_clock_outruns_its_timestamp_is_refused() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    let hlc = Hlc::new();
+    let minted = mint(None, MintRequest::default(), &Actor::new("n9", 1), &hlc).0;
+    let forged = Version {
+        timestamp: minted.timestamp - 1,
+        ..minted
+    };
+    let request = pb::ApplyRequest {
+        epoch: 1,
+        key: key_ref("t", "k"),
+        version: Some(version_to_pb(&forged)),
+        record: None,
+    };
+    assert_eq!(
+        refusal(c.apply(request).await),
+        RefusalReason::InvalidArgument
+    );
+    assert_eq!(node.engine.get(&storage_key("k")).expect("get"), None);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_closing_node_refuses_data_calls_as_shutting_down() {
+    let dir = tempdir();
+    let (node, mut c) = TestNode::with_epoch(dir.path(), 1).await;
+    node.state.close().await;
+    assert_eq!(
+        refusal(c.mint(put(1, "k", "v")).await),
+        RefusalReason::ShuttingDown
+    );
+    node.stop().await;
+}

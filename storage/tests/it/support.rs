@@ -222,7 +222,7 @@ struct GateState {
 
 impl Gate {
     /// From now on, calls passing the gate wait until [`release`](Self::release).
-    pub fn arm(&self) {
+    fn arm(&self) {
         self.lock().armed = true;
     }
 
@@ -230,6 +230,13 @@ impl Gate {
     pub fn release(&self) {
         self.lock().armed = false;
         self.changed.notify_all();
+    }
+
+    /// Arms the gate and returns a guard that releases it when dropped — also when a failing
+    /// assertion unwinds, so held blocking calls never keep the test's runtime from shutting down.
+    pub fn arm_until_dropped(self: &Arc<Self>) -> Released {
+        self.arm();
+        Released(Arc::clone(self))
     }
 
     /// Called by the instrumented code: waits here while the gate is armed.
@@ -246,6 +253,11 @@ impl Gate {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Calls held so far.
+    pub fn entered_count(&self) -> usize {
+        self.lock().entered
     }
 
     /// Waits (off the async workers) until `n` calls in all have been held.
@@ -269,6 +281,15 @@ impl Gate {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Releases its gate when dropped.
+pub struct Released(Arc<Gate>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
