@@ -97,6 +97,19 @@ pub fn version_to_pb(v: &Version) -> pb::Version {
     }
 }
 
+/// Model version → wire version, moving its bytes rather than copying them.
+pub fn version_into_pb(v: Version) -> pb::Version {
+    pb::Version {
+        tombstone: v.tombstone,
+        clock: clock_to_pb(&v.clock),
+        value: v.value,
+        content_type: v.content_type,
+        timestamp: v.timestamp,
+        minted_by: v.minted_by,
+        idempotency_key: v.idempotency_key,
+    }
+}
+
 /// Wire context → model context.
 pub fn context_from_pb(c: pb::Context) -> Result<Context, ConvertError> {
     Ok(Context {

@@ -225,13 +225,13 @@ impl StorageService {
                 conflict,
                 record,
             } => Ok(pb::MintResponse {
-                version: Some(convert::version_to_pb(&version)),
+                version: Some(convert::version_into_pb(version)),
                 conflict,
                 deduplicated: false,
                 record: record.as_ref().map(convert::write_record_to_pb),
             }),
             Minted::Earlier(write) => Ok(pb::MintResponse {
-                version: Some(convert::version_to_pb(&write.version)),
+                version: Some(convert::version_into_pb(write.version)),
                 conflict: write.record.conflict,
                 deduplicated: true,
                 record: Some(convert::write_record_to_pb(&write.record)),
@@ -491,7 +491,7 @@ impl Storage for StorageService {
         self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
         let version = self.point("read", move |engine| engine.get(&key)).await?;
         Ok(Response::new(pb::ReadResponse {
-            version: version.as_ref().map(convert::version_to_pb),
+            version: version.map(convert::version_into_pb),
         }))
     }
 
@@ -529,7 +529,7 @@ impl Storage for StorageService {
                 .map(|(k, v)| pb::ScanEntry {
                     token: k.token,
                     key: k.key,
-                    version: Some(convert::version_to_pb(&v)),
+                    version: Some(convert::version_into_pb(v)),
                 })
                 .collect(),
             more: page.more,

@@ -11,11 +11,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use pairdb_core::Consistency;
 use pairdb_core::version::Version;
 use pairdb_proto::convert::{version_from_pb, version_to_pb};
 use pairdb_proto::storage::{ApplyRequest, ReadRequest};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{AttemptError, ReadOp, ReadOutcome, Replicator, key_ref};
@@ -64,28 +66,18 @@ impl Replicator {
             epoch,
             key: Some(key_ref(&op.tenant, &op.key)),
         };
+        // One task asks every replica, feeds the answers to this request, and once it has
+        // answered, is handed the repair to finish with the late answers.
         let (tx, mut rx) = mpsc::channel::<Answer>(targets.len());
-        for node in targets.iter().cloned() {
-            let cluster = self.cluster.clone();
-            let req = request.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let r = cluster
-                    .rpc(&node, background, |mut c| {
-                        let req = req.clone();
-                        async move { c.read(req).await }
-                    })
-                    .await
-                    .and_then(|resp| match resp.version {
-                        None => Ok(None),
-                        Some(v) => version_from_pb(v).map(Some).map_err(|e| {
-                            RpcError::Failed(tonic::Status::internal(format!("bad version: {e}")))
-                        }),
-                    });
-                let _ = tx.send((node, r)).await;
-            });
-        }
-        drop(tx);
+        let (handoff, handed) = oneshot::channel::<(Repair, mpsc::Receiver<Answer>)>();
+        tokio::spawn(ask_replicas(
+            Arc::clone(&self.cluster),
+            targets.clone(),
+            request,
+            background,
+            tx,
+            handed,
+        ));
 
         let mut answers: Vec<(String, Option<Version>)> = Vec::with_capacity(targets.len());
         let mut failed = 0usize;
@@ -126,6 +118,8 @@ impl Replicator {
             key: op.key.clone(),
             join: resolved.clone(),
             holdings: answers.iter().cloned().collect(),
+            deadline: background,
+            _budget: None,
         };
         let mut read_repairs = 0u32;
         if op.consistency != Consistency::One {
@@ -143,16 +137,9 @@ impl Replicator {
             .cluster
             .reserve_repair((held + 1024).saturating_mul(targets.len() + 2));
         if let Some(budget) = reserved {
-            tokio::spawn(async move {
-                let _budget = budget;
-                repair.round(background).await;
-                while let Some((node, answer)) = rx.recv().await {
-                    if let Ok(held) = answer {
-                        repair.fold(node, held);
-                        repair.round(background).await;
-                    }
-                }
-            });
+            repair._budget = Some(budget);
+            // The task ends at once if it cannot take it (it already ended).
+            let _ = handoff.send((repair, rx));
         } else {
             tracing::debug!("in-flight budget spent: late read answers left unrepaired");
         }
@@ -172,6 +159,68 @@ impl Replicator {
     }
 }
 
+/// Asks every target for its version of the key (all in this one task), passing each answer to
+/// the request as it comes. Once the request has answered its client it hands over the repair
+/// and the answers it did not read; the task then repairs with those and every later answer.
+/// If the request stops without handing over (it failed, or the repair budget is spent), the
+/// task ends, dropping the calls still out.
+async fn ask_replicas(
+    cluster: Arc<Cluster>,
+    targets: Vec<String>,
+    request: ReadRequest,
+    deadline: Instant,
+    answers: mpsc::Sender<Answer>,
+    mut handed: oneshot::Receiver<(Repair, mpsc::Receiver<Answer>)>,
+) {
+    let mut calls: FuturesUnordered<_> = targets
+        .into_iter()
+        .map(|node| {
+            let cluster = Arc::clone(&cluster);
+            let request = request.clone();
+            async move {
+                let answer = cluster
+                    .rpc(&node, deadline, |mut c| {
+                        let request = request.clone();
+                        async move { c.read(request).await }
+                    })
+                    .await
+                    .and_then(|resp| match resp.version {
+                        None => Ok(None),
+                        Some(v) => version_from_pb(v).map(Some).map_err(|e| {
+                            RpcError::Failed(tonic::Status::internal(format!("bad version: {e}")))
+                        }),
+                    });
+                (node, answer)
+            }
+        })
+        .collect();
+    let (mut repair, mut unread) = loop {
+        tokio::select! {
+            handoff = &mut handed => match handoff {
+                Ok(handoff) => break handoff,
+                Err(_) => return,
+            },
+            // The channel holds one answer per target, so this never waits.
+            Some(answer) = calls.next() => {
+                let _ = answers.try_send(answer);
+            }
+        }
+    };
+    drop(answers);
+    while let Ok((node, answer)) = unread.try_recv() {
+        if let Ok(held) = answer {
+            repair.fold(node, held);
+        }
+    }
+    repair.round(repair.deadline).await;
+    while let Some((node, answer)) = calls.next().await {
+        if let Ok(held) = answer {
+            repair.fold(node, held);
+            repair.round(repair.deadline).await;
+        }
+    }
+}
+
 /// Read repair of one key: the join of every answer so far, and what each answering replica is
 /// known to hold.
 struct Repair {
@@ -181,6 +230,10 @@ struct Repair {
     key: Vec<u8>,
     join: Option<Version>,
     holdings: BTreeMap<String, Option<Version>>,
+    /// When background repair gives up.
+    deadline: Instant,
+    /// Its share of the coordinator's repair budget, while it runs in the background.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Repair {

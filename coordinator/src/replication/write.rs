@@ -13,7 +13,8 @@
 //!
 //! [`CoordinatorConfig::replication_timeout`]: crate::CoordinatorConfig::replication_timeout
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -21,7 +22,7 @@ use pairdb_core::ErrorKind;
 use pairdb_core::version::{Version, WriteRecord};
 use pairdb_proto::convert::{context_to_pb, version_from_pb, write_record_from_pb};
 use pairdb_proto::storage::{ApplyOutcome, ApplyRequest, MintRequest, RefusalReason};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{AttemptError, Conflict, Replicator, WriteOp, WriteOutcome, key_ref};
@@ -80,7 +81,8 @@ impl Replicator {
             }
             .into());
         };
-        let (events, mut rx) = mpsc::unbounded_channel();
+        let (verdict, answer) = oneshot::channel();
+        let progress = Arc::new(AtomicU32::new(0));
         let pipeline = Pipeline {
             _budget: budget,
             cluster: Arc::clone(&self.cluster),
@@ -102,94 +104,184 @@ impl Replicator {
             deadline: op
                 .deadline
                 .max(Instant::now() + self.cluster.config().replication_timeout),
-            events,
+            tally: Mutex::new(Tally {
+                replicas: n,
+                required: w,
+                minted: None,
+                acks: 0,
+                failed: 0,
+                timed_out: false,
+                lost: false,
+                concurrent: false,
+                verdict: Some(verdict),
+                progress: Arc::clone(&progress),
+            }),
         };
         tokio::spawn(pipeline.run());
 
-        // Answer once W replicas hold it durably (the leader's own copy counts).
-        let unknown = |acks: usize| CoordinatorError::Timeout {
-            progress: acks as u32,
+        // The pipeline decides the answer — once W replicas hold the version durably (the
+        // leader's own copy counts), or once they cannot — and wakes this request once.
+        let unknown = |acks: u32| CoordinatorError::Timeout {
+            progress: acks,
             required: w as u32,
             applied: Some(Applied::Unknown),
         };
-        let mut minted: Option<(Version, bool, bool)> = None;
-        let (mut acks, mut failed) = (0usize, 0usize);
-        let (mut timed_out, mut lost, mut overwrote_concurrent) = (false, false, false);
-        while acks < w {
-            if minted.is_some() && acks + (n - acks - failed) < w {
-                break;
-            }
-            let event = match tokio::time::timeout_at(op.deadline, rx.recv()).await {
-                Err(_) => return Err(unknown(acks).into()),
-                Ok(None) => break,
-                Ok(Some(event)) => event,
-            };
-            match event {
-                Event::Minted {
-                    version,
-                    conflict,
-                    deduplicated,
-                } => {
-                    minted = Some((version, conflict, deduplicated));
-                    acks = 1;
-                }
-                Event::NoLeader => return Err(unavailable(0, w, Applied::None).into()),
-                Event::Stale => return Err(AttemptError::Stale),
-                Event::KeyReused => {
-                    return Err(CoordinatorError::invalid(
-                        ErrorKind::IdempotencyKeyReused,
-                        "the idempotency key was already used for a different write on this key",
-                    )
-                    .into());
-                }
-                // A leader whose answer was lost or unreadable may have minted: unknown.
-                Event::LeaderUnknown => return Err(unknown(0).into()),
-                Event::Stored { merged, concurrent } => {
-                    acks += 1;
-                    lost |= merged;
-                    overwrote_concurrent |= concurrent;
-                }
-                Event::Missed { timed_out: t } => {
-                    failed += 1;
-                    timed_out |= t;
-                }
-            }
-        }
-        let Some((version, minted_conflict, replayed)) = minted else {
-            return Err(unknown(0).into());
+        let verdict = match tokio::time::timeout_at(op.deadline, answer).await {
+            Ok(Ok(verdict)) => verdict,
+            // No verdict in time (or none at all): the write may be anywhere.
+            Ok(Err(_)) | Err(_) => return Err(unknown(progress.load(Ordering::Acquire)).into()),
         };
-        if acks < w {
-            if timed_out {
-                // A replica that did not answer in time may still store the version.
-                return Err(unknown(acks).into());
+        let written = match verdict {
+            Verdict::Written(written) => written,
+            Verdict::NoLeader => return Err(unavailable(0, w, Applied::None).into()),
+            Verdict::Stale => return Err(AttemptError::Stale),
+            Verdict::KeyReused => {
+                return Err(CoordinatorError::invalid(
+                    ErrorKind::IdempotencyKeyReused,
+                    "the idempotency key was already used for a different write on this key",
+                )
+                .into());
             }
-            return Err(unavailable(acks, w, Applied::Partial).into());
-        }
+            Verdict::Unknown { acks } => return Err(unknown(acks).into()),
+            Verdict::Partial { acks } => {
+                return Err(unavailable(acks as usize, w, Applied::Partial).into());
+            }
+        };
         // A blind write (no context) never reports a conflict it won; one with a context won
         // a conflict if it overwrote a version the context did not cover, at the leader or at a
         // replica that held a concurrent version the leader had not seen. For a replayed write
         // (`replayed`), the leader reports what it recorded and each replica what its first apply
         // did, so the same answers make the same report as the first attempt's.
-        let conflict = if lost {
+        let conflict = if written.lost {
             Conflict::Lost
-        } else if minted_conflict || (context.is_some() && overwrote_concurrent) {
+        } else if written.minted_conflict || (context.is_some() && written.concurrent) {
             Conflict::Won
         } else {
             Conflict::None
         };
         Ok(WriteOutcome {
-            context: self.seal(&op.tenant, &op.key, &version),
-            version,
-            acks: acks as u32,
+            context: self.seal(&op.tenant, &op.key, &written.version),
+            version: written.version,
+            acks: written.acks,
             replicas: n as u32,
             conflict,
-            replayed,
+            replayed: written.replayed,
         })
     }
 }
 
-/// What the pipeline tells the request, in order: how the mint went, then one event per other
-/// replica.
+/// The answer to a write, as its pipeline decides it.
+enum Verdict {
+    /// W replicas hold the version.
+    Written(Written),
+    /// Every live replica refused or could not be reached: nothing was minted.
+    NoLeader,
+    /// A leader holds a newer placement: nothing was minted; refresh and retry.
+    Stale,
+    /// The idempotency key already produced a different write: nothing was minted.
+    KeyReused,
+    /// The outcome is unknown (a leader's answer was lost, or a replica gave no answer in time).
+    Unknown { acks: u32 },
+    /// Replicas failed after the mint: fewer than W hold it.
+    Partial { acks: u32 },
+}
+
+/// A write W replicas hold, and what they reported.
+struct Written {
+    version: Version,
+    /// The leader reported a conflict (for a replayed write, what it reported the first time).
+    minted_conflict: bool,
+    /// The leader had already minted it.
+    replayed: bool,
+    acks: u32,
+    /// A replica resolved it against a concurrent version with a greater key.
+    lost: bool,
+    /// A replica held a version concurrent with it.
+    concurrent: bool,
+}
+
+/// What the pipeline has seen so far, and the answer until it is sent.
+struct Tally {
+    replicas: usize,
+    required: usize,
+    /// The version, whether the leader reported a conflict, and whether it was a replay; until
+    /// the answer takes it.
+    minted: Option<(Version, bool, bool)>,
+    acks: usize,
+    failed: usize,
+    timed_out: bool,
+    lost: bool,
+    concurrent: bool,
+    /// Taken when the answer is sent.
+    verdict: Option<oneshot::Sender<Verdict>>,
+    /// Acks so far, for a request that stops waiting before the answer.
+    progress: Arc<AtomicU32>,
+}
+
+impl Tally {
+    fn observe(&mut self, event: Event) {
+        match event {
+            Event::Minted {
+                version,
+                conflict,
+                deduplicated,
+            } => {
+                self.minted = Some((version, conflict, deduplicated));
+                self.acks = 1;
+            }
+            Event::NoLeader => self.decide(Verdict::NoLeader),
+            Event::Stale => self.decide(Verdict::Stale),
+            Event::KeyReused => self.decide(Verdict::KeyReused),
+            // A leader whose answer was lost or unreadable may have minted: unknown.
+            Event::LeaderUnknown => self.decide(Verdict::Unknown { acks: 0 }),
+            Event::Stored { merged, concurrent } => {
+                self.acks += 1;
+                self.lost |= merged;
+                self.concurrent |= concurrent;
+            }
+            Event::Missed { timed_out } => {
+                self.failed += 1;
+                self.timed_out |= timed_out;
+            }
+        }
+        self.progress.store(self.acks as u32, Ordering::Release);
+        if self.minted.is_none() || self.verdict.is_none() {
+            return;
+        }
+        let acks = self.acks as u32;
+        if self.acks >= self.required {
+            // Answered once: the version moves into the answer.
+            if let Some((version, minted_conflict, replayed)) = self.minted.take() {
+                let written = Written {
+                    version,
+                    minted_conflict,
+                    replayed,
+                    acks,
+                    lost: self.lost,
+                    concurrent: self.concurrent,
+                };
+                self.decide(Verdict::Written(written));
+            }
+        } else if self.acks + (self.replicas - self.acks - self.failed) < self.required {
+            if self.timed_out {
+                // A replica that did not answer in time may still store the version.
+                self.decide(Verdict::Unknown { acks });
+            } else {
+                self.decide(Verdict::Partial { acks });
+            }
+        }
+    }
+
+    /// Sends the answer, once; later events only feed the tally.
+    fn decide(&mut self, verdict: Verdict) {
+        if let Some(answer) = self.verdict.take() {
+            // The request may have stopped waiting; the pipeline goes on regardless.
+            let _ = answer.send(verdict);
+        }
+    }
+}
+
+/// What happens in a pipeline, in order: how the mint went, then one event per other replica.
 enum Event {
     /// A leader minted (or, `deduplicated`, had already minted) the version; `conflict` is what
     /// it reported (for a deduplicated write, what it reported the first time).
@@ -232,7 +324,7 @@ struct Pipeline {
     client_deadline: Instant,
     /// When the pipeline gives up: the replication deadline.
     deadline: Instant,
-    events: mpsc::UnboundedSender<Event>,
+    tally: Mutex<Tally>,
 }
 
 impl Pipeline {
@@ -244,12 +336,14 @@ impl Pipeline {
     }
 
     fn tell(&self, event: Event) {
-        // The request may have answered already; the pipeline goes on regardless.
-        let _ = self.events.send(event);
+        self.tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(event);
     }
 
     /// Steps 1–2: the first live replica that answers mints the version.
-    async fn mint(&self) -> Option<(String, Version, Option<WriteRecord>)> {
+    async fn mint(&self) -> Option<(String, pairdb_proto::storage::Version, Option<WriteRecord>)> {
         for (attempt, leader) in self.leaders.iter().enumerate() {
             if attempt > 0 && Instant::now() >= self.client_deadline {
                 // Nobody waits for this write any more (the client was told its outcome is
@@ -287,28 +381,31 @@ impl Pipeline {
                     return None;
                 }
             };
+            // The wire version goes on to the replicas as it came; the model one to the answer.
             let decoded = response
                 .version
                 .ok_or_else(|| "leader returned no version".to_owned())
-                .and_then(|v| {
-                    version_from_pb(v).map_err(|e| format!("leader returned a bad version: {e}"))
+                .and_then(|pb| {
+                    version_from_pb(pb.clone())
+                        .map(|v| (v, pb))
+                        .map_err(|e| format!("leader returned a bad version: {e}"))
                 })
-                .and_then(|v| {
+                .and_then(|(v, pb)| {
                     let record = response
                         .record
                         .map(write_record_from_pb)
                         .transpose()
                         .map_err(|e| format!("leader returned a bad write record: {e}"))?;
-                    Ok((v, record))
+                    Ok((v, pb, record))
                 });
             return match decoded {
-                Ok((version, record)) => {
+                Ok((version, pb, record)) => {
                     self.tell(Event::Minted {
-                        version: version.clone(),
+                        version,
                         conflict: response.conflict,
                         deduplicated: response.deduplicated,
                     });
-                    Some((leader.clone(), version, record))
+                    Some((leader.clone(), pb, record))
                 }
                 Err(detail) => {
                     // It may well have minted; nothing can be replicated from an unreadable answer.
@@ -323,24 +420,29 @@ impl Pipeline {
     }
 
     /// Step 3: every other replica applies the version; those that do not get a hint.
-    async fn replicate(&self, leader: &str, version: Version, record: Option<WriteRecord>) {
+    async fn replicate(
+        &self,
+        leader: &str,
+        version: pairdb_proto::storage::Version,
+        record: Option<WriteRecord>,
+    ) {
         let request = ApplyRequest {
             epoch: self.epoch,
             key: Some(key_ref(&self.tenant, &self.key)),
-            version: Some(pairdb_proto::convert::version_to_pb(&version)),
+            version: Some(version),
             record: record
                 .as_ref()
                 .map(pairdb_proto::convert::write_record_to_pb),
         };
+        let request = &request;
         let mut applies = FuturesUnordered::new();
         for node in self.prefs.iter().filter(|id| *id != leader) {
             if !self.cluster.pool().is_live(node) {
                 // Down nodes are not tried; the hint catches them up when they are back.
-                self.hint(node, &version, record);
+                self.hint(node, request, record);
                 self.tell(Event::Missed { timed_out: false });
                 continue;
             }
-            let request = request.clone();
             applies.push(async move { (node, self.apply_to(node, request).await) });
         }
         while let Some((node, result)) = applies.next().await {
@@ -351,7 +453,7 @@ impl Pipeline {
                 }),
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "replica did not apply");
-                    self.hint(node, &version, record);
+                    self.hint(node, request, record);
                     self.tell(Event::Missed {
                         timed_out: matches!(e, RpcError::Timeout),
                     });
@@ -366,15 +468,16 @@ impl Pipeline {
     async fn apply_to(
         &self,
         node: &str,
-        mut request: ApplyRequest,
+        request: &ApplyRequest,
     ) -> Result<pairdb_proto::storage::ApplyResponse, RpcError> {
-        let call = |request: ApplyRequest| {
+        let call = |epoch: u64| {
             self.cluster.rpc(node, self.deadline, move |mut c| {
-                let request = request.clone();
+                let mut request = request.clone();
+                request.epoch = epoch;
                 async move { c.apply(request).await }
             })
         };
-        match call(request.clone()).await {
+        match call(request.epoch).await {
             Err(RpcError::StaleEpoch { node_epoch }) => {
                 let refreshed =
                     tokio::time::timeout_at(self.deadline, self.cluster.refresh_past(self.epoch))
@@ -388,19 +491,26 @@ impl Pipeline {
                 if !still_replica {
                     return Err(RpcError::StaleEpoch { node_epoch });
                 }
-                request.epoch = view.placement.epoch;
-                call(request).await
+                call(view.placement.epoch).await
             }
             other => other,
         }
     }
 
-    fn hint(&self, node: &str, version: &Version, record: Option<WriteRecord>) {
+    /// Records that `node` missed the write `request` carries.
+    fn hint(&self, node: &str, request: &ApplyRequest, record: Option<WriteRecord>) {
+        let Some(version) = request
+            .version
+            .clone()
+            .and_then(|v| version_from_pb(v).ok())
+        else {
+            return;
+        };
         self.cluster.hints().record(Hint {
             node: node.to_owned(),
             tenant: self.tenant.clone(),
             key: self.key.clone(),
-            version: version.clone(),
+            version,
             record,
         });
     }
