@@ -103,6 +103,25 @@ impl MemoryEngine {
         }
     }
 
+    /// `f` of the live applied-keys entry of `idempotency_key` on `key`, under the read lock.
+    fn with_applied<T>(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+        f: impl FnOnce(&AppliedWrite) -> T,
+    ) -> Option<T> {
+        if idempotency_key.is_empty() {
+            return None;
+        }
+        let hash = applied_key_hash(key, idempotency_key);
+        let now = Instant::now();
+        self.read()
+            .applied
+            .get(&hash)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(write, _)| f(write))
+    }
+
     // No code path panics while holding the lock, so a poisoned lock still guards a consistent
     // map; recover it rather than propagate another thread's panic.
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -312,17 +331,7 @@ impl StorageEngine for MemoryEngine {
         key: &StorageKey,
         idempotency_key: &str,
     ) -> Result<Option<AppliedWrite>, EngineError> {
-        if idempotency_key.is_empty() {
-            return Ok(None);
-        }
-        let hash = applied_key_hash(key, idempotency_key);
-        let now = Instant::now();
-        Ok(self
-            .read()
-            .applied
-            .get(&hash)
-            .filter(|(_, expiry)| *expiry > now)
-            .map(|(write, _)| AppliedWrite::clone(write)))
+        Ok(self.with_applied(key, idempotency_key, |w| AppliedWrite::clone(w)))
     }
 
     fn first_apply(
@@ -331,17 +340,11 @@ impl StorageEngine for MemoryEngine {
         idempotency_key: &str,
         fingerprint: &[u8; 32],
     ) -> Result<Option<(ApplyOutcome, bool)>, EngineError> {
-        if idempotency_key.is_empty() {
-            return Ok(None);
-        }
-        let hash = applied_key_hash(key, idempotency_key);
-        let now = Instant::now();
         Ok(self
-            .read()
-            .applied
-            .get(&hash)
-            .filter(|(w, expiry)| *expiry > now && w.record.fingerprint == *fingerprint)
-            .map(|(w, _)| (w.outcome, w.concurrent)))
+            .with_applied(key, idempotency_key, |w| {
+                (w.record.fingerprint == *fingerprint).then_some((w.outcome, w.concurrent))
+            })
+            .flatten())
     }
 
     fn scan(
