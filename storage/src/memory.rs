@@ -331,7 +331,7 @@ impl StorageEngine for MemoryEngine {
         key: &StorageKey,
         idempotency_key: &str,
     ) -> Result<Option<AppliedWrite>, EngineError> {
-        Ok(self.with_applied(key, idempotency_key, |w| AppliedWrite::clone(w)))
+        Ok(self.with_applied(key, idempotency_key, AppliedWrite::clone))
     }
 
     fn first_apply(
