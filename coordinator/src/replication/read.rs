@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
+use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use pairdb_core::Consistency;
 use pairdb_core::version::Version;
@@ -163,7 +165,8 @@ impl Replicator {
 /// the request as it comes. Once the request has answered its client it hands over the repair
 /// and the answers it did not read; the task then repairs with those and every later answer.
 /// If the request stops without handing over (it failed, or the repair budget is spent), the
-/// task ends, dropping the calls still out.
+/// task ends, dropping the calls still out: a failed read does not wait on slow replicas (the
+/// health probes, not reads, tell the failure detector about them).
 async fn ask_replicas(
     cluster: Arc<Cluster>,
     targets: Vec<String>,
@@ -212,11 +215,30 @@ async fn ask_replicas(
             repair.fold(node, held);
         }
     }
-    repair.round(repair.deadline).await;
-    while let Some((node, answer)) = calls.next().await {
-        if let Ok(held) = answer {
-            repair.fold(node, held);
-            repair.round(repair.deadline).await;
+    // Repair rounds run while late answers keep coming in: each round repairs with the join as it
+    // was when it started, and a late answer that changes what someone must receive starts the
+    // next round once this one is done. (A replica a round could not repair is not retried until
+    // another answer comes: no loop against a replica that keeps failing.)
+    let deadline = repair.deadline;
+    let mut round = repair.next_round(deadline);
+    let mut changed = false;
+    loop {
+        tokio::select! {
+            Some((node, answer)) = calls.next() => {
+                if let Ok(held) = answer {
+                    repair.fold(node, held);
+                    changed = true;
+                }
+            }
+            Some(stored) = OptionFuture::from(round.as_mut()), if round.is_some() => {
+                round = None;
+                repair.record(stored);
+            }
+            else => break,
+        }
+        if round.is_none() && changed {
+            changed = false;
+            round = repair.next_round(deadline);
         }
     }
 }
@@ -251,46 +273,70 @@ impl Repair {
     /// Sends the join to every replica holding less, concurrently, giving up at `deadline`;
     /// returns how many stored it. A replica that stored it is then known to hold the join.
     async fn round(&mut self, deadline: Instant) -> u32 {
-        let Some(join) = &self.join else {
-            return 0;
-        };
+        match self.next_round(deadline) {
+            Some(round) => {
+                let stored = round.await;
+                self.record(stored)
+            }
+            None => 0,
+        }
+    }
+
+    /// The round the current join calls for, if any replica holds less: a future owning what it
+    /// needs, so answers can be folded in while it runs. It resolves to the replicas that
+    /// stored the join, with the join they now hold.
+    fn next_round(&self, deadline: Instant) -> Option<BoxFuture<'static, Vec<(String, Version)>>> {
+        let join = self.join.clone()?;
         let stale: Vec<String> = self
             .holdings
             .iter()
-            .filter(|(_, held)| held.as_ref() != Some(join))
+            .filter(|(_, held)| held.as_ref() != Some(&join))
             .map(|(node, _)| node.clone())
             .collect();
         if stale.is_empty() {
-            return 0;
+            return None;
         }
         // No write record: a repair never rewrites a replica's applied-keys entry.
         let request = ApplyRequest {
             epoch: self.epoch,
             key: Some(key_ref(&self.tenant, &self.key)),
-            version: Some(version_to_pb(join)),
+            version: Some(version_to_pb(&join)),
             record: None,
         };
-        let repairs = stale.iter().map(|node| {
-            let request = request.clone();
-            let cluster = &self.cluster;
+        let cluster = Arc::clone(&self.cluster);
+        Some(
             async move {
-                let stored = cluster
-                    .rpc(node, deadline, |mut c| {
-                        let request = request.clone();
-                        async move { c.apply(request).await }
-                    })
+                let repairs = stale.into_iter().map(|node| {
+                    let request = &request;
+                    let cluster = &cluster;
+                    async move {
+                        let stored = cluster
+                            .rpc(&node, deadline, |mut c| {
+                                let request = request.clone();
+                                async move { c.apply(request).await }
+                            })
+                            .await
+                            .is_ok();
+                        (node, stored)
+                    }
+                });
+                futures::future::join_all(repairs)
                     .await
-                    .is_ok();
-                (node, stored)
+                    .into_iter()
+                    .filter(|(_, stored)| *stored)
+                    .map(|(node, _)| (node, join.clone()))
+                    .collect()
             }
-        });
-        let mut repaired = 0;
-        for (node, stored) in futures::future::join_all(repairs).await {
-            if stored {
-                tracing::debug!(node, "read repair");
-                self.holdings.insert(node.clone(), Some(join.clone()));
-                repaired += 1;
-            }
+            .boxed(),
+        )
+    }
+
+    /// Records what a round stored; returns how many replicas it repaired.
+    fn record(&mut self, stored: Vec<(String, Version)>) -> u32 {
+        let repaired = stored.len() as u32;
+        for (node, held) in stored {
+            tracing::debug!(%node, "read repair");
+            self.holdings.insert(node, Some(held));
         }
         repaired
     }

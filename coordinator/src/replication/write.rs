@@ -2,9 +2,10 @@
 //!
 //! A write runs as a task of its own — the *pipeline*: the leader mints, then every other replica
 //! applies, all under the replication deadline ([`CoordinatorConfig::replication_timeout`]).
-//! The request only watches the pipeline's events until its own deadline: a client that gives up
-//! early (even after 1 ms) leaves a pipeline that still mints, if its mint was already sent, and
-//! still replicates to every replica. Replicas that do not ack get a hint.
+//! The pipeline decides the request's answer — once `W` replicas hold the version, or once they
+//! cannot — and the request waits for it until its own deadline: a client that gives up early
+//! (even after 1 ms) leaves a pipeline that still mints, if its mint was already sent, and still
+//! replicates to every replica. Replicas that do not ack get a hint.
 //!
 //! Leader failover: the next live replica leads only when the previous one provably minted
 //! nothing — it refused explicitly, or the call never reached it. Any other failure (a broken
@@ -110,7 +111,7 @@ impl Replicator {
                 minted: None,
                 acks: 0,
                 failed: 0,
-                timed_out: false,
+                uncertain: 0,
                 lost: false,
                 concurrent: false,
                 verdict: Some(verdict),
@@ -126,10 +127,18 @@ impl Replicator {
             required: w as u32,
             applied: Some(Applied::Unknown),
         };
-        let verdict = match tokio::time::timeout_at(op.deadline, answer).await {
+        let mut answer = answer;
+        let verdict = match tokio::time::timeout_at(op.deadline, &mut answer).await {
             Ok(Ok(verdict)) => verdict,
-            // No verdict in time (or none at all): the write may be anywhere.
-            Ok(Err(_)) | Err(_) => return Err(unknown(progress.load(Ordering::Acquire)).into()),
+            // No verdict in time (or none at all): the write may be anywhere — unless the verdict
+            // landed just as the deadline did.
+            Ok(Err(_)) | Err(_) => match answer.try_recv() {
+                Ok(verdict) => verdict,
+                Err(_) => {
+                    let acks = progress.load(Ordering::Acquire).min(w as u32 - 1);
+                    return Err(unknown(acks).into());
+                }
+            },
         };
         let written = match verdict {
             Verdict::Written(written) => written,
@@ -182,7 +191,7 @@ enum Verdict {
     KeyReused,
     /// The outcome is unknown (a leader's answer was lost, or a replica gave no answer in time).
     Unknown { acks: u32 },
-    /// Replicas failed after the mint: fewer than W hold it.
+    /// Replicas provably failed to store it after the mint: fewer than W hold it.
     Partial { acks: u32 },
 }
 
@@ -209,7 +218,8 @@ struct Tally {
     minted: Option<(Version, bool, bool)>,
     acks: usize,
     failed: usize,
-    timed_out: bool,
+    /// Replicas that did not acknowledge but may still have stored the version.
+    uncertain: usize,
     lost: bool,
     concurrent: bool,
     /// Taken when the answer is sent.
@@ -239,9 +249,9 @@ impl Tally {
                 self.lost |= merged;
                 self.concurrent |= concurrent;
             }
-            Event::Missed { timed_out } => {
+            Event::Missed { may_have_stored } => {
                 self.failed += 1;
-                self.timed_out |= timed_out;
+                self.uncertain += usize::from(may_have_stored);
             }
         }
         self.progress.store(self.acks as u32, Ordering::Release);
@@ -263,8 +273,9 @@ impl Tally {
                 self.decide(Verdict::Written(written));
             }
         } else if self.acks + (self.replicas - self.acks - self.failed) < self.required {
-            if self.timed_out {
-                // A replica that did not answer in time may still store the version.
+            let remaining = self.replicas - self.acks - self.failed;
+            if self.acks + remaining + self.uncertain >= self.required {
+                // Replicas that failed without proof may hold it: whether W do is unknown.
                 self.decide(Verdict::Unknown { acks });
             } else {
                 self.decide(Verdict::Partial { acks });
@@ -302,9 +313,10 @@ enum Event {
     /// A replica stored the version durably; `merged` when a concurrent stored version won
     /// there, `concurrent` when it held a version concurrent with it (won or lost).
     Stored { merged: bool, concurrent: bool },
-    /// A replica did not store it, as far as anyone knows (hinted); `timed_out` when it gave no
-    /// answer before the deadline.
-    Missed { timed_out: bool },
+    /// A replica did not acknowledge it (hinted); `may_have_stored` unless its failure proves it
+    /// stored nothing (it refused, or the call never reached it) — no answer in time, a broken
+    /// stream.
+    Missed { may_have_stored: bool },
 }
 
 /// One write, from the mint to the last replica's answer.
@@ -440,7 +452,9 @@ impl Pipeline {
             if !self.cluster.pool().is_live(node) {
                 // Down nodes are not tried; the hint catches them up when they are back.
                 self.hint(node, request, record);
-                self.tell(Event::Missed { timed_out: false });
+                self.tell(Event::Missed {
+                    may_have_stored: false,
+                });
                 continue;
             }
             applies.push(async move { (node, self.apply_to(node, request).await) });
@@ -455,7 +469,7 @@ impl Pipeline {
                     tracing::debug!(%node, error = %e, "replica did not apply");
                     self.hint(node, request, record);
                     self.tell(Event::Missed {
-                        timed_out: matches!(e, RpcError::Timeout),
+                        may_have_stored: !e.changed_nothing(),
                     });
                 }
             }
@@ -499,11 +513,13 @@ impl Pipeline {
 
     /// Records that `node` missed the write `request` carries.
     fn hint(&self, node: &str, request: &ApplyRequest, record: Option<WriteRecord>) {
+        // The version decoded once already, at the mint: this cannot fail.
         let Some(version) = request
             .version
             .clone()
             .and_then(|v| version_from_pb(v).ok())
         else {
+            tracing::error!(%node, "cannot decode a minted version for its hint");
             return;
         };
         self.cluster.hints().record(Hint {

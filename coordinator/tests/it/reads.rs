@@ -194,3 +194,40 @@ async fn read_repair_never_rewrites_an_applied_keys_entry() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_arriving_during_the_blocking_repair_is_not_lost() {
+    let f = Fixture::start().await;
+    let [a, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    let hlc = Hlc::new();
+    let old = version("old", None, "n9", &hlc);
+    let new = version("new", Some(&old), "n9", &hlc);
+    let newest = version("newest", Some(&new), "n9", &hlc);
+    a.put("k", new.clone());
+    b.put("k", old);
+    c.put("k", newest.clone());
+    // c answers only when told; b's repair (blocking, at quorum) holds until told.
+    let go_c = late(c);
+    let go_b = Arc::new(Notify::new());
+    b.script.apply([Step::After(Arc::clone(&go_b))]);
+    let replicator = f.replicator.clone();
+    let read =
+        tokio::spawn(async move { replicator.read(get("k", Consistency::Quorum, LONG)).await });
+    // While the request repairs b, c's answer comes in: the request no longer reads answers, so
+    // it waits in the channel for the repair task (or, if it lands just after the handover, the
+    // task reads it directly; either way it must be folded in).
+    eventually("b's repair under way", || {
+        Counters::get(&b.counters.applies) == 1
+    })
+    .await;
+    go_c.notify_one();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    go_b.notify_one();
+    let out = read.await.expect("task").expect("read");
+    assert_eq!(out.version, Some(new));
+    // The answer it did not read still reaches everyone.
+    eventually("the newest version on a and b", || {
+        a.stored("k") == Some(newest.clone()) && b.stored("k") == Some(newest.clone())
+    })
+    .await;
+}

@@ -136,8 +136,9 @@ async fn a_stream_reset_after_the_mint_is_504_unknown_and_mints_once() {
 async fn replicas_failing_after_the_mint_is_503_partial() {
     let f = Fixture::start().await;
     let [leader, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    // Both replicas provably stored nothing: refused, or never reached.
     b.script.apply([Step::Refuse(RefusalReason::Engine)]);
-    c.script.apply([Step::Bare(Code::Internal)]);
+    c.script.apply([Step::Refuse(RefusalReason::ShuttingDown)]);
     let err = f
         .replicator
         .write(put("k", "v", Consistency::Quorum, "idem-p", LONG))
@@ -456,7 +457,8 @@ async fn a_retried_write_that_lost_reports_that_it_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_past_the_in_flight_budget_are_refused_before_minting() {
-    // A budget of 64 KiB; a 40 KiB value held by a pipeline waiting on a silent replica.
+    // A budget of 64 KiB; a pipeline holding a 10 KiB value (charged for each of its copies,
+    // about 52 KiB) waits on a silent replica.
     let f = Fixture::start_with(|c| c.max_in_flight_bytes = 64 << 10).await;
     let [_, b, _] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
     b.script.apply([Step::Hang]);
@@ -532,4 +534,30 @@ async fn probes_go_on_while_the_metadata_store_hangs() {
     .await;
     maintain.abort();
     f.store.stall_placement_reads(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_failing_without_proof_after_the_mint_is_504_unknown() {
+    let f = Fixture::start().await;
+    let [_, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    // At quorum: b refused, but c's stream broke after it stored the version — two replicas
+    // may hold it, so whether the write met its level is unknown, not "partial".
+    b.script.apply([Step::Refuse(RefusalReason::Engine)]);
+    c.script.apply([Step::PassThenBare(Code::Internal)]);
+    let err = f
+        .replicator
+        .write(put("k", "v", Consistency::Quorum, "", LONG))
+        .await
+        .expect_err("not all");
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::Timeout {
+                applied: Some(Applied::Unknown),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(c.stored("k").is_some(), "c did store it");
 }
