@@ -57,6 +57,8 @@ pub fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<std::net::TcpListene
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("binding the {role} to {addr}"))?;
     listener.set_nonblocking(true)?;
+    // The bound address, so a port given as 0 can be found (scripts and tests read it here).
+    tracing::info!(listen = %listener.local_addr()?, "{role} listening");
     Ok(listener)
 }
 

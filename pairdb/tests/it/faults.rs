@@ -131,6 +131,9 @@ async fn quorum_survives_a_killed_leader_and_all_does_not() {
     // With a second node gone, quorum cannot be met either.
     let second = replicas[1].clone();
     t.kill(&second);
+    // Until the coordinator has seen the connection close, a call written on it is honestly of
+    // unknown outcome (504); wait so the write below proves what it means to.
+    t.await_unreachable(&second).await;
     let put = t
         .kv(
             Method::PUT,
@@ -165,6 +168,9 @@ async fn a_restarted_node_is_probed_back_and_repaired() {
         .expect("node")
         .addr;
     t.kill(&victim);
+    // A mint written before the coordinator sees the connection close would be of unknown
+    // outcome (504), which is right but not what this test is about.
+    t.await_unreachable(&victim).await;
     // Enough failed calls to mark it down; quorum keeps working meanwhile.
     for i in 0..5 {
         let put = t
@@ -271,6 +277,10 @@ async fn a_replica_that_never_answers_yields_504_unknown() {
         .expect("node")
         .addr;
     t.kill(&victim);
+    // Wait until the coordinator has dropped its connection to the dead node: a call still
+    // queued on that connection when it closes is proven unsent, and the write below would
+    // rightly be `503 applied: partial`. Only after that does the blackhole take the port.
+    t.await_unreachable(&victim).await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .expect("rebind the port");
@@ -290,12 +300,13 @@ async fn a_replica_that_never_answers_yields_504_unknown() {
             Some(b"v1".to_vec()),
         )
         .await;
-    assert_eq!(put.status(), StatusCode::GATEWAY_TIMEOUT);
+    let status = put.status();
     assert!(
         header(&put, "idempotency-key").is_some(),
         "the key to retry with"
     );
     let problem: serde_json::Value = put.json().await.expect("json");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{problem}");
     assert_eq!(problem["applied"], "unknown", "{problem}");
     assert_eq!(problem["required"], 3);
 

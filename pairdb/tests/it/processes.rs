@@ -13,12 +13,9 @@ use crate::harness::{ADMIN_KEY, INTERNAL_TOKEN};
 
 const KEY_SECRET: &str = "process-test-key-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+/// Every process binds port 0 and the test reads the address it logged: a port picked here and
+/// bound later by the child could be taken in between by any other socket on the machine.
+const ANY_PORT: &str = "127.0.0.1:0";
 
 fn pairdb(args: &[&str], log: &Path) -> Child {
     let log = std::fs::File::create(log).expect("log file");
@@ -35,7 +32,31 @@ fn pairdb(args: &[&str], log: &Path) -> Child {
         .expect("spawn pairdb")
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str) {
+/// The address `child` logged for its `role` listener (`"<role> listening listen=ADDR"`).
+/// Panics with the log if the child exits first or takes over 30 s.
+async fn listening(child: &mut Child, log: &Path, role: &str) -> String {
+    let marker = format!("{role} listening");
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .filter(|line| line.contains(&marker))
+            .find_map(|line| line.split_once("listen=").map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(addr) = addr {
+            return addr.to_owned();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the process exited ({status}) before its {role} listened:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("no {role} listening after 30 s:\n{text}");
+}
+
+/// Waits for `url` to answer 200; panics with the logs in `logs` otherwise.
+async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
     for _ in 0..300 {
         if let Ok(r) = http.get(url).send().await
             && r.status() == StatusCode::OK
@@ -44,7 +65,15 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{url} never became ready");
+    let mut all = String::new();
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            all.push_str(&format!("--- {}\n{text}\n", path.display()));
+        }
+    }
+    panic!("{url} never became ready\n{all}");
 }
 
 async fn terminate(child: &mut Child) -> bool {
@@ -69,63 +98,69 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
     let mut ids = Vec::new();
     for i in 1..=3 {
         let id = format!("node-{i}");
-        let port = free_port();
-        let metrics = free_port();
         let data = logs.join(&id);
-        let child = pairdb(
+        let log = logs.join(format!("{id}.log"));
+        let mut child = pairdb(
             &[
                 "storage",
                 "--node-id",
                 &id,
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                ANY_PORT,
                 "--data-dir",
                 data.to_str().expect("utf-8 path"),
                 "--metrics-listen",
-                &format!("127.0.0.1:{metrics}"),
+                ANY_PORT,
             ],
-            &logs.join(format!("{id}.log")),
+            &log,
         );
-        initial.push(format!("{id}=127.0.0.1:{port}"));
+        let addr = listening(&mut child, &log, "storage node").await;
+        let metrics = listening(&mut child, &log, "metrics endpoint").await;
+        initial.push(format!("{id}={addr}"));
         ids.push(id.clone());
         storage.push((id, child, metrics));
     }
     let metadata = format!("sqlite://{}", logs.join("metadata.db").display());
-    let coord_port = free_port();
-    let coord_metrics = free_port();
+    let coordinator_log = logs.join("coordinator.log");
     let mut coordinator = pairdb(
         &[
             "coordinator",
             "--listen",
-            &format!("127.0.0.1:{coord_port}"),
+            ANY_PORT,
             "--metadata-url",
             &metadata,
             "--initial-nodes",
             &initial.join(","),
             "--metrics-listen",
-            &format!("127.0.0.1:{coord_metrics}"),
+            ANY_PORT,
         ],
-        &logs.join("coordinator.log"),
+        &coordinator_log,
     );
-    let http_port = free_port();
+    let coordinator_addr = listening(&mut coordinator, &coordinator_log, "coordinator").await;
+    let coordinator_metrics =
+        listening(&mut coordinator, &coordinator_log, "metrics endpoint").await;
+    let gateway_log = logs.join("gateway.log");
     let mut gateway = pairdb(
         &[
             "gateway",
             "--http",
-            &format!("127.0.0.1:{http_port}"),
+            ANY_PORT,
             "--coordinators",
-            &format!("127.0.0.1:{coord_port}"),
+            &coordinator_addr,
             "--metadata-url",
             &metadata,
         ],
-        &logs.join("gateway.log"),
+        &gateway_log,
     );
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{http_port}");
-    wait_ready(&http, &format!("http://127.0.0.1:{coord_metrics}/readyz")).await;
-    wait_ready(&http, &format!("{base}/readyz")).await;
+    let base = format!(
+        "http://{}",
+        listening(&mut gateway, &gateway_log, "gateway").await
+    );
+    wait_ready(&http, &format!("http://{coordinator_metrics}/readyz"), logs).await;
+    wait_ready(&http, &format!("{base}/readyz"), logs).await;
     for (_, _, metrics) in &storage {
-        wait_ready(&http, &format!("http://127.0.0.1:{metrics}/healthz")).await;
+        wait_ready(&http, &format!("http://{metrics}/healthz"), logs).await;
     }
 
     let created = http
@@ -206,20 +241,17 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data_arg = data.to_str().expect("utf-8 path").to_owned();
-    let port = free_port();
+    let first_log = dir.path().join("first.log");
     let mut first = pairdb(
-        &[
-            "dev",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            &data_arg,
-        ],
-        &dir.path().join("first.log"),
+        &["dev", "--http", ANY_PORT, "--data-dir", &data_arg],
+        &first_log,
     );
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&http, &format!("{base}/readyz")).await;
+    let base = format!(
+        "http://{}",
+        listening(&mut first, &first_log, "gateway").await
+    );
+    wait_ready(&http, &format!("{base}/readyz"), dir.path()).await;
     let created = http
         .post(format!("{base}/v1/tenants"))
         .bearer_auth(ADMIN_KEY)
@@ -247,13 +279,7 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
     // The second one, on another port, fails at once naming the lock, and writes nothing.
     let second_log = dir.path().join("second.log");
     let mut second = pairdb(
-        &[
-            "dev",
-            "--http",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-            &data_arg,
-        ],
+        &["dev", "--http", ANY_PORT, "--data-dir", &data_arg],
         &second_log,
     );
     let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
