@@ -100,6 +100,17 @@ pub struct NodeLimitArgs {
     /// a version from further in the future is refused and logged.
     #[arg(long, env = "PAIRDB_MAX_CLOCK_SKEW", default_value_t = pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub max_clock_skew: u64,
+    /// Worker threads of each storage node's runtime (default: 1 per node under `dev`, where the
+    /// nodes share the machine with the other roles; one per core for `pairdb storage`).
+    #[arg(long, env = "PAIRDB_NODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub node_workers: Option<u16>,
+}
+
+impl NodeLimitArgs {
+    /// Worker threads for each storage node's runtime, `default` unless set.
+    pub fn workers(&self, default: usize) -> usize {
+        self.node_workers.map_or(default, usize::from)
+    }
 }
 
 /// Bounds of the gateway's connections.

@@ -23,6 +23,7 @@ use pairdb_storage::memory::MemoryEngine;
 use pairdb_storage::node::NodeState;
 use pairdb_storage::service::StorageService;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::cli::EngineKind;
 use crate::secrets::Secrets;
@@ -113,7 +114,9 @@ pub trait LocalNode: Send + Sized + 'static {
     fn stop(self) -> impl Future<Output = ()> + Send;
 }
 
-/// A storage node serving on the current runtime.
+/// A storage node serving on a runtime and thread of its own, as if it were a process of its
+/// own: its calls are scheduled apart from the other roles of this process, and engine calls
+/// that may block run on that runtime's blocking pool, never on its workers.
 pub struct StorageNode {
     /// Node id.
     pub id: String,
@@ -123,36 +126,79 @@ pub struct StorageNode {
     pub engine: Arc<dyn StorageEngine>,
     /// Its identity and newest placement.
     pub state: Arc<NodeState>,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<()>,
+    graceful: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StorageNode {
-    /// Starts the node `spec` describes on the current runtime.
-    pub fn start(spec: NodeSpec) -> anyhow::Result<StorageNode> {
+    /// Starts the node `spec` describes on a multi-threaded runtime of its own with `workers`
+    /// worker threads.
+    pub fn start(spec: NodeSpec, workers: usize) -> anyhow::Result<StorageNode> {
+        Self::start_until(spec, workers, std::future::pending())
+    }
+
+    /// Like [`start`](Self::start), but the node is dropped abruptly — listener and every open
+    /// connection at once, nothing flushed, no clean stop recorded — when `abort` completes.
+    pub(crate) fn start_until(
+        spec: NodeSpec,
+        workers: usize,
+        abort: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<StorageNode> {
         let id = spec.id.clone();
         let engine = Arc::clone(&spec.engine);
         let (listener, state, service) = spec.open()?;
         let addr = listener.local_addr()?;
-        let listener = TcpListener::from_std(listener)?;
-        let shutdown = Shutdown::new();
-        let wait = shutdown.wait();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name(format!("storage-{id}"))
+            .enable_all()
+            .build()
+            .context("building a storage node runtime")?;
+        let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
         let (task_engine, task_state) = (Arc::clone(&engine), Arc::clone(&state));
-        let task = tokio::spawn(async move {
-            if let Err(e) = pairdb_storage::server::run(service, listener, wait).await {
-                tracing::error!(error = %e, "storage node stopped with an error");
-                return;
-            }
-            stop_cleanly(task_engine, task_state).await;
-        });
+        let thread = std::thread::Builder::new()
+            .name(format!("storage-{id}-main"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register storage listener");
+                            return;
+                        }
+                    };
+                    // Dropping the sender (the node dropped without `stop`) stops it gracefully too.
+                    let server = pairdb_storage::server::run(service, listener, async {
+                        let _ = graceful_rx.await;
+                    });
+                    tokio::select! {
+                        r = server => match r {
+                            Ok(()) => stop_cleanly(task_engine, task_state).await,
+                            Err(e) => tracing::error!(error = %e, "storage node stopped with an error"),
+                        },
+                        () = abort => {}
+                    }
+                });
+                // Dropping the runtime drops every connection task: after an abort, the node is
+                // gone at once.
+                runtime.shutdown_background();
+            })?;
         Ok(StorageNode {
             id,
             addr,
             engine,
             state,
-            shutdown,
-            task,
+            graceful: Some(graceful_tx),
+            thread: Some(thread),
         })
+    }
+
+    /// Waits for the node's thread to end (after a stop or an abort).
+    #[cfg(feature = "testing")]
+    pub(crate) fn join_blocking(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -165,9 +211,13 @@ impl LocalNode for StorageNode {
         self.addr
     }
 
-    async fn stop(self) {
-        self.shutdown.trigger();
-        let _ = self.task.await;
+    async fn stop(mut self) {
+        if let Some(g) = self.graceful.take() {
+            let _ = g.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 
@@ -371,6 +421,8 @@ pub struct LocalOptions {
     pub max_clock_skew: Duration,
     /// The gateway's connection bounds.
     pub edge: ConnectionLimits,
+    /// Worker threads of each storage node's runtime.
+    pub node_workers: usize,
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -395,7 +447,10 @@ impl LocalCluster<StorageNode> {
         lock: DirLock,
         secrets: Secrets,
     ) -> anyhow::Result<Self> {
-        Self::start_with(opts, lock, secrets, StorageNode::start).await
+        Self::start_with(opts, lock, secrets, |spec| {
+            StorageNode::start(spec, opts.node_workers)
+        })
+        .await
     }
 }
 

@@ -255,9 +255,10 @@ fn mint_in(
     actor: &Actor,
     hlc: &Hlc,
 ) -> Result<Minted, EngineError> {
-    let fingerprint = request.fingerprint();
     let stored = engine.get(key)?;
-    if !request.idempotency_key.is_empty() {
+    // Only a write with an idempotency key is recorded, so only its fingerprint is needed.
+    let fingerprint = (!request.idempotency_key.is_empty()).then(|| request.fingerprint());
+    if let Some(fingerprint) = fingerprint {
         if let Some(earlier) = engine.applied(key, &request.idempotency_key)? {
             return Ok(if earlier.record.fingerprint == fingerprint {
                 Minted::Earlier(earlier)
@@ -289,9 +290,8 @@ fn mint_in(
             });
         }
     }
-    let record_key = !request.idempotency_key.is_empty();
     let (version, conflict) = version::mint(stored.as_ref(), request, actor, hlc);
-    let record = record_key.then_some(WriteRecord {
+    let record = fingerprint.map(|fingerprint| WriteRecord {
         fingerprint,
         conflict,
     });

@@ -23,6 +23,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         vnodes: pairdb_core::placement::DEFAULT_VNODES,
         max_clock_skew: Duration::from_millis(args.node_limits.max_clock_skew),
         edge: args.edge.limits(),
+        // Like a process of its own, each node schedules its calls on its own runtime.
+        node_workers: args.node_limits.workers(1),
     };
     tracing::info!(
         http = %opts.http, nodes = opts.nodes, data_dir = %opts.data_dir.display(),

@@ -18,14 +18,18 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         .metrics_listen
         .map(|addr| local::bind("metrics endpoint", addr))
         .transpose()?;
-    let node = StorageNode::start(NodeSpec {
-        id: args.node_id.clone(),
-        listener,
-        engine: local::open_engine(args.engine, &args.data_dir),
-        data_dir: args.data_dir.clone(),
-        internal_token: secrets.internal_token.clone(),
-        max_clock_skew: std::time::Duration::from_millis(args.node_limits.max_clock_skew),
-    })?;
+    let node = StorageNode::start(
+        NodeSpec {
+            id: args.node_id.clone(),
+            listener,
+            engine: local::open_engine(args.engine, &args.data_dir),
+            data_dir: args.data_dir.clone(),
+            internal_token: secrets.internal_token.clone(),
+            max_clock_skew: std::time::Duration::from_millis(args.node_limits.max_clock_skew),
+        },
+        args.node_limits
+            .workers(std::thread::available_parallelism().map_or(2, usize::from)),
+    )?;
     tracing::info!(node = %args.node_id, incarnation = node.state.incarnation(), listen = %node.addr,
         data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");
     let stop = Shutdown::new();

@@ -47,6 +47,7 @@ pub async fn start(nodes: u32) -> TestCluster {
         vnodes: 64,
         max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         edge: pairdb_gateway::server::ConnectionLimits::default(),
+        node_workers: 2,
     };
     let lock = DirLock::acquire(&opts.data_dir).expect("lock the data dir");
     let cluster = LocalCluster::start_with(&opts, lock, secrets(), KillableNode::start)
