@@ -1,7 +1,8 @@
 //! Starting pairdb's roles inside this process, on bound listeners: what `pairdb dev` and the
 //! role commands run, and what the cluster tests drive.
 //!
-//! Every role runs on the process's one multi-threaded runtime. Listeners are bound before
+//! The coordinator and the gateway run on the process's runtime; each storage node runs on a
+//! multi-threaded runtime of its own, as if it were a process of its own. Listeners are bound before
 //! anything is written anywhere, so a process that cannot have its ports (or its data dir, which
 //! it locks first) fails having changed nothing.
 
@@ -110,13 +111,16 @@ pub trait LocalNode: Send + Sized + 'static {
     /// Bound gRPC address.
     fn addr(&self) -> SocketAddr;
     /// Stops the node gracefully: in-flight calls finish, the engine is flushed, and only then is
-    /// the stop recorded as clean.
-    fn stop(self) -> impl Future<Output = ()> + Send;
+    /// the stop recorded as clean. Fails unless all of that happened.
+    fn stop(self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// A storage node serving on a runtime and thread of its own, as if it were a process of its
 /// own: its calls are scheduled apart from the other roles of this process, and engine calls
 /// that may block run on that runtime's blocking pool, never on its workers.
+///
+/// Stop it with [`shutdown`](Self::shutdown) (or [`LocalNode::stop`]). A node dropped without
+/// either is stopped gracefully in the background, and nothing waits for that stop.
 pub struct StorageNode {
     /// Node id.
     pub id: String,
@@ -127,8 +131,27 @@ pub struct StorageNode {
     /// Its identity and newest placement.
     pub state: Arc<NodeState>,
     graceful: Option<oneshot::Sender<()>>,
+    /// Says, when the node stops serving, whether it stopped cleanly.
+    ended: Option<oneshot::Receiver<bool>>,
+    /// What `ended` said, once [`stopped`](Self::stopped) heard it.
+    outcome: Option<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// A node's runtime. Dropped from any context — even an async one, where dropping a runtime
+/// would panic — it shuts down without waiting for its blocking tasks.
+struct NodeRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// How long a node that stopped gracefully waits for blocking engine work still running.
+const BLOCKING_DRAIN: Duration = Duration::from_secs(10);
 
 impl StorageNode {
     /// Starts the node `spec` describes on a multi-threaded runtime of its own with `workers`
@@ -138,7 +161,8 @@ impl StorageNode {
     }
 
     /// Like [`start`](Self::start), but the node is dropped abruptly — listener and every open
-    /// connection at once, nothing flushed, no clean stop recorded — when `abort` completes.
+    /// connection at once, nothing flushed, no clean stop recorded — when `abort` completes
+    /// before the node has stopped serving (it wins over a graceful stop under way).
     pub(crate) fn start_until(
         spec: NodeSpec,
         workers: usize,
@@ -148,49 +172,120 @@ impl StorageNode {
         let engine = Arc::clone(&spec.engine);
         let (listener, state, service) = spec.open()?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers.max(1))
-            .thread_name(format!("storage-{id}"))
-            .enable_all()
-            .build()
-            .context("building a storage node runtime")?;
+        let mut runtime = NodeRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .thread_name(format!("storage-{id}"))
+                .enable_all()
+                .build()
+                .with_context(|| format!("building the runtime of storage node {id}"))?,
+        ));
+        let listener = {
+            let Some(rt) = runtime.0.as_ref() else {
+                bail!("the runtime of storage node {id} is gone");
+            };
+            let _entered = rt.enter();
+            TcpListener::from_std(listener)
+                .with_context(|| format!("registering the listener of storage node {id}"))?
+        };
         let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+        let (ended_tx, ended_rx) = oneshot::channel::<bool>();
         let (task_engine, task_state) = (Arc::clone(&engine), Arc::clone(&state));
+        let node = id.clone();
         let thread = std::thread::Builder::new()
             .name(format!("storage-{id}-main"))
             .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot register storage listener");
-                            return;
-                        }
-                    };
-                    // Dropping the sender (the node dropped without `stop`) stops it gracefully too.
+                let Some(rt) = runtime.0.take() else {
+                    return;
+                };
+                let clean = rt.block_on(async move {
+                    // Dropping the sender (the node dropped without a stop) stops it gracefully.
                     let server = pairdb_storage::server::run(service, listener, async {
                         let _ = graceful_rx.await;
                     });
                     tokio::select! {
-                        r = server => match r {
-                            Ok(()) => stop_cleanly(task_engine, task_state).await,
-                            Err(e) => tracing::error!(error = %e, "storage node stopped with an error"),
-                        },
-                        () = abort => {}
+                        biased;
+                        () = abort => None,
+                        r = server => Some(r),
                     }
+                    .map(|r| async move {
+                        match r {
+                            Ok(()) => stop_cleanly(task_engine, task_state).await,
+                            Err(e) => {
+                                tracing::error!(%node, error = %e, "storage node stopped with an error");
+                                false
+                            }
+                        }
+                    })
                 });
-                // Dropping the runtime drops every connection task: after an abort, the node is
-                // gone at once.
-                runtime.shutdown_background();
-            })?;
+                let clean = match clean {
+                    // Aborted: every connection task goes with the runtime, at once.
+                    None => {
+                        rt.shutdown_background();
+                        false
+                    }
+                    Some(stop) => {
+                        let clean = rt.block_on(stop);
+                        rt.shutdown_timeout(BLOCKING_DRAIN);
+                        clean
+                    }
+                };
+                let _ = ended_tx.send(clean);
+            })
+            .with_context(|| format!("starting the thread of storage node {id}"))?;
         Ok(StorageNode {
             id,
             addr,
             engine,
             state,
             graceful: Some(graceful_tx),
+            ended: Some(ended_rx),
+            outcome: None,
             thread: Some(thread),
         })
+    }
+
+    /// Completes when the node stops serving by itself (a server error or a panic), which
+    /// only [`shutdown`](Self::shutdown) should make it do; then `shutdown` reports how it ended.
+    /// Cancel-safe.
+    pub async fn stopped(&mut self) {
+        if let Some(ended) = self.ended.as_mut() {
+            self.outcome = Some(ended.await.unwrap_or(false));
+            self.ended = None;
+        }
+    }
+
+    /// Stops the node gracefully — in-flight calls finish, the engine is flushed, and only then
+    /// is the stop recorded as clean — and fails unless all of that happened.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let stopped_already = self.outcome.is_some();
+        if let Some(g) = self.graceful.take() {
+            let _ = g.send(());
+        }
+        let clean = match self.ended.take() {
+            // A thread that panicked never says.
+            Some(ended) => ended.await.unwrap_or(false),
+            None => self.outcome.unwrap_or(false),
+        };
+        if let Some(t) = self.thread.take() {
+            match tokio::task::spawn_blocking(move || t.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!(node = %self.id, "storage node thread panicked"),
+                Err(e) => {
+                    tracing::error!(node = %self.id, error = %e, "cannot join storage node thread")
+                }
+            }
+        }
+        if stopped_already {
+            bail!(
+                "storage node {} stopped by itself before it was asked to",
+                self.id
+            );
+        }
+        if !clean {
+            bail!("storage node {} did not stop cleanly", self.id);
+        }
+        Ok(())
     }
 
     /// Waits for the node's thread to end (after a stop or an abort).
@@ -211,20 +306,16 @@ impl LocalNode for StorageNode {
         self.addr
     }
 
-    async fn stop(mut self) {
-        if let Some(g) = self.graceful.take() {
-            let _ = g.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown().await
     }
 }
 
 /// After a node stopped serving: waits for engine work still running (a call whose caller gave
 /// up goes on until its engine call returns), flushes the engine and, only if that worked, records
-/// the stop as clean (so a durable engine's next start may keep the incarnation).
-pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>) {
+/// the stop as clean (so a durable engine's next start may keep the incarnation). Returns whether
+/// it did.
+pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>) -> bool {
     let node = state.node_id().to_owned();
     state.close().await;
     let done = tokio::task::spawn_blocking(move || {
@@ -237,10 +328,34 @@ pub async fn stop_cleanly(engine: Arc<dyn StorageEngine>, state: Arc<NodeState>)
     })
     .await;
     match done {
-        Ok(Ok(())) => tracing::info!(%node, "storage node stopped cleanly"),
-        Ok(Err(e)) => tracing::error!(%node, error = %e, "storage node stop not clean"),
-        Err(e) => tracing::error!(%node, error = %e, "storage node stop task failed"),
+        Ok(Ok(())) => {
+            tracing::info!(%node, "storage node stopped cleanly");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%node, error = %e, "storage node stop not clean");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%node, error = %e, "storage node stop task failed");
+            false
+        }
     }
+}
+
+/// Stops `nodes` gracefully, one after the other; fails (with the first failure) unless every
+/// one stopped cleanly.
+async fn stop_all<N: LocalNode>(nodes: Vec<N>) -> anyhow::Result<()> {
+    let mut first = Ok(());
+    for node in nodes {
+        if let Err(e) = node.stop().await {
+            tracing::error!(error = %e, "storage node stop failed");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 /// Makes the stored placement list exactly `nodes` at their current addresses: writes the first
@@ -490,14 +605,21 @@ impl<N: LocalNode> LocalCluster<N> {
         let mut nodes = Vec::with_capacity(node_listeners.len());
         for (id, listener) in node_listeners {
             let data_dir = opts.data_dir.join(&id);
-            nodes.push(start_node(NodeSpec {
+            let started = start_node(NodeSpec {
                 engine: open_engine(opts.engine, &data_dir),
                 id,
                 listener,
                 data_dir,
                 internal_token: secrets.internal_token.clone(),
                 max_clock_skew: opts.max_clock_skew,
-            })?);
+            });
+            match started {
+                Ok(node) => nodes.push(node),
+                Err(e) => {
+                    let _ = stop_all(nodes).await;
+                    return Err(e);
+                }
+            }
         }
         let addrs: Vec<NodeAddr> = nodes
             .iter()
@@ -506,24 +628,41 @@ impl<N: LocalNode> LocalCluster<N> {
                 address: n.addr().to_string(),
             })
             .collect();
-        reconcile_placement(store.as_ref(), &addrs, opts.vnodes).await?;
-        let mut config = CoordinatorConfig::new(
-            secrets.internal_token.clone(),
-            secrets.key_secret.clone(),
-            secrets.admin_key.clone(),
-        );
-        config.request_timeout = opts.request_timeout;
-        let coordinator =
-            CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
-        let gateway = GatewayNode::start(
-            store.clone(),
-            gateway_listener,
-            vec![coordinator.addr.to_string()],
-            &secrets,
-            opts.request_timeout,
-            opts.edge,
-        )
-        .await?;
+        let front = async {
+            reconcile_placement(store.as_ref(), &addrs, opts.vnodes).await?;
+            let mut config = CoordinatorConfig::new(
+                secrets.internal_token.clone(),
+                secrets.key_secret.clone(),
+                secrets.admin_key.clone(),
+            );
+            config.request_timeout = opts.request_timeout;
+            let coordinator =
+                CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
+            let gateway = GatewayNode::start(
+                store.clone(),
+                gateway_listener,
+                vec![coordinator.addr.to_string()],
+                &secrets,
+                opts.request_timeout,
+                opts.edge,
+            )
+            .await;
+            match gateway {
+                Ok(gateway) => Ok((coordinator, gateway)),
+                Err(e) => {
+                    coordinator.stop().await;
+                    Err(e)
+                }
+            }
+        };
+        // Started nodes are stopped (flushed) before a failure is reported, never abandoned.
+        let (coordinator, gateway) = match front.await {
+            Ok(front) => front,
+            Err(e) => {
+                let _ = stop_all(nodes).await;
+                return Err(e);
+            }
+        };
         Ok(LocalCluster {
             nodes,
             coordinator,
@@ -535,12 +674,11 @@ impl<N: LocalNode> LocalCluster<N> {
     }
 
     /// Stops every role gracefully, gateway first.
-    pub async fn stop(self) {
+    /// Fails unless every storage node stopped cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.gateway.stop().await;
         self.coordinator.stop().await;
-        for n in self.nodes {
-            n.stop().await;
-        }
+        stop_all(self.nodes).await
     }
 }
 

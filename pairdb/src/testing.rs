@@ -12,26 +12,24 @@ use tokio::sync::oneshot;
 
 use crate::local::{LocalNode, NodeSpec, StorageNode};
 
-/// Worker threads of a killable node's runtime: a multi-threaded runtime, as in production.
-const WORKERS: usize = 2;
-
 /// A storage node that can be killed.
 pub struct KillableNode {
-    node: StorageNode,
+    // Dropped first: a node dropped without `stop` is aborted, not stopped gracefully.
     kill: Option<oneshot::Sender<()>>,
+    node: StorageNode,
 }
 
 impl KillableNode {
-    /// Starts the node `spec` describes on a runtime of its own.
-    pub fn start(spec: NodeSpec) -> anyhow::Result<KillableNode> {
+    /// Starts the node `spec` describes on a runtime of its own with `workers` worker threads.
+    pub fn start(spec: NodeSpec, workers: usize) -> anyhow::Result<KillableNode> {
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         // A kill, or dropping the node without `stop`, aborts it.
-        let node = StorageNode::start_until(spec, WORKERS, async {
+        let node = StorageNode::start_until(spec, workers, async {
             let _ = kill_rx.await;
         })?;
         Ok(KillableNode {
-            node,
             kill: Some(kill_tx),
+            node,
         })
     }
 
@@ -62,10 +60,11 @@ impl LocalNode for KillableNode {
         self.node.addr()
     }
 
-    async fn stop(self) {
+    async fn stop(self) -> anyhow::Result<()> {
         // The kill sender lives until the graceful stop is done.
-        let KillableNode { node, kill } = self;
-        node.stop().await;
+        let KillableNode { kill, node } = self;
+        let stopped = node.stop().await;
         drop(kill);
+        stopped
     }
 }

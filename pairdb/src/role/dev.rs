@@ -34,8 +34,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let cluster = LocalCluster::start(&opts, lock, secrets).await?;
     print_banner(&cluster, &args);
     shutdown::signal().await;
-    cluster.stop().await;
-    Ok(())
+    cluster.stop().await
 }
 
 fn print_banner(cluster: &LocalCluster, args: &DevArgs) {

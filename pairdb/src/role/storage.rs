@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::cli::StorageArgs;
-use crate::local::{LocalNode, NodeSpec, StorageNode};
+use crate::local::{NodeSpec, StorageNode};
 use crate::ops_http::{self, ReadyCheck};
 use crate::shutdown::Shutdown;
 use crate::{local, secrets, shutdown};
@@ -17,8 +17,10 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     let metrics = args
         .metrics_listen
         .map(|addr| local::bind("metrics endpoint", addr))
+        .transpose()?
+        .map(tokio::net::TcpListener::from_std)
         .transpose()?;
-    let node = StorageNode::start(
+    let mut node = StorageNode::start(
         NodeSpec {
             id: args.node_id.clone(),
             listener,
@@ -34,7 +36,6 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");
     let stop = Shutdown::new();
     if let Some(listener) = metrics {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let state = node.state.clone();
         let ready: ReadyCheck = Arc::new(move || {
             let ready = state.placement().is_some();
@@ -48,8 +49,11 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         });
         tokio::spawn(ops_http::serve(listener, ready, stop.wait()));
     }
-    shutdown::signal().await;
+    tokio::select! {
+        () = shutdown::signal() => {}
+        // It stops by itself only on a failure, which `shutdown` reports.
+        () = node.stopped() => {}
+    }
     stop.trigger();
-    node.stop().await;
-    Ok(())
+    node.shutdown().await
 }

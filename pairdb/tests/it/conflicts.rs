@@ -76,7 +76,7 @@ async fn a_stale_context_wins_and_reports_the_conflict() {
     assert!(read_ctx.clock.descends(&c1.clock), "covers v1");
     assert!(read_ctx.clock.descends(&c0.clock), "covers v0");
     assert!(read_ctx.timestamp > c1.timestamp);
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +145,7 @@ async fn concurrent_leaders_converge_to_the_greater_key() {
             "replica {r}"
         );
     }
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,5 +230,5 @@ async fn a_write_over_a_concurrent_version_on_a_replica_reports_it_won() {
         )
         .await;
     assert_eq!(header(&blind, "x-pairdb-conflict"), None);
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

@@ -42,7 +42,7 @@ async fn quorum_write_then_read_at_all() {
     assert_eq!(header(&get, "cache-control"), Some("no-store"));
     assert!(header(&get, "x-pairdb-context").is_some());
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"hello");
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +152,7 @@ async fn quorum_survives_a_killed_leader_and_all_does_not() {
         StatusCode::OK,
         "one replica is still enough at `one`"
     );
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +254,7 @@ async fn a_restarted_node_is_probed_back_and_repaired() {
         .await
         .expect("written at all");
     assert_eq!(stored.value, b"final");
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +332,7 @@ async fn a_replica_that_never_answers_yields_504_unknown() {
         .await;
     assert_eq!(quorum.status(), StatusCode::OK);
     blackhole.abort();
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,5 +385,5 @@ async fn readyz_reports_not_ready_once_tenants_cannot_be_served() {
         body["detail"].as_str().is_some_and(|d| d.contains("acme")),
         "{body}"
     );
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

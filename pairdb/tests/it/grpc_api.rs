@@ -101,7 +101,7 @@ async fn tenant_keys_work_over_grpc() {
         spoofed.found,
         "the forwarding header is ignored without the internal credential"
     );
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,5 +166,5 @@ async fn a_second_coordinator_catches_up_with_placement_changes() {
         t.epoch()
     );
     b.stop().await;
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

@@ -15,6 +15,9 @@ use reqwest::{Method, StatusCode};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// Worker threads of each test storage node: a multi-threaded runtime, as in production.
+const NODE_WORKERS: usize = 2;
+
 pub const ADMIN_KEY: &str = "pdbadmin_test_admin_key";
 pub const INTERNAL_TOKEN: &str = "test-internal-token";
 pub const KEY_SECRET: &[u8] = b"test-key-secret";
@@ -47,12 +50,14 @@ pub async fn start(nodes: u32) -> TestCluster {
         vnodes: 64,
         max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         edge: pairdb_gateway::server::ConnectionLimits::default(),
-        node_workers: 2,
+        node_workers: NODE_WORKERS,
     };
     let lock = DirLock::acquire(&opts.data_dir).expect("lock the data dir");
-    let cluster = LocalCluster::start_with(&opts, lock, secrets(), KillableNode::start)
-        .await
-        .expect("start cluster");
+    let cluster = LocalCluster::start_with(&opts, lock, secrets(), |spec| {
+        KillableNode::start(spec, NODE_WORKERS)
+    })
+    .await
+    .expect("start cluster");
     let base = format!("http://{}", cluster.gateway.addr);
     TestCluster {
         cluster,
@@ -194,14 +199,17 @@ impl TestCluster {
     /// Restarts storage node `id` at `addr` on an empty memory engine in `dir`.
     pub fn restart(&mut self, id: &str, addr: std::net::SocketAddr, dir: &std::path::Path) {
         let listener = pairdb::local::bind("storage node", addr).expect("rebind the node's port");
-        let node = KillableNode::start(NodeSpec {
-            id: id.to_owned(),
-            listener,
-            data_dir: dir.to_path_buf(),
-            engine: pairdb::local::open_engine(EngineKind::Memory, dir),
-            internal_token: INTERNAL_TOKEN.to_owned(),
-            max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
-        })
+        let node = KillableNode::start(
+            NodeSpec {
+                id: id.to_owned(),
+                listener,
+                data_dir: dir.to_path_buf(),
+                engine: pairdb::local::open_engine(EngineKind::Memory, dir),
+                internal_token: INTERNAL_TOKEN.to_owned(),
+                max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
+            },
+            NODE_WORKERS,
+        )
         .expect("restart");
         self.cluster.nodes.push(node);
     }

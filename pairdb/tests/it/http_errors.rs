@@ -103,7 +103,7 @@ async fn tenants_are_isolated() {
         .await
         .expect("nodes");
     problem(nodes, StatusCode::FORBIDDEN, "forbidden").await;
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +326,7 @@ async fn every_failure_status() {
     assert_eq!(slash.bytes().await.expect("body").as_ref(), b"slash");
     let bytes = t.kv(Method::GET, "%ff%00", &key, &[], None).await;
     assert_eq!(bytes.bytes().await.expect("body").as_ref(), b"bytes");
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,5 +411,5 @@ async fn api_keys_can_be_added_listed_and_revoked() {
             .iter()
             .any(|n| n["load_bytes"].as_u64().unwrap_or(0) > 0)
     );
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

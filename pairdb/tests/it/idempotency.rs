@@ -40,7 +40,7 @@ async fn a_retried_write_mints_once() {
         .kv(Method::PUT, "other", &key, &[], Some(b"x".to_vec()))
         .await;
     assert!(header(&fresh, "idempotency-key").is_some_and(|k| !k.is_empty()));
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,5 +82,5 @@ async fn a_reused_key_on_another_write_is_422_and_changes_nothing() {
     let get = t.kv(Method::GET, "cart", &key, &[], None).await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"one");
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

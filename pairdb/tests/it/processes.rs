@@ -38,7 +38,9 @@ async fn listening(child: &mut Child, log: &Path, role: &str) -> String {
     let marker = format!("{role} listening");
     for _ in 0..300 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let addr = text
+        // Complete lines only: the child may be writing the last one.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let addr = complete
             .lines()
             .filter(|line| line.contains(&marker))
             .find_map(|line| line.split_once("listen=").map(|(_, rest)| rest))
@@ -233,6 +235,11 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
     );
     for (id, mut child, _) in storage {
         assert!(terminate(&mut child).await, "{id} exits 0 on SIGTERM");
+        let log = std::fs::read_to_string(logs.join(format!("{id}.log"))).expect("node log");
+        assert!(
+            log.contains("storage node stopped cleanly"),
+            "{id} flushed and recorded a clean stop:\n{log}"
+        );
     }
 }
 

@@ -64,7 +64,7 @@ async fn read_at_all_repairs_every_replica() {
         )
         .await;
     assert_eq!(header(&again, "x-pairdb-read-repair"), None);
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,5 +117,5 @@ async fn tombstones_are_repaired_too() {
             "replica {r}"
         );
     }
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

@@ -80,5 +80,5 @@ async fn the_sdk_round_trips_through_the_gateway() {
             .iter()
             .any(|t| t.tenant_id == "sdk")
     );
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }

@@ -43,5 +43,5 @@ async fn storage_refuses_strangers_and_stale_epochs() {
         .read(read(epoch))
         .await;
     assert!(ok.is_ok());
-    t.cluster.stop().await;
+    t.cluster.stop().await.expect("every node stops cleanly");
 }
