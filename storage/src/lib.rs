@@ -5,6 +5,8 @@
 //! * [`memory`] — the in-memory reference engine, with exactly the semantics of the LSM;
 //! * [`conformance`] — the suite every engine must pass, reusable by any future engine (behind
 //!   the `conformance` feature, so production builds do not carry it);
+//! * [`durability`] — when acknowledged writes reach stable storage;
+//! * [`lsm`] — the log-structured merge-tree engine (in progress: its commit log);
 //! * [`dir_lock`] — the exclusive lock a process takes on each data directory it uses;
 //! * [`node`] — node identity (incarnation) and placement-epoch persistence;
 //! * [`service`] — the storage-node gRPC service (credential and epoch checks, leader minting);
@@ -16,7 +18,9 @@
 pub mod conformance;
 pub mod digest;
 pub mod dir_lock;
+pub mod durability;
 pub mod engine;
+pub mod lsm;
 pub mod memory;
 pub mod node;
 pub mod server;

@@ -1,0 +1,494 @@
+//! The commit log: every write is appended here before the memtable takes it, so a restart
+//! replays what the memtables held.
+//!
+//! Records are opaque byte strings, framed and checksummed as [`format`] describes, in numbered
+//! segment files `<id>.log` (16 hex digits) in one directory. Appends share I/O by *group commit*:
+//! an appender whose record is not yet written becomes the leader if no write is under way, and
+//! writes (and, under [`Durability::Always`], fsyncs) every record queued so far in one call while
+//! the others wait; no thread is spawned per writer. An I/O failure poisons the log: every later
+//! append fails, since after a failed fsync nothing can tell what reached the disk.
+//!
+//! Opening replays every record in order ([`recovery`]), truncates a torn tail of the newest
+//! segment, and appends into a fresh segment.
+
+pub mod format;
+pub mod recovery;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::durability::Durability;
+
+/// Where a record was appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// Its segment.
+    pub segment: u64,
+    /// Byte offset of its first fragment in that segment.
+    pub offset: u64,
+}
+
+/// Settings of a commit log.
+#[derive(Clone, Copy, Debug)]
+pub struct LogOptions {
+    /// When appended records are on stable storage.
+    pub durability: Durability,
+    /// A segment is closed, and a new one started, once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// The largest record accepted.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            durability: Durability::Always,
+            segment_bytes: 64 << 20,
+            max_record_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A commit-log failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// An I/O call failed on `path`.
+    #[error("commit log I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A record that was complete once is damaged (not a torn tail): the log refuses to open
+    /// rather than lose what follows it.
+    #[error("commit log corrupt in {path} at offset {offset}: {detail}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the damaged fragment.
+        offset: u64,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A record over [`LogOptions::max_record_bytes`].
+    #[error("record of {len} bytes exceeds the commit log's limit of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An earlier I/O failure stopped the log; nothing more is appended.
+    #[error("commit log stopped after an earlier failure: {0}")]
+    Failed(String),
+    /// The log was closed.
+    #[error("commit log closed")]
+    Closed,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The path of segment `id` in `dir`.
+pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.log"))
+}
+
+/// Fsyncs directory `dir`, so entries created, renamed or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// What a log has done since it opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Records appended.
+    pub appends: u64,
+    /// Writes to the operating system (each carries every record queued when it began).
+    pub writes: u64,
+    /// Fsyncs.
+    pub syncs: u64,
+    /// Segments started.
+    pub rotations: u64,
+}
+
+/// An open commit log, appending to its newest segment.
+pub struct CommitLog {
+    shared: Arc<Shared>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    options: LogOptions,
+    state: Mutex<State>,
+    /// Signalled whenever a write or fsync ends, and when the log closes.
+    progress: Condvar,
+}
+
+struct State {
+    segment: u64,
+    /// The segment's file; `None` while a leader writes to it.
+    file: Option<File>,
+    /// Segment offset after everything queued.
+    tail: u64,
+    /// Encoded records not yet handed to a leader.
+    queued: Vec<u8>,
+    /// The batch number the queued records will be written in.
+    next_batch: u64,
+    /// Every batch up to this one was written to the operating system.
+    written: u64,
+    /// Every batch up to this one was fsynced.
+    synced: u64,
+    /// A leader is writing.
+    busy: bool,
+    /// Set by the first I/O failure.
+    failure: Option<String>,
+    closed: bool,
+    stats: LogStats,
+}
+
+impl CommitLog {
+    /// Opens the log in `dir` (created if missing): replays every intact record to `replay` in
+    /// append order, truncates a torn tail of the newest segment, and starts a new segment.
+    /// Fails with [`LogError::Corrupt`] on damage anywhere but a torn tail, or with `replay`'s
+    /// error.
+    pub fn open<E>(
+        dir: &Path,
+        options: LogOptions,
+        replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
+    ) -> Result<CommitLog, OpenError<E>> {
+        fs::create_dir_all(dir).map_err(|e| OpenError::Log(io_error(dir)(e)))?;
+        let last = recovery::replay(dir, options.max_record_bytes, replay)?;
+        let segment = last.map_or(1, |id| id + 1);
+        let file = create_segment(dir, segment).map_err(OpenError::Log)?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            options,
+            state: Mutex::new(State {
+                segment,
+                file: Some(file),
+                tail: format::HEADER_LEN as u64,
+                queued: Vec::new(),
+                next_batch: 1,
+                written: 0,
+                synced: 0,
+                busy: false,
+                failure: None,
+                closed: false,
+                stats: LogStats::default(),
+            }),
+            progress: Condvar::new(),
+        });
+        let syncer = match options.durability {
+            Durability::Interval(every) => Some(spawn_syncer(Arc::downgrade(&shared), every)),
+            _ => None,
+        };
+        Ok(CommitLog { shared, syncer })
+    }
+
+    /// Appends `record`, returning once it is as durable as the log's [`Durability`] promises.
+    pub fn append(&self, record: &[u8]) -> Result<LogPosition, LogError> {
+        let max = self.shared.options.max_record_bytes;
+        if record.len() > max {
+            return Err(LogError::TooLarge {
+                len: record.len(),
+                max,
+            });
+        }
+        let mut st = self.shared.lock();
+        st.usable()?;
+        if st.tail + format::encoded_len(st.tail, record.len()) > self.shared.options.segment_bytes
+            && st.tail > format::HEADER_LEN as u64
+        {
+            let full = st.segment;
+            st = self.shared.rotate(st, Some(full))?;
+        }
+        let position = LogPosition {
+            segment: st.segment,
+            offset: st.tail,
+        };
+        let tail = st.tail;
+        st.tail += format::encode_record(&mut st.queued, tail, record);
+        st.stats.appends += 1;
+        let batch = st.next_batch;
+        let sync = self.shared.options.durability == Durability::Always;
+        self.shared.wait_for(st, batch, sync)?;
+        Ok(position)
+    }
+
+    /// Fsyncs everything appended so far.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.shared.sync()
+    }
+
+    /// Closes the current segment (fsynced) and starts a new one; returns the new segment's id.
+    /// Records appended before this call are in segments with smaller ids.
+    pub fn rotate(&self) -> Result<u64, LogError> {
+        let st = self.shared.lock();
+        st.usable()?;
+        let st = self.shared.rotate(st, None)?;
+        Ok(st.segment)
+    }
+
+    /// Deletes every segment with an id below `segment` (their records are no longer needed),
+    /// durably.
+    pub fn retire_before(&self, segment: u64) -> Result<(), LogError> {
+        let current = self.shared.lock().segment;
+        let dir = &self.shared.dir;
+        let mut removed = false;
+        for id in recovery::segment_ids(dir)? {
+            if id < segment && id < current {
+                let path = segment_path(dir, id);
+                fs::remove_file(&path).map_err(io_error(&path))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// What the log has done since it opened.
+    pub fn stats(&self) -> LogStats {
+        self.shared.lock().stats
+    }
+
+    /// The segment appends go to now.
+    pub fn current_segment(&self) -> u64 {
+        self.shared.lock().segment
+    }
+
+    /// Fsyncs everything appended and closes the log; later appends fail with
+    /// [`LogError::Closed`].
+    pub fn close(&mut self) -> Result<(), LogError> {
+        let synced = self.shared.sync();
+        {
+            let mut st = self.shared.lock();
+            st.closed = true;
+        }
+        self.shared.progress.notify_all();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
+        synced
+    }
+}
+
+impl Drop for CommitLog {
+    fn drop(&mut self) {
+        let closed = self.shared.lock().closed;
+        if !closed && let Err(e) = self.close() {
+            tracing::error!(error = %e, "commit log close failed");
+        }
+    }
+}
+
+/// Why a log did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError<E> {
+    /// The log itself.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The replay callback's error.
+    #[error("replaying the commit log: {0}")]
+    Replay(E),
+}
+
+impl State {
+    fn usable(&self) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        match &self.failure {
+            Some(f) => Err(LogError::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.progress
+            .wait(st)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until batch `batch` is written (and fsynced, with `sync`), leading the write
+    /// whenever no one else is.
+    fn wait_for<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        batch: u64,
+        sync: bool,
+    ) -> Result<(), LogError> {
+        loop {
+            if st.written >= batch && (!sync || st.synced >= batch) {
+                return Ok(());
+            }
+            if let Some(f) = &st.failure {
+                return Err(LogError::Failed(f.clone()));
+            }
+            if st.busy {
+                st = self.wait(st);
+                continue;
+            }
+            st = self.lead(st, sync);
+        }
+    }
+
+    /// Writes every queued record (and fsyncs, with `sync`) without holding the lock.
+    fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>, sync: bool) -> MutexGuard<'a, State> {
+        let Some(mut file) = st.file.take() else {
+            // Only a leader takes the file, and `busy` says none is leading.
+            st.failure = Some("the segment file is missing".into());
+            return st;
+        };
+        let batch = st.next_batch;
+        st.next_batch += 1;
+        st.busy = true;
+        let buf = std::mem::take(&mut st.queued);
+        let path = segment_path(&self.dir, st.segment);
+        drop(st);
+
+        let mut result = file.write_all(&buf);
+        if result.is_ok() && sync {
+            result = file.sync_data();
+        }
+
+        let mut st = self.lock();
+        st.file = Some(file);
+        st.busy = false;
+        match result {
+            Ok(()) => {
+                st.written = batch;
+                st.stats.writes += 1;
+                if sync {
+                    st.synced = batch;
+                    st.stats.syncs += 1;
+                }
+                // Keep the buffer's allocation for the next batch.
+                if st.queued.is_empty() {
+                    let mut buf = buf;
+                    buf.clear();
+                    st.queued = buf;
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "commit log write failed; the log stops");
+                st.failure = Some(format!("{}: {e}", path.display()));
+            }
+        }
+        self.progress.notify_all();
+        st
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        let st = self.lock();
+        if let Some(f) = &st.failure {
+            return Err(LogError::Failed(f.clone()));
+        }
+        let batch = st.next_batch;
+        self.wait_for(st, batch, true)
+    }
+
+    /// Writes and fsyncs everything queued, then switches to a new segment — unless `full`
+    /// names a segment that another caller rotated away from meanwhile.
+    fn rotate<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        full: Option<u64>,
+    ) -> Result<MutexGuard<'a, State>, LogError> {
+        // Appenders may queue more records into the old segment while a leader writes; each
+        // round writes them all, and every appender queues at most once before it waits.
+        loop {
+            st.usable()?;
+            if full.is_some_and(|id| id != st.segment) {
+                return Ok(st);
+            }
+            if st.busy {
+                st = self.wait(st);
+            } else if !st.queued.is_empty() || st.synced < st.written {
+                st = self.lead(st, true);
+            } else {
+                break;
+            }
+        }
+        let next = st.segment + 1;
+        match create_segment(&self.dir, next) {
+            Ok(file) => {
+                st.file = Some(file);
+                st.segment = next;
+                st.tail = format::HEADER_LEN as u64;
+                st.stats.rotations += 1;
+                Ok(st)
+            }
+            Err(e) => {
+                st.failure = Some(e.to_string());
+                self.progress.notify_all();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Creates segment `id` in `dir` with its header, durably (file and directory fsynced).
+fn create_segment(dir: &Path, id: u64) -> Result<File, LogError> {
+    let path = segment_path(dir, id);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.write_all(&format::encode_header(id))
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Fsyncs the log every `every` until it closes or is dropped.
+fn spawn_syncer(shared: Weak<Shared>, every: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        loop {
+            let Some(log) = shared.upgrade() else { return };
+            let st = log.lock();
+            if st.closed {
+                return;
+            }
+            let (st, _) = log
+                .progress
+                .wait_timeout_while(st, every, |st| !st.closed)
+                .unwrap_or_else(PoisonError::into_inner);
+            if st.closed {
+                return;
+            }
+            let dirty = st.written > st.synced || !st.queued.is_empty();
+            drop(st);
+            if dirty && let Err(e) = log.sync() {
+                tracing::error!(error = %e, "commit log interval fsync failed");
+                return;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Reading a commit log back at open: every intact record in append order, a torn tail cut off,
+//! damage anywhere else reported with its file and offset.
+//!
+//! A fragment that fails its checks is a *torn tail* — the end of writes a crash interrupted,
+//! never acknowledged under [`Durability::Always`](crate::durability::Durability::Always) — only
+//! if it is in the newest segment and no intact fragment starts at any later block of it. The
+//! segment is then truncated after its last whole record (fsynced), so the next open reads it
+//! clean. Anything else is [`LogError::Corrupt`]: the log refuses to open rather than silently
+//! drop records that follow the damage.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+
+use super::format::{self, BLOCK_SIZE, BadFragment, FRAGMENT_HEADER_LEN, Kind};
+use super::{LogError, LogPosition, OpenError, io_error, segment_path, sync_dir};
+
+/// Ids of the segment files in `dir`, ascending. Other files are ignored.
+pub fn segment_ids(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(hex) = name.strip_suffix(".log") else {
+            continue;
+        };
+        if hex.len() == 16
+            && let Ok(id) = u64::from_str_radix(hex, 16)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Replays every record of the log in `dir` to `replay`, in append order; returns the newest
+/// segment id, if any segment is left.
+pub fn replay<E>(
+    dir: &Path,
+    max_record_bytes: usize,
+    mut replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
+) -> Result<Option<u64>, OpenError<E>> {
+    let ids = segment_ids(dir)?;
+    for pair in ids.windows(2) {
+        if let [a, b] = pair
+            && b - a != 1
+        {
+            return Err(LogError::Corrupt {
+                path: segment_path(dir, a + 1),
+                offset: 0,
+                detail: format!("segment missing between {a:016x} and {b:016x}"),
+            }
+            .into());
+        }
+    }
+    let mut newest = None;
+    for (i, &id) in ids.iter().enumerate() {
+        let last = i + 1 == ids.len();
+        if read_segment(dir, id, last, max_record_bytes, &mut replay)? {
+            newest = Some(id);
+        }
+    }
+    Ok(newest)
+}
+
+/// Replays segment `id`; `last` says it is the newest. Returns false if the segment held no
+/// header (a creation the crash interrupted) and was removed.
+fn read_segment<E>(
+    dir: &Path,
+    id: u64,
+    last: bool,
+    max_record_bytes: usize,
+    replay: &mut impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
+) -> Result<bool, OpenError<E>> {
+    let path = segment_path(dir, id);
+    let data = fs::read(&path).map_err(io_error(&path))?;
+    let corrupt = |offset: usize, detail: String| LogError::Corrupt {
+        path: path.clone(),
+        offset: offset as u64,
+        detail,
+    };
+    match format::decode_header(&data) {
+        Ok(found) if found == id => {}
+        Ok(found) => {
+            return Err(corrupt(0, format!("header names segment {found:016x}")).into());
+        }
+        // A newest segment whose header never became durable held no acknowledged record.
+        Err(_) if last && !has_fragment_after(&data, 0) => {
+            tracing::warn!(path = %path.display(), "removing a commit-log segment whose creation was interrupted");
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            sync_dir(dir)?;
+            return Ok(false);
+        }
+        Err(detail) => return Err(corrupt(0, detail).into()),
+    }
+
+    let mut pos = format::HEADER_LEN;
+    // End of the last whole record: where a torn tail is cut.
+    let mut intact = pos;
+    let mut record: Vec<u8> = Vec::new();
+    let mut record_start: Option<usize> = None;
+    let bad: Option<(usize, String)> = loop {
+        if pos >= data.len() {
+            break record_start.map(|start| (start, "the segment ends inside a record".into()));
+        }
+        let room = BLOCK_SIZE - pos % BLOCK_SIZE;
+        if room < FRAGMENT_HEADER_LEN {
+            let trailer = data
+                .get(pos..(pos + room).min(data.len()))
+                .unwrap_or_default();
+            if trailer.iter().any(|&b| b != 0) {
+                break Some((pos, "block trailer is not zero".into()));
+            }
+            pos += room;
+            continue;
+        }
+        let fragment = match format::decode_fragment(&data, pos) {
+            Ok(f) => f,
+            Err(BadFragment::Truncated) => break Some((pos, "truncated fragment".into())),
+            Err(BadFragment::Damaged(why)) => break Some((pos, why.into())),
+        };
+        let next = pos + FRAGMENT_HEADER_LEN + fragment.payload.len();
+        let whole = match (fragment.kind, record_start) {
+            (Kind::Full, None) => Some(fragment.payload),
+            (Kind::First, None) => {
+                record.clear();
+                record.extend_from_slice(fragment.payload);
+                record_start = Some(pos);
+                None
+            }
+            (Kind::Middle, Some(_)) => {
+                record.extend_from_slice(fragment.payload);
+                None
+            }
+            (Kind::Last, Some(_)) => {
+                record.extend_from_slice(fragment.payload);
+                Some(record.as_slice())
+            }
+            (kind, _) => break Some((pos, format!("{kind:?} fragment out of sequence"))),
+        };
+        if record.len() > max_record_bytes {
+            break Some((pos, format!("record exceeds {max_record_bytes} bytes")));
+        }
+        if let Some(payload) = whole {
+            let position = LogPosition {
+                segment: id,
+                offset: record_start.unwrap_or(pos) as u64,
+            };
+            replay(position, payload).map_err(OpenError::Replay)?;
+            record_start = None;
+            intact = next;
+        }
+        pos = next;
+    };
+
+    let Some((offset, detail)) = bad else {
+        return Ok(true);
+    };
+    if !last || has_fragment_after(&data, offset) {
+        return Err(corrupt(offset, detail).into());
+    }
+    tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
+        "truncating the torn tail of the commit log");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.set_len(intact as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&path))?;
+    Ok(true)
+}
+
+/// Whether an intact fragment starts at any block boundary after `offset`.
+fn has_fragment_after(data: &[u8], offset: usize) -> bool {
+    let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
+    while block < data.len() {
+        if format::decode_fragment(data, block).is_ok() {
+            return true;
+        }
+        block += BLOCK_SIZE;
+    }
+    false
+}

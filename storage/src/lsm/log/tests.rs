@@ -1,0 +1,341 @@
+#![expect(clippy::indexing_slicing, reason = "tests index buffers they built")]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn options() -> LogOptions {
+    LogOptions::default()
+}
+
+/// Records replayed at open, with their positions.
+type Replayed = Vec<(LogPosition, Vec<u8>)>;
+
+/// Opens the log in `dir`, returning it and every record it replayed.
+fn open(dir: &Path, options: LogOptions) -> Result<(CommitLog, Replayed), LogError> {
+    let mut seen = Vec::new();
+    let log = CommitLog::open(dir, options, |pos, rec| {
+        seen.push((pos, rec.to_vec()));
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        OpenError::Log(e) => e,
+        OpenError::Replay(never) => match never {},
+    })?;
+    Ok((log, seen))
+}
+
+fn records(n: usize) -> Vec<Vec<u8>> {
+    // Sizes from empty to several blocks, so fragments of every kind occur.
+    (0..n)
+        .map(|i| {
+            let len = [0, 1, 100, 5_000, 40_000, 100_000][i % 6];
+            (0..len).map(|j| (i * 31 + j) as u8).collect()
+        })
+        .collect()
+}
+
+fn payloads(seen: &[(LogPosition, Vec<u8>)]) -> Vec<Vec<u8>> {
+    seen.iter().map(|(_, r)| r.clone()).collect()
+}
+
+#[test]
+fn what_was_appended_replays_in_order_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = records(30);
+    let mut positions = Vec::new();
+    {
+        let (log, seen) = open(dir.path(), options()).expect("open");
+        assert!(seen.is_empty());
+        for r in &written {
+            positions.push(log.append(r).expect("append"));
+        }
+    }
+    let (log, seen) = open(dir.path(), options()).expect("reopen");
+    assert_eq!(payloads(&seen), written);
+    assert_eq!(seen.iter().map(|(p, _)| *p).collect::<Vec<_>>(), positions);
+    // A new segment after every open.
+    assert_eq!(log.current_segment(), positions[0].segment + 1);
+}
+
+#[test]
+fn concurrent_appenders_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let threads = 8;
+    let per_thread = 100;
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        log.append(format!("{t}:{i}").as_bytes()).expect("append");
+                    }
+                });
+            }
+        });
+    }
+    let (_, seen) = open(dir.path(), options()).expect("reopen");
+    let mut got: Vec<String> = seen
+        .iter()
+        .map(|(_, r)| String::from_utf8(r.clone()).expect("utf8"))
+        .collect();
+    // Each thread's records in its own order.
+    for t in 0..threads {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|r| r.starts_with(&format!("{t}:")))
+            .collect();
+        let expected: Vec<String> = (0..per_thread).map(|i| format!("{t}:{i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), threads * per_thread);
+}
+
+#[test]
+fn segments_rotate_by_size_and_retire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        segment_bytes: 100_000,
+        ..options()
+    };
+    let written = records(24);
+    {
+        let (log, _) = open(dir.path(), opts).expect("open");
+        for r in &written {
+            log.append(r).expect("append");
+        }
+        assert!(log.current_segment() > 3, "several segments");
+    }
+    let ids = recovery::segment_ids(dir.path()).expect("ids");
+    let (log, seen) = open(dir.path(), opts).expect("reopen");
+    assert_eq!(payloads(&seen), written);
+    // Retiring the first segments drops exactly their records.
+    let cut = ids[2];
+    log.retire_before(cut).expect("retire");
+    let kept: Vec<Vec<u8>> = seen
+        .iter()
+        .filter(|(p, _)| p.segment >= cut)
+        .map(|(_, r)| r.clone())
+        .collect();
+    drop(log);
+    let (_, seen) = open(dir.path(), opts).expect("reopen after retire");
+    assert_eq!(payloads(&seen), kept);
+}
+
+#[test]
+fn explicit_rotation_puts_later_records_in_later_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = open(dir.path(), options()).expect("open");
+    let a = log.append(b"a").expect("append");
+    let next = log.rotate().expect("rotate");
+    let b = log.append(b"b").expect("append");
+    assert!(a.segment < next && b.segment == next);
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    let ids = recovery::segment_ids(dir).expect("ids");
+    segment_path(dir, *ids.last().expect("a segment"))
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = records(12);
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        for r in &written {
+            log.append(r).expect("append");
+        }
+    }
+    // The newest segment (the one appended to) loses the end of its last record.
+    let path = newest_segment(dir.path());
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open file");
+    file.set_len(len - 3).expect("truncate");
+    drop(file);
+
+    let (log, seen) = open(dir.path(), options()).expect("reopen cuts the tail");
+    assert_eq!(payloads(&seen), written[..written.len() - 1].to_vec());
+    log.append(b"after").expect("append after recovery");
+    drop(log);
+    let (_, seen) = open(dir.path(), options()).expect("reopen again");
+    let mut expected = written[..written.len() - 1].to_vec();
+    expected.push(b"after".to_vec());
+    assert_eq!(payloads(&seen), expected);
+}
+
+#[test]
+fn garbage_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        log.append(b"one").expect("append");
+        log.append(b"two").expect("append");
+    }
+    let path = newest_segment(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes.extend_from_slice(&[0xAB; 50]);
+    std::fs::write(&path, &bytes).expect("write");
+    let (_, seen) = open(dir.path(), options()).expect("reopen");
+    assert_eq!(payloads(&seen), vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn damage_before_intact_records_is_reported_with_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first;
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        first = log.append(&[1u8; 100]).expect("append");
+        // Enough after it that later blocks hold intact fragments.
+        for _ in 0..10 {
+            log.append(&[2u8; 20_000]).expect("append");
+        }
+    }
+    let path = segment_path(dir.path(), first.segment);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[first.offset as usize + format::FRAGMENT_HEADER_LEN + 10] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("write");
+    match open(dir.path(), options()) {
+        Err(LogError::Corrupt {
+            path: p, offset, ..
+        }) => {
+            assert_eq!(p, path);
+            assert_eq!(offset, first.offset);
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|(_, s)| s.len())),
+    }
+}
+
+#[test]
+fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a;
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        a = log.append(b"in the old segment").expect("append");
+        log.rotate().expect("rotate");
+        log.append(b"in the new one").expect("append");
+    }
+    let path = segment_path(dir.path(), a.segment);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), options()),
+        Err(LogError::Corrupt { offset, .. }) if offset == a.offset
+    ));
+}
+
+#[test]
+fn an_interrupted_segment_creation_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        log.append(b"kept").expect("append");
+    }
+    let newest = recovery::segment_ids(dir.path()).expect("ids");
+    let id = *newest.last().expect("id") + 1;
+    std::fs::write(segment_path(dir.path(), id), [0u8; 7]).expect("half-created segment");
+    let (_, seen) = open(dir.path(), options()).expect("reopen");
+    assert_eq!(payloads(&seen), vec![b"kept".to_vec()]);
+}
+
+#[test]
+fn a_missing_segment_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        log.append(b"a").expect("append");
+        log.rotate().expect("rotate");
+        log.append(b"b").expect("append");
+        log.rotate().expect("rotate");
+        log.append(b"c").expect("append");
+    }
+    let ids = recovery::segment_ids(dir.path()).expect("ids");
+    std::fs::remove_file(segment_path(dir.path(), ids[1])).expect("remove");
+    assert!(matches!(
+        open(dir.path(), options()),
+        Err(LogError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn oversized_records_are_refused_and_a_closed_log_appends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        max_record_bytes: 10,
+        ..options()
+    };
+    let (mut log, _) = open(dir.path(), opts).expect("open");
+    assert!(matches!(
+        log.append(&[0u8; 11]),
+        Err(LogError::TooLarge { len: 11, max: 10 })
+    ));
+    log.append(&[0u8; 10]).expect("at the limit");
+    log.close().expect("close");
+    assert!(matches!(log.append(b"x"), Err(LogError::Closed)));
+}
+
+#[test]
+fn interval_and_never_modes_keep_what_reached_the_os() {
+    for durability in [
+        Durability::Interval(Duration::from_millis(5)),
+        Durability::Never,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = LogOptions {
+            durability,
+            ..options()
+        };
+        {
+            let (log, _) = open(dir.path(), opts).expect("open");
+            for i in 0..50u32 {
+                log.append(&i.to_le_bytes()).expect("append");
+            }
+            // No close: what an appender was told is written survives the process.
+            std::mem::forget(log);
+        }
+        let (_, seen) = open(dir.path(), opts).expect("reopen");
+        assert_eq!(seen.len(), 50, "{durability}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Cutting the newest segment anywhere loses exactly the records not wholly before the cut.
+    #[test]
+    fn a_cut_anywhere_keeps_exactly_the_whole_records_before_it(
+        sizes in proptest::collection::vec(0usize..50_000, 1..12),
+        cut in 0.0f64..1.0,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ends = Vec::new();
+        let written: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
+        {
+            let (log, _) = open(dir.path(), options()).expect("open");
+            for r in &written {
+                let p = log.append(r).expect("append");
+                ends.push(p.offset + format::encoded_len(p.offset, r.len()));
+            }
+        }
+        let path = newest_segment(dir.path());
+        let len = std::fs::metadata(&path).expect("meta").len();
+        let at = format::HEADER_LEN as u64 + ((len - format::HEADER_LEN as u64) as f64 * cut) as u64;
+        std::fs::OpenOptions::new().write(true).open(&path).expect("file").set_len(at).expect("cut");
+        let (_, seen) = open(dir.path(), options()).expect("reopen");
+        let whole = ends.iter().filter(|&&end| end <= at).count();
+        prop_assert_eq!(payloads(&seen), written[..whole].to_vec());
+    }
+}
