@@ -1,0 +1,7 @@
+//! Sorted string tables: immutable files of sorted key-value entries.
+//!
+//! * [`block`] — data and index blocks with prefix-compressed keys and restart points;
+//! * [`filter`] — the bloom filter that lets a lookup skip a table.
+
+pub mod block;
+pub mod filter;
