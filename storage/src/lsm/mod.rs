@@ -1,7 +1,8 @@
-//! The log-structured merge-tree engine, built up module by module: so far its commit log.
+//! The log-structured merge-tree engine, built up module by module: so far its commit log and
+//! its table files.
 //!
 //! * [`log`] — the checksummed, segmented commit log with group commit;
-//! * [`sstable`] — sorted tables: blocks and bloom filters so far.
+//! * [`sstable`] — sorted tables: blocks, bloom filters and table files.
 
 pub mod log;
 pub mod sstable;
