@@ -1,8 +1,12 @@
-//! The log-structured merge-tree engine, built up module by module: so far its commit log and
-//! its table files.
+//! The log-structured merge-tree engine, built up module by module: so far its commit log,
+//! table files, manifest and record codec; the engine that joins them comes next.
 //!
+//! * [`codec`] — versions and applied-keys entries as the engine stores them;
 //! * [`log`] — the checksummed, segmented commit log with group commit;
+//! * [`manifest`] — the set of tables, changed atomically by logged edits;
 //! * [`sstable`] — sorted tables: blocks, bloom filters and table files.
 
+pub mod codec;
 pub mod log;
+pub mod manifest;
 pub mod sstable;
