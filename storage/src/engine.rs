@@ -135,6 +135,10 @@ pub enum EngineError {
     /// The engine was closed.
     #[error("engine closed")]
     Closed,
+    /// An earlier failure stopped the engine (a write or fsync that failed leaves the disk in a
+    /// state nothing can vouch for); it accepts no more writes until it is reopened.
+    #[error("engine stopped after an earlier failure: {0}")]
+    Stopped(String),
 }
 
 /// A versioned key-value engine.

@@ -8,6 +8,8 @@
 //!   nothing, and an old-epoch call racing a push lands before it or is refused;
 //! * [`concurrency`] — many writers minting and replicating the same keys at once;
 //! * [`idempotency`] — exact deduplication by idempotency key, and reuse refused;
+//! * [`lsm`] — the LSM engine: the conformance suite (also while it flushes and compacts),
+//!   recovery across reopen, and a model test against the memory engine;
 //! * [`support`] — nodes on ephemeral ports, request builders, and gated fault injection.
 //!
 //! [`MemoryEngine`]: pairdb_storage::memory::MemoryEngine
@@ -16,5 +18,6 @@ mod concurrency;
 mod conformance;
 mod epochs;
 mod idempotency;
+mod lsm;
 mod service;
 mod support;

@@ -1,0 +1,290 @@
+//! The background thread: memtable flushes and leveled compaction.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use super::super::manifest::{Edit, LEVELS, TableMeta};
+use super::super::memtable::Memtable;
+use super::super::sstable::table::{Table, TableWriter};
+use super::encoding::{expired, table_path};
+use super::merge::{MergeIter, Source};
+use super::{ERASED, Inner, LiveTable, View, lock, now_ms};
+use crate::engine::EngineError;
+
+impl Inner {
+    /// The background thread: flushes, then compactions, until the engine closes.
+    pub(super) fn background(self: Arc<Self>) {
+        loop {
+            {
+                let mut work = lock(&self.work);
+                loop {
+                    if work.closed {
+                        return;
+                    }
+                    if self.failed.load(Ordering::Acquire) {
+                        work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    }
+                    let view = self.current();
+                    if !view.frozen.is_empty() || self.compaction_due(&view).is_some() {
+                        break;
+                    }
+                    work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            let view = self.current();
+            let done = if let Some(oldest) = view.frozen.last() {
+                self.flush(oldest)
+            } else if let Some(level) = self.compaction_due(&view) {
+                self.compact(level)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = done {
+                self.fail(e.to_string());
+            }
+            let _work = lock(&self.work);
+            self.progress.notify_all();
+        }
+    }
+
+    pub(super) fn new_table(&self) -> (u64, PathBuf) {
+        let id = self.next_file.fetch_add(1, Ordering::AcqRel);
+        (id, table_path(&self.dir, id))
+    }
+
+    pub(super) fn sync_tables_dir(&self) -> Result<(), EngineError> {
+        let d = self.dir.join("tables");
+        super::super::log::sync_dir(&d).map_err(EngineError::from)
+    }
+
+    /// Writes the oldest frozen memtable into a level-0 table and retires its log segments.
+    pub(super) fn flush(&self, memtable: &Arc<Memtable>) -> Result<(), EngineError> {
+        let now = now_ms();
+        let mut output = None;
+        let mut dropped = 0u64;
+        let entries = memtable.iter_from(b"", u64::MAX).filter(|(_, v)| {
+            let gone = expired(v, now);
+            dropped += u64::from(gone);
+            !gone
+        });
+        let mut writer: Option<(u64, TableWriter)> = None;
+        for (k, v) in entries {
+            if writer.is_none() {
+                let (id, path) = self.new_table();
+                writer = Some((id, TableWriter::create(&path, self.options.table)?));
+            }
+            if let Some((_, w)) = writer.as_mut() {
+                w.add(&k, &v)?;
+            }
+        }
+        if let Some((id, w)) = writer {
+            let info = w.finish()?;
+            self.sync_tables_dir()?;
+            let meta = TableMeta {
+                level: 0,
+                id,
+                size: info.size,
+                entries: info.entries,
+                first_key: info.first_key,
+                last_key: info.last_key,
+            };
+            let table = Table::open(&info.path)?;
+            output = Some(Arc::new(LiveTable { meta, table }));
+        }
+        // The next newer memtable's first segment: every older segment is now in tables.
+        let view = self.current();
+        let position = view.frozen.iter().position(|m| Arc::ptr_eq(m, memtable));
+        let Some(position) = position else {
+            return Ok(());
+        };
+        let log_start = match position.checked_sub(1).and_then(|i| view.frozen.get(i)) {
+            Some(newer) => newer.first_segment(),
+            None => view.mem.first_segment(),
+        };
+        let mut edits = Vec::new();
+        if let Some(t) = &output {
+            edits.push(Edit::Add(t.meta.clone()));
+        }
+        edits.push(Edit::LogStart(log_start));
+        lock(&self.manifest).apply(&edits)?;
+        {
+            let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
+            let mut frozen = current.frozen.clone();
+            frozen.retain(|m| !Arc::ptr_eq(m, memtable));
+            let mut levels = current.levels.clone();
+            if let (Some(t), Some(l0)) = (output, levels.first_mut()) {
+                l0.insert(0, t);
+            }
+            *current = Arc::new(View {
+                mem: Arc::clone(&current.mem),
+                frozen,
+                levels,
+            });
+        }
+        self.log.retire_before(log_start)?;
+        self.dropped_applied(dropped);
+        Ok(())
+    }
+
+    /// The level due for compaction, if any.
+    pub(super) fn compaction_due(&self, view: &View) -> Option<usize> {
+        if view.levels.first().map_or(0, Vec::len) >= self.options.l0_compaction_trigger {
+            return Some(0);
+        }
+        let mut limit = self.options.level1_bytes;
+        for (level, tables) in view.levels.iter().enumerate().skip(1) {
+            if level + 1 >= LEVELS as usize {
+                break;
+            }
+            let bytes: u64 = tables.iter().map(|t| t.meta.size).sum();
+            if bytes > limit {
+                return Some(level);
+            }
+            limit = limit.saturating_mul(10);
+        }
+        None
+    }
+
+    /// Merges level `level` (all of level 0, or one table of a deeper level) with the tables
+    /// it overlaps one level down.
+    pub(super) fn compact(&self, level: usize) -> Result<(), EngineError> {
+        let view = self.current();
+        let empty = Vec::new();
+        let upper: Vec<Arc<LiveTable>> = match view.levels.get(level) {
+            Some(tables) if level == 0 => tables.clone(),
+            Some(tables) => tables.iter().take(1).cloned().collect(),
+            None => return Ok(()),
+        };
+        if upper.is_empty() {
+            return Ok(());
+        }
+        let lo = upper
+            .iter()
+            .map(|t| t.meta.first_key.clone())
+            .min()
+            .unwrap_or_default();
+        let hi = upper
+            .iter()
+            .map(|t| t.meta.last_key.clone())
+            .max()
+            .unwrap_or_default();
+        let lower: Vec<Arc<LiveTable>> = view
+            .levels
+            .get(level + 1)
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|t| t.meta.last_key >= lo && t.meta.first_key <= hi)
+            .cloned()
+            .collect();
+        // Erased markers may go only if no deeper level can hold an older value of the key.
+        let bottom = view
+            .levels
+            .iter()
+            .skip(level + 2)
+            .all(|tables| tables.is_empty());
+        let now = now_ms();
+        // Sources in priority order: newer first.
+        let mut sources: Vec<Source<'_>> = Vec::new();
+        for t in upper.iter().chain(lower.iter()) {
+            sources.push(Box::new(
+                t.table
+                    .iter_from(None)?
+                    .map(|r| r.map_err(EngineError::from)),
+            ));
+        }
+        let merged = MergeIter::new(sources);
+        let mut outputs: Vec<Arc<LiveTable>> = Vec::new();
+        let mut writer: Option<(u64, TableWriter)> = None;
+        let mut written = 0u64;
+        let mut dropped = 0u64;
+        for item in merged {
+            let (k, v) = item?;
+            if expired(&v, now) {
+                dropped += 1;
+                continue;
+            }
+            if bottom && v == ERASED {
+                continue;
+            }
+            if writer.is_none() {
+                let (id, path) = self.new_table();
+                writer = Some((id, TableWriter::create(&path, self.options.table)?));
+                written = 0;
+            }
+            if let Some((_, w)) = writer.as_mut() {
+                w.add(&k, &v)?;
+                written += (k.len() + v.len()) as u64;
+            }
+            if written >= self.options.table_target_bytes
+                && let Some((id, w)) = writer.take()
+            {
+                outputs.push(self.finish_table(id, w, level + 1)?);
+            }
+        }
+        if let Some((id, w)) = writer.take() {
+            outputs.push(self.finish_table(id, w, level + 1)?);
+        }
+        self.sync_tables_dir()?;
+        let mut edits: Vec<Edit> = upper
+            .iter()
+            .chain(lower.iter())
+            .map(|t| Edit::Remove {
+                level: t.meta.level,
+                id: t.meta.id,
+            })
+            .collect();
+        edits.extend(outputs.iter().map(|t| Edit::Add(t.meta.clone())));
+        lock(&self.manifest).apply(&edits)?;
+        {
+            let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
+            let gone =
+                |t: &Arc<LiveTable>| upper.iter().chain(lower.iter()).any(|x| Arc::ptr_eq(x, t));
+            let mut levels: Vec<Vec<Arc<LiveTable>>> = current
+                .levels
+                .iter()
+                .map(|tables| tables.iter().filter(|t| !gone(t)).cloned().collect())
+                .collect();
+            if let Some(next) = levels.get_mut(level + 1) {
+                next.extend(outputs);
+                next.sort_by(|a, b| a.meta.first_key.cmp(&b.meta.first_key));
+            }
+            *current = Arc::new(View {
+                mem: Arc::clone(&current.mem),
+                frozen: current.frozen.clone(),
+                levels,
+            });
+        }
+        self.dropped_applied(dropped);
+        // Readers still holding the old view keep their open files; the names can go.
+        for t in upper.iter().chain(lower.iter()) {
+            let path = table_path(&self.dir, t.meta.id);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a compacted table");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_table(
+        &self,
+        id: u64,
+        writer: TableWriter,
+        level: usize,
+    ) -> Result<Arc<LiveTable>, EngineError> {
+        let info = writer.finish()?;
+        let table = Table::open(&info.path)?;
+        Ok(Arc::new(LiveTable {
+            meta: TableMeta {
+                level: level as u8,
+                id,
+                size: info.size,
+                entries: info.entries,
+                first_key: info.first_key,
+                last_key: info.last_key,
+            },
+            table,
+        }))
+    }
+}

@@ -1,0 +1,143 @@
+//! How the engine lays out keys and values: the two keyspaces, the erased marker, commit-log
+//! batches, and token ranges as key bounds.
+
+use std::path::{Path, PathBuf};
+
+use pairdb_core::{StorageKey, Version, varint};
+use sha2::{Digest as _, Sha256};
+
+use super::super::codec::{self, AppliedEntry};
+use super::super::manifest::TableMeta;
+use super::{APPLIED, DATA, ERASED};
+use crate::engine::{EngineError, TokenRange};
+
+pub(super) fn data_key(key: &StorageKey) -> Vec<u8> {
+    let mut k = vec![DATA];
+    k.extend_from_slice(&key.encode());
+    k
+}
+
+pub(super) fn applied_key(key: &StorageKey, idempotency_key: &str) -> Vec<u8> {
+    let mut sha = Sha256::new();
+    for field in [
+        key.namespace.as_bytes(),
+        key.key.as_slice(),
+        idempotency_key.as_bytes(),
+    ] {
+        sha.update((field.len() as u64).to_be_bytes());
+        sha.update(field);
+    }
+    let mut k = vec![APPLIED];
+    k.extend(sha.finalize().into_iter().take(16));
+    k
+}
+
+pub(super) fn table_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("tables").join(format!("{id:016x}.sst"))
+}
+
+/// A value read back.
+pub(super) enum Stored {
+    Version(Version),
+    Applied(AppliedEntry),
+    Erased,
+}
+
+pub(super) fn decode_value(value: &[u8], at: &str) -> Result<Stored, EngineError> {
+    let corrupt = |detail: String| EngineError::Corruption {
+        path: at.to_owned(),
+        offset: 0,
+        detail,
+    };
+    match value.first() {
+        Some(b'X') if value == ERASED => Ok(Stored::Erased),
+        Some(b'A') => {
+            let mut buf = value;
+            let entry = codec::decode_applied_from(&mut buf).map_err(|e| corrupt(e.to_string()))?;
+            Ok(Stored::Applied(entry))
+        }
+        _ => codec::decode_version(value)
+            .map(Stored::Version)
+            .map_err(|e| corrupt(e.to_string())),
+    }
+}
+
+/// Encodes a batch of (key, value) pairs as one commit-log record.
+pub(super) fn encode_batch(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
+    varint::put(&mut out, entries.len() as u64);
+    for (k, v) in entries {
+        varint::put(&mut out, k.len() as u64);
+        out.extend_from_slice(k);
+        varint::put(&mut out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Key-value pairs, as a batch holds them.
+pub(super) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub(super) fn decode_batch(mut buf: &[u8]) -> Result<Pairs, String> {
+    let count = varint::take(&mut buf).ok_or("batch count truncated")?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let mut field = || -> Result<Vec<u8>, String> {
+            let len = varint::take(&mut buf).ok_or("length truncated")?;
+            let len = usize::try_from(len).map_err(|_| "length too large")?;
+            varint::take_bytes(&mut buf, len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| "field truncated".to_owned())
+        };
+        let k = field()?;
+        let v = field()?;
+        out.push((k, v));
+    }
+    if !buf.is_empty() {
+        return Err("trailing bytes in a batch".into());
+    }
+    Ok(out)
+}
+
+pub(super) fn covers(meta: &TableMeta, key: &[u8]) -> bool {
+    meta.first_key.as_slice() <= key && key <= meta.last_key.as_slice()
+}
+
+/// True for an applied-keys entry past its expiry.
+pub(super) fn expired(value: &[u8], now: u64) -> bool {
+    value.first() == Some(&b'A')
+        && codec::decode_applied_from(&mut &value[..]).is_ok_and(|e| e.expires_at_ms <= now)
+}
+
+/// The range's bounds in engine keys.
+pub(super) struct Bounds {
+    pub(super) start: Vec<u8>,
+    pub(super) prefix: Vec<u8>,
+    pub(super) end_token: u64,
+}
+
+impl Bounds {
+    pub(super) fn new(range: &TokenRange) -> Self {
+        let start = StorageKey::range_start(&range.namespace, range.start);
+        let prefix_len = start.len().saturating_sub(8);
+        let mut full = vec![DATA];
+        full.extend_from_slice(&start);
+        let mut prefix = vec![DATA];
+        prefix.extend_from_slice(start.get(..prefix_len).unwrap_or_default());
+        Bounds {
+            start: full,
+            prefix,
+            end_token: range.end,
+        }
+    }
+
+    pub(super) fn admits(&self, key: &[u8]) -> bool {
+        let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
+            return false;
+        };
+        let Some(token) = rest.get(..8).and_then(|t| <[u8; 8]>::try_from(t).ok()) else {
+            return false;
+        };
+        u64::from_be_bytes(token) <= self.end_token
+    }
+}

@@ -1,0 +1,767 @@
+//! The LSM engine: the [`StorageEngine`] made of a commit log, memtables, tables in levels and a
+//! manifest.
+//!
+//! Layout of its directory: `log/` (the commit log), `manifest/` and `tables/<id>.sst`.
+//!
+//! * **Keys.** Versions live under `'d'` + the stored key ([`StorageKey::encode`]), applied-keys
+//!   entries under `'a'` + a 16-byte hash of (namespace, key, idempotency key). Each holds one
+//!   value — a version, an applied-keys entry, or an *erased* marker left by `delete_range` — and
+//!   the newest value of a key wins everywhere: memtables over tables, newer tables over older.
+//! * **Writes.** `apply` resolves against the stored version under a per-key lock, appends one
+//!   commit-log record holding the version and its applied-keys entry (so both or neither
+//!   survive a crash), then inserts them into the memtable with new sequence numbers. The log
+//!   makes it as durable as the [`Durability`] promises; concurrent writers share fsyncs.
+//! * **Reads.** Point reads look at the newest memtable, then older ones, then level 0 (newest
+//!   first), then one table per deeper level. Scans and digests take a snapshot — the current
+//!   set of memtables and tables, and the newest visible sequence number — and merge them.
+//! * **Background.** One thread flushes full memtables into level-0 tables and compacts levels
+//!   (level 0 by file count, deeper levels at ×10 sizes), dropping superseded values, expired
+//!   applied-keys entries and, at the bottom, erased markers. Writers slow down, then wait, when
+//!   memtables or level 0 pile up, instead of growing memory without bound.
+//! * **Recovery.** The manifest names the tables; the commit log from the manifest's log start
+//!   is replayed into a memtable.
+//!
+//! Version tombstones are never purged yet: purging needs the repaired-until watermark that
+//! anti-entropy will provide.
+
+mod background;
+mod encoding;
+mod errors;
+mod merge;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pairdb_core::version::{self, AppliedWrite, WriteRecord};
+use pairdb_core::{ApplyOutcome, StorageKey, Version};
+
+use self::encoding::{
+    Bounds, Stored, applied_key, covers, data_key, decode_batch, decode_value, encode_batch,
+    table_path,
+};
+use super::codec::{self, AppliedEntry};
+use super::log::{CommitLog, LogOptions, OpenError};
+use super::manifest::{LEVELS, Manifest, TableMeta};
+use super::memtable::Memtable;
+use super::sstable::table::{Table, TableOptions};
+use crate::digest::RangeHasher;
+use crate::durability::Durability;
+use crate::engine::{
+    EngineError, EngineStats, PageLimit, RangeDigest, ScanPage, StorageEngine, TokenRange,
+    entry_bytes,
+};
+
+/// Prefix of version keys.
+const DATA: u8 = b'd';
+/// Prefix of applied-keys entries.
+const APPLIED: u8 = b'a';
+/// The value `delete_range` leaves: the key holds nothing.
+const ERASED: &[u8] = b"X";
+
+/// Stripes of the per-key write lock.
+const KEY_LOCKS: usize = 256;
+
+/// Settings of an LSM engine.
+#[derive(Clone, Copy, Debug)]
+pub struct LsmOptions {
+    /// When acknowledged writes are on stable storage.
+    pub durability: Durability,
+    /// A memtable is frozen and flushed once it holds this many bytes.
+    pub memtable_bytes: usize,
+    /// Frozen memtables that may wait for their flush before writers wait too.
+    pub max_frozen_memtables: usize,
+    /// How tables are written.
+    pub table: TableOptions,
+    /// Level-0 tables that trigger a compaction into level 1.
+    pub l0_compaction_trigger: usize,
+    /// Level-0 tables at which each write is slowed by a millisecond.
+    pub l0_slowdown: usize,
+    /// Level-0 tables at which writes wait for compaction.
+    pub l0_stop: usize,
+    /// Target bytes of level 1; each deeper level holds ten times more.
+    pub level1_bytes: u64,
+    /// Compaction cuts output tables at about this size.
+    pub table_target_bytes: u64,
+    /// How long the applied-keys index remembers a write.
+    pub applied_key_ttl: Duration,
+}
+
+impl LsmOptions {
+    /// Defaults for a storage node: `durability`, writes remembered for `applied_key_ttl`.
+    pub fn new(durability: Durability, applied_key_ttl: Duration) -> Self {
+        LsmOptions {
+            durability,
+            memtable_bytes: 32 << 20,
+            max_frozen_memtables: 2,
+            table: TableOptions::default(),
+            l0_compaction_trigger: 4,
+            l0_slowdown: 12,
+            l0_stop: 20,
+            level1_bytes: 64 << 20,
+            table_target_bytes: 16 << 20,
+            applied_key_ttl,
+        }
+    }
+}
+
+/// What readers see: the memtables and tables of one moment.
+struct View {
+    mem: Arc<Memtable>,
+    /// Frozen memtables, newest first.
+    frozen: Vec<Arc<Memtable>>,
+    /// Tables by level: level 0 newest first, deeper levels by first key (disjoint).
+    levels: Vec<Vec<Arc<LiveTable>>>,
+}
+
+struct LiveTable {
+    meta: TableMeta,
+    table: Table,
+}
+
+/// Background work state.
+#[derive(Default)]
+struct Work {
+    closed: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    options: LsmOptions,
+    log: CommitLog,
+    manifest: Mutex<Manifest>,
+    view: RwLock<Arc<View>>,
+    /// Assigns sequence numbers and inserts into the memtable, so that every number up to
+    /// `visible` is inserted.
+    seq: Mutex<u64>,
+    visible: AtomicU64,
+    /// Held shared by writers from their log append to their memtable insert; exclusively to
+    /// freeze the memtable, so every write lands in the memtable its log segment belongs to.
+    gate: RwLock<()>,
+    key_locks: Vec<Mutex<()>>,
+    next_file: AtomicU64,
+    work: Mutex<Work>,
+    /// Signalled when there is background work, and when background work finished.
+    wake: Condvar,
+    progress: Condvar,
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+    /// Keys holding a version (tombstones included).
+    keys: AtomicU64,
+    /// Applied-keys entries (expired ones count until a flush or compaction drops them).
+    applied_keys: AtomicU64,
+}
+
+/// The LSM engine.
+pub struct LsmEngine {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl LsmEngine {
+    /// Opens (or creates) the engine in `dir`: recovers the manifest's tables and replays the
+    /// commit log. Fails on damage it cannot prove to be a torn tail, naming file and offset.
+    pub fn open(dir: &Path, options: LsmOptions) -> Result<LsmEngine, EngineError> {
+        for sub in ["log", "manifest", "tables"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        let manifest = Manifest::open(&dir.join("manifest"))?;
+        let state = manifest.state().clone();
+        let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
+        for meta in state.tables.values() {
+            let table = Table::open(&table_path(dir, meta.id))?;
+            if let Some(level) = levels.get_mut(meta.level as usize) {
+                level.push(Arc::new(LiveTable {
+                    meta: meta.clone(),
+                    table,
+                }));
+            }
+        }
+        for (i, level) in levels.iter_mut().enumerate() {
+            if i == 0 {
+                level.sort_by_key(|t| std::cmp::Reverse(t.meta.id));
+            } else {
+                level.sort_by(|a, b| a.meta.first_key.cmp(&b.meta.first_key));
+            }
+        }
+        remove_orphans(dir, &state.tables)?;
+
+        let replayed = Memtable::new(state.log_start);
+        let mut seq = 0u64;
+        let log_dir = dir.join("log");
+        let log_options = LogOptions {
+            durability: options.durability,
+            ..LogOptions::default()
+        };
+        let log = CommitLog::open(&log_dir, log_options, |pos, record| {
+            if pos.segment < state.log_start {
+                // Already in tables; the segment outlived a crash before its retirement.
+                return Ok(());
+            }
+            for (k, v) in decode_batch(record).map_err(|detail| EngineError::Corruption {
+                path: super::log::segment_path(&log_dir, pos.segment)
+                    .display()
+                    .to_string(),
+                offset: pos.offset,
+                detail,
+            })? {
+                seq += 1;
+                replayed.insert(&k, seq, v);
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            OpenError::Log(e) => EngineError::from(e),
+            OpenError::Replay(e) => e,
+        })?;
+        log.retire_before(state.log_start)?;
+
+        let mem = Arc::new(Memtable::new(log.current_segment()));
+        let frozen = if replayed.is_empty() {
+            Vec::new()
+        } else {
+            vec![Arc::new(replayed)]
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_owned(),
+            options,
+            log,
+            manifest: Mutex::new(manifest),
+            view: RwLock::new(Arc::new(View {
+                mem,
+                frozen,
+                levels,
+            })),
+            seq: Mutex::new(seq),
+            visible: AtomicU64::new(seq),
+            gate: RwLock::new(()),
+            key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            next_file: AtomicU64::new(state.next_file_id.max(1)),
+            work: Mutex::new(Work::default()),
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            keys: AtomicU64::new(0),
+            applied_keys: AtomicU64::new(0),
+        });
+        inner.count()?;
+        let worker = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("lsm-background".into())
+                .spawn(move || inner.background())
+                .map_err(io(dir))?
+        };
+        inner.wake.notify_all();
+        Ok(LsmEngine {
+            inner,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    /// Waits until no frozen memtable is left and no compaction is due (for tests and benches).
+    pub fn wait_idle(&self) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let mut work = lock(&inner.work);
+        loop {
+            inner.check()?;
+            let view = inner.current();
+            if view.frozen.is_empty() && inner.compaction_due(&view).is_none() {
+                return Ok(());
+            }
+            inner.wake.notify_all();
+            work = inner
+                .progress
+                .wait_timeout(work, Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Freezes the memtable so the background thread flushes it (for tests and benches).
+    pub fn freeze(&self) -> Result<(), EngineError> {
+        self.inner.freeze(true)
+    }
+
+    /// Tables per level.
+    pub fn level_counts(&self) -> Vec<usize> {
+        self.inner.current().levels.iter().map(Vec::len).collect()
+    }
+}
+
+impl Drop for LsmEngine {
+    fn drop(&mut self) {
+        lock(&self.inner.work).closed = true;
+        self.inner.wake.notify_all();
+        if let Some(worker) = lock(&self.worker).take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<(), EngineError> {
+    let tables_dir = dir.join("tables");
+    let live: std::collections::HashSet<u64> = tables.values().map(|t| t.id).collect();
+    for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
+        let entry = entry.map_err(io(&tables_dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(hex) = name.strip_suffix(".sst") else {
+            continue;
+        };
+        if let Ok(id) = u64::from_str_radix(hex, 16)
+            && !live.contains(&id)
+        {
+            // A flush or compaction the crash interrupted before its manifest edit.
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Counts keys and applied-keys entries with one walk (at open; kept up to date after).
+    fn count(&self) -> Result<(), EngineError> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        let (mut keys, mut applied) = (0u64, 0u64);
+        for item in self.merged_from(&view, b"", snapshot)? {
+            let (k, v) = item?;
+            match k.first() {
+                Some(&DATA) if v != ERASED => keys += 1,
+                Some(&APPLIED) => applied += 1,
+                _ => {}
+            }
+        }
+        self.keys.store(keys, Ordering::Relaxed);
+        self.applied_keys.store(applied, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts applied-keys entries a flush or compaction dropped.
+    fn dropped_applied(&self, n: u64) {
+        if n > 0 {
+            let _ = self
+                .applied_keys
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                });
+        }
+    }
+
+    fn current(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        if self.failed.load(Ordering::Acquire) {
+            let why = lock(&self.failure).clone().unwrap_or_default();
+            return Err(EngineError::Stopped(why));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "LSM engine stopped");
+        *lock(&self.failure) = Some(why);
+        self.failed.store(true, Ordering::Release);
+        self.progress.notify_all();
+    }
+
+    /// The newest value of `key` at `snapshot` in `view`.
+    fn lookup(
+        &self,
+        view: &View,
+        key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        if let Some(v) = view.mem.get(key, snapshot) {
+            return Ok(Some(v));
+        }
+        for m in &view.frozen {
+            if let Some(v) = m.get(key, snapshot) {
+                return Ok(Some(v));
+            }
+        }
+        for (level, tables) in view.levels.iter().enumerate() {
+            if level == 0 {
+                for t in tables {
+                    if covers(&t.meta, key)
+                        && let Some(v) = t.table.get(key)?
+                    {
+                        return Ok(Some(v));
+                    }
+                }
+            } else {
+                let i = tables.partition_point(|t| t.meta.last_key.as_slice() < key);
+                if let Some(t) = tables.get(i)
+                    && covers(&t.meta, key)
+                    && let Some(v) = t.table.get(key)?
+                {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn get_version(&self, key: &[u8]) -> Result<Option<Version>, EngineError> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        match self.lookup(&view, key, snapshot)? {
+            None => Ok(None),
+            Some(v) => match decode_value(&v, "version")? {
+                Stored::Version(v) => Ok(Some(v)),
+                Stored::Erased => Ok(None),
+                Stored::Applied(_) => Err(EngineError::Corruption {
+                    path: self.dir.display().to_string(),
+                    offset: 0,
+                    detail: "an applied-keys entry under a version key".into(),
+                }),
+            },
+        }
+    }
+
+    fn get_applied(&self, key: &[u8]) -> Result<Option<AppliedEntry>, EngineError> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        match self.lookup(&view, key, snapshot)? {
+            None => Ok(None),
+            Some(v) => match decode_value(&v, "applied-keys entry")? {
+                Stored::Applied(e) if e.expires_at_ms > now_ms() => Ok(Some(e)),
+                Stored::Applied(_) | Stored::Erased => Ok(None),
+                Stored::Version(_) => Err(EngineError::Corruption {
+                    path: self.dir.display().to_string(),
+                    offset: 0,
+                    detail: "a version under an applied-keys key".into(),
+                }),
+            },
+        }
+    }
+
+    /// Logs `entries` as one record, then makes them visible. The caller holds the gate shared.
+    fn write(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), EngineError> {
+        self.log.append(&encode_batch(&entries))?;
+        let view = self.current();
+        let mut seq = lock(&self.seq);
+        for (k, v) in entries {
+            *seq += 1;
+            view.mem.insert(&k, *seq, v);
+        }
+        self.visible.store(*seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Slows or stops a writer while flushes or level 0 fall behind.
+    fn throttle(&self) -> Result<(), EngineError> {
+        let l0 = self.current().levels.first().map_or(0, Vec::len);
+        if l0 >= self.options.l0_stop {
+            let mut work = lock(&self.work);
+            loop {
+                self.check()?;
+                let view = self.current();
+                if view.levels.first().map_or(0, Vec::len) < self.options.l0_stop || work.closed {
+                    break;
+                }
+                self.wake.notify_all();
+                work = self
+                    .progress
+                    .wait_timeout(work, Duration::from_millis(10))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        } else if l0 >= self.options.l0_slowdown {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Freezes the memtable if it is full (or `force`): the log moves to a new segment and a
+    /// fresh memtable takes its writes. Waits while too many frozen memtables wait for a flush.
+    fn freeze(&self, force: bool) -> Result<(), EngineError> {
+        let full = || self.current().mem.bytes() >= self.options.memtable_bytes;
+        if !force && !full() {
+            return Ok(());
+        }
+        // Wait (without the gate, so in-flight writes finish) until a frozen slot is free.
+        {
+            let mut work = lock(&self.work);
+            while self.current().frozen.len() >= self.options.max_frozen_memtables && !work.closed {
+                self.check()?;
+                self.wake.notify_all();
+                work = self
+                    .progress
+                    .wait_timeout(work, Duration::from_millis(10))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let view = self.current();
+        if view.mem.is_empty() || (!force && view.mem.bytes() < self.options.memtable_bytes) {
+            return Ok(());
+        }
+        // No write runs while the gate is held, so the memtable stays as it is; the background
+        // thread may still change the frozen memtables and levels, so they are read under the
+        // view's lock, at the swap.
+        let segment = self.log.rotate()?;
+        {
+            let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
+            let mut frozen = vec![Arc::clone(&current.mem)];
+            frozen.extend(current.frozen.iter().cloned());
+            *current = Arc::new(View {
+                mem: Arc::new(Memtable::new(segment)),
+                frozen,
+                levels: current.levels.clone(),
+            });
+        }
+        self.wake.notify_all();
+        Ok(())
+    }
+}
+
+impl StorageEngine for LsmEngine {
+    fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError> {
+        self.inner.get_version(&data_key(key))
+    }
+
+    fn apply(
+        &self,
+        key: &StorageKey,
+        incoming: Version,
+        record: Option<WriteRecord>,
+    ) -> Result<(ApplyOutcome, Version), EngineError> {
+        let inner = &self.inner;
+        inner.check()?;
+        inner.throttle()?;
+        let dkey = data_key(key);
+        let result = {
+            let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
+            let stripe = xxhash_rust::xxh3::xxh3_64(&dkey) as usize % KEY_LOCKS;
+            let _key = inner.key_locks.get(stripe).map(lock);
+            let stored = inner.get_version(&dkey)?;
+            let indexed = match record {
+                Some(record) if !incoming.idempotency_key.is_empty() => {
+                    let akey = applied_key(key, &incoming.idempotency_key);
+                    // The first write of an idempotency key stays recorded.
+                    match inner.get_applied(&akey)? {
+                        Some(_) => None,
+                        None => Some((akey, record, incoming.clone())),
+                    }
+                }
+                _ => None,
+            };
+            let incoming_clock = incoming.clock.clone();
+            let (resolved, outcome) = version::apply(stored.as_ref(), incoming);
+            let mut entries = Vec::with_capacity(2);
+            let new_key = stored.is_none() && outcome != ApplyOutcome::Superseded;
+            if outcome != ApplyOutcome::Superseded {
+                entries.push((dkey, codec::encode_version(&resolved)));
+            }
+            let new_entry = indexed.is_some();
+            if let Some((akey, record, version)) = indexed {
+                let entry = AppliedEntry {
+                    write: AppliedWrite {
+                        concurrent: version::met_concurrent(outcome, &incoming_clock, &resolved),
+                        version,
+                        record,
+                        outcome,
+                    },
+                    expires_at_ms: now_ms()
+                        .saturating_add(inner.options.applied_key_ttl.as_millis() as u64),
+                };
+                let mut value = Vec::new();
+                codec::encode_applied_into(&mut value, &entry);
+                entries.push((akey, value));
+            }
+            if !entries.is_empty() {
+                inner.write(entries)?;
+            }
+            inner.keys.fetch_add(u64::from(new_key), Ordering::Relaxed);
+            inner
+                .applied_keys
+                .fetch_add(u64::from(new_entry), Ordering::Relaxed);
+            (outcome, resolved)
+        };
+        inner.freeze(false)?;
+        Ok(result)
+    }
+
+    fn applied(
+        &self,
+        key: &StorageKey,
+        idempotency_key: &str,
+    ) -> Result<Option<AppliedWrite>, EngineError> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .get_applied(&applied_key(key, idempotency_key))?
+            .map(|e| e.write))
+    }
+
+    fn scan(
+        &self,
+        range: &TokenRange,
+        after: Option<&StorageKey>,
+        limit: PageLimit,
+    ) -> Result<ScanPage, EngineError> {
+        let bounds = Bounds::new(range);
+        let from = match after.map(data_key) {
+            Some(mut a) if a >= bounds.start => {
+                // Strictly after `after`: the smallest key greater than it.
+                a.push(0);
+                a
+            }
+            _ => bounds.start.clone(),
+        };
+        let view = self.inner.current();
+        let snapshot = self.inner.visible.load(Ordering::Acquire);
+        let mut walk = self
+            .inner
+            .merged_from(&view, &from, snapshot)?
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| bounds.admits(k)))
+            .filter(|r| r.as_ref().map_or(true, |(_, v)| v.as_slice() != ERASED))
+            .peekable();
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        while entries.len() < limit.entries {
+            let Some(item) = walk.peek() else { break };
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(_) => {
+                    return Err(walk
+                        .next()
+                        .and_then(Result::err)
+                        .unwrap_or(EngineError::Closed));
+                }
+            };
+            let key = StorageKey::decode(k.get(1..).unwrap_or_default()).map_err(|e| {
+                EngineError::Corruption {
+                    path: self.inner.dir.display().to_string(),
+                    offset: 0,
+                    detail: format!("stored key: {e}"),
+                }
+            })?;
+            let version = match decode_value(v, "version")? {
+                Stored::Version(v) => v,
+                _ => {
+                    return Err(EngineError::Corruption {
+                        path: self.inner.dir.display().to_string(),
+                        offset: 0,
+                        detail: "a non-version under a version key".into(),
+                    });
+                }
+            };
+            let size = entry_bytes(&key, &version);
+            if !entries.is_empty() && bytes.saturating_add(size) > limit.bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            entries.push((key, version));
+            walk.next();
+        }
+        let more = walk.peek().is_some();
+        Ok(ScanPage { entries, more })
+    }
+
+    fn digest(&self, range: &TokenRange) -> Result<RangeDigest, EngineError> {
+        let bounds = Bounds::new(range);
+        let view = self.inner.current();
+        let snapshot = self.inner.visible.load(Ordering::Acquire);
+        let mut hasher = RangeHasher::new();
+        for item in self.inner.merged_from(&view, &bounds.start, snapshot)? {
+            let (k, v) = item?;
+            if !bounds.admits(&k) {
+                break;
+            }
+            if v == ERASED {
+                continue;
+            }
+            if let Stored::Version(version) = decode_value(&v, "version")? {
+                hasher.add(k.get(1..).unwrap_or_default(), &version);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
+        let inner = &self.inner;
+        inner.check()?;
+        let bounds = Bounds::new(range);
+        let count = {
+            let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
+            // Every key lock, in order: no apply runs in the range meanwhile.
+            let _keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
+            let view = inner.current();
+            let snapshot = inner.visible.load(Ordering::Acquire);
+            let mut doomed = Vec::new();
+            for item in inner.merged_from(&view, &bounds.start, snapshot)? {
+                let (k, v) = item?;
+                if !bounds.admits(&k) {
+                    break;
+                }
+                if v != ERASED {
+                    doomed.push((k, ERASED.to_vec()));
+                }
+            }
+            let count = doomed.len() as u64;
+            if !doomed.is_empty() {
+                // One record: all of the range goes, or none of it.
+                inner.write(doomed)?;
+            }
+            let _ = inner
+                .keys
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(count))
+                });
+            count
+        };
+        inner.freeze(false)?;
+        Ok(count)
+    }
+
+    fn flush(&self) -> Result<(), EngineError> {
+        self.inner.check()?;
+        self.inner.log.sync().map_err(EngineError::from)
+    }
+
+    fn stats(&self) -> EngineStats {
+        let view = self.inner.current();
+        let tables = view.levels.iter().flatten();
+        let memtables = std::iter::once(&view.mem).chain(view.frozen.iter());
+        EngineStats {
+            keys: self.inner.keys.load(Ordering::Relaxed),
+            bytes: tables.map(|t| t.meta.size).sum::<u64>()
+                + memtables.map(|m| m.bytes() as u64).sum::<u64>(),
+            applied_keys: self.inner.applied_keys.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_durable(&self) -> bool {
+        self.inner.options.durability.survives_power_loss()
+    }
+}

@@ -1,0 +1,124 @@
+//! The memtable: the newest writes, in a concurrent skiplist, until a flush turns them into a
+//! table.
+//!
+//! Every write is kept with its sequence number, ordered by key and then newest first, so a reader
+//! at snapshot `s` sees, for each key, the newest write numbered at most `s`.
+
+use std::cmp::Reverse;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_skiplist::SkipMap;
+
+/// Bytes of bookkeeping counted per entry, besides its key and value.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A memtable.
+#[derive(Debug)]
+pub struct Memtable {
+    map: SkipMap<(Vec<u8>, Reverse<u64>), Vec<u8>>,
+    bytes: AtomicUsize,
+    /// The first commit-log segment holding its writes.
+    first_segment: u64,
+    /// The newest sequence number inserted.
+    max_seq: AtomicU64,
+}
+
+impl Memtable {
+    /// An empty memtable whose writes are logged from segment `first_segment` on.
+    pub fn new(first_segment: u64) -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            first_segment,
+            max_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Inserts `value` for `key` as write `seq`.
+    pub fn insert(&self, key: &[u8], seq: u64, value: Vec<u8>) {
+        self.bytes.fetch_add(
+            key.len() + 8 + value.len() + ENTRY_OVERHEAD,
+            Ordering::Relaxed,
+        );
+        self.max_seq.fetch_max(seq, Ordering::AcqRel);
+        self.map.insert((key.to_vec(), Reverse(seq)), value);
+    }
+
+    /// The newest value of `key` numbered at most `snapshot`.
+    pub fn get(&self, key: &[u8], snapshot: u64) -> Option<Vec<u8>> {
+        let from = (key.to_vec(), Reverse(snapshot));
+        let entry = self
+            .map
+            .range((Bound::Included(from), Bound::Unbounded))
+            .next()?;
+        (entry.key().0 == key).then(|| entry.value().clone())
+    }
+
+    /// For each key at least `from` (in order), its newest value numbered at most `snapshot`.
+    pub fn iter_from<'a>(
+        &'a self,
+        from: &[u8],
+        snapshot: u64,
+    ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + 'a {
+        let mut last: Option<Vec<u8>> = None;
+        self.map
+            .range((
+                Bound::Included((from.to_vec(), Reverse(u64::MAX))),
+                Bound::Unbounded,
+            ))
+            .filter_map(move |entry| {
+                let (key, Reverse(seq)) = entry.key();
+                if *seq > snapshot || last.as_deref() == Some(key.as_slice()) {
+                    return None;
+                }
+                last = Some(key.clone());
+                Some((key.clone(), entry.value().clone()))
+            })
+    }
+
+    /// Approximate bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The first commit-log segment holding its writes.
+    pub fn first_segment(&self) -> u64 {
+        self.first_segment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_see_the_newest_write_of_their_snapshot() {
+        let m = Memtable::new(1);
+        m.insert(b"a", 1, b"a1".to_vec());
+        m.insert(b"b", 2, b"b2".to_vec());
+        m.insert(b"a", 3, b"a3".to_vec());
+        m.insert(b"ab", 4, b"ab4".to_vec());
+        assert_eq!(m.get(b"a", 2), Some(b"a1".to_vec()));
+        assert_eq!(m.get(b"a", 3), Some(b"a3".to_vec()));
+        assert_eq!(m.get(b"a", 0), None);
+        assert_eq!(m.get(b"c", 9), None);
+        let at2: Vec<_> = m.iter_from(b"", 2).collect();
+        assert_eq!(
+            at2,
+            vec![
+                (b"a".to_vec(), b"a1".to_vec()),
+                (b"b".to_vec(), b"b2".to_vec())
+            ]
+        );
+        let all: Vec<_> = m.iter_from(b"a", 9).map(|(k, _)| k).collect();
+        assert_eq!(all, vec![b"a".to_vec(), b"ab".to_vec(), b"b".to_vec()]);
+        let first = m.iter_from(b"ab", 9).next();
+        assert_eq!(first, Some((b"ab".to_vec(), b"ab4".to_vec())));
+    }
+}

@@ -1,0 +1,326 @@
+//! The LSM engine: the conformance suite (with default settings, and with memtables and tables
+//! so small that every case flushes and compacts), recovery across reopen, and a model test
+//! against the memory engine.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairdb_core::version::{AppliedWrite, MintRequest, WriteRecord, mint};
+use pairdb_core::{Actor, ApplyOutcome, Hlc, StorageKey, Version};
+use pairdb_storage::conformance;
+use pairdb_storage::durability::Durability;
+use pairdb_storage::engine::{
+    EngineError, EngineStats, PageLimit, RangeDigest, ScanPage, StorageEngine, TokenRange,
+};
+use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
+use pairdb_storage::lsm::sstable::table::TableOptions;
+use pairdb_storage::memory::MemoryEngine;
+use proptest::prelude::*;
+
+const TTL: Duration = Duration::from_secs(3600);
+
+/// An engine in a temporary directory that goes with it.
+struct TempLsm {
+    engine: LsmEngine,
+    _dir: tempfile::TempDir,
+}
+
+impl StorageEngine for TempLsm {
+    fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError> {
+        self.engine.get(key)
+    }
+    fn apply(
+        &self,
+        key: &StorageKey,
+        incoming: Version,
+        record: Option<WriteRecord>,
+    ) -> Result<(ApplyOutcome, Version), EngineError> {
+        self.engine.apply(key, incoming, record)
+    }
+    fn applied(&self, key: &StorageKey, idem: &str) -> Result<Option<AppliedWrite>, EngineError> {
+        self.engine.applied(key, idem)
+    }
+    fn scan(
+        &self,
+        range: &TokenRange,
+        after: Option<&StorageKey>,
+        limit: PageLimit,
+    ) -> Result<ScanPage, EngineError> {
+        self.engine.scan(range, after, limit)
+    }
+    fn digest(&self, range: &TokenRange) -> Result<RangeDigest, EngineError> {
+        self.engine.digest(range)
+    }
+    fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
+        self.engine.delete_range(range)
+    }
+    fn flush(&self) -> Result<(), EngineError> {
+        self.engine.flush()
+    }
+    fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+    fn is_durable(&self) -> bool {
+        self.engine.is_durable()
+    }
+}
+
+/// Settings under which a few kilobytes of writes flush and compact.
+fn tiny() -> LsmOptions {
+    LsmOptions {
+        memtable_bytes: 2 << 10,
+        table: TableOptions {
+            block_bytes: 256,
+            ..TableOptions::default()
+        },
+        l0_compaction_trigger: 2,
+        level1_bytes: 8 << 10,
+        table_target_bytes: 4 << 10,
+        ..LsmOptions::new(Durability::Always, TTL)
+    }
+}
+
+fn open(dir: &Path, options: LsmOptions) -> LsmEngine {
+    LsmEngine::open(dir, options).expect("open the LSM engine")
+}
+
+fn lsm() -> Arc<dyn StorageEngine> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), LsmOptions::new(Durability::Always, TTL));
+    Arc::new(TempLsm { engine, _dir: dir })
+}
+
+fn lsm_tiny() -> Arc<dyn StorageEngine> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), tiny());
+    Arc::new(TempLsm { engine, _dir: dir })
+}
+
+macro_rules! conformance_cases {
+    ($module:ident, $factory:ident) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn apply_order_does_not_matter() {
+                conformance::apply_order_does_not_matter(&$factory);
+            }
+            #[test]
+            fn apply_reports_outcomes() {
+                conformance::apply_reports_outcomes(&$factory);
+            }
+            #[test]
+            fn tombstones_are_stored_and_returned() {
+                conformance::tombstones_are_stored_and_returned(&$factory);
+            }
+            #[test]
+            fn scans_respect_ranges_and_pages() {
+                conformance::scans_respect_ranges_and_pages(&$factory);
+            }
+            #[test]
+            fn digests_compare_contents() {
+                conformance::digests_compare_contents(&$factory);
+            }
+            #[test]
+            fn delete_range_drops_only_the_range() {
+                conformance::delete_range_drops_only_the_range(&$factory);
+            }
+            #[test]
+            fn scans_respect_byte_budgets() {
+                conformance::scans_respect_byte_budgets(&$factory);
+            }
+            #[test]
+            fn applied_keys_index_finds_recorded_writes() {
+                conformance::applied_keys_index_finds_recorded_writes(&$factory);
+            }
+        }
+    };
+}
+
+conformance_cases!(conformance_default, lsm);
+conformance_cases!(conformance_flushing, lsm_tiny);
+
+fn key(i: u32) -> StorageKey {
+    StorageKey::new("tenant", format!("key-{i}").as_bytes()).expect("key")
+}
+
+fn put(stored: Option<&Version>, value: &str, actor: &Actor, hlc: &Hlc) -> Version {
+    let request = MintRequest {
+        value: value.as_bytes().to_vec(),
+        content_type: "text/plain".into(),
+        ..MintRequest::default()
+    };
+    mint(stored, request, actor, hlc).0
+}
+
+fn everything(engine: &dyn StorageEngine) -> Vec<(StorageKey, Version)> {
+    let mut out = Vec::new();
+    let mut after: Option<StorageKey> = None;
+    loop {
+        let page = engine
+            .scan(
+                &TokenRange::full("tenant"),
+                after.as_ref(),
+                PageLimit::entries(7),
+            )
+            .expect("scan");
+        after = page.entries.last().map(|(k, _)| k.clone());
+        out.extend(page.entries);
+        if !page.more {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn everything_acknowledged_survives_reopen_through_flushes_and_compactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let actor = Actor::new("n1", 1);
+    let hlc = Hlc::new();
+    let model = MemoryEngine::new(TTL);
+    {
+        let engine = open(dir.path(), tiny());
+        for round in 0..5 {
+            for i in 0..200u32 {
+                let k = key(i);
+                let stored = engine.get(&k).expect("get");
+                let v = put(
+                    stored.as_ref(),
+                    &format!("{round}-{i}-{}", "x".repeat(40)),
+                    &actor,
+                    &hlc,
+                );
+                engine.apply(&k, v.clone(), None).expect("apply");
+                model.apply(&k, v, None).expect("model");
+            }
+        }
+        engine.wait_idle().expect("idle");
+        let levels = engine.level_counts();
+        assert!(
+            levels.iter().skip(1).any(|&n| n > 0),
+            "compacted into deeper levels: {levels:?}"
+        );
+        assert_eq!(everything(&engine), everything(&model));
+    }
+    let engine = open(dir.path(), tiny());
+    assert_eq!(everything(&engine), everything(&model));
+    for i in (0..200).step_by(13) {
+        assert_eq!(
+            engine.get(&key(i)).expect("get"),
+            model.get(&key(i)).expect("model")
+        );
+    }
+    let full = TokenRange::full("tenant");
+    assert_eq!(
+        engine.digest(&full).expect("digest"),
+        model.digest(&full).expect("model")
+    );
+}
+
+#[test]
+fn unflushed_writes_come_back_from_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let actor = Actor::new("n1", 1);
+    let hlc = Hlc::new();
+    let written;
+    {
+        let engine = open(dir.path(), LsmOptions::new(Durability::Always, TTL));
+        let v = put(None, "only in the log", &actor, &hlc);
+        engine.apply(&key(1), v.clone(), None).expect("apply");
+        written = v;
+        // Dropped without a flush of the memtable.
+    }
+    let engine = open(dir.path(), LsmOptions::new(Durability::Always, TTL));
+    assert_eq!(engine.get(&key(1)).expect("get"), Some(written));
+}
+
+#[test]
+fn deleted_ranges_stay_deleted_across_compaction_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let actor = Actor::new("n1", 1);
+    let hlc = Hlc::new();
+    {
+        let engine = open(dir.path(), tiny());
+        for i in 0..300u32 {
+            engine
+                .apply(&key(i), put(None, &"v".repeat(30), &actor, &hlc), None)
+                .expect("apply");
+        }
+        let dropped = engine
+            .delete_range(&TokenRange::full("tenant"))
+            .expect("delete_range");
+        assert_eq!(dropped, 300);
+        engine.freeze().expect("freeze");
+        engine.wait_idle().expect("idle");
+        assert!(everything(&engine).is_empty());
+    }
+    let engine = open(dir.path(), tiny());
+    assert!(everything(&engine).is_empty());
+    assert_eq!(engine.get(&key(7)).expect("get"), None);
+}
+
+/// One operation of a model test.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u32, usize),
+    Delete(u32),
+    DropAll,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u32..40, 0usize..200).prop_map(|(k, n)| Op::Put(k, n)),
+        2 => (0u32..40).prop_map(Op::Delete),
+        1 => Just(Op::DropAll),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any sequence of writes, deletes, range drops and reopens reads back exactly as the
+    /// memory engine does, with memtables small enough that it flushes and compacts throughout.
+    #[test]
+    fn reads_match_the_memory_engine(ops in proptest::collection::vec(op(), 1..120)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let actor = Actor::new("n1", 1);
+        let hlc = Hlc::new();
+        let model = MemoryEngine::new(TTL);
+        let mut engine = open(dir.path(), tiny());
+        for op in ops {
+            match op {
+                Op::Put(k, _) | Op::Delete(k) => {
+                    let k = key(k);
+                    let stored = model.get(&k).expect("model get");
+                    let v = match op {
+                        Op::Put(_, n) => put(stored.as_ref(), &"p".repeat(n), &actor, &hlc),
+                        _ => mint(stored.as_ref(), MintRequest { tombstone: true, ..MintRequest::default() }, &actor, &hlc).0,
+                    };
+                    let got = engine.apply(&k, v.clone(), None).expect("apply");
+                    let want = model.apply(&k, v, None).expect("model apply");
+                    prop_assert_eq!(got, want);
+                }
+                Op::DropAll => {
+                    let range = TokenRange::full("tenant");
+                    prop_assert_eq!(engine.delete_range(&range).expect("drop"), model.delete_range(&range).expect("model drop"));
+                }
+                Op::Reopen => {
+                    drop(engine);
+                    engine = open(dir.path(), tiny());
+                }
+            }
+        }
+        prop_assert_eq!(everything(&engine), everything(&model));
+        engine.wait_idle().expect("idle");
+        prop_assert_eq!(everything(&engine), everything(&model));
+        drop(engine);
+        let engine = open(dir.path(), tiny());
+        prop_assert_eq!(everything(&engine), everything(&model));
+        prop_assert_eq!(engine.stats().keys, model.stats().keys);
+        let full = TokenRange::full("tenant");
+        prop_assert_eq!(engine.digest(&full).expect("digest"), model.digest(&full).expect("model digest"));
+    }
+}
