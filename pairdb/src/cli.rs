@@ -36,6 +36,8 @@ pub enum Command {
 pub enum EngineKind {
     /// In-memory engine: fast, loses data on restart.
     Memory,
+    /// The log-structured merge tree: keeps every acknowledged write across restarts.
+    Lsm,
 }
 
 impl EngineKind {
@@ -43,6 +45,7 @@ impl EngineKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Memory => "memory",
+            EngineKind::Lsm => "lsm",
         }
     }
 }
@@ -73,7 +76,7 @@ pub struct DevArgs {
     /// Directory holding metadata, secrets and node data.
     #[arg(long, env = "PAIRDB_DATA_DIR", default_value = "./pairdb-data")]
     pub data_dir: PathBuf,
-    /// Storage engine (the LSM engine lands in a later release; memory is the default until then).
+    /// Storage engine: `memory` (the default for now) or `lsm`, which keeps data across restarts.
     #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "memory")]
     pub engine: EngineKind,
     /// Metadata store URL (default: SQLite in the data dir).
@@ -104,6 +107,10 @@ pub struct NodeLimitArgs {
     /// nodes share the machine with the other roles; one per core for `pairdb storage`).
     #[arg(long, env = "PAIRDB_NODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub node_workers: Option<u16>,
+    /// When the `lsm` engine's acknowledged writes are on stable storage: `always` (fsynced
+    /// before the acknowledgement; concurrent writes share fsyncs), `interval:<ms>` or `never`.
+    #[arg(long, env = "PAIRDB_FSYNC", default_value = "always")]
+    pub fsync: pairdb_storage::durability::Durability,
 }
 
 impl NodeLimitArgs {

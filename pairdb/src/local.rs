@@ -19,9 +19,11 @@ use pairdb_core::{NodeAddr, Placement};
 use pairdb_gateway::server::ConnectionLimits;
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState as StoredNodeState, RateLimit};
 use pairdb_storage::dir_lock::DirLock;
+use pairdb_storage::durability::Durability;
 use pairdb_storage::engine::StorageEngine;
+use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
 use pairdb_storage::memory::MemoryEngine;
-use pairdb_storage::node::NodeState;
+use pairdb_storage::node::{DirStateFile, NodeState};
 use pairdb_storage::service::StorageService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -47,11 +49,31 @@ pub async fn open_metadata(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> 
     }
 }
 
-/// Builds the engine of `kind`.
-pub fn open_engine(kind: EngineKind, _data_dir: &Path) -> Arc<dyn StorageEngine> {
-    match kind {
+/// Opens a storage node's engine in its data dir — called only once the dir is locked.
+pub type EngineOpener = Box<dyn FnOnce(&Path) -> anyhow::Result<Arc<dyn StorageEngine>> + Send>;
+
+/// Opens the engine of `kind` in a storage node's data dir `data_dir`, once it is locked (the
+/// LSM engine keeps its files in `<data_dir>/lsm`), acknowledging writes as `durability` says.
+pub fn engine_opener(kind: EngineKind, durability: Durability) -> EngineOpener {
+    Box::new(move |data_dir| open_engine(kind, data_dir, durability))
+}
+
+fn open_engine(
+    kind: EngineKind,
+    data_dir: &Path,
+    durability: Durability,
+) -> anyhow::Result<Arc<dyn StorageEngine>> {
+    Ok(match kind {
         EngineKind::Memory => Arc::new(MemoryEngine::new(APPLIED_KEY_TTL)),
-    }
+        EngineKind::Lsm => {
+            let dir = data_dir.join("lsm");
+            let options = LsmOptions::new(durability, APPLIED_KEY_TTL);
+            Arc::new(
+                LsmEngine::open(&dir, options)
+                    .with_context(|| format!("opening the LSM engine in {}", dir.display()))?,
+            )
+        }
+    })
 }
 
 /// Binds `addr` for a role, naming the role in the error.
@@ -72,8 +94,8 @@ pub struct NodeSpec {
     pub listener: std::net::TcpListener,
     /// Its data directory (locked when the node starts).
     pub data_dir: PathBuf,
-    /// Its engine.
-    pub engine: Arc<dyn StorageEngine>,
+    /// Opens its engine once the data dir is locked.
+    pub engine: EngineOpener,
     /// The internal credential it accepts.
     pub internal_token: String,
     /// How far ahead of its wall clock it accepts a version's timestamp.
@@ -81,27 +103,53 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Opens the node's state (locking its data dir) and its service.
-    pub fn open(self) -> anyhow::Result<(std::net::TcpListener, Arc<NodeState>, StorageService)> {
+    /// Locks the node's data dir — before anything in it is read or written — then opens its
+    /// engine, its state and its service.
+    pub fn open(self) -> anyhow::Result<OpenNode> {
+        let what = || {
+            format!(
+                "opening storage node {} in {}",
+                self.id,
+                self.data_dir.display()
+            )
+        };
+        std::fs::create_dir_all(&self.data_dir).with_context(what)?;
+        let lock = DirLock::acquire(&self.data_dir).with_context(what)?;
+        let engine = (self.engine)(&self.data_dir).with_context(what)?;
         let state = Arc::new(
-            NodeState::open(&self.data_dir, &self.id, self.engine.is_durable()).with_context(
-                || {
-                    format!(
-                        "opening storage node {} in {}",
-                        self.id,
-                        self.data_dir.display()
-                    )
-                },
-            )?,
+            NodeState::open_with(
+                Some(lock),
+                Box::new(DirStateFile::new(&self.data_dir)),
+                &self.id,
+                engine.is_durable(),
+            )
+            .with_context(what)?,
         );
         let service = StorageService::new(
-            Arc::clone(&self.engine),
+            Arc::clone(&engine),
             Arc::clone(&state),
             &self.internal_token,
         )
         .with_max_clock_skew(self.max_clock_skew);
-        Ok((self.listener, state, service))
+        Ok(OpenNode {
+            listener: self.listener,
+            engine,
+            state,
+            service,
+        })
     }
+}
+
+/// A storage node opened, not yet serving.
+pub struct OpenNode {
+    /// Its bound listener.
+    pub listener: std::net::TcpListener,
+    /// Its engine.
+    pub engine: Arc<dyn StorageEngine>,
+    /// Its identity and placement.
+    pub state: Arc<NodeState>,
+    /// Its gRPC service.
+    pub service: StorageService,
 }
 
 /// A storage node of a local cluster.
@@ -169,8 +217,12 @@ impl StorageNode {
         abort: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<StorageNode> {
         let id = spec.id.clone();
-        let engine = Arc::clone(&spec.engine);
-        let (listener, state, service) = spec.open()?;
+        let OpenNode {
+            listener,
+            engine,
+            state,
+            service,
+        } = spec.open()?;
         let addr = listener.local_addr()?;
         let mut runtime = NodeRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
@@ -538,6 +590,8 @@ pub struct LocalOptions {
     pub edge: ConnectionLimits,
     /// Worker threads of each storage node's runtime.
     pub node_workers: usize,
+    /// When the storage nodes' acknowledged writes are on stable storage (`lsm` engine).
+    pub durability: Durability,
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -606,7 +660,7 @@ impl<N: LocalNode> LocalCluster<N> {
         for (id, listener) in node_listeners {
             let data_dir = opts.data_dir.join(&id);
             let started = start_node(NodeSpec {
-                engine: open_engine(opts.engine, &data_dir),
+                engine: engine_opener(opts.engine, opts.durability),
                 id,
                 listener,
                 data_dir,

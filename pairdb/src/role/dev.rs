@@ -25,6 +25,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         edge: args.edge.limits(),
         // Like a process of its own, each node schedules its calls on its own runtime.
         node_workers: args.node_limits.workers(1),
+        durability: args.node_limits.fsync,
     };
     tracing::info!(
         http = %opts.http, nodes = opts.nodes, data_dir = %opts.data_dir.display(),

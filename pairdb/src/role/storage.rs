@@ -24,7 +24,7 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         NodeSpec {
             id: args.node_id.clone(),
             listener,
-            engine: local::open_engine(args.engine, &args.data_dir),
+            engine: local::engine_opener(args.engine, args.node_limits.fsync),
             data_dir: args.data_dir.clone(),
             internal_token: secrets.internal_token.clone(),
             max_clock_skew: std::time::Duration::from_millis(args.node_limits.max_clock_skew),

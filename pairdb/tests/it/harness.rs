@@ -51,6 +51,7 @@ pub async fn start(nodes: u32) -> TestCluster {
         max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         edge: pairdb_gateway::server::ConnectionLimits::default(),
         node_workers: NODE_WORKERS,
+        durability: pairdb_storage::durability::Durability::Always,
     };
     let lock = DirLock::acquire(&opts.data_dir).expect("lock the data dir");
     let cluster = LocalCluster::start_with(&opts, lock, secrets(), |spec| {
@@ -204,7 +205,10 @@ impl TestCluster {
                 id: id.to_owned(),
                 listener,
                 data_dir: dir.to_path_buf(),
-                engine: pairdb::local::open_engine(EngineKind::Memory, dir),
+                engine: pairdb::local::engine_opener(
+                    EngineKind::Memory,
+                    pairdb_storage::durability::Durability::Always,
+                ),
                 internal_token: INTERNAL_TOKEN.to_owned(),
                 max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
             },

@@ -318,3 +318,93 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
     );
     assert!(terminate(&mut first).await, "dev exits 0 on SIGTERM");
 }
+
+/// Starts `pairdb dev --engine lsm` on `data` and returns it with its base URL, once ready.
+async fn dev_lsm(data: &str, log: &Path, logs: &Path) -> (Child, String) {
+    let mut child = pairdb(
+        &[
+            "dev",
+            "--engine",
+            "lsm",
+            "--http",
+            ANY_PORT,
+            "--data-dir",
+            data,
+        ],
+        log,
+    );
+    let base = format!("http://{}", listening(&mut child, log, "gateway").await);
+    wait_ready(&reqwest::Client::new(), &format!("{base}/readyz"), logs).await;
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_on_lsm_keeps_every_acknowledged_write_across_sigkill_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path").to_owned();
+    let http = reqwest::Client::new();
+
+    let (mut first, base) = dev_lsm(&data_arg, &dir.path().join("1.log"), dir.path()).await;
+    let created = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"tenant_id": "acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: serde_json::Value = created.json().await.expect("json");
+    let key = body["api_key"].as_str().expect("api key").to_owned();
+    for i in 0..40 {
+        let put = http
+            .put(format!("{base}/v1/kv/k{i}"))
+            .bearer_auth(&key)
+            .header("Content-Type", "text/plain")
+            .body(format!("value {i}"))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(put.status(), StatusCode::OK, "put k{i}");
+    }
+    let delete = http
+        .delete(format!("{base}/v1/kv/k0"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+
+    // A crash: nothing flushed, nothing recorded.
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+
+    let check = |base: String, key: String| async move {
+        let http = reqwest::Client::new();
+        let gone = http
+            .get(format!("{base}/v1/kv/k0"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND, "the delete survived");
+        for i in 1..40 {
+            let got = http
+                .get(format!("{base}/v1/kv/k{i}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(got.status(), StatusCode::OK, "k{i} after restart");
+            assert_eq!(got.text().await.expect("body"), format!("value {i}"));
+        }
+    };
+    let (mut second, base) = dev_lsm(&data_arg, &dir.path().join("2.log"), dir.path()).await;
+    check(base, key.clone()).await;
+    assert!(terminate(&mut second).await, "dev exits 0 on SIGTERM");
+
+    // And after a clean stop.
+    let (mut third, base) = dev_lsm(&data_arg, &dir.path().join("3.log"), dir.path()).await;
+    check(base, key).await;
+    assert!(terminate(&mut third).await, "dev exits 0 on SIGTERM");
+}
