@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http
+.PHONY: test deps build run lint fmt bench-http soak-engine
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test.
 test: deps
@@ -29,3 +29,7 @@ fmt:
 ## PUT/GET throughput and latency of `pairdb dev --engine memory` with wrk (see scripts/bench-http.sh).
 bench-http:
 	@scripts/bench-http.sh
+
+## The LSM crash test at length: its writer process SIGKILLed 500 times per durability mode.
+soak-engine:
+	PAIRDB_CRASH_ROUNDS=$${PAIRDB_CRASH_ROUNDS:-500} $(CARGO) test -p pairdb-storage --test it crash:: -- --nocapture

@@ -101,6 +101,18 @@ pub struct EngineStats {
     pub bytes: u64,
     /// Entries in the applied-keys index (approximate: expired entries may count until purged).
     pub applied_keys: u64,
+    /// Memtables flushed into tables since the engine opened (engines with memtables).
+    pub flushes: u64,
+    /// Compactions done since the engine opened.
+    pub compactions: u64,
+    /// Times the manifest was rewritten as a snapshot since the engine opened.
+    pub manifest_rewrites: u64,
+    /// Microseconds writers spent slowed down or waiting for background work.
+    pub write_stall_micros: u64,
+    /// Tables per level, level 0 first (empty for engines without levels).
+    pub level_tables: Vec<u64>,
+    /// Bytes per level, level 0 first.
+    pub level_bytes: Vec<u64>,
 }
 
 /// An engine operation failed.

@@ -422,6 +422,7 @@ impl StorageEngine for MemoryEngine {
             // Counted without a walk (stats are read by every health probe): expired entries
             // still count until the next write purges them.
             applied_keys: state.applied.len() as u64,
+            ..EngineStats::default()
         }
     }
 

@@ -107,11 +107,19 @@ pub struct Manifest {
     log: CommitLog,
     state: ManifestState,
     batches_since_snapshot: u64,
+    snapshot_every: u64,
+    rewrites: u64,
 }
 
 impl Manifest {
-    /// Opens (or creates) the manifest in `dir` and recovers its state.
+    /// Opens (or creates) the manifest in `dir` and recovers its state; it rewrites itself every
+    /// [`SNAPSHOT_EVERY`] batches.
     pub fn open(dir: &Path) -> Result<Manifest, ManifestError> {
+        Self::open_with(dir, SNAPSHOT_EVERY)
+    }
+
+    /// Like [`open`](Self::open), rewriting every `snapshot_every` batches (at least 1).
+    pub fn open_with(dir: &Path, snapshot_every: u64) -> Result<Manifest, ManifestError> {
         let mut state = ManifestState::default();
         let mut batches = 0u64;
         let options = LogOptions {
@@ -154,6 +162,8 @@ impl Manifest {
             log,
             state,
             batches_since_snapshot: batches,
+            snapshot_every: snapshot_every.max(1),
+            rewrites: 0,
         };
         // Start every run from a snapshot: opening is when a long edit history costs the most.
         if manifest.batches_since_snapshot > 0 {
@@ -182,7 +192,7 @@ impl Manifest {
         self.log.append(&record)?;
         self.state = next;
         self.batches_since_snapshot += 1;
-        if self.batches_since_snapshot >= SNAPSHOT_EVERY {
+        if self.batches_since_snapshot >= self.snapshot_every {
             self.rewrite()?;
         }
         Ok(())
@@ -201,7 +211,13 @@ impl Manifest {
         self.log.append(&record)?;
         self.log.retire_before(segment)?;
         self.batches_since_snapshot = 0;
+        self.rewrites += 1;
         Ok(())
+    }
+
+    /// Rewrites since it opened (the one at open included).
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
     }
 
     /// The directory holding the manifest.

@@ -7,6 +7,7 @@
 //! * [`epochs`] — placement pushes against data calls: a push blocked in its fsyncs stalls
 //!   nothing, and an old-epoch call racing a push lands before it or is refused;
 //! * [`concurrency`] — many writers minting and replicating the same keys at once;
+//! * [`crash`] — the LSM engine's writer process SIGKILLed at random moments, then checked;
 //! * [`idempotency`] — exact deduplication by idempotency key, and reuse refused;
 //! * [`lsm`] — the LSM engine: the conformance suite (also while it flushes and compacts),
 //!   recovery across reopen, and a model test against the memory engine;
@@ -16,6 +17,7 @@
 
 mod concurrency;
 mod conformance;
+mod crash;
 mod epochs;
 mod idempotency;
 mod lsm;

@@ -125,6 +125,7 @@ impl Inner {
         }
         self.log.retire_before(log_start)?;
         self.dropped_applied(dropped);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -257,6 +258,7 @@ impl Inner {
             });
         }
         self.dropped_applied(dropped);
+        self.compactions.fetch_add(1, Ordering::Relaxed);
         // Readers still holding the old view keep their open files; the names can go.
         for t in upper.iter().chain(lower.iter()) {
             let path = table_path(&self.dir, t.meta.id);

@@ -87,6 +87,8 @@ pub struct LsmOptions {
     pub table_target_bytes: u64,
     /// How long the applied-keys index remembers a write.
     pub applied_key_ttl: Duration,
+    /// Manifest edits between its rewrites as a snapshot.
+    pub manifest_snapshot_every: u64,
 }
 
 impl LsmOptions {
@@ -103,6 +105,7 @@ impl LsmOptions {
             level1_bytes: 64 << 20,
             table_target_bytes: 16 << 20,
             applied_key_ttl,
+            manifest_snapshot_every: super::manifest::SNAPSHOT_EVERY,
         }
     }
 }
@@ -152,6 +155,9 @@ struct Inner {
     keys: AtomicU64,
     /// Applied-keys entries (expired ones count until a flush or compaction drops them).
     applied_keys: AtomicU64,
+    flushes: AtomicU64,
+    compactions: AtomicU64,
+    stall_micros: AtomicU64,
 }
 
 /// The LSM engine.
@@ -185,7 +191,7 @@ impl LsmEngine {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        let manifest = Manifest::open(&dir.join("manifest"))?;
+        let manifest = Manifest::open_with(&dir.join("manifest"), options.manifest_snapshot_every)?;
         let state = manifest.state().clone();
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
         for meta in state.tables.values() {
@@ -264,6 +270,9 @@ impl LsmEngine {
             failed: AtomicBool::new(false),
             keys: AtomicU64::new(0),
             applied_keys: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            stall_micros: AtomicU64::new(0),
         });
         inner.count()?;
         let worker = {
@@ -476,6 +485,17 @@ impl Inner {
 
     /// Slows or stops a writer while flushes or level 0 fall behind.
     fn throttle(&self) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let result = self.throttle_inner();
+        let waited = started.elapsed();
+        if waited >= Duration::from_micros(100) {
+            self.stall_micros
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn throttle_inner(&self) -> Result<(), EngineError> {
         let l0 = self.current().levels.first().map_or(0, Vec::len);
         if l0 >= self.options.l0_stop {
             let mut work = lock(&self.work);
@@ -506,6 +526,7 @@ impl Inner {
             return Ok(());
         }
         // Wait (without the gate, so in-flight writes finish) until a frozen slot is free.
+        let started = std::time::Instant::now();
         {
             let mut work = lock(&self.work);
             while self.current().frozen.len() >= self.options.max_frozen_memtables && !work.closed {
@@ -517,6 +538,11 @@ impl Inner {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_micros(100) {
+            self.stall_micros
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let view = self.current();
@@ -753,11 +779,22 @@ impl StorageEngine for LsmEngine {
         let view = self.inner.current();
         let tables = view.levels.iter().flatten();
         let memtables = std::iter::once(&view.mem).chain(view.frozen.iter());
+        let inner = &self.inner;
         EngineStats {
-            keys: self.inner.keys.load(Ordering::Relaxed),
+            keys: inner.keys.load(Ordering::Relaxed),
             bytes: tables.map(|t| t.meta.size).sum::<u64>()
                 + memtables.map(|m| m.bytes() as u64).sum::<u64>(),
-            applied_keys: self.inner.applied_keys.load(Ordering::Relaxed),
+            applied_keys: inner.applied_keys.load(Ordering::Relaxed),
+            flushes: inner.flushes.load(Ordering::Relaxed),
+            compactions: inner.compactions.load(Ordering::Relaxed),
+            manifest_rewrites: lock(&inner.manifest).rewrites(),
+            write_stall_micros: inner.stall_micros.load(Ordering::Relaxed),
+            level_tables: view.levels.iter().map(|l| l.len() as u64).collect(),
+            level_bytes: view
+                .levels
+                .iter()
+                .map(|l| l.iter().map(|t| t.meta.size).sum())
+                .collect(),
         }
     }
 
