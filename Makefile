@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http soak-engine
+.PHONY: test deps build run lint fmt bench-http soak-engine bench-engine
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test.
 test: deps
@@ -33,3 +33,7 @@ bench-http:
 ## The LSM crash test at length: its writer process SIGKILLed 500 times per durability mode.
 soak-engine:
 	PAIRDB_CRASH_ROUNDS=$${PAIRDB_CRASH_ROUNDS:-500} $(CARGO) test -p pairdb-storage --test it crash:: -- --nocapture
+
+## The storage engines side by side (lsm, memory, fjall), db_bench style (see bench/src/main.rs).
+bench-engine:
+	cd bench && $(CARGO) run --release
