@@ -147,6 +147,10 @@ pub enum EngineError {
     /// The engine was closed.
     #[error("engine closed")]
     Closed,
+    /// The call was refused as given (for example a write larger than the engine takes at
+    /// once); nothing was stored.
+    #[error("refused: {0}")]
+    Refused(String),
     /// An earlier failure stopped the engine (a write or fsync that failed leaves the disk in a
     /// state nothing can vouch for); it accepts no more writes until it is reopened.
     #[error("engine stopped after an earlier failure: {0}")]

@@ -34,15 +34,21 @@ impl Inner {
                 }
             }
             let view = self.current();
-            let done = if let Some(oldest) = view.frozen.last() {
-                self.flush(oldest)
-            } else if let Some(level) = self.compaction_due(&view) {
-                self.compact(level)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = done {
-                self.fail(e.to_string());
+            // A panic here would leave writers waiting for work that never comes: it stops the
+            // engine like an error does.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(oldest) = view.frozen.last() {
+                    self.flush(oldest)
+                } else if let Some(level) = self.compaction_due(&view) {
+                    self.compact(level)
+                } else {
+                    Ok(())
+                }
+            }));
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.fail(e.to_string()),
+                Err(_) => self.fail("the background thread panicked".into()),
             }
             let _work = lock(&self.work);
             self.progress.notify_all();

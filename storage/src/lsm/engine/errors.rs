@@ -22,6 +22,7 @@ impl From<LogError> for EngineError {
                 detail,
             },
             LogError::Closed => EngineError::Closed,
+            e @ LogError::TooLarge { .. } => EngineError::Refused(e.to_string()),
             other => EngineError::Stopped(other.to_string()),
         }
     }

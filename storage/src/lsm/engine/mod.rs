@@ -191,6 +191,13 @@ impl LsmEngine {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
+        // The new directories' entries are durable before anything is written into them.
+        super::log::sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            super::log::sync_dir(parent)?;
+        }
+        let manifest_existed =
+            !super::log::recovery::segment_ids(&dir.join("manifest"))?.is_empty();
         let manifest = Manifest::open_with(&dir.join("manifest"), options.manifest_snapshot_every)?;
         let state = manifest.state().clone();
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
@@ -210,6 +217,14 @@ impl LsmEngine {
                 level.sort_by(|a, b| a.meta.first_key.cmp(&b.meta.first_key));
             }
         }
+        if !manifest_existed && has_tables(dir)? {
+            // Tables without a manifest: deleting them as orphans would destroy the data.
+            return Err(EngineError::Corruption {
+                path: dir.join("manifest").display().to_string(),
+                offset: 0,
+                detail: "the manifest is missing or empty but tables exist".into(),
+            });
+        }
         remove_orphans(dir, &state.tables)?;
 
         let replayed = Memtable::new(state.log_start);
@@ -217,6 +232,8 @@ impl LsmEngine {
         let log_dir = dir.join("log");
         let log_options = LogOptions {
             durability: options.durability,
+            // Never number new segments below what the manifest says is already in tables.
+            min_segment: state.log_start,
             ..LogOptions::default()
         };
         let log = CommitLog::open(&log_dir, log_options, |pos, record| {
@@ -327,6 +344,21 @@ impl Drop for LsmEngine {
             let _ = worker.join();
         }
     }
+}
+
+fn has_tables(dir: &Path) -> Result<bool, EngineError> {
+    let tables_dir = dir.join("tables");
+    for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
+        let entry = entry.map_err(io(&tables_dir))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".sst"))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<(), EngineError> {
@@ -563,6 +595,9 @@ impl Inner {
                 levels: current.levels.clone(),
             });
         }
+        // Under the work lock, so the background thread cannot miss it between its check and
+        // its wait.
+        let _work = lock(&self.work);
         self.wake.notify_all();
         Ok(())
     }
@@ -631,7 +666,11 @@ impl StorageEngine for LsmEngine {
                 .fetch_add(u64::from(new_entry), Ordering::Relaxed);
             (outcome, resolved)
         };
-        inner.freeze(false)?;
+        // The write is durable: a failure to freeze now must not report it as not stored (the
+        // failure stops the engine, and later calls say so).
+        if let Err(e) = inner.freeze(false) {
+            tracing::warn!(error = %e, "freezing the memtable after a write failed");
+        }
         Ok(result)
     }
 
@@ -727,8 +766,15 @@ impl StorageEngine for LsmEngine {
             if v == ERASED {
                 continue;
             }
-            if let Stored::Version(version) = decode_value(&v, "version")? {
-                hasher.add(k.get(1..).unwrap_or_default(), &version);
+            match decode_value(&v, "version")? {
+                Stored::Version(version) => hasher.add(k.get(1..).unwrap_or_default(), &version),
+                _ => {
+                    return Err(EngineError::Corruption {
+                        path: self.inner.dir.display().to_string(),
+                        offset: 0,
+                        detail: "a non-version under a version key".into(),
+                    });
+                }
             }
         }
         Ok(hasher.finish())
@@ -766,7 +812,9 @@ impl StorageEngine for LsmEngine {
                 });
             count
         };
-        inner.freeze(false)?;
+        if let Err(e) = inner.freeze(false) {
+            tracing::warn!(error = %e, "freezing the memtable after a range delete failed");
+        }
         Ok(count)
     }
 

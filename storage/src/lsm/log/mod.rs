@@ -40,6 +40,8 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// The largest record accepted.
     pub max_record_bytes: usize,
+    /// The first segment a fresh log starts at, at least (ids below it may be in use elsewhere).
+    pub min_segment: u64,
 }
 
 impl Default for LogOptions {
@@ -48,6 +50,7 @@ impl Default for LogOptions {
             durability: Durability::Always,
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
+            min_segment: 1,
         }
     }
 }
@@ -172,7 +175,7 @@ impl CommitLog {
     ) -> Result<CommitLog, OpenError<E>> {
         fs::create_dir_all(dir).map_err(|e| OpenError::Log(io_error(dir)(e)))?;
         let last = recovery::replay(dir, options.max_record_bytes, replay)?;
-        let segment = last.map_or(1, |id| id + 1);
+        let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
         let file = create_segment(dir, segment).map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -368,9 +371,26 @@ impl Shared {
         let path = segment_path(&self.dir, st.segment);
         drop(st);
 
-        let mut result = file.write_all(&buf);
+        let start = std::io::Seek::stream_position(&mut file);
+        let mut result = start
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        if result.is_ok() {
+            result = file.write_all(&buf);
+        }
         if result.is_ok() && sync {
             result = file.sync_data();
+        }
+        if result.is_err()
+            && let Ok(start) = start
+        {
+            // The waiters are told their records were not stored: take them back out, so a
+            // restart does not replay them. If even that fails, a restart may.
+            if let Err(e) = file.set_len(start).and_then(|()| file.sync_data()) {
+                tracing::error!(path = %path.display(), error = %e,
+                    "cannot remove a failed commit-log batch; a restart may replay it");
+            }
         }
 
         let mut st = self.lock();

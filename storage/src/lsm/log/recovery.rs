@@ -155,9 +155,14 @@ fn read_segment<E>(
     };
 
     let Some((offset, detail)) = bad else {
+        // What was replayed must be as durable as what is appended after it: records a crash
+        // left unsynced in the page cache are fsynced before anything relies on them.
+        sync_file(&path)?;
         return Ok(true);
     };
-    if !last || has_fragment_after(&data, offset) {
+    // Evidence of writes after the damage: a record starting at a later block than where
+    // reading stopped (continuations of the damaged record itself prove nothing).
+    if !last || record_starts_after(&data, pos.max(offset)) {
         return Err(corrupt(offset, detail).into());
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
@@ -172,6 +177,12 @@ fn read_segment<E>(
     Ok(true)
 }
 
+fn sync_file(path: &Path) -> Result<(), LogError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error(path))
+}
+
 /// Whether an intact fragment starts at any block boundary after `offset`.
 fn has_fragment_after(data: &[u8], offset: usize) -> bool {
     let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
@@ -180,6 +191,26 @@ fn has_fragment_after(data: &[u8], offset: usize) -> bool {
             return true;
         }
         block += BLOCK_SIZE;
+    }
+    false
+}
+
+/// Whether an intact record (a whole or first fragment) starts in any block after the one
+/// holding `offset`: each later block is walked from its start while its fragments decode, so a
+/// record starting behind the continuation of a longer one counts too.
+fn record_starts_after(data: &[u8], offset: usize) -> bool {
+    let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
+    while block < data.len() {
+        let end = block + BLOCK_SIZE;
+        let mut at = block;
+        while at + FRAGMENT_HEADER_LEN <= end {
+            match format::decode_fragment(data, at) {
+                Ok(f) if matches!(f.kind, Kind::Full | Kind::First) => return true,
+                Ok(f) => at += FRAGMENT_HEADER_LEN + f.payload.len(),
+                Err(_) => break,
+            }
+        }
+        block = end;
     }
     false
 }

@@ -339,3 +339,26 @@ proptest! {
         prop_assert_eq!(payloads(&seen), written[..whole].to_vec());
     }
 }
+
+#[test]
+fn a_large_record_torn_at_a_block_boundary_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = b"before".to_vec();
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        log.append(&small).expect("append");
+        // Spans three blocks: first, middle and last fragments.
+        log.append(&vec![9u8; 70_000]).expect("append");
+    }
+    let path = newest_segment(dir.path());
+    // Cut exactly after the middle fragment: its intact continuation must not count as a later
+    // record.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("file");
+    file.set_len(2 * format::BLOCK_SIZE as u64).expect("cut");
+    drop(file);
+    let (_, seen) = open(dir.path(), options()).expect("a torn tail, not corruption");
+    assert_eq!(payloads(&seen), vec![small]);
+}

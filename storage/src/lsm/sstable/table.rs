@@ -439,14 +439,9 @@ impl Table {
 
     /// Entries in key order from the first key at least `from` (from the start without it).
     pub fn iter_from(&self, from: Option<&[u8]>) -> Result<TableIter<'_>, TableError> {
-        let mut index = Vec::new();
-        for entry in self.index.iter_from(from) {
-            let (_, handle) = entry.map_err(|e| self.corrupt(e.offset as u64, e.detail))?;
-            index.push(handle.to_vec());
-        }
         Ok(TableIter {
             table: self,
-            handles: index.into_iter(),
+            handles: self.index.iter_from(from),
             from: from.map(<[u8]>::to_vec),
             current: Vec::new().into_iter(),
             failed: false,
@@ -493,7 +488,7 @@ fn read_block(path: &Path, file: &File, size: u64, handle: Handle) -> Result<Vec
 /// A table's entries in key order; an error ends it.
 pub struct TableIter<'a> {
     table: &'a Table,
-    handles: std::vec::IntoIter<Vec<u8>>,
+    handles: super::block::BlockIter<'a>,
     from: Option<Vec<u8>>,
     current: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     failed: bool,
@@ -510,8 +505,14 @@ impl Iterator for TableIter<'_> {
             if let Some(entry) = self.current.next() {
                 return Some(Ok(entry));
             }
-            let handle = self.handles.next()?;
-            let loaded = self.table.data_block(&handle, 0).and_then(|(h, block)| {
+            let handle = match self.handles.next()? {
+                Ok((_, handle)) => handle,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(self.table.corrupt(e.offset as u64, e.detail)));
+                }
+            };
+            let loaded = self.table.data_block(handle, 0).and_then(|(h, block)| {
                 block
                     .iter_from(self.from.as_deref())
                     .map(|r| r.map(|(k, v)| (k, v.to_vec())))
