@@ -44,7 +44,7 @@ pub async fn start(nodes: u32) -> TestCluster {
         http: ([127, 0, 0, 1], 0).into(),
         nodes,
         data_dir: dir.path().to_path_buf(),
-        engine: EngineKind::Memory,
+        engine: EngineKind::Lsm,
         metadata_url: None,
         request_timeout: Duration::from_secs(5),
         vnodes: 64,
