@@ -21,6 +21,17 @@
 //! * **Recovery.** The manifest names the tables; the commit log from the manifest's log start
 //!   is replayed into a memtable.
 //!
+//! Damage, and what it does (each pinned by a test):
+//!
+//! * a torn tail of the commit log (a crash mid-write) is cut at open: only writes never
+//!   acknowledged under `always` go; damage before intact log records stops the open with
+//!   [`EngineError::Corruption`] naming the segment and offset;
+//! * a damaged table block is reported by the first read of it — the open itself, which walks
+//!   every key to count them — naming the table and offset; a truncated table stops the open;
+//! * a damaged manifest record before intact ones stops the open naming the manifest segment;
+//! * table files the manifest does not name are moved to `tables/orphans/`, never deleted, and
+//!   tables with no manifest at all stop the open.
+//!
 //! Version tombstones are never purged yet: purging needs the repaired-until watermark that
 //! anti-entropy will provide.
 
@@ -361,9 +372,14 @@ fn has_tables(dir: &Path) -> Result<bool, EngineError> {
     Ok(false)
 }
 
+/// Moves table files the manifest does not name — left by a flush or compaction a crash
+/// interrupted — into `tables/orphans/`, where an operator may inspect or delete them: nothing a
+/// damaged manifest failed to name is ever deleted.
 fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<(), EngineError> {
     let tables_dir = dir.join("tables");
+    let orphans = tables_dir.join("orphans");
     let live: std::collections::HashSet<u64> = tables.values().map(|t| t.id).collect();
+    let mut moved = false;
     for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
         let entry = entry.map_err(io(&tables_dir))?;
         let name = entry.file_name();
@@ -374,10 +390,17 @@ fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result
         if let Ok(id) = u64::from_str_radix(hex, 16)
             && !live.contains(&id)
         {
-            // A flush or compaction the crash interrupted before its manifest edit.
+            std::fs::create_dir_all(&orphans).map_err(io(&orphans))?;
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(io(&path))?;
+            let to = orphans.join(name);
+            tracing::warn!(table = %path.display(), "moving a table the manifest does not name to tables/orphans");
+            std::fs::rename(&path, &to).map_err(io(&path))?;
+            moved = true;
         }
+    }
+    if moved {
+        super::log::sync_dir(&orphans)?;
+        super::log::sync_dir(&tables_dir)?;
     }
     Ok(())
 }

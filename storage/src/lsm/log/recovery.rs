@@ -162,7 +162,7 @@ fn read_segment<E>(
     };
     // Evidence of writes after the damage: a record starting at a later block than where
     // reading stopped (continuations of the damaged record itself prove nothing).
-    if !last || record_starts_after(&data, pos.max(offset)) {
+    if !last || record_starts_after(&data, pos.max(offset)) || record_starts_within(&data, pos) {
         return Err(corrupt(offset, detail).into());
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
@@ -193,6 +193,20 @@ fn has_fragment_after(data: &[u8], offset: usize) -> bool {
         block += BLOCK_SIZE;
     }
     false
+}
+
+/// Whether an intact record (a whole or first fragment) starts after `offset` in the block
+/// holding it: fragments there cannot be walked past the damage, so every position is tried
+/// (a false match needs a 32-bit checksum to agree by chance).
+fn record_starts_within(data: &[u8], offset: usize) -> bool {
+    let end = ((offset / BLOCK_SIZE + 1) * BLOCK_SIZE).min(data.len());
+    ((offset + 1)..end).any(|at| {
+        // Cheap filters first: the kind byte, and a length that fits the block.
+        let kind = data.get(at + 6).copied();
+        matches!(kind, Some(1 | 2))
+            && format::decode_fragment(data, at)
+                .is_ok_and(|f| matches!(f.kind, Kind::Full | Kind::First))
+    })
 }
 
 /// Whether an intact record (a whole or first fragment) starts in any block after the one

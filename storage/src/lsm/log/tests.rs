@@ -362,3 +362,23 @@ fn a_large_record_torn_at_a_block_boundary_is_a_torn_tail() {
     let (_, seen) = open(dir.path(), options()).expect("a torn tail, not corruption");
     assert_eq!(payloads(&seen), vec![small]);
 }
+
+#[test]
+fn damage_before_intact_records_of_the_same_block_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first;
+    {
+        let (log, _) = open(dir.path(), options()).expect("open");
+        first = log.append(b"the first record").expect("append");
+        log.append(b"the second").expect("append");
+        log.append(b"the third").expect("append");
+    }
+    let path = newest_segment(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[first.offset as usize + format::FRAGMENT_HEADER_LEN + 2] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), options()),
+        Err(LogError::Corrupt { offset, .. }) if offset == first.offset
+    ));
+}
