@@ -34,6 +34,7 @@ pub fn small(durability: Durability) -> LsmOptions {
         level1_bytes: 32 << 10,
         table_target_bytes: 16 << 10,
         manifest_snapshot_every: 8,
+        log_segment_bytes: 256 << 10,
         ..LsmOptions::new(durability, Duration::from_secs(3600))
     }
 }

@@ -100,6 +100,8 @@ pub struct LsmOptions {
     pub applied_key_ttl: Duration,
     /// Manifest edits between its rewrites as a snapshot.
     pub manifest_snapshot_every: u64,
+    /// Bytes of each commit-log segment (allocated when it is created).
+    pub log_segment_bytes: u64,
 }
 
 impl LsmOptions {
@@ -117,6 +119,7 @@ impl LsmOptions {
             table_target_bytes: 16 << 20,
             applied_key_ttl,
             manifest_snapshot_every: super::manifest::SNAPSHOT_EVERY,
+            log_segment_bytes: 64 << 20,
         }
     }
 }
@@ -245,6 +248,8 @@ impl LsmEngine {
             durability: options.durability,
             // Never number new segments below what the manifest says is already in tables.
             min_segment: state.log_start,
+            segment_bytes: options.log_segment_bytes,
+            preallocate: true,
             ..LogOptions::default()
         };
         let log = CommitLog::open(&log_dir, log_options, |pos, record| {
@@ -598,6 +603,11 @@ impl Inner {
         if waited >= Duration::from_micros(100) {
             self.stall_micros
                 .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
+        // Fsync what the segment holds while writers go on, so the rotation below, which they
+        // wait for, has only the last few writes left to fsync.
+        if self.options.durability != Durability::Always {
+            self.log.sync()?;
         }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let view = self.current();

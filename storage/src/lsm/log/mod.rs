@@ -42,6 +42,9 @@ pub struct LogOptions {
     pub max_record_bytes: usize,
     /// The first segment a fresh log starts at, at least (ids below it may be in use elsewhere).
     pub min_segment: u64,
+    /// Allocate each segment's `segment_bytes` when it is created, so fsyncs of appends need
+    /// not update the file's size (faster durable appends; a segment's file is then that big).
+    pub preallocate: bool,
 }
 
 impl Default for LogOptions {
@@ -51,6 +54,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
             min_segment: 1,
+            preallocate: false,
         }
     }
 }
@@ -176,7 +180,12 @@ impl CommitLog {
         fs::create_dir_all(dir).map_err(|e| OpenError::Log(io_error(dir)(e)))?;
         let last = recovery::replay(dir, options.max_record_bytes, replay)?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
-        let file = create_segment(dir, segment).map_err(OpenError::Log)?;
+        let file = create_segment(
+            dir,
+            segment,
+            options.preallocate.then_some(options.segment_bytes),
+        )
+        .map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             options,
@@ -452,7 +461,13 @@ impl Shared {
             }
         }
         let next = st.segment + 1;
-        match create_segment(&self.dir, next) {
+        match create_segment(
+            &self.dir,
+            next,
+            self.options
+                .preallocate
+                .then_some(self.options.segment_bytes),
+        ) {
             Ok(file) => {
                 st.file = Some(file);
                 st.segment = next;
@@ -469,8 +484,11 @@ impl Shared {
     }
 }
 
-/// Creates segment `id` in `dir` with its header, durably (file and directory fsynced).
-fn create_segment(dir: &Path, id: u64) -> Result<File, LogError> {
+/// Creates segment `id` in `dir` with its header, durably (file and directory fsynced), and
+/// preallocates it to `bytes` (zeros) if given, so appends do not change its size and an fsync
+/// of them need not write metadata. Where the file system cannot preallocate, it grows as it is
+/// written.
+fn create_segment(dir: &Path, id: u64, bytes: Option<u64>) -> Result<File, LogError> {
     let path = segment_path(dir, id);
     let mut file = OpenOptions::new()
         .write(true)
@@ -478,10 +496,27 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, LogError> {
         .open(&path)
         .map_err(io_error(&path))?;
     file.write_all(&format::encode_header(id))
-        .and_then(|()| file.sync_all())
         .map_err(io_error(&path))?;
+    if let Some(bytes) = bytes {
+        preallocate(&file, bytes);
+    }
+    file.sync_all().map_err(io_error(&path))?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// Allocates `bytes` of `file` (zeros) without moving its write position; best effort.
+fn preallocate(file: &File, bytes: u64) {
+    use std::os::fd::AsRawFd as _;
+    let Ok(len) = libc::off_t::try_from(bytes) else {
+        return;
+    };
+    // SAFETY: `fallocate` only reads its integer arguments; the descriptor is open for writing
+    // and owned by `file`, which outlives the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot preallocate a commit-log segment");
+    }
 }
 
 /// Fsyncs the log every `every` until it closes or is dropped.

@@ -117,6 +117,16 @@ fn read_segment<E>(
         }
         let fragment = match format::decode_fragment(&data, pos) {
             Ok(f) => f,
+            // Zeros from here to the end, between records: space the segment was preallocated
+            // with, never written.
+            Err(_)
+                if record_start.is_none()
+                    && data
+                        .get(pos..)
+                        .is_some_and(|rest| rest.iter().all(|&b| b == 0)) =>
+            {
+                break None;
+            }
             Err(BadFragment::Truncated) => break Some((pos, "truncated fragment".into())),
             Err(BadFragment::Damaged(why)) => break Some((pos, why.into())),
         };
