@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# PUT and GET throughput and latency of `pairdb dev --engine memory`, measured with wrk over
+# PUT and GET throughput and latency of `pairdb dev` (memory engine unless ENGINE is set), measured with wrk over
 # loopback. Prints wrk's summaries (requests/s and the latency distribution, p99 included).
 #
 #   scripts/bench-http.sh                 # 30 s per phase, 2 threads, 32 connections
 #   DURATION=10s CONNECTIONS=64 scripts/bench-http.sh
+#   ENGINE=lsm FSYNC=always scripts/bench-http.sh    # the LSM engine instead of memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 VALUE_BYTES=${VALUE_BYTES:-100}
 KEYS=${KEYS:-10000}
 PORT=${PORT:-18080}
+ENGINE=${ENGINE:-memory}
+FSYNC=${FSYNC:-always}
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -26,7 +29,7 @@ cargo build --release --bin pairdb
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export PAIRDB_ADMIN_KEY=bench-admin-key
-./target/release/pairdb dev --engine memory --http 127.0.0.1:$PORT --data-dir "$work/data" >"$work/dev.log" 2>&1 &
+./target/release/pairdb dev --engine "$ENGINE" --fsync "$FSYNC" --http 127.0.0.1:$PORT --data-dir "$work/data" >"$work/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
@@ -68,7 +71,7 @@ LUA
 echo "== baseline: GET /healthz (gateway only) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/healthz" | tee "$work/base.txt"
 echo
-echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys) =="
+echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys, engine ${ENGINE}, fsync ${FSYNC}) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT" | tee "$work/put.txt"
 echo
 echo "== GET (quorum, RF 3) =="
