@@ -168,6 +168,7 @@ impl Manifest {
         // Start every run from a snapshot: opening is when a long edit history costs the most.
         if manifest.batches_since_snapshot > 0 {
             manifest.rewrite()?;
+            manifest.rewrites = 0;
         }
         Ok(manifest)
     }
@@ -215,7 +216,7 @@ impl Manifest {
         Ok(())
     }
 
-    /// Rewrites since it opened (the one at open included).
+    /// Rewrites since it opened (not counting the one at open).
     pub fn rewrites(&self) -> u64 {
         self.rewrites
     }

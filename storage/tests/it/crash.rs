@@ -39,6 +39,16 @@ fn run_and_kill(dir: &std::path::Path, first: u64, fsync: &str, rng: &mut u64) -
         .spawn()
         .expect("spawn lsm-writer");
     let stdout = child.stdout.take().expect("stdout");
+    // A writer that hangs without a word still gets killed, and the test fails below.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            watchdog.recv_timeout(Duration::from_secs(120))
+        {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let mut lines = BufReader::new(stdout).lines();
     let mut acked = None;
     let mut armed_at: Option<Instant> = None;
@@ -69,6 +79,7 @@ fn run_and_kill(dir: &std::path::Path, first: u64, fsync: &str, rng: &mut u64) -
         "the writer stopped before it flushed, compacted and rewrote its manifest"
     );
     child.kill().expect("SIGKILL");
+    let _ = done.send(());
     // Acknowledgements already in the pipe were given before the kill: they count.
     for line in lines.map_while(Result::ok) {
         if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok()) {

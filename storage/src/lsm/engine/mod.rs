@@ -119,7 +119,8 @@ impl LsmOptions {
             table_target_bytes: 16 << 20,
             applied_key_ttl,
             manifest_snapshot_every: super::manifest::SNAPSHOT_EVERY,
-            log_segment_bytes: 64 << 20,
+            // About what one memtable's writes take: each freeze starts a new segment.
+            log_segment_bytes: 32 << 20,
         }
     }
 }
@@ -212,8 +213,35 @@ impl LsmEngine {
         }
         let manifest_existed =
             !super::log::recovery::segment_ids(&dir.join("manifest"))?.is_empty();
+        if !manifest_existed && has_tables(dir)? {
+            // Tables without a manifest: moving them aside as orphans would hide the data.
+            return Err(EngineError::Corruption {
+                path: dir.join("manifest").display().to_string(),
+                offset: 0,
+                detail: "the manifest is missing but tables exist".into(),
+            });
+        }
         let manifest = Manifest::open_with(&dir.join("manifest"), options.manifest_snapshot_every)?;
         let state = manifest.state().clone();
+        // The commit log must still hold everything the tables lack: the segment the manifest
+        // starts it at (or, before the first flush, the first one). Anything else means a lost
+        // manifest edit or lost log segments — refuse rather than serve a rolled-back store.
+        let log_ids = super::log::recovery::segment_ids(&dir.join("log"))?;
+        let lowest = log_ids.iter().copied().find(|&id| id >= state.log_start);
+        let consistent = match lowest {
+            Some(id) => id <= state.log_start.max(1),
+            None => state.log_start <= 1 && log_ids.is_empty(),
+        };
+        if !consistent {
+            return Err(EngineError::Corruption {
+                path: dir.join("log").display().to_string(),
+                offset: 0,
+                detail: format!(
+                    "the manifest starts the commit log at segment {}, but the log holds {:?}",
+                    state.log_start, log_ids
+                ),
+            });
+        }
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
         for meta in state.tables.values() {
             let table = Table::open(&table_path(dir, meta.id))?;
@@ -231,15 +259,7 @@ impl LsmEngine {
                 level.sort_by(|a, b| a.meta.first_key.cmp(&b.meta.first_key));
             }
         }
-        if !manifest_existed && has_tables(dir)? {
-            // Tables without a manifest: deleting them as orphans would destroy the data.
-            return Err(EngineError::Corruption {
-                path: dir.join("manifest").display().to_string(),
-                offset: 0,
-                detail: "the manifest is missing or empty but tables exist".into(),
-            });
-        }
-        remove_orphans(dir, &state.tables)?;
+        let highest_file = remove_orphans(dir, &state.tables)?;
 
         let replayed = Memtable::new(state.log_start);
         let mut seq = 0u64;
@@ -295,7 +315,8 @@ impl LsmEngine {
             visible: AtomicU64::new(seq),
             gate: RwLock::new(()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
-            next_file: AtomicU64::new(state.next_file_id.max(1)),
+            // Past every id on disk, orphans included: an id is never reused.
+            next_file: AtomicU64::new(state.next_file_id.max(highest_file + 1).max(1)),
             work: Mutex::new(Work::default()),
             wake: Condvar::new(),
             progress: Condvar::new(),
@@ -380,34 +401,56 @@ fn has_tables(dir: &Path) -> Result<bool, EngineError> {
 /// Moves table files the manifest does not name — left by a flush or compaction a crash
 /// interrupted — into `tables/orphans/`, where an operator may inspect or delete them: nothing a
 /// damaged manifest failed to name is ever deleted.
-fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<(), EngineError> {
+fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<u64, EngineError> {
     let tables_dir = dir.join("tables");
     let orphans = tables_dir.join("orphans");
     let live: std::collections::HashSet<u64> = tables.values().map(|t| t.id).collect();
+    let mut highest = tables.values().map(|t| t.id).max().unwrap_or(0);
     let mut moved = false;
     for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
         let entry = entry.map_err(io(&tables_dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(hex) = name.strip_suffix(".sst") else {
+        let Some(id) = name
+            .strip_suffix(".sst")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        else {
             continue;
         };
-        if let Ok(id) = u64::from_str_radix(hex, 16)
-            && !live.contains(&id)
-        {
-            std::fs::create_dir_all(&orphans).map_err(io(&orphans))?;
-            let path = entry.path();
-            let to = orphans.join(name);
-            tracing::warn!(table = %path.display(), "moving a table the manifest does not name to tables/orphans");
-            std::fs::rename(&path, &to).map_err(io(&path))?;
-            moved = true;
+        highest = highest.max(id);
+        if live.contains(&id) {
+            continue;
+        }
+        std::fs::create_dir_all(&orphans).map_err(io(&orphans))?;
+        let path = entry.path();
+        // Never over an earlier orphan of the same name.
+        let mut to = orphans.join(name);
+        let mut n = 1;
+        while to.exists() {
+            to = orphans.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        tracing::warn!(table = %path.display(), to = %to.display(), "moving a table the manifest does not name aside");
+        std::fs::rename(&path, &to).map_err(io(&path))?;
+        moved = true;
+    }
+    if let Ok(entries) = std::fs::read_dir(&orphans) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.split(".sst").next())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            {
+                highest = highest.max(id);
+            }
         }
     }
     if moved {
         super::log::sync_dir(&orphans)?;
         super::log::sync_dir(&tables_dir)?;
     }
-    Ok(())
+    Ok(highest)
 }
 
 impl Inner {

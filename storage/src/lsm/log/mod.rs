@@ -178,7 +178,7 @@ impl CommitLog {
         replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
     ) -> Result<CommitLog, OpenError<E>> {
         fs::create_dir_all(dir).map_err(|e| OpenError::Log(io_error(dir)(e)))?;
-        let last = recovery::replay(dir, options.max_record_bytes, replay)?;
+        let last = recovery::replay(dir, options.max_record_bytes, options.min_segment, replay)?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
         let file = create_segment(
             dir,
@@ -459,6 +459,17 @@ impl Shared {
             } else {
                 break;
             }
+        }
+        // The old segment ends at its last record: its preallocated rest goes, so zeros in an
+        // older segment can only mean lost data.
+        if self.options.preallocate
+            && let Some(file) = st.file.as_ref()
+            && let Err(e) = file.set_len(st.tail).and_then(|()| file.sync_all())
+        {
+            let e = io_error(&segment_path(&self.dir, st.segment))(e);
+            st.failure = Some(e.to_string());
+            self.progress.notify_all();
+            return Err(e);
         }
         let next = st.segment + 1;
         match create_segment(

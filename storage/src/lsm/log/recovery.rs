@@ -3,7 +3,9 @@
 //!
 //! A fragment that fails its checks is a *torn tail* — the end of writes a crash interrupted,
 //! never acknowledged under [`Durability::Always`](crate::durability::Durability::Always) — only
-//! if it is in the newest segment and no intact fragment starts at any later block of it. The
+//! if it is in the newest segment and no intact record starts after it (in a later block, or
+//! later in its own block past the torn fragment). Zeros from a record boundary to the end of
+//! the newest segment are space it was preallocated with. The
 //! segment is then truncated after its last whole record (fsynced), so the next open reads it
 //! clean. Anything else is [`LogError::Corrupt`]: the log refuses to open rather than silently
 //! drop records that follow the damage.
@@ -39,9 +41,13 @@ pub fn segment_ids(dir: &Path) -> Result<Vec<u64>, LogError> {
 pub fn replay<E>(
     dir: &Path,
     max_record_bytes: usize,
+    min_segment: u64,
     mut replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
 ) -> Result<Option<u64>, OpenError<E>> {
-    let ids = segment_ids(dir)?;
+    let mut ids = segment_ids(dir)?;
+    // Segments below the floor hold nothing needed (their records are elsewhere): they are
+    // neither read nor checked, only left for their owner to retire.
+    ids.retain(|&id| id >= min_segment);
     for pair in ids.windows(2) {
         if let [a, b] = pair
             && b - a != 1
@@ -85,8 +91,14 @@ fn read_segment<E>(
         Ok(found) => {
             return Err(corrupt(0, format!("header names segment {found:016x}")).into());
         }
-        // A newest segment whose header never became durable held no acknowledged record.
-        Err(_) if last && !has_fragment_after(&data, 0) => {
+        // A newest segment whose header never became durable held no acknowledged record — if
+        // nothing at all follows the header's place.
+        Err(_)
+            if last
+                && data
+                    .get(format::HEADER_LEN..)
+                    .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
+        {
             tracing::warn!(path = %path.display(), "removing a commit-log segment whose creation was interrupted");
             fs::remove_file(&path).map_err(io_error(&path))?;
             sync_dir(dir)?;
@@ -117,10 +129,12 @@ fn read_segment<E>(
         }
         let fragment = match format::decode_fragment(&data, pos) {
             Ok(f) => f,
-            // Zeros from here to the end, between records: space the segment was preallocated
-            // with, never written.
+            // Zeros from here to the end of the newest segment, between records: space it was
+            // preallocated with, never written. (Older segments were cut to their last record
+            // when they were closed: zeros there are lost data.)
             Err(_)
-                if record_start.is_none()
+                if last
+                    && record_start.is_none()
                     && data
                         .get(pos..)
                         .is_some_and(|rest| rest.iter().all(|&b| b == 0)) =>
@@ -166,43 +180,60 @@ fn read_segment<E>(
 
     let Some((offset, detail)) = bad else {
         // What was replayed must be as durable as what is appended after it: records a crash
-        // left unsynced in the page cache are fsynced before anything relies on them.
-        sync_file(&path)?;
+        // left unsynced in the page cache are fsynced before anything relies on them — and the
+        // newest segment, about to become an older one, loses its unwritten tail.
+        if last && intact < data.len() {
+            cut(&path, intact as u64)?;
+        } else {
+            sync_file(&path)?;
+        }
         return Ok(true);
     };
     // Evidence of writes after the damage: a record starting at a later block than where
     // reading stopped (continuations of the damaged record itself prove nothing).
-    if !last || record_starts_after(&data, pos.max(offset)) || record_starts_within(&data, pos) {
+    if !last
+        || record_starts_after(&data, pos.max(offset))
+        || record_starts_within(&data, past_fragment(&data, pos))
+    {
         return Err(corrupt(offset, detail).into());
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
         "truncating the torn tail of the commit log");
+    cut(&path, intact as u64)?;
+    Ok(true)
+}
+
+/// Truncates the segment at `path` to `len` bytes, durably.
+fn cut(path: &Path, len: u64) -> Result<(), LogError> {
     let file = OpenOptions::new()
         .write(true)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    file.set_len(intact as u64)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.set_len(len)
         .and_then(|()| file.sync_all())
-        .map_err(io_error(&path))?;
-    Ok(true)
+        .map_err(io_error(path))
+}
+
+/// Where the fragment whose header is at `pos` would end, if its length fits its block — the
+/// torn fragment's own payload (user bytes) is not searched for records — else `pos`.
+fn past_fragment(data: &[u8], pos: usize) -> usize {
+    let block_end = (pos / BLOCK_SIZE + 1) * BLOCK_SIZE;
+    let len = data
+        .get(pos + 4..pos + 6)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(|b| usize::from(u16::from_le_bytes(b)));
+    match len {
+        Some(len) if pos + FRAGMENT_HEADER_LEN + len <= block_end => {
+            pos + FRAGMENT_HEADER_LEN + len - 1
+        }
+        _ => pos,
+    }
 }
 
 fn sync_file(path: &Path) -> Result<(), LogError> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io_error(path))
-}
-
-/// Whether an intact fragment starts at any block boundary after `offset`.
-fn has_fragment_after(data: &[u8], offset: usize) -> bool {
-    let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
-    while block < data.len() {
-        if format::decode_fragment(data, block).is_ok() {
-            return true;
-        }
-        block += BLOCK_SIZE;
-    }
-    false
 }
 
 /// Whether an intact record (a whole or first fragment) starts after `offset` in the block
