@@ -24,8 +24,10 @@
 //! +--------+--------+------+-----------------+
 //! ```
 //!
-//! `crc32c` covers `len`, `kind` and the payload. `kind` is 1 (a whole record), 2 (a record's
-//! first fragment), 3 (a middle one) or 4 (its last). When fewer than [`FRAGMENT_HEADER_LEN`]
+//! `crc32c` covers `len`, `kind` and the payload. `kind`'s low bits are 1 (a whole record), 2 (a
+//! record's first fragment), 3 (a middle one) or 4 (its last); its high bit ([`BATCH_START`])
+//! marks the first fragment of each write the log made (a group-commit batch), so recovery can
+//! tell the torn tail of the last write from damage followed by later writes. When fewer than [`FRAGMENT_HEADER_LEN`]
 //! bytes remain in a block, they are zeros and the next fragment starts the next block.
 
 /// Bytes per block.
@@ -56,9 +58,12 @@ pub enum Kind {
     Last = 4,
 }
 
+/// The kind byte's flag on the first fragment of a batch.
+pub const BATCH_START: u8 = 0x80;
+
 impl Kind {
     fn from_byte(b: u8) -> Option<Kind> {
-        match b {
+        match b & !BATCH_START {
             1 => Some(Kind::Full),
             2 => Some(Kind::First),
             3 => Some(Kind::Middle),
@@ -205,6 +210,9 @@ pub struct Fragment<'a> {
     pub kind: Kind,
     /// Its payload.
     pub payload: &'a [u8],
+    /// It starts a batch: everything before it was written, and under
+    /// [`Durability::Always`](crate::durability::Durability::Always) fsynced, first.
+    pub batch_start: bool,
 }
 
 /// What was found at a fragment's offset instead of a fragment.
@@ -244,7 +252,39 @@ pub fn decode_fragment(segment: &[u8], offset: usize) -> Result<Fragment<'_>, Ba
     let Some(kind) = Kind::from_byte(kind_byte) else {
         return Err(BadFragment::Damaged("unknown fragment kind"));
     };
-    Ok(Fragment { kind, payload })
+    Ok(Fragment {
+        kind,
+        payload,
+        batch_start: kind_byte & BATCH_START != 0,
+    })
+}
+
+/// Marks the first fragment in `batch` — bytes to be written at segment offset `offset` — as
+/// the start of a batch (flag and checksum). `batch` must begin with whole encoded records.
+pub fn mark_batch_start(batch: &mut [u8], offset: u64) {
+    let room = BLOCK_SIZE - (offset % BLOCK_SIZE as u64) as usize;
+    // A record that did not fit the block's rest starts after its zero padding.
+    let at = if room < FRAGMENT_HEADER_LEN { room } else { 0 };
+    let header: Option<[u8; 3]> = batch
+        .get(at + 4..at + FRAGMENT_HEADER_LEN)
+        .and_then(|h| h.try_into().ok());
+    let Some([l0, l1, kind]) = header else {
+        return;
+    };
+    let len = usize::from(u16::from_le_bytes([l0, l1]));
+    let kind = kind | BATCH_START;
+    let Some(payload) = batch.get(at + FRAGMENT_HEADER_LEN..at + FRAGMENT_HEADER_LEN + len) else {
+        return;
+    };
+    let mut crc = crc32c::crc32c(&[l0, l1]);
+    crc = crc32c::crc32c_append(crc, &[kind]);
+    crc = crc32c::crc32c_append(crc, payload);
+    if let Some(k) = batch.get_mut(at + 6) {
+        *k = kind;
+    }
+    if let Some(c) = batch.get_mut(at..at + 4) {
+        c.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 #[cfg(test)]

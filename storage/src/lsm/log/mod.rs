@@ -376,9 +376,11 @@ impl Shared {
         let batch = st.next_batch;
         st.next_batch += 1;
         st.busy = true;
-        let buf = std::mem::take(&mut st.queued);
+        let mut buf = std::mem::take(&mut st.queued);
+        let batch_offset = st.tail - buf.len() as u64;
         let path = segment_path(&self.dir, st.segment);
         drop(st);
+        format::mark_batch_start(&mut buf, batch_offset);
 
         let start = std::io::Seek::stream_position(&mut file);
         let mut result = start

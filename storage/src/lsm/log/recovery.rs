@@ -3,8 +3,10 @@
 //!
 //! A fragment that fails its checks is a *torn tail* — the end of writes a crash interrupted,
 //! never acknowledged under [`Durability::Always`](crate::durability::Durability::Always) — only
-//! if it is in the newest segment and no intact record starts after it (in a later block, or
-//! later in its own block past the torn fragment). Zeros from a record boundary to the end of
+//! if it is in the newest segment and no later write of the log — an intact fragment flagged as
+//! a batch start — follows it (in a later block, or later in its own block past the torn
+//! fragment). Under `always` a batch is written only after the one before it was fsynced, so a
+//! later batch proves the damaged bytes were once durable: that is corruption. Zeros from a record boundary to the end of
 //! the newest segment are space it was preallocated with. The
 //! segment is then truncated after its last whole record (fsynced), so the next open reads it
 //! clean. Anything else is [`LogError::Corrupt`]: the log refuses to open rather than silently
@@ -236,7 +238,7 @@ fn sync_file(path: &Path) -> Result<(), LogError> {
         .map_err(io_error(path))
 }
 
-/// Whether an intact record (a whole or first fragment) starts after `offset` in the block
+/// Whether an intact batch (a later write of the log) starts after `offset` in the block
 /// holding it: fragments there cannot be walked past the damage, so every position is tried
 /// (a false match needs a 32-bit checksum to agree by chance).
 fn record_starts_within(data: &[u8], offset: usize) -> bool {
@@ -244,15 +246,14 @@ fn record_starts_within(data: &[u8], offset: usize) -> bool {
     ((offset + 1)..end).any(|at| {
         // Cheap filters first: the kind byte, and a length that fits the block.
         let kind = data.get(at + 6).copied();
-        matches!(kind, Some(1 | 2))
-            && format::decode_fragment(data, at)
-                .is_ok_and(|f| matches!(f.kind, Kind::Full | Kind::First))
+        matches!(kind, Some(k) if k & format::BATCH_START != 0 && matches!(k & !format::BATCH_START, 1 | 2))
+            && format::decode_fragment(data, at).is_ok_and(|f| f.batch_start)
     })
 }
 
-/// Whether an intact record (a whole or first fragment) starts in any block after the one
-/// holding `offset`: each later block is walked from its start while its fragments decode, so a
-/// record starting behind the continuation of a longer one counts too.
+/// Whether an intact batch (a later write of the log) starts in any block after the one holding
+/// `offset`: each later block is walked from its start while its fragments decode, so a batch
+/// starting behind the continuation of a longer record counts too.
 fn record_starts_after(data: &[u8], offset: usize) -> bool {
     let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
     while block < data.len() {
@@ -260,7 +261,7 @@ fn record_starts_after(data: &[u8], offset: usize) -> bool {
         let mut at = block;
         while at + FRAGMENT_HEADER_LEN <= end {
             match format::decode_fragment(data, at) {
-                Ok(f) if matches!(f.kind, Kind::Full | Kind::First) => return true,
+                Ok(f) if f.batch_start => return true,
                 Ok(f) => at += FRAGMENT_HEADER_LEN + f.payload.len(),
                 Err(_) => break,
             }
