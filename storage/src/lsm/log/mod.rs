@@ -1,7 +1,7 @@
 //! The commit log: every write is appended here before the memtable takes it, so a restart
 //! replays what the memtables held.
 //!
-//! Records are opaque byte strings, framed and checksummed as [`format`] describes, in numbered
+//! Records are opaque byte strings, framed and checksummed as [`format`](mod@format) describes, in numbered
 //! segment files `<id>.log` (16 hex digits) in one directory. Appends share I/O by *group commit*:
 //! an appender whose record is not yet written becomes the leader if no write is under way, and
 //! writes (and, under [`Durability::Always`], fsyncs) every record queued so far in one call while
