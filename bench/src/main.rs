@@ -159,6 +159,8 @@ struct Row {
     elapsed: Duration,
     p99: Duration,
     worst: Duration,
+    /// Operations slower than a millisecond.
+    over_1ms: u64,
 }
 
 impl Row {
@@ -200,6 +202,10 @@ fn measure(threads: usize, ops_per_thread: u64, op: impl Fn(usize, u64) + Sync) 
         elapsed,
         p99,
         worst: all.last().copied().unwrap_or_default(),
+        over_1ms: all
+            .iter()
+            .filter(|d| **d > Duration::from_millis(1))
+            .count() as u64,
     }
 }
 
@@ -247,12 +253,18 @@ fn main() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(2_000);
-    let base: PathBuf = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let base: PathBuf =
+        std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let engines = ["lsm", "memory", "fjall"];
     let actor = Actor::new("bench", 1);
     let hlc = Hlc::new();
-    println!("{keys} keys, 16-byte keys, 100-byte values, through StorageEngine::apply/get (fjall: same resolution)");
-    println!("{:<26} {:<7} {:>12} {:>10} {:>10} {:>8}", "workload", "engine", "ops/s", "p99 µs", "worst µs", "lsm/fjall");
+    println!(
+        "{keys} keys, 16-byte keys, 100-byte values, through StorageEngine::apply/get (fjall: same resolution)"
+    );
+    println!(
+        "{:<26} {:<7} {:>12} {:>10} {:>10} {:>8} {:>9}",
+        "workload", "engine", "ops/s", "p99 µs", "worst µs", "> 1 ms", "lsm/fjall"
+    );
     let mut results: Vec<(String, String, Row)> = Vec::new();
     let mut sizes = Vec::new();
     for name in engines {
@@ -283,6 +295,7 @@ fn main() {
                 elapsed: started.elapsed(),
                 p99: Duration::ZERO,
                 worst: Duration::ZERO,
+                over_1ms: 0,
             },
         ));
         drop(engine);
@@ -313,16 +326,20 @@ fn main() {
             _ => String::new(),
         };
         println!(
-            "{:<26} {:<7} {:>12.0} {:>10} {:>10} {:>8}",
+            "{:<26} {:<7} {:>12.0} {:>10} {:>10} {:>8} {:>9}",
             workload,
             name,
             row.rate(),
             row.p99.as_micros(),
             row.worst.as_micros(),
+            row.over_1ms,
             ratio
         );
     }
     for (name, size) in sizes {
-        println!("on disk after fillrandom: {name:<7} {:.1} MiB", size as f64 / (1 << 20) as f64);
+        println!(
+            "on disk after fillrandom: {name:<7} {:.1} MiB",
+            size as f64 / (1 << 20) as f64
+        );
     }
 }

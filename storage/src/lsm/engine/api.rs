@@ -78,10 +78,10 @@ impl StorageEngine for LsmEngine {
                 .fetch_add(u64::from(new_entry), Ordering::Relaxed);
             (outcome, resolved)
         };
-        // The write is durable: a failure to freeze now must not report it as not stored (the
-        // failure stops the engine, and later calls say so).
-        if let Err(e) = inner.freeze(false) {
-            tracing::warn!(error = %e, "freezing the memtable after a write failed");
+        // The write is durable: a failure now must not report it as not stored (a failure stops
+        // the engine, and later calls say so).
+        if let Err(e) = inner.after_write() {
+            tracing::warn!(error = %e, "waiting for the memtable to be frozen failed");
         }
         Ok(result)
     }
@@ -224,8 +224,8 @@ impl StorageEngine for LsmEngine {
                 });
             count
         };
-        if let Err(e) = inner.freeze(false) {
-            tracing::warn!(error = %e, "freezing the memtable after a range delete failed");
+        if let Err(e) = inner.after_write() {
+            tracing::warn!(error = %e, "waiting for the memtable to be frozen failed");
         }
         Ok(count)
     }

@@ -15,6 +15,9 @@ use crate::engine::EngineError;
 impl Inner {
     /// The background thread: flushes, then compactions, until the engine closes.
     pub(super) fn background(self: Arc<Self>) {
+        if let Err(e) = self.log.prepare_next() {
+            self.fail(e.to_string());
+        }
         loop {
             {
                 let mut work = lock(&self.work);
@@ -27,7 +30,10 @@ impl Inner {
                         continue;
                     }
                     let view = self.current();
-                    if !view.frozen.is_empty() || self.compaction_due(&view).is_some() {
+                    if !view.frozen.is_empty()
+                        || self.mem_full(&view)
+                        || self.compaction_due(&view).is_some()
+                    {
                         break;
                     }
                     work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
@@ -36,8 +42,16 @@ impl Inner {
             let view = self.current();
             // A panic here would leave writers waiting for work that never comes: it stops the
             // engine like an error does.
+            // Flushes first while frozen memtables are at their limit; then a full memtable is
+            // frozen here, off the writers' path (its next log segment made ready after).
+            let frozen_full = view.frozen.len() >= self.options.max_frozen_memtables;
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Some(oldest) = view.frozen.last() {
+                if let (true, Some(oldest)) = (frozen_full, view.frozen.last()) {
+                    self.flush(oldest)
+                } else if self.mem_full(&view) {
+                    self.freeze(false)?;
+                    self.log.prepare_next().map_err(EngineError::from)
+                } else if let Some(oldest) = view.frozen.last() {
                     self.flush(oldest)
                 } else if let Some(level) = self.compaction_due(&view) {
                     self.compact(level)
@@ -53,6 +67,11 @@ impl Inner {
             let _work = lock(&self.work);
             self.progress.notify_all();
         }
+    }
+
+    /// Whether the memtable is due to be frozen.
+    pub(super) fn mem_full(&self, view: &View) -> bool {
+        view.mem.bytes() >= self.options.memtable_bytes
     }
 
     pub(super) fn new_table(&self) -> (u64, PathBuf) {

@@ -618,6 +618,32 @@ impl Inner {
         Ok(())
     }
 
+    /// After a write: a full memtable is the background thread's to freeze; a writer waits only
+    /// while the memtable holds twice its size (the background thread fell behind).
+    fn after_write(&self) -> Result<(), EngineError> {
+        let limit = self.options.memtable_bytes;
+        if self.current().mem.bytes() < limit {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut work = lock(&self.work);
+        self.wake.notify_all();
+        while self.current().mem.bytes() >= limit.saturating_mul(2) && !work.closed {
+            self.check()?;
+            work = self
+                .progress
+                .wait_timeout(work, Duration::from_millis(10))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_micros(100) {
+            self.stall_micros
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Freezes the memtable if it is full (or `force`): the log moves to a new segment and a
     /// fresh memtable takes its writes. Waits while too many frozen memtables wait for a flush.
     fn freeze(&self, force: bool) -> Result<(), EngineError> {

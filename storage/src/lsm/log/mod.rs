@@ -165,6 +165,10 @@ struct State {
     failure: Option<String>,
     closed: bool,
     stats: LogStats,
+    /// The next segment, created ahead of its rotation ([`CommitLog::prepare_next`]).
+    spare: Option<(u64, File)>,
+    /// `prepare_next` is creating the next segment: a rotation waits for it.
+    preparing: bool,
 }
 
 impl CommitLog {
@@ -201,6 +205,8 @@ impl CommitLog {
                 failure: None,
                 closed: false,
                 stats: LogStats::default(),
+                spare: None,
+                preparing: false,
             }),
             progress: Condvar::new(),
         });
@@ -272,6 +278,48 @@ impl CommitLog {
             sync_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// Creates the next segment ahead of time (durably), so the rotation that starts it has no
+    /// file to create while appenders wait. Does nothing if it is ready already.
+    pub fn prepare_next(&self) -> Result<(), LogError> {
+        let next = {
+            let mut st = self.shared.lock();
+            st.usable()?;
+            if st.preparing
+                || st
+                    .spare
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == st.segment + 1)
+            {
+                return Ok(());
+            }
+            // No rotation creates a segment while this is set, so `next` cannot be taken.
+            st.preparing = true;
+            st.segment + 1
+        };
+        let created = create_segment(
+            &self.shared.dir,
+            next,
+            self.shared
+                .options
+                .preallocate
+                .then_some(self.shared.options.segment_bytes),
+        );
+        let mut st = self.shared.lock();
+        st.preparing = false;
+        let result = match created {
+            Ok(file) => {
+                st.spare = Some((next, file));
+                Ok(())
+            }
+            Err(e) => {
+                st.failure = Some(e.to_string());
+                Err(e)
+            }
+        };
+        self.shared.progress.notify_all();
+        result
     }
 
     /// What the log has done since it opened.
@@ -454,7 +502,7 @@ impl Shared {
             if full.is_some_and(|id| id != st.segment) {
                 return Ok(st);
             }
-            if st.busy {
+            if st.busy || st.preparing {
                 st = self.wait(st);
             } else if !st.queued.is_empty() || st.synced < st.written {
                 st = self.lead(st, true);
@@ -474,13 +522,17 @@ impl Shared {
             return Err(e);
         }
         let next = st.segment + 1;
-        match create_segment(
-            &self.dir,
-            next,
-            self.options
-                .preallocate
-                .then_some(self.options.segment_bytes),
-        ) {
+        let ready = match st.spare.take() {
+            Some((id, file)) if id == next => Ok(file),
+            _ => create_segment(
+                &self.dir,
+                next,
+                self.options
+                    .preallocate
+                    .then_some(self.options.segment_bytes),
+            ),
+        };
+        match ready {
             Ok(file) => {
                 st.file = Some(file);
                 st.segment = next;

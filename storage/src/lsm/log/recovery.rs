@@ -62,6 +62,18 @@ pub fn replay<E>(
             .into());
         }
     }
+    // A segment made ready ahead of its rotation that never took a record — its header (or,
+    // if the crash came while it was being created, not even that), then zeros — is not the
+    // newest one: the segment before it is, with its own unwritten tail.
+    if ids.len() > 1
+        && let Some(&spare) = ids.last()
+        && is_unused(&segment_path(dir, spare))?
+    {
+        let path = segment_path(dir, spare);
+        fs::remove_file(&path).map_err(io_error(&path))?;
+        sync_dir(dir)?;
+        ids.pop();
+    }
     let mut newest = None;
     for (i, &id) in ids.iter().enumerate() {
         let last = i + 1 == ids.len();
@@ -70,6 +82,14 @@ pub fn replay<E>(
         }
     }
     Ok(newest)
+}
+
+/// Whether the segment at `path` holds nothing past its header's place but zeros.
+fn is_unused(path: &Path) -> Result<bool, LogError> {
+    let data = fs::read(path).map_err(io_error(path))?;
+    Ok(data
+        .get(format::HEADER_LEN..)
+        .is_none_or(|rest| rest.iter().all(|&b| b == 0)))
 }
 
 /// Replays segment `id`; `last` says it is the newest. Returns false if the segment held no
