@@ -49,7 +49,7 @@ impl Inner {
                 if let (true, Some(oldest)) = (frozen_full, view.frozen.last()) {
                     self.flush(oldest)
                 } else if self.mem_full(&view) {
-                    self.freeze(false)?;
+                    self.freeze_with(false, false)?;
                     self.log.prepare_next().map_err(EngineError::from)
                 } else if let Some(oldest) = view.frozen.last() {
                     self.flush(oldest)

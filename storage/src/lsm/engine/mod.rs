@@ -116,8 +116,10 @@ impl LsmOptions {
             table_target_bytes: 16 << 20,
             applied_key_ttl,
             manifest_snapshot_every: super::manifest::SNAPSHOT_EVERY,
-            // About what one memtable's writes take: each freeze starts a new segment.
-            log_segment_bytes: 32 << 20,
+            // Twice what one memtable's writes take (each freeze starts a new segment), so a
+            // memtable allowed to grow past its size while the background thread catches up
+            // rarely makes a writer rotate the log itself.
+            log_segment_bytes: 64 << 20,
         }
     }
 }
@@ -198,7 +200,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
 impl LsmEngine {
     /// Opens (or creates) the engine in `dir`: recovers the manifest's tables and replays the
     /// commit log. Fails on damage it cannot prove to be a torn tail, naming file and offset.
-    pub fn open(dir: &Path, options: LsmOptions) -> Result<LsmEngine, EngineError> {
+    pub fn open(dir: &Path, mut options: LsmOptions) -> Result<LsmEngine, EngineError> {
+        // Settings that would leave writers waiting for a freeze or a slot that never comes.
+        options.memtable_bytes = options.memtable_bytes.max(1);
+        options.max_frozen_memtables = options.max_frozen_memtables.max(1);
         for sub in ["log", "manifest", "tables"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
@@ -347,7 +352,10 @@ impl LsmEngine {
         loop {
             inner.check()?;
             let view = inner.current();
-            if view.frozen.is_empty() && inner.compaction_due(&view).is_none() {
+            if view.frozen.is_empty()
+                && !inner.mem_full(&view)
+                && inner.compaction_due(&view).is_none()
+            {
                 return Ok(());
             }
             inner.wake.notify_all();
@@ -647,15 +655,25 @@ impl Inner {
     /// Freezes the memtable if it is full (or `force`): the log moves to a new segment and a
     /// fresh memtable takes its writes. Waits while too many frozen memtables wait for a flush.
     fn freeze(&self, force: bool) -> Result<(), EngineError> {
+        self.freeze_with(force, true)
+    }
+
+    /// [`freeze`](Self::freeze); `wait_for_slot` false (the background thread, which is the one
+    /// to free a slot) returns at once when every frozen slot is taken.
+    fn freeze_with(&self, force: bool, wait_for_slot: bool) -> Result<(), EngineError> {
         let full = || self.current().mem.bytes() >= self.options.memtable_bytes;
         if !force && !full() {
+            return Ok(());
+        }
+        let slots_taken = || self.current().frozen.len() >= self.options.max_frozen_memtables;
+        if !wait_for_slot && slots_taken() {
             return Ok(());
         }
         // Wait (without the gate, so in-flight writes finish) until a frozen slot is free.
         let started = std::time::Instant::now();
         {
             let mut work = lock(&self.work);
-            while self.current().frozen.len() >= self.options.max_frozen_memtables && !work.closed {
+            while slots_taken() && !work.closed {
                 self.check()?;
                 self.wake.notify_all();
                 work = self
@@ -677,7 +695,10 @@ impl Inner {
         }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let view = self.current();
-        if view.mem.is_empty() || (!force && view.mem.bytes() < self.options.memtable_bytes) {
+        if view.mem.is_empty()
+            || (!force && view.mem.bytes() < self.options.memtable_bytes)
+            || (!wait_for_slot && slots_taken())
+        {
             return Ok(());
         }
         // No write runs while the gate is held, so the memtable stays as it is; the background

@@ -43,7 +43,7 @@ pub const FRAGMENT_HEADER_LEN: usize = 7;
 pub const MAGIC: [u8; 4] = *b"PDBL";
 
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// A fragment's place in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +334,44 @@ mod tests {
                 pos += FRAGMENT_HEADER_LEN + f.payload.len();
             }
             assert_eq!(back, payload);
+        }
+    }
+
+    #[test]
+    fn a_batch_start_is_marked_on_its_first_fragment_wherever_it_lands() {
+        let block = BLOCK_SIZE as u64;
+        for offset in [
+            0,
+            HEADER_LEN as u64,
+            block - 7,
+            block - 6,
+            block - 1,
+            block + 3,
+        ] {
+            let mut segment = vec![0u8; offset as usize];
+            let mut batch = Vec::new();
+            let n = encode_record(&mut batch, offset, b"first of the batch");
+            encode_record(&mut batch, offset + n, b"second");
+            mark_batch_start(&mut batch, offset);
+            segment.extend_from_slice(&batch);
+            // The first fragment sits after any padding the block's end forced.
+            let room = BLOCK_SIZE - (offset as usize % BLOCK_SIZE);
+            let at = offset as usize + if room < FRAGMENT_HEADER_LEN { room } else { 0 };
+            let first = decode_fragment(&segment, at).expect("intact after marking");
+            assert!(first.batch_start, "offset {offset}");
+            // (With exactly a header's room left, the record starts with an empty fragment.)
+            assert!(b"first of the batch".starts_with(first.payload));
+            let next = at + FRAGMENT_HEADER_LEN + first.payload.len();
+            let next = if BLOCK_SIZE - next % BLOCK_SIZE < FRAGMENT_HEADER_LEN {
+                (next / BLOCK_SIZE + 1) * BLOCK_SIZE
+            } else {
+                next
+            };
+            let second = decode_fragment(&segment, next).expect("the next fragment");
+            assert!(
+                !second.batch_start,
+                "offset {offset}: only the first is marked"
+            );
         }
     }
 

@@ -308,18 +308,17 @@ impl CommitLog {
         );
         let mut st = self.shared.lock();
         st.preparing = false;
-        let result = match created {
-            Ok(file) => {
-                st.spare = Some((next, file));
-                Ok(())
-            }
+        match created {
+            Ok(file) => st.spare = Some((next, file)),
             Err(e) => {
-                st.failure = Some(e.to_string());
-                Err(e)
+                // Not fatal: the current segment goes on, and the rotation creates the segment
+                // itself — once the partial file, if any, is gone.
+                tracing::warn!(error = %e, "cannot make the next commit-log segment ready");
+                let _ = fs::remove_file(segment_path(&self.shared.dir, next));
             }
-        };
+        }
         self.shared.progress.notify_all();
-        result
+        Ok(())
     }
 
     /// What the log has done since it opened.
@@ -426,9 +425,14 @@ impl Shared {
         st.busy = true;
         let mut buf = std::mem::take(&mut st.queued);
         let batch_offset = st.tail - buf.len() as u64;
+        // A batch start tells recovery that everything before it was durable: only true when
+        // every earlier batch was fsynced (always so under `Always`).
+        let after_sync = st.synced == st.written;
         let path = segment_path(&self.dir, st.segment);
         drop(st);
-        format::mark_batch_start(&mut buf, batch_offset);
+        if after_sync {
+            format::mark_batch_start(&mut buf, batch_offset);
+        }
 
         let start = std::io::Seek::stream_position(&mut file);
         let mut result = start
