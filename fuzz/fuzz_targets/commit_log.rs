@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = format::decode_header(data);
     for offset in 0..data.len().min(64) {
         if let Ok(f) = format::decode_fragment(data, offset) {
-            if f.kind == Kind::Full {
+            if f.kind == Kind::Full && !f.batch_start {
                 let mut out = Vec::new();
                 format::encode_record(&mut out, offset as u64, f.payload);
                 assert_eq!(out.as_slice(), &data[offset..offset + out.len()]);
