@@ -130,10 +130,13 @@ async fn gives_up_after_max_attempts_with_the_last_problem() {
 
 #[tokio::test]
 async fn retries_refused_connections_then_reports_transport() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    // Bound but never listening: connections are refused, and no other socket can take the
+    // port while the test runs.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = reserved.local_addr().expect("addr").port();
     let client = Client::builder(format!("http://127.0.0.1:{port}"), "k")
         .retry(RetryPolicy {
             max_attempts: 3,

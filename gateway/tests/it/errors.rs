@@ -353,7 +353,7 @@ async fn store_outage_is_503() {
 
 #[tokio::test]
 async fn unreachable_coordinator_is_503() {
-    let dead = crate::support::dead_address().await;
+    let (dead, _reserved) = crate::support::dead_address();
     let h = Harness::start_with(move |c, _| c.coordinators = vec![dead.to_string()]).await;
     let response = h.tenant(Method::GET, "/v1/kv/k").send().await.unwrap();
     let body = problem(response, 503).await;

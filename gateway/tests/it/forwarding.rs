@@ -110,7 +110,7 @@ async fn problems_name_the_incoming_trace() {
 
 #[tokio::test]
 async fn fails_over_to_the_next_coordinator() {
-    let dead = dead_address().await;
+    let (dead, _reserved) = dead_address();
     let h = Harness::start_with(move |c, live| {
         c.coordinators = vec![dead.to_string(), live.to_string()];
     })

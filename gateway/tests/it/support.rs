@@ -530,10 +530,13 @@ pub async fn serve_coordinator(fake: Arc<FakeCoordinator>) -> (SocketAddr, onesh
     (addr, stop)
 }
 
-/// An address nothing listens on.
-pub async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// An address nothing listens on, for as long as the returned socket lives: it is bound (so no
+/// other socket on the machine can take the port) but never listens, so connections to it are
+/// refused. (An address freed after a bind could be taken by any socket in between.)
+pub fn dead_address() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 impl Harness {
