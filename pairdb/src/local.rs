@@ -23,7 +23,7 @@ use pairdb_storage::durability::Durability;
 use pairdb_storage::engine::StorageEngine;
 use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
 use pairdb_storage::memory::MemoryEngine;
-use pairdb_storage::node::{DirStateFile, NodeState};
+use pairdb_storage::node::{Continuity, DirStateFile, NodeState};
 use pairdb_storage::service::StorageService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -117,11 +117,11 @@ impl NodeSpec {
         let lock = DirLock::acquire(&self.data_dir).with_context(what)?;
         let engine = (self.engine)(&self.data_dir).with_context(what)?;
         let state = Arc::new(
-            NodeState::open_with(
+            NodeState::open_continuing(
                 Some(lock),
                 Box::new(DirStateFile::new(&self.data_dir)),
                 &self.id,
-                engine.is_durable(),
+                Continuity::of(engine.durability()),
             )
             .with_context(what)?,
         );

@@ -161,8 +161,10 @@ pub enum EngineError {
 ///
 /// Calls are synchronous and may block on I/O: async callers run them off their async workers
 /// (the storage node uses `spawn_blocking` for range calls always, and for point calls unless
-/// [`point_calls_block`](Self::point_calls_block) says they never block). Every method is atomic
-/// with respect to the others.
+/// [`point_calls_block`](Self::point_calls_block) says they never block). `apply` is atomic per
+/// key (concurrent applies of one key serialise; of different keys, they need not), a
+/// `delete_range` is atomic as a whole, and `scan` and `digest` each read one snapshot: every
+/// write that returned before the call began, and none that began after it.
 /// The memory engine is the reference; [`crate::conformance`] checks every engine against it.
 pub trait StorageEngine: Send + Sync + 'static {
     /// The stored (resolved) version of `key`, tombstones included.
@@ -231,6 +233,14 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// True when data survives a restart. A node whose engine is not durable starts a new clock
     /// incarnation on every start.
     fn is_durable(&self) -> bool;
+
+    /// When acknowledged writes reach stable storage, for an engine whose data survives a
+    /// restart (`None` for one whose data does not). A node keeps its clock incarnation across a
+    /// crash only under [`Durability::Always`](crate::durability::Durability::Always), and across
+    /// a clean stop under any mode.
+    fn durability(&self) -> Option<crate::durability::Durability> {
+        None
+    }
 
     /// False when the engine's point calls (`get`, `apply`, `applied`) will neither wait on I/O
     /// nor on a long-held lock now, so an async caller may run them inline rather than pay a

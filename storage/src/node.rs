@@ -271,6 +271,29 @@ impl fmt::Debug for NodeState {
     }
 }
 
+/// What of a node's engine survives a stop, as far as its clock incarnation is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Continuity {
+    /// Nothing: every start is a new incarnation.
+    Volatile,
+    /// Everything acknowledged survives a clean stop; a crash may lose some.
+    CleanStop,
+    /// Everything acknowledged survives any stop.
+    Always,
+}
+
+impl Continuity {
+    /// The continuity of an engine with `durability` (`None`: a volatile engine).
+    pub fn of(durability: Option<crate::durability::Durability>) -> Self {
+        match durability {
+            None => Continuity::Volatile,
+            Some(crate::durability::Durability::Always) => Continuity::Always,
+            Some(_) => Continuity::CleanStop,
+        }
+    }
+}
+
 impl NodeState {
     /// Locks `data_dir` (creating it if missing), then opens the state in it for `node_id`,
     /// starting this run.
@@ -307,6 +330,24 @@ impl NodeState {
         node_id: &str,
         engine_durable: bool,
     ) -> Result<NodeState, NodeError> {
+        let continuity = if engine_durable {
+            Continuity::CleanStop
+        } else {
+            Continuity::Volatile
+        };
+        Self::open_continuing(lock, file, node_id, continuity)
+    }
+
+    /// [`open_with`](Self::open_with), keeping the previous incarnation as `continuity` allows:
+    /// never for a volatile engine, after a clean stop for one that may lose acknowledged writes
+    /// in a crash (`interval`, `never`), and after any stop for one that never does (`always`:
+    /// every version this node minted is on its disk, so its counters cannot be reused).
+    pub fn open_continuing(
+        lock: Option<DirLock>,
+        file: Box<dyn StateFile>,
+        node_id: &str,
+        continuity: Continuity,
+    ) -> Result<NodeState, NodeError> {
         pairdb_core::placement::validate_node_id(node_id).map_err(|source| {
             NodeError::BadNodeId {
                 path: file.path().to_path_buf(),
@@ -335,7 +376,12 @@ impl NodeState {
         let fresh = |prev: u64| prev.saturating_add(1).max(pairdb_core::hlc::wall_ms());
         let incarnation = match &previous {
             None => fresh(0),
-            Some(prev) if engine_durable && prev.clean_shutdown => prev.incarnation,
+            Some(prev)
+                if continuity == Continuity::Always
+                    || (continuity == Continuity::CleanStop && prev.clean_shutdown) =>
+            {
+                prev.incarnation
+            }
             Some(prev) => fresh(prev.incarnation),
         };
         let placement = previous.and_then(|p| p.placement).map(Arc::new);
@@ -593,6 +639,33 @@ mod tests {
         // Durable and clean: kept, once. This run is then unclean again until marked.
         assert_eq!(open(true).incarnation(), i4);
         assert!(open(true).incarnation() > i4);
+    }
+
+    #[test]
+    fn an_always_fsynced_engine_keeps_its_incarnation_even_after_a_crash() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let open = |continuity| {
+            NodeState::open_continuing(
+                Some(DirLock::acquire(tmp.path()).expect("lock")),
+                Box::new(DirStateFile::new(tmp.path())),
+                "n1",
+                continuity,
+            )
+            .expect("open")
+            .incarnation()
+        };
+        let first = open(Continuity::Always);
+        // Never marked clean (a crash): kept anyway, every minted version being on disk.
+        assert_eq!(open(Continuity::Always), first);
+        // Under a weaker mode, an unclean stop takes a new one.
+        let weaker = open(Continuity::CleanStop);
+        assert!(weaker > first);
+        assert!(open(Continuity::Volatile) > weaker);
+        assert_eq!(
+            Continuity::of(Some(crate::durability::Durability::Never)),
+            Continuity::CleanStop
+        );
+        assert_eq!(Continuity::of(None), Continuity::Volatile);
     }
 
     #[test]

@@ -259,6 +259,10 @@ impl StorageEngine for LsmEngine {
     }
 
     fn is_durable(&self) -> bool {
-        self.inner.options.durability.survives_power_loss()
+        true
+    }
+
+    fn durability(&self) -> Option<crate::durability::Durability> {
+        Some(self.inner.options.durability)
     }
 }
