@@ -78,6 +78,20 @@ async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
     panic!("{url} never became ready\n{all}");
 }
 
+/// Creates tenant `acme` through the gateway at `base`; returns its API key.
+async fn create_tenant(http: &reqwest::Client, base: &str) -> String {
+    let created = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"tenant_id": "acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: serde_json::Value = created.json().await.expect("json");
+    body["api_key"].as_str().expect("api key").to_owned()
+}
+
 async fn terminate(child: &mut Child) -> bool {
     let Some(pid) = child.id() else { return false };
     let sent = Command::new("kill")
@@ -165,16 +179,7 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         wait_ready(&http, &format!("http://{metrics}/healthz"), logs).await;
     }
 
-    let created = http
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"tenant_id": "acme"}))
-        .send()
-        .await
-        .expect("create tenant");
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: serde_json::Value = created.json().await.expect("json");
-    let key = body["api_key"].as_str().expect("api key").to_owned();
+    let key = create_tenant(&http, &base).await;
 
     let put = |value: &'static str, level: &'static str| {
         http.put(format!("{base}/v1/kv/user-42"))
@@ -259,16 +264,7 @@ async fn a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing() {
         listening(&mut first, &first_log, "gateway").await
     );
     wait_ready(&http, &format!("{base}/readyz"), dir.path()).await;
-    let created = http
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"tenant_id": "acme"}))
-        .send()
-        .await
-        .expect("create tenant");
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: serde_json::Value = created.json().await.expect("json");
-    let key = body["api_key"].as_str().expect("api key").to_owned();
+    let key = create_tenant(&http, &base).await;
     // What the cluster's metadata says (read through SQLite, WAL included).
     let metadata_url = format!("sqlite://{}", data.join("metadata.db").display());
     let snapshot = || async {
@@ -346,16 +342,7 @@ async fn dev_on_lsm_keeps_every_acknowledged_write_across_sigkill_and_restart() 
     let http = reqwest::Client::new();
 
     let (mut first, base) = dev_lsm(&data_arg, &dir.path().join("1.log"), dir.path()).await;
-    let created = http
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"tenant_id": "acme"}))
-        .send()
-        .await
-        .expect("create tenant");
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: serde_json::Value = created.json().await.expect("json");
-    let key = body["api_key"].as_str().expect("api key").to_owned();
+    let key = create_tenant(&http, &base).await;
     for i in 0..40 {
         let put = http
             .put(format!("{base}/v1/kv/k{i}"))

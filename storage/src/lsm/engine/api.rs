@@ -8,6 +8,7 @@ use pairdb_core::{ApplyOutcome, StorageKey, Version};
 
 use super::super::codec::{self, AppliedEntry};
 use super::encoding::{Bounds, Stored, applied_key, data_key, decode_value};
+use super::errors::corruption;
 use super::{ERASED, KEY_LOCKS, LsmEngine, lock, now_ms};
 use crate::digest::RangeHasher;
 use crate::engine::{
@@ -136,21 +137,16 @@ impl StorageEngine for LsmEngine {
                         .unwrap_or(EngineError::Closed));
                 }
             };
-            let key = StorageKey::decode(k.get(1..).unwrap_or_default()).map_err(|e| {
-                EngineError::Corruption {
-                    path: self.inner.dir.display().to_string(),
-                    offset: 0,
-                    detail: format!("stored key: {e}"),
-                }
-            })?;
+            let key = StorageKey::decode(k.get(1..).unwrap_or_default())
+                .map_err(|e| corruption(&self.inner.dir, 0, format!("stored key: {e}")))?;
             let version = match decode_value(v, "version")? {
                 Stored::Version(v) => v,
                 _ => {
-                    return Err(EngineError::Corruption {
-                        path: self.inner.dir.display().to_string(),
-                        offset: 0,
-                        detail: "a non-version under a version key".into(),
-                    });
+                    return Err(corruption(
+                        &self.inner.dir,
+                        0,
+                        "a non-version under a version key",
+                    ));
                 }
             };
             let size = entry_bytes(&key, &version);
@@ -181,11 +177,11 @@ impl StorageEngine for LsmEngine {
             match decode_value(&v, "version")? {
                 Stored::Version(version) => hasher.add(k.get(1..).unwrap_or_default(), &version),
                 _ => {
-                    return Err(EngineError::Corruption {
-                        path: self.inner.dir.display().to_string(),
-                        offset: 0,
-                        detail: "a non-version under a version key".into(),
-                    });
+                    return Err(corruption(
+                        &self.inner.dir,
+                        0,
+                        "a non-version under a version key",
+                    ));
                 }
             }
         }

@@ -1,26 +1,38 @@
 //! Errors of the engine's parts, as the engine reports them.
 
+use std::path::Path;
+
 use super::super::log::LogError;
 use super::super::manifest::ManifestError;
 use super::super::sstable::table::TableError;
 use crate::engine::EngineError;
 
+/// Damage in the file (or directory) at `path`, at byte `offset`.
+pub(super) fn corruption(path: &Path, offset: u64, detail: impl Into<String>) -> EngineError {
+    EngineError::Corruption {
+        path: path.display().to_string(),
+        offset,
+        detail: detail.into(),
+    }
+}
+
+/// An I/O failure on `path`.
+pub(super) fn io_error(path: &Path, source: std::io::Error) -> EngineError {
+    EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 impl From<LogError> for EngineError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::Io { path, source } => EngineError::Io {
-                path: path.display().to_string(),
-                source,
-            },
+            LogError::Io { path, source } => io_error(&path, source),
             LogError::Corrupt {
                 path,
                 offset,
                 detail,
-            } => EngineError::Corruption {
-                path: path.display().to_string(),
-                offset,
-                detail,
-            },
+            } => corruption(&path, offset, detail),
             LogError::Closed => EngineError::Closed,
             e @ LogError::TooLarge { .. } => EngineError::Refused(e.to_string()),
             other => EngineError::Stopped(other.to_string()),
@@ -31,19 +43,12 @@ impl From<LogError> for EngineError {
 impl From<TableError> for EngineError {
     fn from(e: TableError) -> Self {
         match e {
-            TableError::Io { path, source } => EngineError::Io {
-                path: path.display().to_string(),
-                source,
-            },
+            TableError::Io { path, source } => io_error(&path, source),
             TableError::Corrupt {
                 path,
                 offset,
                 detail,
-            } => EngineError::Corruption {
-                path: path.display().to_string(),
-                offset,
-                detail,
-            },
+            } => corruption(&path, offset, detail),
             other => EngineError::Stopped(other.to_string()),
         }
     }
@@ -57,11 +62,7 @@ impl From<ManifestError> for EngineError {
                 path,
                 offset,
                 detail,
-            } => EngineError::Corruption {
-                path: path.display().to_string(),
-                offset,
-                detail,
-            },
+            } => corruption(&path, offset, detail),
             other => EngineError::Stopped(other.to_string()),
         }
     }

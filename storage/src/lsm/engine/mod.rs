@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pairdb_core::Version;
 
 use self::encoding::{Stored, covers, decode_batch, decode_value, encode_batch, table_path};
+use self::errors::{corruption, io_error};
 use super::codec::AppliedEntry;
 use super::log::{CommitLog, LogOptions, OpenError};
 use super::manifest::{LEVELS, Manifest, TableMeta};
@@ -191,10 +192,7 @@ fn now_ms() -> u64 {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
-    move |source| EngineError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| io_error(path, source)
 }
 
 impl LsmEngine {
@@ -217,11 +215,11 @@ impl LsmEngine {
             !super::log::recovery::segment_ids(&dir.join("manifest"))?.is_empty();
         if !manifest_existed && has_tables(dir)? {
             // Tables without a manifest: moving them aside as orphans would hide the data.
-            return Err(EngineError::Corruption {
-                path: dir.join("manifest").display().to_string(),
-                offset: 0,
-                detail: "the manifest is missing but tables exist".into(),
-            });
+            return Err(corruption(
+                &dir.join("manifest"),
+                0,
+                "the manifest is missing but tables exist",
+            ));
         }
         let manifest = Manifest::open_with(&dir.join("manifest"), options.manifest_snapshot_every)?;
         let state = manifest.state().clone();
@@ -235,14 +233,14 @@ impl LsmEngine {
             None => state.log_start <= 1 && log_ids.is_empty(),
         };
         if !consistent {
-            return Err(EngineError::Corruption {
-                path: dir.join("log").display().to_string(),
-                offset: 0,
-                detail: format!(
+            return Err(corruption(
+                &dir.join("log"),
+                0,
+                format!(
                     "the manifest starts the commit log at segment {}, but the log holds {:?}",
                     state.log_start, log_ids
                 ),
-            });
+            ));
         }
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
         for meta in state.tables.values() {
@@ -279,13 +277,10 @@ impl LsmEngine {
                 // Already in tables; the segment outlived a crash before its retirement.
                 return Ok(());
             }
-            for (k, v) in decode_batch(record).map_err(|detail| EngineError::Corruption {
-                path: super::log::segment_path(&log_dir, pos.segment)
-                    .display()
-                    .to_string(),
-                offset: pos.offset,
-                detail,
-            })? {
+            let segment = super::log::segment_path(&log_dir, pos.segment);
+            let batch =
+                decode_batch(record).map_err(|detail| corruption(&segment, pos.offset, detail))?;
+            for (k, v) in batch {
                 seq += 1;
                 replayed.insert(&k, seq, v);
             }
@@ -552,11 +547,11 @@ impl Inner {
             Some(v) => match decode_value(&v, "version")? {
                 Stored::Version(v) => Ok(Some(v)),
                 Stored::Erased => Ok(None),
-                Stored::Applied(_) => Err(EngineError::Corruption {
-                    path: self.dir.display().to_string(),
-                    offset: 0,
-                    detail: "an applied-keys entry under a version key".into(),
-                }),
+                Stored::Applied(_) => Err(corruption(
+                    &self.dir,
+                    0,
+                    "an applied-keys entry under a version key",
+                )),
             },
         }
     }
@@ -569,11 +564,11 @@ impl Inner {
             Some(v) => match decode_value(&v, "applied-keys entry")? {
                 Stored::Applied(e) if e.expires_at_ms > now_ms() => Ok(Some(e)),
                 Stored::Applied(_) | Stored::Erased => Ok(None),
-                Stored::Version(_) => Err(EngineError::Corruption {
-                    path: self.dir.display().to_string(),
-                    offset: 0,
-                    detail: "a version under an applied-keys key".into(),
-                }),
+                Stored::Version(_) => Err(corruption(
+                    &self.dir,
+                    0,
+                    "a version under an applied-keys key",
+                )),
             },
         }
     }
@@ -591,37 +586,47 @@ impl Inner {
         Ok(())
     }
 
-    /// Slows or stops a writer while flushes or level 0 fall behind.
-    fn throttle(&self) -> Result<(), EngineError> {
+    /// Wakes the background thread, then waits while `blocked` holds of the current view
+    /// (until the engine closes or fails), counting the wait as a write stall.
+    fn wait_while(&self, blocked: impl Fn(&View) -> bool) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
-        let result = self.throttle_inner();
+        let mut work = lock(&self.work);
+        loop {
+            self.check()?;
+            // Under the work lock, so the background thread cannot miss it between its check
+            // and its wait.
+            self.wake.notify_all();
+            if work.closed || !blocked(&self.current()) {
+                break;
+            }
+            work = self
+                .progress
+                .wait_timeout(work, Duration::from_millis(10))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        self.count_stall(started);
+        Ok(())
+    }
+
+    fn count_stall(&self, started: std::time::Instant) {
         let waited = started.elapsed();
         if waited >= Duration::from_micros(100) {
             self.stall_micros
                 .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         }
-        result
     }
 
-    fn throttle_inner(&self) -> Result<(), EngineError> {
-        let l0 = self.current().levels.first().map_or(0, Vec::len);
-        if l0 >= self.options.l0_stop {
-            let mut work = lock(&self.work);
-            loop {
-                self.check()?;
-                let view = self.current();
-                if view.levels.first().map_or(0, Vec::len) < self.options.l0_stop || work.closed {
-                    break;
-                }
-                self.wake.notify_all();
-                work = self
-                    .progress
-                    .wait_timeout(work, Duration::from_millis(10))
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        } else if l0 >= self.options.l0_slowdown {
+    /// Slows or stops a writer while flushes or level 0 fall behind.
+    fn throttle(&self) -> Result<(), EngineError> {
+        let l0 = |view: &View| view.levels.first().map_or(0, Vec::len);
+        let now = l0(&self.current());
+        if now >= self.options.l0_stop {
+            self.wait_while(|view| l0(view) >= self.options.l0_stop)?;
+        } else if now >= self.options.l0_slowdown {
+            let started = std::time::Instant::now();
             std::thread::sleep(Duration::from_millis(1));
+            self.count_stall(started);
         }
         Ok(())
     }
@@ -633,23 +638,7 @@ impl Inner {
         if self.current().mem.bytes() < limit {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let mut work = lock(&self.work);
-        self.wake.notify_all();
-        while self.current().mem.bytes() >= limit.saturating_mul(2) && !work.closed {
-            self.check()?;
-            work = self
-                .progress
-                .wait_timeout(work, Duration::from_millis(10))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        let waited = started.elapsed();
-        if waited >= Duration::from_micros(100) {
-            self.stall_micros
-                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-        }
-        Ok(())
+        self.wait_while(|view| view.mem.bytes() >= limit.saturating_mul(2))
     }
 
     /// Freezes the memtable if it is full (or `force`): the log moves to a new segment and a
@@ -670,23 +659,8 @@ impl Inner {
             return Ok(());
         }
         // Wait (without the gate, so in-flight writes finish) until a frozen slot is free.
-        let started = std::time::Instant::now();
-        {
-            let mut work = lock(&self.work);
-            while slots_taken() && !work.closed {
-                self.check()?;
-                self.wake.notify_all();
-                work = self
-                    .progress
-                    .wait_timeout(work, Duration::from_millis(10))
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        }
-        let waited = started.elapsed();
-        if waited >= Duration::from_micros(100) {
-            self.stall_micros
-                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        if slots_taken() {
+            self.wait_while(|view| view.frozen.len() >= self.options.max_frozen_memtables)?;
         }
         // Fsync what the segment holds while writers go on, so the rotation below, which they
         // wait for, has only the last few writes left to fsync.

@@ -84,12 +84,24 @@ pub fn replay<E>(
     Ok(newest)
 }
 
-/// Whether the segment at `path` holds nothing past its header's place but zeros.
+/// Whether the segment at `path` holds nothing past its header's place but zeros. Reads only
+/// until the first byte that is not (a segment in use answers at once; it is read in full
+/// later, by the replay).
 fn is_unused(path: &Path) -> Result<bool, LogError> {
-    let data = fs::read(path).map_err(io_error(path))?;
-    Ok(data
-        .get(format::HEADER_LEN..)
-        .is_none_or(|rest| rest.iter().all(|&b| b == 0)))
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = fs::File::open(path).map_err(io_error(path))?;
+    file.seek(SeekFrom::Start(format::HEADER_LEN as u64))
+        .map_err(io_error(path))?;
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut chunk).map_err(io_error(path))?;
+        let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
+            return Ok(true);
+        };
+        if read.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Replays segment `id`; `last` says it is the newest. Returns false if the segment held no
