@@ -26,7 +26,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## PUT/GET throughput and latency of `pairdb dev --engine memory` with wrk (see scripts/bench-http.sh).
+## PUT/GET throughput and latency of `pairdb dev` with wrk (see scripts/bench-http.sh).
 bench-http:
 	@scripts/bench-http.sh
 

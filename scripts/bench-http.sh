@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# PUT and GET throughput and latency of `pairdb dev` (memory engine unless ENGINE is set), measured with wrk over
+# PUT and GET throughput and latency of `pairdb dev` (LSM engine, fsync always, unless ENGINE/FSYNC say otherwise), measured with wrk over
 # loopback. Prints wrk's summaries (requests/s and the latency distribution, p99 included).
 #
 #   scripts/bench-http.sh                 # 30 s per phase, 2 threads, 32 connections
 #   DURATION=10s CONNECTIONS=64 scripts/bench-http.sh
-#   ENGINE=lsm FSYNC=always scripts/bench-http.sh    # the LSM engine instead of memory
+#   ENGINE=memory scripts/bench-http.sh    # the memory engine instead of the LSM engine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 VALUE_BYTES=${VALUE_BYTES:-100}
 KEYS=${KEYS:-10000}
 PORT=${PORT:-18080}
-ENGINE=${ENGINE:-memory}
+ENGINE=${ENGINE:-lsm}
 FSYNC=${FSYNC:-always}
 
 if ! command -v wrk >/dev/null 2>&1; then

@@ -76,8 +76,9 @@ pub struct DevArgs {
     /// Directory holding metadata, secrets and node data.
     #[arg(long, env = "PAIRDB_DATA_DIR", default_value = "./pairdb-data")]
     pub data_dir: PathBuf,
-    /// Storage engine: `memory` (the default for now) or `lsm`, which keeps data across restarts.
-    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "memory")]
+    /// Storage engine: `lsm` (keeps every acknowledged write across restarts) or `memory`
+    /// (forgets everything on restart; for experiments).
+    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "lsm")]
     pub engine: EngineKind,
     /// Metadata store URL (default: SQLite in the data dir).
     #[arg(long, env = "PAIRDB_METADATA_URL")]
@@ -155,8 +156,8 @@ pub struct StorageArgs {
     /// Data directory of this node.
     #[arg(long, env = "PAIRDB_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Storage engine.
-    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "memory")]
+    /// Storage engine: `lsm` (keeps every acknowledged write across restarts) or `memory`.
+    #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "lsm")]
     pub engine: EngineKind,
     /// Serve `/healthz` and `/readyz` over HTTP here.
     #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
