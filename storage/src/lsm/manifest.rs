@@ -21,9 +21,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pairdb_core::varint;
 
+use super::fs::Fs;
 use super::log::{CommitLog, LogError, LogOptions, LogPosition, OpenError, segment_path};
 use crate::durability::Durability;
 
@@ -115,11 +117,16 @@ impl Manifest {
     /// Opens (or creates) the manifest in `dir` and recovers its state; it rewrites itself every
     /// [`SNAPSHOT_EVERY`] batches.
     pub fn open(dir: &Path) -> Result<Manifest, ManifestError> {
-        Self::open_with(dir, SNAPSHOT_EVERY)
+        Self::open_with(super::fs::os(), dir, SNAPSHOT_EVERY)
     }
 
-    /// Like [`open`](Self::open), rewriting every `snapshot_every` batches (at least 1).
-    pub fn open_with(dir: &Path, snapshot_every: u64) -> Result<Manifest, ManifestError> {
+    /// Like [`open`](Self::open), on `fs`, rewriting every `snapshot_every` batches (at
+    /// least 1).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        snapshot_every: u64,
+    ) -> Result<Manifest, ManifestError> {
         let mut state = ManifestState::default();
         let mut batches = 0u64;
         let options = LogOptions {
@@ -142,7 +149,7 @@ impl Manifest {
             let _ = position;
             Ok(())
         };
-        let log = CommitLog::open(dir, options, {
+        let log = CommitLog::open(fs, dir, options, {
             let mut replay = replay;
             let dir = dir.to_owned();
             move |position, record| {

@@ -3,6 +3,7 @@
 //!
 //! * [`engine`] — the [`StorageEngine`](crate::engine::StorageEngine) they make up;
 //! * [`codec`] — versions and applied-keys entries as the engine stores them;
+//! * [`fs`] — the file system under it all, and a simulated one that loses power;
 //! * [`log`] — the checksummed, segmented commit log with group commit;
 //! * [`manifest`] — the set of tables, changed atomically by logged edits;
 //! * [`memtable`] — the newest writes, in a concurrent skiplist, with sequence numbers;
@@ -10,6 +11,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod fs;
 pub mod log;
 pub mod manifest;
 pub mod memtable;

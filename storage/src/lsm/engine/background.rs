@@ -81,7 +81,7 @@ impl Inner {
 
     pub(super) fn sync_tables_dir(&self) -> Result<(), EngineError> {
         let d = self.dir.join("tables");
-        super::super::log::sync_dir(&d).map_err(EngineError::from)
+        super::super::log::sync_dir(&*self.fs, &d).map_err(EngineError::from)
     }
 
     /// Writes the oldest frozen memtable into a level-0 table and retires its log segments.
@@ -98,7 +98,7 @@ impl Inner {
         for (k, v) in entries {
             if writer.is_none() {
                 let (id, path) = self.new_table();
-                writer = Some((id, TableWriter::create(&path, self.options.table)?));
+                writer = Some((id, TableWriter::create(&*self.fs, &path, self.options.table)?));
             }
             if let Some((_, w)) = writer.as_mut() {
                 w.add(&k, &v)?;
@@ -115,7 +115,7 @@ impl Inner {
                 first_key: info.first_key,
                 last_key: info.last_key,
             };
-            let table = Table::open(&info.path)?;
+            let table = Table::open(&*self.fs, &info.path)?;
             output = Some(Arc::new(LiveTable { meta, table }));
         }
         // The next newer memtable's first segment: every older segment is now in tables.
@@ -236,7 +236,7 @@ impl Inner {
             }
             if writer.is_none() {
                 let (id, path) = self.new_table();
-                writer = Some((id, TableWriter::create(&path, self.options.table)?));
+                writer = Some((id, TableWriter::create(&*self.fs, &path, self.options.table)?));
                 written = 0;
             }
             if let Some((_, w)) = writer.as_mut() {
@@ -287,7 +287,7 @@ impl Inner {
         // Readers still holding the old view keep their open files; the names can go.
         for t in upper.iter().chain(lower.iter()) {
             let path = table_path(&self.dir, t.meta.id);
-            if let Err(e) = std::fs::remove_file(&path) {
+            if let Err(e) = self.fs.remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a compacted table");
             }
         }
@@ -301,7 +301,7 @@ impl Inner {
         level: usize,
     ) -> Result<Arc<LiveTable>, EngineError> {
         let info = writer.finish()?;
-        let table = Table::open(&info.path)?;
+        let table = Table::open(&*self.fs, &info.path)?;
         Ok(Arc::new(LiveTable {
             meta: TableMeta {
                 level: level as u8,

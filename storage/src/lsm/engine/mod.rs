@@ -56,6 +56,7 @@ use pairdb_core::Version;
 use self::encoding::{Stored, covers, decode_batch, decode_value, encode_batch, table_path};
 use self::errors::{corruption, io_error};
 use super::codec::AppliedEntry;
+use super::fs::Fs;
 use super::log::{CommitLog, LogOptions, OpenError};
 use super::manifest::{LEVELS, Manifest, TableMeta};
 use super::memtable::Memtable;
@@ -146,6 +147,7 @@ struct Work {
 }
 
 struct Inner {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     options: LsmOptions,
     log: CommitLog,
@@ -198,22 +200,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
 impl LsmEngine {
     /// Opens (or creates) the engine in `dir`: recovers the manifest's tables and replays the
     /// commit log. Fails on damage it cannot prove to be a torn tail, naming file and offset.
-    pub fn open(dir: &Path, mut options: LsmOptions) -> Result<LsmEngine, EngineError> {
+    pub fn open(dir: &Path, options: LsmOptions) -> Result<LsmEngine, EngineError> {
+        Self::open_on(super::fs::os(), dir, options)
+    }
+
+    /// [`open`](Self::open) on the file system `fs` (tests put a simulated one here).
+    pub fn open_on(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        mut options: LsmOptions,
+    ) -> Result<LsmEngine, EngineError> {
         // Settings that would leave writers waiting for a freeze or a slot that never comes.
         options.memtable_bytes = options.memtable_bytes.max(1);
         options.max_frozen_memtables = options.max_frozen_memtables.max(1);
         for sub in ["log", "manifest", "tables"] {
             let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
+            fs.create_dir_all(&d).map_err(io(&d))?;
         }
         // The new directories' entries are durable before anything is written into them.
-        super::log::sync_dir(dir)?;
+        super::log::sync_dir(&*fs, dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            super::log::sync_dir(parent)?;
+            super::log::sync_dir(&*fs, parent)?;
         }
         let manifest_existed =
-            !super::log::recovery::segment_ids(&dir.join("manifest"))?.is_empty();
-        if !manifest_existed && has_tables(dir)? {
+            !super::log::recovery::segment_ids(&*fs, &dir.join("manifest"))?.is_empty();
+        if !manifest_existed && has_tables(&*fs, dir)? {
             // Tables without a manifest: moving them aside as orphans would hide the data.
             return Err(corruption(
                 &dir.join("manifest"),
@@ -221,12 +232,16 @@ impl LsmEngine {
                 "the manifest is missing but tables exist",
             ));
         }
-        let manifest = Manifest::open_with(&dir.join("manifest"), options.manifest_snapshot_every)?;
+        let manifest = Manifest::open_with(
+            Arc::clone(&fs),
+            &dir.join("manifest"),
+            options.manifest_snapshot_every,
+        )?;
         let state = manifest.state().clone();
         // The commit log must still hold everything the tables lack: the segment the manifest
         // starts it at (or, before the first flush, the first one). Anything else means a lost
         // manifest edit or lost log segments — refuse rather than serve a rolled-back store.
-        let log_ids = super::log::recovery::segment_ids(&dir.join("log"))?;
+        let log_ids = super::log::recovery::segment_ids(&*fs, &dir.join("log"))?;
         let lowest = log_ids.iter().copied().find(|&id| id >= state.log_start);
         let consistent = match lowest {
             Some(id) => id <= state.log_start.max(1),
@@ -244,7 +259,7 @@ impl LsmEngine {
         }
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
         for meta in state.tables.values() {
-            let table = Table::open(&table_path(dir, meta.id))?;
+            let table = Table::open(&*fs, &table_path(dir, meta.id))?;
             if let Some(level) = levels.get_mut(meta.level as usize) {
                 level.push(Arc::new(LiveTable {
                     meta: meta.clone(),
@@ -259,7 +274,7 @@ impl LsmEngine {
                 level.sort_by(|a, b| a.meta.first_key.cmp(&b.meta.first_key));
             }
         }
-        let highest_file = remove_orphans(dir, &state.tables)?;
+        let highest_file = remove_orphans(&*fs, dir, &state.tables)?;
 
         let replayed = Memtable::new(state.log_start);
         let mut seq = 0u64;
@@ -272,7 +287,7 @@ impl LsmEngine {
             preallocate: true,
             ..LogOptions::default()
         };
-        let log = CommitLog::open(&log_dir, log_options, |pos, record| {
+        let log = CommitLog::open(Arc::clone(&fs), &log_dir, log_options, |pos, record| {
             if pos.segment < state.log_start {
                 // Already in tables; the segment outlived a crash before its retirement.
                 return Ok(());
@@ -299,6 +314,7 @@ impl LsmEngine {
             vec![Arc::new(replayed)]
         };
         let inner = Arc::new(Inner {
+            fs,
             dir: dir.to_owned(),
             options,
             log,
@@ -383,34 +399,26 @@ impl Drop for LsmEngine {
     }
 }
 
-fn has_tables(dir: &Path) -> Result<bool, EngineError> {
+fn has_tables(fs: &dyn Fs, dir: &Path) -> Result<bool, EngineError> {
     let tables_dir = dir.join("tables");
-    for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
-        let entry = entry.map_err(io(&tables_dir))?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(".sst"))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let names = fs.read_dir(&tables_dir).map_err(io(&tables_dir))?;
+    Ok(names.iter().any(|n| n.ends_with(".sst")))
 }
 
 /// Moves table files the manifest does not name — left by a flush or compaction a crash
 /// interrupted — into `tables/orphans/`, where an operator may inspect or delete them: nothing a
 /// damaged manifest failed to name is ever deleted.
-fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result<u64, EngineError> {
+fn remove_orphans(
+    fs: &dyn Fs,
+    dir: &Path,
+    tables: &BTreeMap<(u8, u64), TableMeta>,
+) -> Result<u64, EngineError> {
     let tables_dir = dir.join("tables");
     let orphans = tables_dir.join("orphans");
     let live: std::collections::HashSet<u64> = tables.values().map(|t| t.id).collect();
     let mut highest = tables.values().map(|t| t.id).max().unwrap_or(0);
     let mut moved = false;
-    for entry in std::fs::read_dir(&tables_dir).map_err(io(&tables_dir))? {
-        let entry = entry.map_err(io(&tables_dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.read_dir(&tables_dir).map_err(io(&tables_dir))? {
         let Some(id) = name
             .strip_suffix(".sst")
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
@@ -421,25 +429,24 @@ fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result
         if live.contains(&id) {
             continue;
         }
-        std::fs::create_dir_all(&orphans).map_err(io(&orphans))?;
-        let path = entry.path();
+        fs.create_dir_all(&orphans).map_err(io(&orphans))?;
+        let path = tables_dir.join(&name);
         // Never over an earlier orphan of the same name.
-        let mut to = orphans.join(name);
+        let mut to = orphans.join(&name);
         let mut n = 1;
-        while to.exists() {
+        while fs.exists(&to) {
             to = orphans.join(format!("{name}.{n}"));
             n += 1;
         }
         tracing::warn!(table = %path.display(), to = %to.display(), "moving a table the manifest does not name aside");
-        std::fs::rename(&path, &to).map_err(io(&path))?;
+        fs.rename(&path, &to).map_err(io(&path))?;
         moved = true;
     }
-    if let Ok(entries) = std::fs::read_dir(&orphans) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+    if let Ok(names) = fs.read_dir(&orphans) {
+        for name in names {
             if let Some(id) = name
-                .to_str()
-                .and_then(|n| n.split(".sst").next())
+                .split(".sst")
+                .next()
                 .and_then(|hex| u64::from_str_radix(hex, 16).ok())
             {
                 highest = highest.max(id);
@@ -447,8 +454,8 @@ fn remove_orphans(dir: &Path, tables: &BTreeMap<(u8, u64), TableMeta>) -> Result
         }
     }
     if moved {
-        super::log::sync_dir(&orphans)?;
-        super::log::sync_dir(&tables_dir)?;
+        super::log::sync_dir(fs, &orphans)?;
+        super::log::sync_dir(fs, &tables_dir)?;
     }
     Ok(highest)
 }

@@ -14,12 +14,12 @@
 pub mod format;
 pub mod recovery;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use super::fs::{Fs, FsFile};
 use crate::durability::Durability;
 
 /// Where a record was appended.
@@ -112,10 +112,8 @@ pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// Fsyncs directory `dir`, so entries created, renamed or removed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+pub fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), LogError> {
+    fs.sync_dir(dir).map_err(io_error(dir))
 }
 
 /// What a log has done since it opened.
@@ -138,6 +136,7 @@ pub struct CommitLog {
 }
 
 struct Shared {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     options: LogOptions,
     state: Mutex<State>,
@@ -148,7 +147,7 @@ struct Shared {
 struct State {
     segment: u64,
     /// The segment's file; `None` while a leader writes to it.
-    file: Option<File>,
+    file: Option<Arc<dyn FsFile>>,
     /// Segment offset after everything queued.
     tail: u64,
     /// Encoded records not yet handed to a leader.
@@ -166,7 +165,7 @@ struct State {
     closed: bool,
     stats: LogStats,
     /// The next segment, created ahead of its rotation ([`CommitLog::prepare_next`]).
-    spare: Option<(u64, File)>,
+    spare: Option<(u64, Arc<dyn FsFile>)>,
     /// `prepare_next` is creating the next segment: a rotation waits for it.
     preparing: bool,
 }
@@ -177,20 +176,30 @@ impl CommitLog {
     /// Fails with [`LogError::Corrupt`] on damage anywhere but a torn tail, or with `replay`'s
     /// error.
     pub fn open<E>(
+        fs: Arc<dyn Fs>,
         dir: &Path,
         options: LogOptions,
         replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
     ) -> Result<CommitLog, OpenError<E>> {
-        fs::create_dir_all(dir).map_err(|e| OpenError::Log(io_error(dir)(e)))?;
-        let last = recovery::replay(dir, options.max_record_bytes, options.min_segment, replay)?;
+        fs.create_dir_all(dir)
+            .map_err(|e| OpenError::Log(io_error(dir)(e)))?;
+        let last = recovery::replay(
+            &*fs,
+            dir,
+            options.max_record_bytes,
+            options.min_segment,
+            replay,
+        )?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
         let file = create_segment(
+            &*fs,
             dir,
             segment,
             options.preallocate.then_some(options.segment_bytes),
         )
         .map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
+            fs,
             dir: dir.to_owned(),
             options,
             state: Mutex::new(State {
@@ -265,17 +274,17 @@ impl CommitLog {
     /// durably.
     pub fn retire_before(&self, segment: u64) -> Result<(), LogError> {
         let current = self.shared.lock().segment;
-        let dir = &self.shared.dir;
+        let (fs, dir) = (&*self.shared.fs, &self.shared.dir);
         let mut removed = false;
-        for id in recovery::segment_ids(dir)? {
+        for id in recovery::segment_ids(fs, dir)? {
             if id < segment && id < current {
                 let path = segment_path(dir, id);
-                fs::remove_file(&path).map_err(io_error(&path))?;
+                fs.remove_file(&path).map_err(io_error(&path))?;
                 removed = true;
             }
         }
         if removed {
-            sync_dir(dir)?;
+            sync_dir(fs, dir)?;
         }
         Ok(())
     }
@@ -299,6 +308,7 @@ impl CommitLog {
             st.segment + 1
         };
         let created = create_segment(
+            &*self.shared.fs,
             &self.shared.dir,
             next,
             self.shared
@@ -314,7 +324,10 @@ impl CommitLog {
                 // Not fatal: the current segment goes on, and the rotation creates the segment
                 // itself — once the partial file, if any, is gone.
                 tracing::warn!(error = %e, "cannot make the next commit-log segment ready");
-                let _ = fs::remove_file(segment_path(&self.shared.dir, next));
+                let _ = self
+                    .shared
+                    .fs
+                    .remove_file(&segment_path(&self.shared.dir, next));
             }
         }
         self.shared.progress.notify_all();
@@ -415,7 +428,7 @@ impl Shared {
 
     /// Writes every queued record (and fsyncs, with `sync`) without holding the lock.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>, sync: bool) -> MutexGuard<'a, State> {
-        let Some(mut file) = st.file.take() else {
+        let Some(file) = st.file.take() else {
             // Only a leader takes the file, and `busy` says none is leading.
             st.failure = Some("the segment file is missing".into());
             return st;
@@ -434,23 +447,18 @@ impl Shared {
             format::mark_batch_start(&mut buf, batch_offset);
         }
 
-        let start = std::io::Seek::stream_position(&mut file);
-        let mut result = start
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
-        if result.is_ok() {
-            result = file.write_all(&buf);
-        }
+        let mut result = file.write_all_at(&buf, batch_offset);
         if result.is_ok() && sync {
             result = file.sync_data();
         }
-        if result.is_err()
-            && let Ok(start) = start
-        {
+        if result.is_err() {
             // The waiters are told their records were not stored: take them back out, so a
-            // restart does not replay them. If even that fails, a restart may.
-            if let Err(e) = file.set_len(start).and_then(|()| file.sync_data()) {
+            // restart does not replay them. If even that fails, a restart may. (A preallocated
+            // segment loses its unwritten rest too: recovery reads a segment's end as its tail.)
+            if let Err(e) = file
+                .set_len(batch_offset)
+                .and_then(|()| file.sync_data())
+            {
                 tracing::error!(path = %path.display(), error = %e,
                     "cannot remove a failed commit-log batch; a restart may replay it");
             }
@@ -529,6 +537,7 @@ impl Shared {
         let ready = match st.spare.take() {
             Some((id, file)) if id == next => Ok(file),
             _ => create_segment(
+                &*self.fs,
                 &self.dir,
                 next,
                 self.options
@@ -557,35 +566,22 @@ impl Shared {
 /// preallocates it to `bytes` (zeros) if given, so appends do not change its size and an fsync
 /// of them need not write metadata. Where the file system cannot preallocate, it grows as it is
 /// written.
-fn create_segment(dir: &Path, id: u64, bytes: Option<u64>) -> Result<File, LogError> {
+fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    id: u64,
+    bytes: Option<u64>,
+) -> Result<Arc<dyn FsFile>, LogError> {
     let path = segment_path(dir, id);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    file.write_all(&format::encode_header(id))
+    let file = fs.create_new(&path).map_err(io_error(&path))?;
+    file.write_all_at(&format::encode_header(id), 0)
         .map_err(io_error(&path))?;
     if let Some(bytes) = bytes {
-        preallocate(&file, bytes);
+        file.allocate(bytes);
     }
     file.sync_all().map_err(io_error(&path))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok(file)
-}
-
-/// Allocates `bytes` of `file` (zeros) without moving its write position; best effort.
-fn preallocate(file: &File, bytes: u64) {
-    use std::os::fd::AsRawFd as _;
-    let Ok(len) = libc::off_t::try_from(bytes) else {
-        return;
-    };
-    // SAFETY: `fallocate` only reads its integer arguments; the descriptor is open for writing
-    // and owned by `file`, which outlives the call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot preallocate a commit-log segment");
-    }
 }
 
 /// Fsyncs the log every `every` until it closes or is dropped.

@@ -12,19 +12,16 @@
 //! clean. Anything else is [`LogError::Corrupt`]: the log refuses to open rather than silently
 //! drop records that follow the damage.
 
-use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use super::format::{self, BLOCK_SIZE, BadFragment, FRAGMENT_HEADER_LEN, Kind};
 use super::{LogError, LogPosition, OpenError, io_error, segment_path, sync_dir};
+use crate::lsm::fs::Fs;
 
 /// Ids of the segment files in `dir`, ascending. Other files are ignored.
-pub fn segment_ids(dir: &Path) -> Result<Vec<u64>, LogError> {
+pub fn segment_ids(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>, LogError> {
     let mut ids = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.read_dir(dir).map_err(io_error(dir))? {
         let Some(hex) = name.strip_suffix(".log") else {
             continue;
         };
@@ -41,12 +38,13 @@ pub fn segment_ids(dir: &Path) -> Result<Vec<u64>, LogError> {
 /// Replays every record of the log in `dir` to `replay`, in append order; returns the newest
 /// segment id, if any segment is left.
 pub fn replay<E>(
+    fs: &dyn Fs,
     dir: &Path,
     max_record_bytes: usize,
     min_segment: u64,
     mut replay: impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
 ) -> Result<Option<u64>, OpenError<E>> {
-    let mut ids = segment_ids(dir)?;
+    let mut ids = segment_ids(fs, dir)?;
     // Segments below the floor hold nothing needed (their records are elsewhere): they are
     // neither read nor checked, only left for their owner to retire.
     ids.retain(|&id| id >= min_segment);
@@ -67,17 +65,17 @@ pub fn replay<E>(
     // newest one: the segment before it is, with its own unwritten tail.
     if ids.len() > 1
         && let Some(&spare) = ids.last()
-        && is_unused(&segment_path(dir, spare))?
+        && is_unused(fs, &segment_path(dir, spare))?
     {
         let path = segment_path(dir, spare);
-        fs::remove_file(&path).map_err(io_error(&path))?;
-        sync_dir(dir)?;
+        fs.remove_file(&path).map_err(io_error(&path))?;
+        sync_dir(fs, dir)?;
         ids.pop();
     }
     let mut newest = None;
     for (i, &id) in ids.iter().enumerate() {
         let last = i + 1 == ids.len();
-        if read_segment(dir, id, last, max_record_bytes, &mut replay)? {
+        if read_segment(fs, dir, id, last, max_record_bytes, &mut replay)? {
             newest = Some(id);
         }
     }
@@ -87,26 +85,26 @@ pub fn replay<E>(
 /// Whether the segment at `path` holds nothing past its header's place but zeros. Reads only
 /// until the first byte that is not (a segment in use answers at once; it is read in full
 /// later, by the replay).
-fn is_unused(path: &Path) -> Result<bool, LogError> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut file = fs::File::open(path).map_err(io_error(path))?;
-    file.seek(SeekFrom::Start(format::HEADER_LEN as u64))
-        .map_err(io_error(path))?;
+fn is_unused(fs: &dyn Fs, path: &Path) -> Result<bool, LogError> {
+    let file = fs.open(path, false).map_err(io_error(path))?;
+    let mut at = format::HEADER_LEN as u64;
     let mut chunk = vec![0u8; 64 << 10];
     loop {
-        let n = file.read(&mut chunk).map_err(io_error(path))?;
+        let n = file.read_at(&mut chunk, at).map_err(io_error(path))?;
         let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
             return Ok(true);
         };
         if read.iter().any(|&b| b != 0) {
             return Ok(false);
         }
+        at += n as u64;
     }
 }
 
 /// Replays segment `id`; `last` says it is the newest. Returns false if the segment held no
 /// header (a creation the crash interrupted) and was removed.
 fn read_segment<E>(
+    fs: &dyn Fs,
     dir: &Path,
     id: u64,
     last: bool,
@@ -114,7 +112,7 @@ fn read_segment<E>(
     replay: &mut impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
 ) -> Result<bool, OpenError<E>> {
     let path = segment_path(dir, id);
-    let data = fs::read(&path).map_err(io_error(&path))?;
+    let data = fs.read(&path).map_err(io_error(&path))?;
     let corrupt = |offset: usize, detail: String| LogError::Corrupt {
         path: path.clone(),
         offset: offset as u64,
@@ -134,8 +132,8 @@ fn read_segment<E>(
                     .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
         {
             tracing::warn!(path = %path.display(), "removing a commit-log segment whose creation was interrupted");
-            fs::remove_file(&path).map_err(io_error(&path))?;
-            sync_dir(dir)?;
+            fs.remove_file(&path).map_err(io_error(&path))?;
+            sync_dir(fs, dir)?;
             return Ok(false);
         }
         Err(detail) => return Err(corrupt(0, detail).into()),
@@ -217,9 +215,9 @@ fn read_segment<E>(
         // left unsynced in the page cache are fsynced before anything relies on them — and the
         // newest segment, about to become an older one, loses its unwritten tail.
         if last && intact < data.len() {
-            cut(&path, intact as u64)?;
+            cut(fs, &path, intact as u64)?;
         } else {
-            sync_file(&path)?;
+            sync_file(fs, &path)?;
         }
         return Ok(true);
     };
@@ -233,16 +231,13 @@ fn read_segment<E>(
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
         "truncating the torn tail of the commit log");
-    cut(&path, intact as u64)?;
+    cut(fs, &path, intact as u64)?;
     Ok(true)
 }
 
 /// Truncates the segment at `path` to `len` bytes, durably.
-fn cut(path: &Path, len: u64) -> Result<(), LogError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_error(path))?;
+fn cut(fs: &dyn Fs, path: &Path, len: u64) -> Result<(), LogError> {
+    let file = fs.open(path, true).map_err(io_error(path))?;
     file.set_len(len)
         .and_then(|()| file.sync_all())
         .map_err(io_error(path))
@@ -264,8 +259,8 @@ fn past_fragment(data: &[u8], pos: usize) -> usize {
     }
 }
 
-fn sync_file(path: &Path) -> Result<(), LogError> {
-    fs::File::open(path)
+fn sync_file(fs: &dyn Fs, path: &Path) -> Result<(), LogError> {
+    fs.open(path, false)
         .and_then(|f| f.sync_all())
         .map_err(io_error(path))
 }

@@ -16,7 +16,7 @@ type Replayed = Vec<(LogPosition, Vec<u8>)>;
 /// Opens the log in `dir`, returning it and every record it replayed.
 fn open(dir: &Path, options: LogOptions) -> Result<(CommitLog, Replayed), LogError> {
     let mut seen = Vec::new();
-    let log = CommitLog::open(dir, options, |pos, rec| {
+    let log = CommitLog::open(crate::lsm::fs::os(), dir, options, |pos, rec| {
         seen.push((pos, rec.to_vec()));
         Ok::<(), std::convert::Infallible>(())
     })
@@ -112,7 +112,7 @@ fn segments_rotate_by_size_and_retire() {
         }
         assert!(log.current_segment() > 3, "several segments");
     }
-    let ids = recovery::segment_ids(dir.path()).expect("ids");
+    let ids = recovery::segment_ids(&crate::lsm::fs::OsFs, dir.path()).expect("ids");
     let (log, seen) = open(dir.path(), opts).expect("reopen");
     assert_eq!(payloads(&seen), written);
     // Retiring the first segments drops exactly their records.
@@ -139,7 +139,7 @@ fn explicit_rotation_puts_later_records_in_later_segments() {
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let ids = recovery::segment_ids(dir).expect("ids");
+    let ids = recovery::segment_ids(&crate::lsm::fs::OsFs, dir).expect("ids");
     segment_path(dir, *ids.last().expect("a segment"))
 }
 
@@ -244,7 +244,7 @@ fn an_interrupted_segment_creation_is_removed() {
         let (log, _) = open(dir.path(), options()).expect("open");
         log.append(b"kept").expect("append");
     }
-    let newest = recovery::segment_ids(dir.path()).expect("ids");
+    let newest = recovery::segment_ids(&crate::lsm::fs::OsFs, dir.path()).expect("ids");
     let id = *newest.last().expect("id") + 1;
     std::fs::write(segment_path(dir.path(), id), [0u8; 7]).expect("half-created segment");
     let (_, seen) = open(dir.path(), options()).expect("reopen");
@@ -262,7 +262,7 @@ fn a_missing_segment_is_corruption() {
         log.rotate().expect("rotate");
         log.append(b"c").expect("append");
     }
-    let ids = recovery::segment_ids(dir.path()).expect("ids");
+    let ids = recovery::segment_ids(&crate::lsm::fs::OsFs, dir.path()).expect("ids");
     std::fs::remove_file(segment_path(dir.path(), ids[1])).expect("remove");
     assert!(matches!(
         open(dir.path(), options()),

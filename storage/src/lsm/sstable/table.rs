@@ -29,15 +29,17 @@
 //! +-----------+-----------+-----------+-----------+-----------+-------+------+--------+---------+
 //! ```
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write as _};
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pairdb_core::varint;
 
 use super::block::{Block, BlockBuilder, BlockError};
 use super::filter::{Filter, FilterBuilder};
+use crate::lsm::fs::{Fs, FsFile};
+
+/// Bytes the writer gathers before it writes them to the file.
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// Bytes of the footer.
 pub const FOOTER_LEN: usize = 56;
@@ -144,7 +146,9 @@ pub struct TableInfo {
 /// Writes one table from entries in strictly increasing key order.
 pub struct TableWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: Arc<dyn FsFile>,
+    /// Bytes not yet written to the file; they start at `offset - out.len()`.
+    out: Vec<u8>,
     offset: u64,
     options: TableOptions,
     data: BlockBuilder,
@@ -156,18 +160,19 @@ pub struct TableWriter {
 
 impl TableWriter {
     /// Creates the table file at `path` (which must not exist).
-    pub fn create(path: &Path, options: TableOptions) -> Result<TableWriter, TableError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|source| TableError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+    pub fn create(
+        fs: &dyn Fs,
+        path: &Path,
+        options: TableOptions,
+    ) -> Result<TableWriter, TableError> {
+        let file = fs.create_new(path).map_err(|source| TableError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(TableWriter {
             path: path.to_owned(),
-            out: BufWriter::with_capacity(256 << 10, file),
+            file,
+            out: Vec::with_capacity(WRITE_BUFFER),
             offset: 0,
             options,
             data: BlockBuilder::new(),
@@ -226,14 +231,24 @@ impl TableWriter {
             len: contents.len() as u64,
         };
         let crc = crc32c::crc32c_append(crc32c::crc32c(contents), &[compression]);
-        let written = self
-            .out
-            .write_all(contents)
-            .and_then(|()| self.out.write_all(&[compression]))
-            .and_then(|()| self.out.write_all(&crc.to_le_bytes()));
-        written.map_err(|e| self.io(e))?;
+        self.out.extend_from_slice(contents);
+        self.out.push(compression);
+        self.out.extend_from_slice(&crc.to_le_bytes());
         self.offset += (contents.len() + TRAILER_LEN) as u64;
+        if self.out.len() >= WRITE_BUFFER {
+            self.write_out()?;
+        }
         Ok(handle)
+    }
+
+    /// Writes the gathered bytes to the file.
+    fn write_out(&mut self) -> Result<(), TableError> {
+        let at = self.offset - self.out.len() as u64;
+        self.file
+            .write_all_at(&self.out, at)
+            .map_err(|e| self.io(e))?;
+        self.out.clear();
+        Ok(())
     }
 
     fn cut_data_block(&mut self) -> Result<(), TableError> {
@@ -273,12 +288,10 @@ impl TableWriter {
         footer.extend_from_slice(&crc32c::crc32c(&footer).to_le_bytes());
         footer.extend_from_slice(&MAGIC);
         let size = self.offset + FOOTER_LEN as u64;
-        let done = self
-            .out
-            .write_all(&footer)
-            .and_then(|()| self.out.flush())
-            .and_then(|()| self.out.get_ref().sync_all());
-        done.map_err(|e| self.io(e))?;
+        self.out.extend_from_slice(&footer);
+        self.offset = size;
+        self.write_out()?;
+        self.file.sync_all().map_err(|e| self.io(e))?;
         Ok(TableInfo {
             path: self.path,
             size,
@@ -292,7 +305,7 @@ impl TableWriter {
 /// An open table. Reads are positional, so one table serves concurrent readers.
 pub struct Table {
     path: PathBuf,
-    file: File,
+    file: Arc<dyn FsFile>,
     size: u64,
     entries: u64,
     filter: Filter,
@@ -301,13 +314,13 @@ pub struct Table {
 
 impl Table {
     /// Opens the table at `path`, checking its footer, filter and index.
-    pub fn open(path: &Path) -> Result<Table, TableError> {
+    pub fn open(fs: &dyn Fs, path: &Path) -> Result<Table, TableError> {
         let io = |source| TableError::Io {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
+        let file = fs.open(path, false).map_err(io)?;
+        let size = file.size().map_err(io)?;
         let corrupt = |offset: u64, detail: String| TableError::Corrupt {
             path: path.to_owned(),
             offset,
@@ -368,10 +381,10 @@ impl Table {
                 "footer handles do not frame the file".into(),
             ));
         }
-        let filter_bytes = read_block(path, &file, size, filter)?;
+        let filter_bytes = read_block(path, &*file, size, filter)?;
         let filter_block =
             Filter::decode(filter_bytes).map_err(|e| corrupt(filter.offset, e.to_string()))?;
-        let index_bytes = read_block(path, &file, size, index)?;
+        let index_bytes = read_block(path, &*file, size, index)?;
         let index_block = Block::decode(index_bytes)
             .map_err(|e| corrupt(index.offset + e.offset as u64, e.detail.into()))?;
         Ok(Table {
@@ -412,7 +425,7 @@ impl Table {
     }
 
     fn read_block(&self, handle: Handle) -> Result<Vec<u8>, TableError> {
-        read_block(&self.path, &self.file, self.size, handle)
+        read_block(&self.path, &*self.file, self.size, handle)
     }
 
     fn data_block(
@@ -462,7 +475,12 @@ impl Table {
 }
 
 /// Reads and checks the block at `handle` of the `size`-byte table `file` at `path`.
-fn read_block(path: &Path, file: &File, size: u64, handle: Handle) -> Result<Vec<u8>, TableError> {
+fn read_block(
+    path: &Path,
+    file: &dyn FsFile,
+    size: u64,
+    handle: Handle,
+) -> Result<Vec<u8>, TableError> {
     let corrupt = |offset: u64, detail: &str| TableError::Corrupt {
         path: path.to_owned(),
         offset,
@@ -565,6 +583,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::lsm::fs::OsFs;
 
     fn write(
         dir: &Path,
@@ -572,7 +591,7 @@ mod tests {
         entries: &[(Vec<u8>, Vec<u8>)],
         options: TableOptions,
     ) -> TableInfo {
-        let mut w = TableWriter::create(&dir.join(name), options).expect("create");
+        let mut w = TableWriter::create(&OsFs, &dir.join(name), options).expect("create");
         for (k, v) in entries {
             w.add(k, v).expect("add");
         }
@@ -598,7 +617,7 @@ mod tests {
         assert_eq!(info.entries, 5_000);
         assert_eq!(info.first_key, written[0].0);
         assert_eq!(info.last_key, written[4_999].0);
-        let t = Table::open(&info.path).expect("open");
+        let t = Table::open(&OsFs, &info.path).expect("open");
         assert_eq!(t.size(), info.size);
         for (k, v) in written.iter().step_by(97) {
             assert_eq!(t.get(k).expect("get").as_ref(), Some(v));
@@ -647,7 +666,7 @@ mod tests {
             large.size
         );
         for info in [small, large] {
-            let t = Table::open(&info.path).expect("open");
+            let t = Table::open(&OsFs, &info.path).expect("open");
             let all: Vec<_> = t
                 .iter_from(None)
                 .expect("iter")
@@ -665,7 +684,7 @@ mod tests {
     fn an_empty_table_opens_and_holds_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let info = write(dir.path(), "empty.sst", &[], TableOptions::default());
-        let t = Table::open(&info.path).expect("open");
+        let t = Table::open(&OsFs, &info.path).expect("open");
         assert_eq!(t.get(b"k").expect("get"), None);
         assert_eq!(t.iter_from(None).expect("iter").count(), 0);
     }
@@ -673,7 +692,7 @@ mod tests {
     #[test]
     fn keys_out_of_order_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = TableWriter::create(&dir.path().join("t.sst"), TableOptions::default())
+        let mut w = TableWriter::create(&OsFs, &dir.path().join("t.sst"), TableOptions::default())
             .expect("create");
         w.add(b"b", b"1").expect("add");
         assert!(matches!(
@@ -699,7 +718,7 @@ mod tests {
             bad[i] ^= 0x40;
             let path = dir.path().join(format!("bad-{i}.sst"));
             std::fs::write(&path, &bad).expect("write");
-            let Ok(t) = Table::open(&path) else { continue };
+            let Ok(t) = Table::open(&OsFs, &path) else { continue };
             for (k, v) in written.iter().step_by(3) {
                 match t.get(k) {
                     Ok(Some(got)) => assert_eq!(&got, v, "byte {i}: a wrong value"),
@@ -724,7 +743,7 @@ mod tests {
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&info.path, &bytes[..cut]).expect("write");
             assert!(
-                matches!(Table::open(&info.path), Err(TableError::Corrupt { .. })),
+                matches!(Table::open(&OsFs, &info.path), Err(TableError::Corrupt { .. })),
                 "cut at {cut}"
             );
         }
@@ -746,7 +765,7 @@ mod tests {
             let written: Vec<(Vec<u8>, Vec<u8>)> = map.into_iter().collect();
             let options = TableOptions { block_bytes, ..TableOptions::default() };
             let info = write(dir.path(), "t.sst", &written, options);
-            let t = Table::open(&info.path).expect("open");
+            let t = Table::open(&OsFs, &info.path).expect("open");
             for (k, v) in &written {
                 let got = t.get(k).expect("get");
                 prop_assert_eq!(got.as_ref(), Some(v));
