@@ -30,9 +30,9 @@ fmt:
 bench-http:
 	@scripts/bench-http.sh
 
-## The LSM crash test at length: its writer process SIGKILLed 500 times per durability mode.
+## The LSM crash tests at length: its writer process SIGKILLed 500 times, and 500 simulated power cuts, per durability mode.
 soak-engine:
-	PAIRDB_CRASH_ROUNDS=$${PAIRDB_CRASH_ROUNDS:-500} $(CARGO) test -p pairdb-storage --test it crash:: -- --nocapture
+	PAIRDB_CRASH_ROUNDS=$${PAIRDB_CRASH_ROUNDS:-500} PAIRDB_POWER_ROUNDS=$${PAIRDB_POWER_ROUNDS:-500} $(CARGO) test -p pairdb-storage --test it -- --nocapture crash:: power::
 
 ## The storage engines side by side (lsm, memory, fjall), db_bench style (see bench/src/main.rs).
 bench-engine:

@@ -20,7 +20,13 @@ fn run(threads: usize, durability: Durability, window: Duration) -> (f64, u64, u
         durability,
         ..LogOptions::default()
     };
-    let log = CommitLog::open(pairdb_storage::lsm::fs::os(), dir.path(), options, |_, _| Ok::<(), ()>(())).expect("open");
+    let log = CommitLog::open(
+        pairdb_storage::lsm::fs::os(),
+        dir.path(),
+        options,
+        |_, _| Ok::<(), ()>(()),
+    )
+    .expect("open");
     let record = [0x5Au8; 140]; // a 16-byte key and a 100-byte value, with version metadata
     let started = Instant::now();
     std::thread::scope(|s| {

@@ -11,6 +11,8 @@
 //! * [`idempotency`] — exact deduplication by idempotency key, and reuse refused;
 //! * [`lsm`] — the LSM engine: the conformance suite (also while it flushes and compacts),
 //!   recovery across reopen, and a model test against the memory engine;
+//! * [`power`] — the LSM engine on a simulated file system whose power is cut at random
+//!   moments: what was fsynced survives, and nothing else is relied on;
 //! * [`support`] — nodes on ephemeral ports, request builders, and gated fault injection.
 //!
 //! [`MemoryEngine`]: pairdb_storage::memory::MemoryEngine
@@ -21,5 +23,6 @@ mod crash;
 mod epochs;
 mod idempotency;
 mod lsm;
+mod power;
 mod service;
 mod support;

@@ -98,7 +98,10 @@ impl Inner {
         for (k, v) in entries {
             if writer.is_none() {
                 let (id, path) = self.new_table();
-                writer = Some((id, TableWriter::create(&*self.fs, &path, self.options.table)?));
+                writer = Some((
+                    id,
+                    TableWriter::create(&*self.fs, &path, self.options.table)?,
+                ));
             }
             if let Some((_, w)) = writer.as_mut() {
                 w.add(&k, &v)?;
@@ -236,7 +239,10 @@ impl Inner {
             }
             if writer.is_none() {
                 let (id, path) = self.new_table();
-                writer = Some((id, TableWriter::create(&*self.fs, &path, self.options.table)?));
+                writer = Some((
+                    id,
+                    TableWriter::create(&*self.fs, &path, self.options.table)?,
+                ));
                 written = 0;
             }
             if let Some((_, w)) = writer.as_mut() {

@@ -214,7 +214,11 @@ fn survivor(contents: &Contents, torn: bool, rng: &mut u64) -> Vec<u8> {
     };
     let mut out = vec![0u8; len];
     for (i, page) in out.chunks_mut(PAGE).enumerate() {
-        let from = if next(rng).is_multiple_of(2) { now } else { durable };
+        let from = if next(rng).is_multiple_of(2) {
+            now
+        } else {
+            durable
+        };
         let at = i * PAGE;
         for (j, b) in page.iter_mut().enumerate() {
             *b = from.get(at + j).copied().unwrap_or(0);
@@ -492,10 +496,16 @@ mod tests {
             let after = fs.crash(CrashOptions { seed, torn: true });
             let data = after.read(Path::new("/f")).expect("read");
             assert!(data.len() >= 3 * PAGE && data.len() <= 5 * PAGE);
-            assert!(data.iter().take(PAGE).all(|&b| b == 1), "page 0 never changed");
+            assert!(
+                data.iter().take(PAGE).all(|&b| b == 1),
+                "page 0 never changed"
+            );
             for page in data.chunks(PAGE) {
                 let first = page.first().copied().unwrap_or(0);
-                assert!(page.iter().all(|&b| b == first), "a page is one write's or the other's");
+                assert!(
+                    page.iter().all(|&b| b == first),
+                    "a page is one write's or the other's"
+                );
             }
         }
     }

@@ -455,10 +455,7 @@ impl Shared {
             // The waiters are told their records were not stored: take them back out, so a
             // restart does not replay them. If even that fails, a restart may. (A preallocated
             // segment loses its unwritten rest too: recovery reads a segment's end as its tail.)
-            if let Err(e) = file
-                .set_len(batch_offset)
-                .and_then(|()| file.sync_data())
-            {
+            if let Err(e) = file.set_len(batch_offset).and_then(|()| file.sync_data()) {
                 tracing::error!(path = %path.display(), error = %e,
                     "cannot remove a failed commit-log batch; a restart may replay it");
             }

@@ -718,7 +718,9 @@ mod tests {
             bad[i] ^= 0x40;
             let path = dir.path().join(format!("bad-{i}.sst"));
             std::fs::write(&path, &bad).expect("write");
-            let Ok(t) = Table::open(&OsFs, &path) else { continue };
+            let Ok(t) = Table::open(&OsFs, &path) else {
+                continue;
+            };
             for (k, v) in written.iter().step_by(3) {
                 match t.get(k) {
                     Ok(Some(got)) => assert_eq!(&got, v, "byte {i}: a wrong value"),
@@ -743,7 +745,10 @@ mod tests {
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&info.path, &bytes[..cut]).expect("write");
             assert!(
-                matches!(Table::open(&OsFs, &info.path), Err(TableError::Corrupt { .. })),
+                matches!(
+                    Table::open(&OsFs, &info.path),
+                    Err(TableError::Corrupt { .. })
+                ),
                 "cut at {cut}"
             );
         }
