@@ -790,6 +790,9 @@ mod tests {
         fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
             self.inner.delete_range(range)
         }
+        fn set_repaired_until(&self, range: &TokenRange, until: u64) -> Result<(), EngineError> {
+            self.inner.set_repaired_until(range, until)
+        }
         fn flush(&self) -> Result<(), EngineError> {
             let file = std::fs::read_to_string(&self.state_file).unwrap_or_default();
             *self.seen_at_flush.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);

@@ -3,7 +3,8 @@
 //! Compiled into the library (not only under `cfg(test)`) so each engine's own tests run the same
 //! cases: a test passing on the memory engine passes on every engine. Each case takes a factory
 //! returning a fresh, empty engine, and panics (like an assertion) when the engine misbehaves.
-//! Factories must give engines an applied-keys TTL of at least a minute.
+//! Factories must give engines an applied-keys TTL of at least a minute, and a tombstone grace
+//! period of at least a day.
 //!
 //! ```no_run
 //! use std::{sync::Arc, time::Duration};
@@ -52,6 +53,10 @@ pub const CASES: &[(&str, Case)] = &[
     (
         "applied_keys_index_finds_recorded_writes",
         applied_keys_index_finds_recorded_writes,
+    ),
+    (
+        "watermarks_never_purge_what_they_must_keep",
+        watermarks_never_purge_what_they_must_keep,
     ),
 ];
 
@@ -350,6 +355,78 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
         3
     );
     assert_eq!(engine.stats().keys, 3);
+}
+
+/// Repair watermarks purge nothing but tombstones below them and past the grace period: not a
+/// tombstone within the grace period, not one above the watermark, not one outside the range
+/// or in another namespace, never a live version however old. (Which eligible tombstones go, and
+/// when, is each engine's business: the memory engine purges at once, the LSM engine when
+/// compaction rewrites them into its bottom level.)
+pub fn watermarks_never_purge_what_they_must_keep(make: EngineFactory<'_>) {
+    let engine = make();
+    let hlc = Hlc::new();
+    let a = Actor::new("node-a", 1);
+    let now = pairdb_core::hlc::wall_ms();
+    let aged = |mut v: Version, days: u64| {
+        v.timestamp = (now - days * 24 * 3600 * 1000) << pairdb_core::hlc::LOGICAL_BITS;
+        v
+    };
+    let young = mint(None, delete(), &a, &hlc);
+    let must_stay = [
+        (key_at("wm", 10, "young-tombstone"), young),
+        (
+            key_at("wm", 11, "old-live"),
+            aged(mint(None, write("old"), &a, &hlc), 60),
+        ),
+        (
+            key_at("wm", 5_000, "old-tombstone-outside"),
+            aged(mint(None, delete(), &a, &hlc), 60),
+        ),
+        (
+            key_at("wm-other", 10, "old-tombstone-other-namespace"),
+            aged(mint(None, delete(), &a, &hlc), 60),
+        ),
+        (
+            key_at("wm", 12, "old-tombstone-above-watermark"),
+            aged(mint(None, delete(), &a, &hlc), 30),
+        ),
+    ];
+    let may_go = (
+        key_at("wm", 13, "old-tombstone"),
+        aged(mint(None, delete(), &a, &hlc), 60),
+    );
+    for (k, v) in must_stay.iter().chain(std::iter::once(&may_go)) {
+        ok(engine.apply(k, v.clone(), None), "apply");
+    }
+    // Below the 30-day-old tombstone, above the 60-day-old ones, over tokens 0..=1000 of `wm`.
+    let until = (now - 45 * 24 * 3600 * 1000) << pairdb_core::hlc::LOGICAL_BITS;
+    ok(
+        engine.set_repaired_until(&range("wm", 0, 1_000), until),
+        "watermark",
+    );
+    // Repeating it, or lowering it, is accepted and changes nothing.
+    ok(
+        engine.set_repaired_until(&range("wm", 0, 1_000), until),
+        "same watermark",
+    );
+    ok(
+        engine.set_repaired_until(&range("wm", 0, 1_000), 1),
+        "lower watermark",
+    );
+    ok(
+        engine.set_repaired_until(&range("wm-empty", 0, u64::MAX), until),
+        "watermark",
+    );
+    ok(engine.flush(), "flush");
+    for (k, v) in &must_stay {
+        assert_eq!(
+            ok(engine.get(k), "get").as_ref(),
+            Some(v),
+            "{k:?} must stay"
+        );
+    }
+    let left = ok(engine.get(&may_go.0), "get");
+    assert!(left.is_none() || left.as_ref() == Some(&may_go.1));
 }
 
 /// Stored keys across namespaces `a`, `ab` (which must not leak into `a`) and `b`, at chosen

@@ -74,6 +74,25 @@ pub fn entry_bytes(key: &StorageKey, version: &Version) -> usize {
         + 64
 }
 
+/// How long a tombstone is kept at least, whatever the repair watermark says (DESIGN §2.1):
+/// hints expire before it, and a node down longer rejoins only empty.
+pub const DEFAULT_TOMBSTONE_GRACE: std::time::Duration =
+    std::time::Duration::from_secs(10 * 24 * 3600);
+
+/// Whether a tombstone with HLC timestamp `timestamp` may be purged at wall-clock `now_ms`,
+/// given its range's watermark `repaired_until` and the grace period `grace`: below the
+/// watermark and older than the grace period.
+pub fn may_purge(
+    timestamp: u64,
+    repaired_until: u64,
+    grace: std::time::Duration,
+    now_ms: u64,
+) -> bool {
+    timestamp < repaired_until
+        && pairdb_core::hlc::physical_ms(timestamp).saturating_add(grace.as_millis() as u64)
+            < now_ms
+}
+
 /// One page of a scan.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ScanPage {
@@ -113,6 +132,9 @@ pub struct EngineStats {
     pub level_tables: Vec<u64>,
     /// Bytes per level, level 0 first.
     pub level_bytes: Vec<u64>,
+    /// Tombstones purged (below their range's repair watermark and past the grace period)
+    /// since the engine opened.
+    pub tombstones_purged: u64,
 }
 
 /// An engine operation failed.
@@ -223,6 +245,19 @@ pub trait StorageEngine: Send + Sync + 'static {
 
     /// Drops every key of `range`; returns how many were dropped.
     fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError>;
+
+    /// Records that every replica of `range` holds every version with a timestamp below
+    /// `repaired_until` (an HLC timestamp; anti-entropy sets it after repairing the range). From
+    /// then on the engine may purge a tombstone of the range whose timestamp is below it and
+    /// older than the engine's tombstone grace period ([`may_purge`]) — never any other, so a
+    /// deleted key cannot reappear from a replica that missed the delete. Watermarks only move
+    /// forward (a lower one than the range holds is ignored), and a persistent engine keeps them
+    /// as durably as its writes. Until a range has a watermark, none of its tombstones goes.
+    fn set_repaired_until(
+        &self,
+        range: &TokenRange,
+        repaired_until: u64,
+    ) -> Result<(), EngineError>;
 
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), EngineError>;

@@ -47,6 +47,7 @@ pub struct MemoryEngine {
     state: RwLock<State>,
     applied_key_ttl: Duration,
     applied_keys_budget: u64,
+    tombstone_grace: Duration,
     /// Range calls under way: while any is, point calls may wait behind its walk.
     range_calls: AtomicUsize,
 }
@@ -73,6 +74,8 @@ struct State {
     records: BTreeMap<Vec<u8>, Version>,
     /// Approximate bytes of keys and values in `records`.
     bytes: u64,
+    /// Tombstones purged since the engine was created.
+    tombstones_purged: u64,
     /// Applied-keys index: hash → (the write: version it produced and record, expiry).
     /// Writes are boxed so that growing the map moves small entries, not whole versions:
     /// a resize happens under the write lock.
@@ -99,8 +102,16 @@ impl MemoryEngine {
             state: RwLock::new(State::default()),
             applied_key_ttl,
             applied_keys_budget: budget,
+            tombstone_grace: crate::engine::DEFAULT_TOMBSTONE_GRACE,
             range_calls: AtomicUsize::new(0),
         }
+    }
+
+    /// The engine with tombstones kept at least `grace` (default
+    /// [`DEFAULT_TOMBSTONE_GRACE`](crate::engine::DEFAULT_TOMBSTONE_GRACE)).
+    pub fn with_tombstone_grace(mut self, grace: Duration) -> Self {
+        self.tombstone_grace = grace;
+        self
     }
 
     /// `f` of the live applied-keys entry of `idempotency_key` on `key`, under the read lock.
@@ -410,6 +421,39 @@ impl StorageEngine for MemoryEngine {
         Ok(doomed.len() as u64)
     }
 
+    /// Purges the range's eligible tombstones at once: nothing later needs the watermark.
+    fn set_repaired_until(
+        &self,
+        range: &TokenRange,
+        repaired_until: u64,
+    ) -> Result<(), EngineError> {
+        let bounds = RangeBounds::new(range);
+        let now = pairdb_core::hlc::wall_ms();
+        let _call = RangeCall::start(&self.range_calls);
+        let mut state = self.write();
+        let doomed: Vec<Vec<u8>> = state
+            .range(&bounds, bounds.lower(None))
+            .filter(|(_, v)| {
+                v.tombstone
+                    && crate::engine::may_purge(
+                        v.timestamp,
+                        repaired_until,
+                        self.tombstone_grace,
+                        now,
+                    )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for encoded in &doomed {
+            if let Some(old) = state.records.remove(encoded) {
+                let removed = record_bytes(encoded, &old);
+                state.bytes = state.bytes.saturating_sub(removed);
+            }
+        }
+        state.tombstones_purged += doomed.len() as u64;
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), EngineError> {
         Ok(())
     }
@@ -422,6 +466,7 @@ impl StorageEngine for MemoryEngine {
             // Counted without a walk (stats are read by every health probe): expired entries
             // still count until the next write purges them.
             applied_keys: state.applied.len() as u64,
+            tombstones_purged: state.tombstones_purged,
             ..EngineStats::default()
         }
     }

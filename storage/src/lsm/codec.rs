@@ -104,6 +104,17 @@ pub fn decode_version_from(buf: &mut &[u8]) -> Result<Version, CodecError> {
     })
 }
 
+/// The timestamp of the encoded version `value` if it is a tombstone, read without decoding the
+/// rest (`None` for a live version or anything else).
+pub fn tombstone_timestamp(value: &[u8]) -> Option<u64> {
+    match value {
+        [VERSION_TAG, 1, t0, t1, t2, t3, t4, t5, t6, t7, ..] => {
+            Some(u64::from_le_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]))
+        }
+        _ => None,
+    }
+}
+
 /// Decodes exactly one version.
 pub fn decode_version(mut bytes: &[u8]) -> Result<Version, CodecError> {
     let v = decode_version_from(&mut bytes)?;

@@ -55,8 +55,13 @@ fn applied_keys_index_finds_recorded_writes() {
 }
 
 #[test]
+fn watermarks_never_purge_what_they_must_keep() {
+    conformance::watermarks_never_purge_what_they_must_keep(&memory);
+}
+
+#[test]
 fn run_all_covers_every_case() {
-    assert_eq!(conformance::CASES.len(), 8);
+    assert_eq!(conformance::CASES.len(), 9);
     conformance::run_all(&memory);
 }
 

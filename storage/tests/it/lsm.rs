@@ -18,7 +18,7 @@ use pairdb_storage::lsm::sstable::table::TableOptions;
 use pairdb_storage::memory::MemoryEngine;
 use proptest::prelude::*;
 
-const TTL: Duration = Duration::from_secs(3600);
+pub(crate) const TTL: Duration = Duration::from_secs(3600);
 
 /// An engine in a temporary directory that goes with it.
 struct TempLsm {
@@ -55,6 +55,9 @@ impl StorageEngine for TempLsm {
     fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
         self.engine.delete_range(range)
     }
+    fn set_repaired_until(&self, range: &TokenRange, until: u64) -> Result<(), EngineError> {
+        self.engine.set_repaired_until(range, until)
+    }
     fn flush(&self) -> Result<(), EngineError> {
         self.engine.flush()
     }
@@ -67,7 +70,7 @@ impl StorageEngine for TempLsm {
 }
 
 /// Settings under which a few kilobytes of writes flush and compact.
-fn tiny() -> LsmOptions {
+pub(crate) fn tiny() -> LsmOptions {
     LsmOptions {
         memtable_bytes: 2 << 10,
         table: TableOptions {
@@ -82,7 +85,7 @@ fn tiny() -> LsmOptions {
     }
 }
 
-fn open(dir: &Path, options: LsmOptions) -> LsmEngine {
+pub(crate) fn open(dir: &Path, options: LsmOptions) -> LsmEngine {
     LsmEngine::open(dir, options).expect("open the LSM engine")
 }
 
@@ -135,6 +138,10 @@ macro_rules! conformance_cases {
             fn applied_keys_index_finds_recorded_writes() {
                 conformance::applied_keys_index_finds_recorded_writes(&$factory);
             }
+            #[test]
+            fn watermarks_never_purge_what_they_must_keep() {
+                conformance::watermarks_never_purge_what_they_must_keep(&$factory);
+            }
         }
     };
 }
@@ -142,7 +149,7 @@ macro_rules! conformance_cases {
 conformance_cases!(conformance_default, lsm);
 conformance_cases!(conformance_flushing, lsm_tiny);
 
-fn key(i: u32) -> StorageKey {
+pub(crate) fn key(i: u32) -> StorageKey {
     StorageKey::new("tenant", format!("key-{i}").as_bytes()).expect("key")
 }
 
@@ -155,7 +162,7 @@ fn put(stored: Option<&Version>, value: &str, actor: &Actor, hlc: &Hlc) -> Versi
     mint(stored, request, actor, hlc).0
 }
 
-fn everything(engine: &dyn StorageEngine) -> Vec<(StorageKey, Version)> {
+pub(crate) fn everything(engine: &dyn StorageEngine) -> Vec<(StorageKey, Version)> {
     let mut out = Vec::new();
     let mut after: Option<StorageKey> = None;
     loop {

@@ -13,6 +13,8 @@
 //!   recovery across reopen, and a model test against the memory engine;
 //! * [`power`] — the LSM engine on a simulated file system whose power is cut at random
 //!   moments: what was fsynced survives, and nothing else is relied on;
+//! * [`purge`] — tombstone purge by grace period and repair watermark, against the memory
+//!   engine as a model;
 //! * [`support`] — nodes on ephemeral ports, request builders, and gated fault injection.
 //!
 //! [`MemoryEngine`]: pairdb_storage::memory::MemoryEngine
@@ -24,5 +26,6 @@ mod epochs;
 mod idempotency;
 mod lsm;
 mod power;
+mod purge;
 mod service;
 mod support;

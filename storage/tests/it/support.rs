@@ -338,6 +338,9 @@ impl StorageEngine for GatedEngine {
     fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
         self.inner.delete_range(range)
     }
+    fn set_repaired_until(&self, range: &TokenRange, until: u64) -> Result<(), EngineError> {
+        self.inner.set_repaired_until(range, until)
+    }
     fn flush(&self) -> Result<(), EngineError> {
         self.inner.flush()
     }

@@ -1,13 +1,16 @@
 //! The engine's answers to the [`StorageEngine`] calls.
 
 use std::sync::atomic::Ordering;
-use std::sync::{MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use pairdb_core::version::{self, AppliedWrite, WriteRecord};
 use pairdb_core::{ApplyOutcome, StorageKey, Version};
 
 use super::super::codec::{self, AppliedEntry};
-use super::encoding::{Bounds, Stored, applied_key, data_key, decode_value};
+use super::encoding::{
+    Bounds, Stored, Watermarks, applied_key, data_key, decode_value, encode_watermark,
+    watermark_key,
+};
 use super::errors::corruption;
 use super::{ERASED, KEY_LOCKS, LsmEngine, lock, now_ms};
 use crate::digest::RangeHasher;
@@ -226,6 +229,31 @@ impl StorageEngine for LsmEngine {
         Ok(count)
     }
 
+    fn set_repaired_until(
+        &self,
+        range: &TokenRange,
+        repaired_until: u64,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        inner.check()?;
+        let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
+        // One watermark writer at a time, so the stored and the in-memory ones agree.
+        let mut marks = inner
+            .watermarks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut raised = Watermarks::clone(&marks);
+        if !raised.raise_range(range, repaired_until) {
+            return Ok(());
+        }
+        inner.write(vec![(
+            watermark_key(range),
+            encode_watermark(repaired_until),
+        )])?;
+        *marks = Arc::new(raised);
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), EngineError> {
         self.inner.check()?;
         self.inner.log.sync().map_err(EngineError::from)
@@ -251,6 +279,7 @@ impl StorageEngine for LsmEngine {
                 .iter()
                 .map(|l| l.iter().map(|t| t.meta.size).sum())
                 .collect(),
+            tombstones_purged: inner.tombstones_purged.load(Ordering::Relaxed),
         }
     }
 

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
+use super::super::codec;
 use super::super::manifest::{Edit, LEVELS, TableMeta};
 use super::super::memtable::Memtable;
 use super::super::sstable::table::{Table, TableWriter};
-use super::encoding::{expired, table_path};
+use super::encoding::{Watermarks, expired, table_path};
 use super::merge::{MergeIter, Source};
-use super::{ERASED, Inner, LiveTable, View, lock, now_ms};
+use super::{DATA, ERASED, Inner, LiveTable, View, lock, now_ms};
 use crate::engine::EngineError;
 
 impl Inner {
@@ -33,6 +34,7 @@ impl Inner {
                     if !view.frozen.is_empty()
                         || self.mem_full(&view)
                         || self.compaction_due(&view).is_some()
+                        || work.compact_into.is_some()
                     {
                         break;
                     }
@@ -55,6 +57,15 @@ impl Inner {
                     self.flush(oldest)
                 } else if let Some(level) = self.compaction_due(&view) {
                     self.compact(level)
+                } else if let Some(target) = self.full_compaction_target() {
+                    // Asked to compact fully: the shallowest level above the target next.
+                    match view.levels.iter().take(target).position(|l| !l.is_empty()) {
+                        Some(level) => self.compact(level),
+                        None => {
+                            lock(&self.work).compact_into = None;
+                            Ok(())
+                        }
+                    }
                 } else {
                     Ok(())
                 }
@@ -228,6 +239,8 @@ impl Inner {
         let mut writer: Option<(u64, TableWriter)> = None;
         let mut written = 0u64;
         let mut dropped = 0u64;
+        let mut purged = 0u64;
+        let marks = self.watermarks();
         for item in merged {
             let (k, v) = item?;
             if expired(&v, now) {
@@ -235,6 +248,10 @@ impl Inner {
                 continue;
             }
             if bottom && v == ERASED {
+                continue;
+            }
+            if bottom && !marks.is_empty() && self.purgeable(&marks, &k, &v, now) {
+                purged += 1;
                 continue;
             }
             if writer.is_none() {
@@ -289,6 +306,14 @@ impl Inner {
             });
         }
         self.dropped_applied(dropped);
+        if purged > 0 {
+            let _ = self
+                .keys
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(purged))
+                });
+            self.tombstones_purged.fetch_add(purged, Ordering::Relaxed);
+        }
         self.compactions.fetch_add(1, Ordering::Relaxed);
         // Readers still holding the old view keep their open files; the names can go.
         for t in upper.iter().chain(lower.iter()) {
@@ -298,6 +323,26 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The level [`LsmEngine::compact_fully`](super::LsmEngine::compact_fully) compacts into,
+    /// while one is asked for.
+    fn full_compaction_target(&self) -> Option<usize> {
+        lock(&self.work).compact_into
+    }
+
+    /// Whether the entry `key` → `value` is a tombstone below its range's watermark and past
+    /// the grace period.
+    fn purgeable(&self, marks: &Watermarks, key: &[u8], value: &[u8], now: u64) -> bool {
+        if key.first() != Some(&DATA) {
+            return false;
+        }
+        let Some(timestamp) = codec::tombstone_timestamp(value) else {
+            return false;
+        };
+        marks.until(key).is_some_and(|until| {
+            crate::engine::may_purge(timestamp, until, self.options.tombstone_grace, now)
+        })
     }
 
     pub(super) fn finish_table(

@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::super::codec::{self, AppliedEntry};
 use super::super::manifest::TableMeta;
-use super::{APPLIED, DATA, ERASED};
+use super::{APPLIED, DATA, ERASED, WATERMARK};
 use crate::engine::{EngineError, TokenRange};
 
 pub(super) fn data_key(key: &StorageKey) -> Vec<u8> {
@@ -59,6 +59,108 @@ pub(super) fn decode_value(value: &[u8], at: &str) -> Result<Stored, EngineError
         _ => codec::decode_version(value)
             .map(Stored::Version)
             .map_err(|e| corrupt(e.to_string())),
+    }
+}
+
+/// The key of `range`'s repair watermark: `'r'`, the range's first stored key, its last token.
+pub(super) fn watermark_key(range: &TokenRange) -> Vec<u8> {
+    let mut k = vec![WATERMARK];
+    k.extend_from_slice(&StorageKey::range_start(&range.namespace, range.start));
+    k.extend_from_slice(&range.end.to_be_bytes());
+    k
+}
+
+/// Tag of a watermark's value.
+const WATERMARK_TAG: u8 = b'W';
+
+pub(super) fn encode_watermark(repaired_until: u64) -> Vec<u8> {
+    let mut v = vec![WATERMARK_TAG];
+    v.extend_from_slice(&repaired_until.to_le_bytes());
+    v
+}
+
+/// The repair watermarks of token ranges, looked up by data key.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Watermarks {
+    /// Data-key prefix of a namespace (`'d'`, its length, its bytes) → (first token, last
+    /// token, repaired until) of each range with a watermark.
+    by_namespace: std::collections::HashMap<Vec<u8>, Vec<(u64, u64, u64)>>,
+}
+
+/// Splits a data key into its namespace prefix and token.
+fn prefix_and_token(data_key: &[u8]) -> Option<(&[u8], u64)> {
+    let ns_len = usize::from(*data_key.get(1)?);
+    let prefix = data_key.get(..2 + ns_len)?;
+    let token = data_key.get(2 + ns_len..10 + ns_len)?;
+    Some((prefix, u64::from_be_bytes(token.try_into().ok()?)))
+}
+
+impl Watermarks {
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_namespace.is_empty()
+    }
+
+    /// Records a watermark read back from its key and value; false for bytes that are not one.
+    pub(super) fn load(&mut self, key: &[u8], value: &[u8]) -> bool {
+        let Some(rest) = key.strip_prefix(&[WATERMARK]) else {
+            return false;
+        };
+        let mut data_key = vec![DATA];
+        data_key.extend_from_slice(rest);
+        let (Some((prefix, start)), Some(end), Some(until)) = (
+            prefix_and_token(&data_key),
+            rest.len()
+                .checked_sub(8)
+                .and_then(|at| rest.get(at..))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes),
+            value
+                .strip_prefix(&[WATERMARK_TAG])
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes),
+        ) else {
+            return false;
+        };
+        if data_key.len() != prefix.len() + 16 {
+            return false;
+        }
+        let prefix = prefix.to_vec();
+        self.raise(prefix, start, end, until);
+        true
+    }
+
+    /// Raises the watermark of `range` to `until`; false if it was already there or above.
+    pub(super) fn raise_range(&mut self, range: &TokenRange, until: u64) -> bool {
+        let mut prefix = vec![DATA];
+        prefix.extend_from_slice(&StorageKey::range_start(&range.namespace, 0));
+        prefix.truncate(prefix.len() - 8);
+        self.raise(prefix, range.start, range.end, until)
+    }
+
+    fn raise(&mut self, prefix: Vec<u8>, start: u64, end: u64, until: u64) -> bool {
+        let ranges = self.by_namespace.entry(prefix).or_default();
+        match ranges.iter_mut().find(|(s, e, _)| *s == start && *e == end) {
+            Some((_, _, current)) if *current >= until => false,
+            Some((_, _, current)) => {
+                *current = until;
+                true
+            }
+            None => {
+                ranges.push((start, end, until));
+                true
+            }
+        }
+    }
+
+    /// The highest watermark of a range holding `data_key`, if any.
+    pub(super) fn until(&self, data_key: &[u8]) -> Option<u64> {
+        let (prefix, token) = prefix_and_token(data_key)?;
+        self.by_namespace
+            .get(prefix)?
+            .iter()
+            .filter(|(s, e, _)| (*s..=*e).contains(&token))
+            .map(|(_, _, until)| *until)
+            .max()
     }
 }
 

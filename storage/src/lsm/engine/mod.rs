@@ -36,8 +36,10 @@
 //! * table files the manifest does not name are moved to `tables/orphans/`, never deleted, and
 //!   tables with no manifest at all stop the open.
 //!
-//! Version tombstones are never purged yet: purging needs the repaired-until watermark that
-//! anti-entropy will provide.
+//! Version tombstones are purged only by a compaction into the bottom level (so no older value
+//! of the key is left below), once older than [`LsmOptions::tombstone_grace`] and below their
+//! range's repair watermark ([`StorageEngine::set_repaired_until`](crate::engine::StorageEngine::set_repaired_until)),
+//! which is stored under `'r'` + the range like any write, so it is as durable as one.
 
 mod api;
 mod background;
@@ -53,7 +55,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pairdb_core::Version;
 
-use self::encoding::{Stored, covers, decode_batch, decode_value, encode_batch, table_path};
+use self::encoding::{
+    Stored, Watermarks, covers, decode_batch, decode_value, encode_batch, table_path,
+};
 use self::errors::{corruption, io_error};
 use super::codec::AppliedEntry;
 use super::fs::Fs;
@@ -68,6 +72,8 @@ use crate::engine::EngineError;
 const DATA: u8 = b'd';
 /// Prefix of applied-keys entries.
 const APPLIED: u8 = b'a';
+/// Prefix of repair watermarks.
+const WATERMARK: u8 = b'r';
 /// The value `delete_range` leaves: the key holds nothing.
 const ERASED: &[u8] = b"X";
 
@@ -101,6 +107,8 @@ pub struct LsmOptions {
     pub manifest_snapshot_every: u64,
     /// Bytes of each commit-log segment (allocated when it is created).
     pub log_segment_bytes: u64,
+    /// Tombstones are kept at least this long, whatever the repair watermark says.
+    pub tombstone_grace: Duration,
 }
 
 impl LsmOptions {
@@ -122,6 +130,7 @@ impl LsmOptions {
             // memtable allowed to grow past its size while the background thread catches up
             // rarely makes a writer rotate the log itself.
             log_segment_bytes: 64 << 20,
+            tombstone_grace: crate::engine::DEFAULT_TOMBSTONE_GRACE,
         }
     }
 }
@@ -144,6 +153,8 @@ struct LiveTable {
 #[derive(Default)]
 struct Work {
     closed: bool,
+    /// [`LsmEngine::compact_fully`] asked for every level above this one to be compacted into it.
+    compact_into: Option<usize>,
 }
 
 struct Inner {
@@ -175,6 +186,9 @@ struct Inner {
     flushes: AtomicU64,
     compactions: AtomicU64,
     stall_micros: AtomicU64,
+    /// Repair watermarks, as last written.
+    watermarks: RwLock<Arc<Watermarks>>,
+    tombstones_purged: AtomicU64,
 }
 
 /// The LSM engine.
@@ -340,8 +354,11 @@ impl LsmEngine {
             flushes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             stall_micros: AtomicU64::new(0),
+            watermarks: RwLock::new(Arc::new(Watermarks::default())),
+            tombstones_purged: AtomicU64::new(0),
         });
         inner.count()?;
+        inner.load_watermarks()?;
         let worker = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
@@ -381,6 +398,40 @@ impl LsmEngine {
     /// Freezes the memtable so the background thread flushes it (for tests and benches).
     pub fn freeze(&self) -> Result<(), EngineError> {
         self.inner.freeze(true)
+    }
+
+    /// Flushes the memtables, then compacts every table into one level below every level that
+    /// held data, so that superseded values, erased markers and purgeable tombstones all go
+    /// (for tests, benchmarks and operators). Returns once done; writes meanwhile keep it going
+    /// until it catches up with them.
+    pub fn compact_fully(&self) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        if !inner.current().mem.is_empty() {
+            inner.freeze(true)?;
+        }
+        self.wait_idle()?;
+        let view = inner.current();
+        let Some(deepest) = view.levels.iter().rposition(|l| !l.is_empty()) else {
+            return Ok(());
+        };
+        let target = (deepest + 1).min(LEVELS as usize - 1).max(1);
+        let mut work = lock(&inner.work);
+        work.compact_into = Some(target);
+        loop {
+            inner.wake.notify_all();
+            inner.check()?;
+            if work.closed {
+                return Err(EngineError::Closed);
+            }
+            if work.compact_into.is_none() {
+                return Ok(());
+            }
+            work = inner
+                .progress
+                .wait_timeout(work, Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// Tables per level.
@@ -477,6 +528,36 @@ impl Inner {
         self.keys.store(keys, Ordering::Relaxed);
         self.applied_keys.store(applied, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Reads the repair watermarks back (at open).
+    fn load_watermarks(&self) -> Result<(), EngineError> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        let mut marks = Watermarks::default();
+        for item in self.merged_from(&view, &[WATERMARK], snapshot)? {
+            let (k, v) = item?;
+            if k.first() != Some(&WATERMARK) {
+                break;
+            }
+            if !marks.load(&k, &v) {
+                return Err(corruption(&self.dir, 0, "a malformed repair watermark"));
+            }
+        }
+        *self
+            .watermarks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(marks);
+        Ok(())
+    }
+
+    fn watermarks(&self) -> Arc<Watermarks> {
+        Arc::clone(
+            &self
+                .watermarks
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Counts applied-keys entries a flush or compaction dropped.
