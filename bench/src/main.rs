@@ -23,6 +23,8 @@ use pairdb_storage::memory::MemoryEngine;
 
 const TTL: Duration = Duration::from_secs(3600);
 const NAMESPACE: &str = "bench";
+/// Bytes of cache every engine gets.
+const CACHE_BYTES: u64 = 32 << 20;
 
 /// One engine under test.
 trait Engine: Send + Sync {
@@ -226,12 +228,23 @@ fn dir_size(path: &Path) -> u64 {
 
 fn open(name: &str, dir: &Path, durability: Durability) -> Box<dyn Engine> {
     match name {
-        "lsm" => Box::new(Lsm(Arc::new(
-            LsmEngine::open(dir, LsmOptions::new(durability, TTL)).expect("open lsm"),
-        ))),
+        "lsm" => {
+            // The same memory for caches as fjall gets: blocks and rows together.
+            let options = LsmOptions {
+                block_cache_bytes: CACHE_BYTES - CACHE_BYTES / 4,
+                row_cache_bytes: CACHE_BYTES / 4,
+                ..LsmOptions::new(durability, TTL)
+            };
+            Box::new(Lsm(Arc::new(
+                LsmEngine::open(dir, options).expect("open lsm"),
+            )))
+        }
         "memory" => Box::new(Ours(Arc::new(MemoryEngine::new(TTL)))),
         _ => {
-            let keyspace = fjall::Config::new(dir).open().expect("open fjall");
+            let keyspace = fjall::Config::new(dir)
+                .cache_size(CACHE_BYTES)
+                .open()
+                .expect("open fjall");
             let partition = keyspace
                 .open_partition("bench", fjall::PartitionCreateOptions::default())
                 .expect("fjall partition");

@@ -135,6 +135,18 @@ pub struct EngineStats {
     /// Tombstones purged (below their range's repair watermark and past the grace period)
     /// since the engine opened.
     pub tombstones_purged: u64,
+    /// Point reads of table blocks the block cache answered, and those it did not, since the
+    /// engine opened (hit rate: hits / (hits + misses)).
+    pub block_cache_hits: u64,
+    /// See [`block_cache_hits`](Self::block_cache_hits).
+    pub block_cache_misses: u64,
+    /// Point reads of a table the row cache answered, and those it did not (after the table's
+    /// bloom filter let them through).
+    pub row_cache_hits: u64,
+    /// See [`row_cache_hits`](Self::row_cache_hits).
+    pub row_cache_misses: u64,
+    /// Bytes the caches hold now.
+    pub cache_bytes: u64,
 }
 
 /// An engine operation failed.

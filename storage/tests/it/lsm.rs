@@ -513,3 +513,43 @@ fn a_corrupt_manifest_stops_the_open_naming_it() {
         Ok(_) => panic!("a corrupt manifest opened"),
     }
 }
+
+/// Point reads of flushed keys are served from the row cache once read, and from the block
+/// cache without it; the counters say so.
+#[test]
+fn point_reads_are_served_from_the_caches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = filled(dir.path(), 200);
+    let engine = open(dir.path(), tiny());
+    let before = engine.stats();
+    for _ in 0..3 {
+        for i in 0..200 {
+            assert_eq!(
+                engine.get(&key(i)).expect("get"),
+                model.get(&key(i)).expect("model")
+            );
+        }
+    }
+    let after = engine.stats();
+    let row_hits = after.row_cache_hits - before.row_cache_hits;
+    let row_misses = after.row_cache_misses - before.row_cache_misses;
+    assert!(row_misses >= 200, "every key misses once: {row_misses}");
+    assert!(row_hits >= 400, "then hits: {row_hits}");
+    assert!(after.cache_bytes > 0);
+
+    drop(engine);
+    let mut options = tiny();
+    options.row_cache_bytes = 0;
+    let engine = open(dir.path(), options);
+    for _ in 0..2 {
+        for i in 0..200 {
+            engine.get(&key(i)).expect("get");
+        }
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.row_cache_hits + stats.row_cache_misses, 0);
+    assert!(
+        stats.block_cache_hits > stats.block_cache_misses,
+        "blocks read once, then cached: {stats:?}"
+    );
+}

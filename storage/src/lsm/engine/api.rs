@@ -264,6 +264,12 @@ impl StorageEngine for LsmEngine {
         let tables = view.levels.iter().flatten();
         let memtables = std::iter::once(&view.mem).chain(view.frozen.iter());
         let inner = &self.inner;
+        let (block_cache_hits, block_cache_misses) = inner
+            .blocks
+            .as_ref()
+            .map_or((0, 0), |c| c.hits_and_misses());
+        let (row_cache_hits, row_cache_misses) =
+            inner.rows.as_ref().map_or((0, 0), |c| c.hits_and_misses());
         EngineStats {
             keys: inner.keys.load(Ordering::Relaxed),
             bytes: tables.map(|t| t.meta.size).sum::<u64>()
@@ -280,6 +286,12 @@ impl StorageEngine for LsmEngine {
                 .map(|l| l.iter().map(|t| t.meta.size).sum())
                 .collect(),
             tombstones_purged: inner.tombstones_purged.load(Ordering::Relaxed),
+            block_cache_hits,
+            block_cache_misses,
+            row_cache_hits,
+            row_cache_misses,
+            cache_bytes: inner.blocks.as_ref().map_or(0, |c| c.bytes())
+                + inner.rows.as_ref().map_or(0, |c| c.bytes()),
         }
     }
 

@@ -129,7 +129,7 @@ impl Inner {
                 first_key: info.first_key,
                 last_key: info.last_key,
             };
-            let table = Table::open(&*self.fs, &info.path)?;
+            let table = Table::open(&*self.fs, &info.path, self.blocks.clone())?;
             output = Some(Arc::new(LiveTable { meta, table }));
         }
         // The next newer memtable's first segment: every older segment is now in tables.
@@ -352,7 +352,7 @@ impl Inner {
         level: usize,
     ) -> Result<Arc<LiveTable>, EngineError> {
         let info = writer.finish()?;
-        let table = Table::open(&*self.fs, &info.path)?;
+        let table = Table::open(&*self.fs, &info.path, self.blocks.clone())?;
         Ok(Arc::new(LiveTable {
             meta: TableMeta {
                 level: level as u8,

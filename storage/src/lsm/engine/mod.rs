@@ -59,6 +59,7 @@ use self::encoding::{
     Stored, Watermarks, covers, decode_batch, decode_value, encode_batch, table_path,
 };
 use self::errors::{corruption, io_error};
+use super::cache::{BlockCache, RowCache};
 use super::codec::AppliedEntry;
 use super::fs::Fs;
 use super::log::{CommitLog, LogOptions, OpenError};
@@ -109,6 +110,10 @@ pub struct LsmOptions {
     pub log_segment_bytes: u64,
     /// Tombstones are kept at least this long, whatever the repair watermark says.
     pub tombstone_grace: Duration,
+    /// Bytes of decoded table blocks kept in memory (0: no block cache).
+    pub block_cache_bytes: u64,
+    /// Bytes of point-read results kept in memory (0: no row cache).
+    pub row_cache_bytes: u64,
 }
 
 impl LsmOptions {
@@ -131,6 +136,8 @@ impl LsmOptions {
             // rarely makes a writer rotate the log itself.
             log_segment_bytes: 64 << 20,
             tombstone_grace: crate::engine::DEFAULT_TOMBSTONE_GRACE,
+            block_cache_bytes: 32 << 20,
+            row_cache_bytes: 8 << 20,
         }
     }
 }
@@ -186,6 +193,8 @@ struct Inner {
     flushes: AtomicU64,
     compactions: AtomicU64,
     stall_micros: AtomicU64,
+    blocks: Option<Arc<BlockCache>>,
+    rows: Option<RowCache>,
     /// Repair watermarks, as last written.
     watermarks: RwLock<Arc<Watermarks>>,
     tombstones_purged: AtomicU64,
@@ -271,9 +280,12 @@ impl LsmEngine {
                 ),
             ));
         }
+        let blocks = (options.block_cache_bytes > 0)
+            .then(|| Arc::new(BlockCache::new(options.block_cache_bytes)));
+        let rows = (options.row_cache_bytes > 0).then(|| RowCache::new(options.row_cache_bytes));
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); LEVELS as usize];
         for meta in state.tables.values() {
-            let table = Table::open(&*fs, &table_path(dir, meta.id))?;
+            let table = Table::open(&*fs, &table_path(dir, meta.id), blocks.clone())?;
             if let Some(level) = levels.get_mut(meta.level as usize) {
                 level.push(Arc::new(LiveTable {
                     meta: meta.clone(),
@@ -354,6 +366,8 @@ impl LsmEngine {
             flushes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             stall_micros: AtomicU64::new(0),
+            blocks,
+            rows,
             watermarks: RwLock::new(Arc::new(Watermarks::default())),
             tombstones_purged: AtomicU64::new(0),
         });
@@ -608,23 +622,36 @@ impl Inner {
         for (level, tables) in view.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
-                    if covers(&t.meta, key)
-                        && let Some(v) = t.table.get(key)?
-                    {
+                    if let Some(v) = self.table_get(t, key)? {
                         return Ok(Some(v));
                     }
                 }
             } else {
                 let i = tables.partition_point(|t| t.meta.last_key.as_slice() < key);
                 if let Some(t) = tables.get(i)
-                    && covers(&t.meta, key)
-                    && let Some(v) = t.table.get(key)?
+                    && let Some(v) = self.table_get(t, key)?
                 {
                     return Ok(Some(v));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The value table `t` holds under `key`: through its bloom filter, then the row cache.
+    fn table_get(&self, t: &LiveTable, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        if !covers(&t.meta, key) || !t.table.may_contain(key) {
+            return Ok(None);
+        }
+        let id = t.table.cache_id();
+        if let Some(v) = self.rows.as_ref().and_then(|rows| rows.get(id, key)) {
+            return Ok(Some(v.to_vec()));
+        }
+        let found = t.table.get(key)?;
+        if let (Some(rows), Some(v)) = (&self.rows, &found) {
+            rows.insert(id, key, Arc::from(v.as_slice()));
+        }
+        Ok(found)
     }
 
     fn get_version(&self, key: &[u8]) -> Result<Option<Version>, EngineError> {

@@ -193,6 +193,11 @@ impl Block {
         Ok((value, offset + before - buf.len()))
     }
 
+    /// Bytes the block holds (its encoded entries and restart array).
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
     /// Entries in key order, from the first whose key is at least `from` (from the first entry
     /// without `from`). Yields an error, then nothing, on a damaged entry or keys out of order.
     pub fn iter_from(&self, from: Option<&[u8]>) -> BlockIter<'_> {

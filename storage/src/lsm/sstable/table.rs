@@ -36,6 +36,7 @@ use pairdb_core::varint;
 
 use super::block::{Block, BlockBuilder, BlockError};
 use super::filter::{Filter, FilterBuilder};
+use crate::lsm::cache::{BlockCache, next_table_id};
 use crate::lsm::fs::{Fs, FsFile};
 
 /// Bytes the writer gathers before it writes them to the file.
@@ -306,6 +307,9 @@ impl TableWriter {
 pub struct Table {
     path: PathBuf,
     file: Arc<dyn FsFile>,
+    /// This table in the caches.
+    id: u64,
+    blocks: Option<Arc<BlockCache>>,
     size: u64,
     entries: u64,
     filter: Filter,
@@ -313,8 +317,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// Opens the table at `path`, checking its footer, filter and index.
-    pub fn open(fs: &dyn Fs, path: &Path) -> Result<Table, TableError> {
+    /// Opens the table at `path`, checking its footer, filter and index; its data blocks are
+    /// cached in `blocks`, if given.
+    pub fn open(
+        fs: &dyn Fs,
+        path: &Path,
+        blocks: Option<Arc<BlockCache>>,
+    ) -> Result<Table, TableError> {
         let io = |source| TableError::Io {
             path: path.to_owned(),
             source,
@@ -390,11 +399,18 @@ impl Table {
         Ok(Table {
             path: path.to_owned(),
             file,
+            id: next_table_id(),
+            blocks,
             size,
             entries: field(4),
             filter: filter_block,
             index: index_block,
         })
+    }
+
+    /// This table's id in the caches (unique in the process).
+    pub fn cache_id(&self) -> u64 {
+        self.id
     }
 
     /// Its file.
@@ -428,15 +444,29 @@ impl Table {
         read_block(&self.path, &*self.file, self.size, handle)
     }
 
+    /// The data block `handle_bytes` (an index entry) names, from the block cache if there;
+    /// read from the file otherwise, and cached if `fill`.
     fn data_block(
         &self,
         handle_bytes: &[u8],
         index_offset: u64,
-    ) -> Result<(Handle, Block), TableError> {
+        fill: bool,
+    ) -> Result<(Handle, Arc<Block>), TableError> {
         let handle = Handle::decode(handle_bytes)
             .ok_or_else(|| self.corrupt(index_offset, "bad block handle in the index"))?;
-        let block =
-            Block::decode(self.read_block(handle)?).map_err(|e| self.block_error(handle, &e))?;
+        if let Some(cached) = self
+            .blocks
+            .as_ref()
+            .and_then(|c| c.get(self.id, handle.offset))
+        {
+            return Ok((handle, cached));
+        }
+        let block = Arc::new(
+            Block::decode(self.read_block(handle)?).map_err(|e| self.block_error(handle, &e))?,
+        );
+        if fill && let Some(cache) = &self.blocks {
+            cache.insert(self.id, handle.offset, Arc::clone(&block));
+        }
         Ok((handle, block))
     }
 
@@ -455,7 +485,7 @@ impl Table {
             return Ok(None);
         };
         let (_, handle_bytes) = entry.map_err(|e| self.corrupt(e.offset as u64, e.detail))?;
-        let (handle, block) = self.data_block(handle_bytes, 0)?;
+        let (handle, block) = self.data_block(handle_bytes, 0, true)?;
         block
             .get(key)
             .map(|v| v.map(<[u8]>::to_vec))
@@ -557,13 +587,16 @@ impl Iterator for TableIter<'_> {
                     return Some(Err(self.table.corrupt(e.offset as u64, e.detail)));
                 }
             };
-            let loaded = self.table.data_block(handle, 0).and_then(|(h, block)| {
-                block
-                    .iter_from(self.from.as_deref())
-                    .map(|r| r.map(|(k, v)| (k, v.to_vec())))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| self.table.block_error(h, &e))
-            });
+            let loaded = self
+                .table
+                .data_block(handle, 0, false)
+                .and_then(|(h, block)| {
+                    block
+                        .iter_from(self.from.as_deref())
+                        .map(|r| r.map(|(k, v)| (k, v.to_vec())))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| self.table.block_error(h, &e))
+                });
             // Only the first block can hold keys below `from`.
             self.from = None;
             match loaded {
@@ -617,7 +650,7 @@ mod tests {
         assert_eq!(info.entries, 5_000);
         assert_eq!(info.first_key, written[0].0);
         assert_eq!(info.last_key, written[4_999].0);
-        let t = Table::open(&OsFs, &info.path).expect("open");
+        let t = Table::open(&OsFs, &info.path, None).expect("open");
         assert_eq!(t.size(), info.size);
         for (k, v) in written.iter().step_by(97) {
             assert_eq!(t.get(k).expect("get").as_ref(), Some(v));
@@ -666,7 +699,7 @@ mod tests {
             large.size
         );
         for info in [small, large] {
-            let t = Table::open(&OsFs, &info.path).expect("open");
+            let t = Table::open(&OsFs, &info.path, None).expect("open");
             let all: Vec<_> = t
                 .iter_from(None)
                 .expect("iter")
@@ -684,7 +717,7 @@ mod tests {
     fn an_empty_table_opens_and_holds_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let info = write(dir.path(), "empty.sst", &[], TableOptions::default());
-        let t = Table::open(&OsFs, &info.path).expect("open");
+        let t = Table::open(&OsFs, &info.path, None).expect("open");
         assert_eq!(t.get(b"k").expect("get"), None);
         assert_eq!(t.iter_from(None).expect("iter").count(), 0);
     }
@@ -718,7 +751,7 @@ mod tests {
             bad[i] ^= 0x40;
             let path = dir.path().join(format!("bad-{i}.sst"));
             std::fs::write(&path, &bad).expect("write");
-            let Ok(t) = Table::open(&OsFs, &path) else {
+            let Ok(t) = Table::open(&OsFs, &path, None) else {
                 continue;
             };
             for (k, v) in written.iter().step_by(3) {
@@ -746,7 +779,7 @@ mod tests {
             std::fs::write(&info.path, &bytes[..cut]).expect("write");
             assert!(
                 matches!(
-                    Table::open(&OsFs, &info.path),
+                    Table::open(&OsFs, &info.path, None),
                     Err(TableError::Corrupt { .. })
                 ),
                 "cut at {cut}"
@@ -770,7 +803,7 @@ mod tests {
             let written: Vec<(Vec<u8>, Vec<u8>)> = map.into_iter().collect();
             let options = TableOptions { block_bytes, ..TableOptions::default() };
             let info = write(dir.path(), "t.sst", &written, options);
-            let t = Table::open(&OsFs, &info.path).expect("open");
+            let t = Table::open(&OsFs, &info.path, None).expect("open");
             for (k, v) in &written {
                 let got = t.get(k).expect("get");
                 prop_assert_eq!(got.as_ref(), Some(v));
