@@ -5,9 +5,14 @@
 //!   make bench-engine                      # 1,000,000 keys
 //!   BENCH_KEYS=200000 make bench-engine
 //!   BENCH_DIR=/mnt/disk make bench-engine  # where the engines' files go
+//!   BENCH_ENGINES=lsm,fjall make bench-engine  # some of the engines only
 //!
 //! Prints ops/s, p99 and worst latency per engine and workload, on-disk size after settling, and
 //! the ratio lsm / fjall per row. A benchmark, never a test: nothing is asserted.
+
+/// The allocator `pairdb` itself runs on, for every engine alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -258,6 +263,9 @@ fn open(name: &str, dir: &Path, durability: Durability) -> Box<dyn Engine> {
 }
 
 fn main() {
+    // As `pairdb` does: no transparent huge pages (their faults stall writers for milliseconds).
+    // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` only reads its integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let keys: u64 = std::env::var("BENCH_KEYS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -268,7 +276,11 @@ fn main() {
         .unwrap_or(2_000);
     let base: PathBuf =
         std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let engines = ["lsm", "memory", "fjall"];
+    let chosen = std::env::var("BENCH_ENGINES").unwrap_or_else(|_| "lsm,memory,fjall".into());
+    let engines: Vec<&str> = ["lsm", "memory", "fjall"]
+        .into_iter()
+        .filter(|e| chosen.split(',').any(|c| c.trim() == *e))
+        .collect();
     let actor = Actor::new("bench", 1);
     let hlc = Hlc::new();
     println!(
@@ -280,7 +292,7 @@ fn main() {
     );
     let mut results: Vec<(String, String, Row)> = Vec::new();
     let mut sizes = Vec::new();
-    for name in engines {
+    for &name in &engines {
         let dir = tempfile::tempdir_in(&base).expect("tempdir");
         let engine = open(name, dir.path(), Durability::Never);
         let threads = 1;
@@ -315,7 +327,7 @@ fn main() {
         sizes.push((name, dir_size(dir.path())));
     }
     for threads in [1usize, 8] {
-        for name in engines {
+        for &name in &engines {
             if name == "memory" {
                 continue;
             }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use super::super::codec;
 use super::super::manifest::{Edit, LEVELS, TableMeta};
@@ -16,6 +17,7 @@ use crate::engine::EngineError;
 impl Inner {
     /// The background thread: flushes, then compactions, until the engine closes.
     pub(super) fn background(self: Arc<Self>) {
+        lower_priority();
         if let Err(e) = self.log.prepare_next() {
             self.fail(e.to_string());
         }
@@ -38,7 +40,17 @@ impl Inner {
                     {
                         break;
                     }
-                    work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
+                    drop(view);
+                    // Flushed memtables readers still hold are freed here once they let go.
+                    if self.bury() {
+                        work = self
+                            .wake
+                            .wait_timeout(work, Duration::from_millis(20))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    } else {
+                        work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
+                    }
                 }
             }
             let view = self.current();
@@ -78,6 +90,20 @@ impl Inner {
             let _work = lock(&self.work);
             self.progress.notify_all();
         }
+    }
+
+    /// Frees the flushed memtables no reader holds any more; true while some are still held.
+    pub(super) fn bury(&self) -> bool {
+        let mut graveyard = lock(&self.graveyard);
+        // Only the graveyard holds a memtable whose count is 1: no view names it any more, so
+        // no reader can take it again.
+        let free: Vec<Arc<Memtable>> = graveyard
+            .extract_if(.., |m| Arc::strong_count(m) == 1)
+            .collect();
+        let pending = !graveyard.is_empty();
+        drop(graveyard);
+        drop(free);
+        pending
     }
 
     /// Whether the memtable is due to be frozen.
@@ -152,6 +178,9 @@ impl Inner {
             let mut current = self.view.write().unwrap_or_else(PoisonError::into_inner);
             let mut frozen = current.frozen.clone();
             frozen.retain(|m| !Arc::ptr_eq(m, memtable));
+            // Freed on this thread, not by whichever reader happens to drop the last view
+            // holding it: freeing a memtable takes milliseconds.
+            lock(&self.graveyard).push(Arc::clone(memtable));
             let mut levels = current.levels.clone();
             if let (Some(t), Some(l0)) = (output, levels.first_mut()) {
                 l0.insert(0, t);
@@ -364,5 +393,23 @@ impl Inner {
             },
             table,
         }))
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10), so flushes and compactions yield the
+/// core to writers and readers at once instead of sharing time slices with them: on a machine
+/// with few cores a writer would otherwise wait out a compaction's slice, milliseconds long.
+/// Best effort: where the system refuses, the thread runs at normal priority.
+fn lower_priority() {
+    // SAFETY: `gettid` takes no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    let Ok(tid) = libc::id_t::try_from(tid) else {
+        return;
+    };
+    // SAFETY: `setpriority` only reads its integer arguments; on Linux, `PRIO_PROCESS` with a
+    // thread id sets that thread's nice value.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the background thread's priority");
     }
 }

@@ -16,8 +16,12 @@
 //!   survive a crash), then inserts them into the memtable with new sequence numbers. The log
 //!   makes it as durable as the [`Durability`] promises; concurrent writers share fsyncs.
 //! * **Reads.** Point reads look at the newest memtable, then older ones, then level 0 (newest
-//!   first), then one table per deeper level. Scans and digests take a snapshot — the current
-//!   set of memtables and tables, and the newest visible sequence number — and merge them.
+//!   first), then one table per deeper level — each table through its bloom filter, then the
+//!   row cache, then the block cache ([`cache`](super::cache)). Scans and digests take a
+//!   snapshot — the current set of memtables and tables, and the newest visible sequence
+//!   number — and merge them.
+//! * **Files.** Every file goes through an [`Fs`](super::fs::Fs): the operating system's, or in
+//!   tests one that simulates power loss.
 //! * **Background.** One thread flushes full memtables into level-0 tables and compacts levels
 //!   (level 0 by file count, deeper levels at ×10 sizes), dropping superseded values, expired
 //!   applied-keys entries and, at the bottom, erased markers. Writers slow down, then wait, when
@@ -195,6 +199,8 @@ struct Inner {
     stall_micros: AtomicU64,
     blocks: Option<Arc<BlockCache>>,
     rows: Option<RowCache>,
+    /// Flushed memtables, kept until no reader holds them, so the background thread frees them.
+    graveyard: Mutex<Vec<Arc<Memtable>>>,
     /// Repair watermarks, as last written.
     watermarks: RwLock<Arc<Watermarks>>,
     tombstones_purged: AtomicU64,
@@ -368,6 +374,7 @@ impl LsmEngine {
             stall_micros: AtomicU64::new(0),
             blocks,
             rows,
+            graveyard: Mutex::new(Vec::new()),
             watermarks: RwLock::new(Arc::new(Watermarks::default())),
             tombstones_purged: AtomicU64::new(0),
         });

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use os::OsFs;
-pub use sim::{CrashOptions, SimFs};
+pub use sim::{CrashOptions, SimFs, SyncHold};
 
 /// An open file. Reads and writes are positional, so one handle serves concurrent callers.
 pub trait FsFile: Send + Sync {

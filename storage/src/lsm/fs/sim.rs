@@ -38,6 +38,28 @@ pub struct SimFs {
 struct Shared {
     crashed: AtomicBool,
     tree: Mutex<BTreeMap<PathBuf, Dir>>,
+    /// While set, file fsyncs wait (and count themselves in `waiting`); see
+    /// [`SimFs::hold_syncs`].
+    hold: Mutex<Hold>,
+    released: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Hold {
+    held: bool,
+    waiting: usize,
+}
+
+/// Keeps every file fsync of a [`SimFs`] waiting until dropped.
+pub struct SyncHold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        lock(&self.shared.hold).held = false;
+        self.shared.released.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -110,8 +132,24 @@ impl SimFs {
             shared: Arc::new(Shared {
                 crashed: AtomicBool::new(false),
                 tree: Mutex::new(tree),
+                hold: Mutex::new(Hold::default()),
+                released: std::sync::Condvar::new(),
             }),
         }
+    }
+
+    /// Makes every file fsync wait until the returned hold is dropped: tests use it to check
+    /// what does, and what does not, wait for an fsync.
+    pub fn hold_syncs(&self) -> SyncHold {
+        lock(&self.shared.hold).held = true;
+        SyncHold {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// File fsyncs waiting on a [`hold_syncs`](Self::hold_syncs) now.
+    pub fn syncs_waiting(&self) -> usize {
+        lock(&self.shared.hold).waiting
     }
 
     /// Cuts the power: every later call on this file system (and on files open in it) fails.
@@ -171,6 +209,8 @@ impl SimFs {
             shared: Arc::new(Shared {
                 crashed: AtomicBool::new(false),
                 tree: Mutex::new(rebuilt),
+                hold: Mutex::new(Hold::default()),
+                released: std::sync::Condvar::new(),
             }),
         }
     }
@@ -290,6 +330,18 @@ impl FsFile for Handle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        {
+            let mut hold = lock(&self.shared.hold);
+            hold.waiting += 1;
+            while hold.held {
+                hold = self
+                    .shared
+                    .released
+                    .wait(hold)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            hold.waiting -= 1;
+        }
         let mut contents = self.contents()?;
         contents.durable = contents.now.clone();
         Ok(())

@@ -148,6 +148,8 @@ struct State {
     segment: u64,
     /// The segment's file; `None` while a leader writes to it.
     file: Option<Arc<dyn FsFile>>,
+    /// The segment's file too, for fsyncs that run beside a leader's write.
+    sync_file: Arc<dyn FsFile>,
     /// Segment offset after everything queued.
     tail: u64,
     /// Encoded records not yet handed to a leader.
@@ -204,6 +206,7 @@ impl CommitLog {
             options,
             state: Mutex::new(State {
                 segment,
+                sync_file: Arc::clone(&file),
                 file: Some(file),
                 tail: format::HEADER_LEN as u64,
                 queued: Vec::new(),
@@ -488,13 +491,47 @@ impl Shared {
         st
     }
 
+    /// Fsyncs every record appended before the call. Under [`Durability::Always`] that is what
+    /// every leader does anyway; otherwise the queued records are written (as a leader would),
+    /// then the segment is fsynced *beside* the leaders — appenders never wait for this fsync.
     fn sync(&self) -> Result<(), LogError> {
-        let st = self.lock();
-        if let Some(f) = &st.failure {
-            return Err(LogError::Failed(f.clone()));
-        }
+        let mut st = self.lock();
+        st.usable()?;
         let batch = st.next_batch;
-        self.wait_for(st, batch, true)
+        if self.options.durability == Durability::Always {
+            return self.wait_for(st, batch, true);
+        }
+        if !st.queued.is_empty() {
+            self.wait_for(st, batch, false)?;
+            st = self.lock();
+        }
+        // Every batch written so far; one still being written by a leader is not covered.
+        let target = st.written;
+        if st.synced >= target {
+            return Ok(());
+        }
+        let file = Arc::clone(&st.sync_file);
+        let path = segment_path(&self.dir, st.segment);
+        drop(st);
+        // A rotation meanwhile fsyncs the old segment itself before it switches, so when this
+        // fsync is of an older segment, `synced` is past `target` already.
+        let result = file.sync_data();
+        let mut st = self.lock();
+        match result {
+            Ok(()) => {
+                st.synced = st.synced.max(target);
+                st.stats.syncs += 1;
+                self.progress.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "commit log fsync failed; the log stops");
+                let e = io_error(&path)(e);
+                st.failure = Some(e.to_string());
+                self.progress.notify_all();
+                Err(e)
+            }
+        }
     }
 
     /// Writes and fsyncs everything queued, then switches to a new segment — unless `full`
@@ -544,6 +581,7 @@ impl Shared {
         };
         match ready {
             Ok(file) => {
+                st.sync_file = Arc::clone(&file);
                 st.file = Some(file);
                 st.segment = next;
                 st.tail = format::HEADER_LEN as u64;

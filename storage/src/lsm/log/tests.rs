@@ -442,3 +442,62 @@ proptest! {
         }
     }
 }
+
+/// Without `always`, an fsync (the interval syncer's, or the one before a memtable freeze) runs
+/// beside the appenders: an append never waits for it.
+#[test]
+fn appends_do_not_wait_for_an_fsync_they_do_not_need() {
+    use crate::lsm::fs::{Fs, SimFs};
+    let fs = SimFs::new();
+    fs.create_dir_all(Path::new("/log")).expect("mkdir");
+    fs.sync_dir(Path::new("/")).expect("sync /");
+    let options = LogOptions {
+        durability: Durability::Never,
+        ..options()
+    };
+    let log = Arc::new(
+        CommitLog::open(Arc::new(fs.clone()), Path::new("/log"), options, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .map_err(|_| "open")
+        .expect("open"),
+    );
+    log.append(b"before").expect("append");
+    let hold = fs.hold_syncs();
+    let syncing = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.sync())
+    };
+    while fs.syncs_waiting() == 0 {
+        std::thread::yield_now();
+    }
+    // The fsync is stuck; appends go on (if one waited for it, the watchdog below fires).
+    let (done, appended) = std::sync::mpsc::channel();
+    {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let result =
+                (0..100).try_for_each(|i| log.append(format!("during {i}").as_bytes()).map(drop));
+            let _ = done.send(result.is_ok());
+        });
+    }
+    let ok = appended
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("appends waited for an fsync they did not ask for");
+    assert!(ok, "appends failed");
+    assert_eq!(fs.syncs_waiting(), 1, "the fsync is still held");
+    drop(hold);
+    syncing.join().expect("sync thread").expect("sync");
+    // What the fsync covered is durable: the record before it survives a power cut.
+    let after = fs.crash(crate::lsm::fs::CrashOptions::default());
+    let mut seen = Vec::new();
+    drop(
+        CommitLog::open(Arc::new(after), Path::new("/log"), options, |_, rec| {
+            seen.push(rec.to_vec());
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .map_err(|_| "reopen")
+        .expect("reopen"),
+    );
+    assert_eq!(seen.first().map(Vec::as_slice), Some(&b"before"[..]));
+}
