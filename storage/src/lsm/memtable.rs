@@ -4,7 +4,8 @@
 //! Every write is kept with its sequence number, ordered by key and then newest first, so a reader
 //! at snapshot `s` sees, for each key, the newest write numbered at most `s`.
 
-use std::cmp::Reverse;
+use std::borrow::Borrow;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -13,10 +14,61 @@ use crossbeam_skiplist::SkipMap;
 /// Bytes of bookkeeping counted per entry, besides its key and value.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// An entry's key: the user key, then its sequence number, newest first.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    key: Vec<u8>,
+    seq: Reverse<u64>,
+}
+
+/// A key the map can be searched by without building an [`Entry`] (and copying the key): the
+/// map borrows each entry as this trait object, ordered exactly as entries are.
+trait Lookup {
+    fn parts(&self) -> (&[u8], Reverse<u64>);
+}
+
+impl Lookup for Entry {
+    fn parts(&self) -> (&[u8], Reverse<u64>) {
+        (&self.key, self.seq)
+    }
+}
+
+impl Lookup for (&[u8], Reverse<u64>) {
+    fn parts(&self) -> (&[u8], Reverse<u64>) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn Lookup + 'a> for Entry {
+    fn borrow(&self) -> &(dyn Lookup + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn Lookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Lookup + '_ {}
+
+impl PartialOrd for dyn Lookup + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn Lookup + '_ {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// A memtable.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<(Vec<u8>, Reverse<u64>), Vec<u8>>,
+    map: SkipMap<Entry, Vec<u8>>,
     bytes: AtomicUsize,
     /// The first commit-log segment holding its writes.
     first_segment: u64,
@@ -42,17 +94,20 @@ impl Memtable {
             Ordering::Relaxed,
         );
         self.max_seq.fetch_max(seq, Ordering::AcqRel);
-        self.map.insert((key.to_vec(), Reverse(seq)), value);
+        self.map.insert(
+            Entry {
+                key: key.to_vec(),
+                seq: Reverse(seq),
+            },
+            value,
+        );
     }
 
     /// The newest value of `key` numbered at most `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Option<Vec<u8>> {
-        let from = (key.to_vec(), Reverse(snapshot));
-        let entry = self
-            .map
-            .range((Bound::Included(from), Bound::Unbounded))
-            .next()?;
-        (entry.key().0 == key).then(|| entry.value().clone())
+        let from: &dyn Lookup = &(key, Reverse(snapshot));
+        let entry = self.map.lower_bound(Bound::Included(from))?;
+        (entry.key().key == key).then(|| entry.value().clone())
     }
 
     /// For each key at least `from` (in order), its newest value numbered at most `snapshot`.
@@ -64,11 +119,17 @@ impl Memtable {
         let mut last: Option<Vec<u8>> = None;
         self.map
             .range((
-                Bound::Included((from.to_vec(), Reverse(u64::MAX))),
+                Bound::Included(Entry {
+                    key: from.to_vec(),
+                    seq: Reverse(u64::MAX),
+                }),
                 Bound::Unbounded,
             ))
             .filter_map(move |entry| {
-                let (key, Reverse(seq)) = entry.key();
+                let Entry {
+                    key,
+                    seq: Reverse(seq),
+                } = entry.key();
                 if *seq > snapshot || last.as_deref() == Some(key.as_slice()) {
                     return None;
                 }

@@ -69,6 +69,7 @@ use super::fs::Fs;
 use super::log::{CommitLog, LogOptions, OpenError};
 use super::manifest::{LEVELS, Manifest, TableMeta};
 use super::memtable::Memtable;
+use super::sstable::filter::KeyHash;
 use super::sstable::table::{Table, TableOptions};
 use crate::durability::Durability;
 use crate::engine::EngineError;
@@ -626,17 +627,18 @@ impl Inner {
                 return Ok(Some(v));
             }
         }
+        let hash = KeyHash::of(key);
         for (level, tables) in view.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
-                    if let Some(v) = self.table_get(t, key)? {
+                    if let Some(v) = self.table_get(t, key, hash)? {
                         return Ok(Some(v));
                     }
                 }
             } else {
                 let i = tables.partition_point(|t| t.meta.last_key.as_slice() < key);
                 if let Some(t) = tables.get(i)
-                    && let Some(v) = self.table_get(t, key)?
+                    && let Some(v) = self.table_get(t, key, hash)?
                 {
                     return Ok(Some(v));
                 }
@@ -646,15 +648,20 @@ impl Inner {
     }
 
     /// The value table `t` holds under `key`: through its bloom filter, then the row cache.
-    fn table_get(&self, t: &LiveTable, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        if !covers(&t.meta, key) || !t.table.may_contain(key) {
+    fn table_get(
+        &self,
+        t: &LiveTable,
+        key: &[u8],
+        hash: KeyHash,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        if !covers(&t.meta, key) || !t.table.may_contain_hash(hash) {
             return Ok(None);
         }
         let id = t.table.cache_id();
         if let Some(v) = self.rows.as_ref().and_then(|rows| rows.get(id, key)) {
             return Ok(Some(v.to_vec()));
         }
-        let found = t.table.get(key)?;
+        let found = t.table.get_unfiltered(key)?;
         if let (Some(rows), Some(v)) = (&self.rows, &found) {
             rows.insert(id, key, Arc::from(v.as_slice()));
         }

@@ -19,10 +19,21 @@ use xxhash_rust::xxh3::xxh3_128;
 #[error("bad bloom filter: {0}")]
 pub struct FilterError(&'static str);
 
-/// The hash pair a key probes with.
+/// The hash pair a key probes with: computed once per lookup, however many filters it asks.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyHash(u64, u64);
+
+impl KeyHash {
+    /// The hash of `key`.
+    pub fn of(key: &[u8]) -> KeyHash {
+        let h = xxh3_128(key);
+        KeyHash(h as u64, (h >> 64) as u64 | 1)
+    }
+}
+
 fn hashes(key: &[u8]) -> (u64, u64) {
-    let h = xxh3_128(key);
-    (h as u64, (h >> 64) as u64 | 1)
+    let KeyHash(h1, h2) = KeyHash::of(key);
+    (h1, h2)
 }
 
 /// Builds a filter over keys added one by one.
@@ -94,8 +105,13 @@ impl Filter {
 
     /// False only if `key` was certainly not added.
     pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.may_contain_hash(KeyHash::of(key))
+    }
+
+    /// [`may_contain`](Self::may_contain) for the key whose hash is `hash`.
+    pub fn may_contain_hash(&self, hash: KeyHash) -> bool {
         let bits = self.bits.len() as u64 * 8;
-        let (mut h, h2) = hashes(key);
+        let KeyHash(mut h, h2) = hash;
         for _ in 0..self.probes {
             let bit = h % bits;
             match self.bits.get((bit / 8) as usize) {

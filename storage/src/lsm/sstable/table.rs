@@ -35,7 +35,7 @@ use std::sync::Arc;
 use pairdb_core::varint;
 
 use super::block::{Block, BlockBuilder, BlockError};
-use super::filter::{Filter, FilterBuilder};
+use super::filter::{Filter, FilterBuilder, KeyHash};
 use crate::lsm::cache::{BlockCache, next_table_id};
 use crate::lsm::fs::{Fs, FsFile};
 
@@ -475,11 +475,21 @@ impl Table {
         self.filter.may_contain(key)
     }
 
+    /// [`may_contain`](Self::may_contain) for the key whose hash is `hash`.
+    pub fn may_contain_hash(&self, hash: KeyHash) -> bool {
+        self.filter.may_contain_hash(hash)
+    }
+
     /// The value stored under `key`, if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
         if !self.filter.may_contain(key) {
             return Ok(None);
         }
+        self.get_unfiltered(key)
+    }
+
+    /// [`get`](Self::get) for a key the bloom filter already let through.
+    pub fn get_unfiltered(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
         // The first data block whose last key is at least `key` is the only one that can hold it.
         let Some(entry) = self.index.iter_from(Some(key)).next() else {
             return Ok(None);
