@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
+    raise_open_file_limit();
     let args: Vec<String> = std::env::args().collect();
     // Before any thread exists: the file only supplies environment defaults.
     config_file::apply(&args)?;
@@ -62,5 +63,26 @@ fn disable_transparent_huge_pages() {
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "cannot disable transparent huge pages");
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: a storage node keeps every table of its
+/// LSM engine open (one descriptor each, as RocksDB does by default), and a large node has
+/// thousands. Best effort: the limit stays as it was where the system refuses.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes only into the `rlimit` it is given, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `setrlimit` only reads the `rlimit` it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
     }
 }
