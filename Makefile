@@ -26,9 +26,9 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## PUT/GET throughput and latency of `pairdb dev` with wrk (see scripts/bench-http.sh).
+## PUT/GET throughput and latency of `pairdb dev` with wrk, per engine in one run (ENGINES="lsm memory" by default; see scripts/bench-http.sh).
 bench-http:
-	@scripts/bench-http.sh
+	@for engine in $${ENGINES:-lsm memory}; do ENGINE=$$engine scripts/bench-http.sh || exit 1; done
 
 ## The LSM crash tests at length: its writer process SIGKILLed 500 times, and 500 simulated power cuts, per durability mode.
 soak-engine:
