@@ -54,7 +54,7 @@ fn run() -> anyhow::Result<()> {
     })
 }
 
-/// Keeps memory out of transparent huge pages, before any thread starts (threads inherit it).
+/// Keeps this process's memory (and its children's) out of transparent huge pages.
 /// mimalloc asks for huge pages where the kernel allows them on request, and a page fault that
 /// must find and zero 2 MiB stalls the faulting thread for milliseconds — measured as the
 /// worst LSM writes under `make bench-engine`. Best effort: a kernel that refuses changes nothing.

@@ -417,6 +417,11 @@ pub fn watermarks_never_purge_what_they_must_keep(make: EngineFactory<'_>) {
         engine.set_repaired_until(&range("wm-empty", 0, u64::MAX), until),
         "watermark",
     );
+    // A namespace no key can have is refused, not stored.
+    assert!(matches!(
+        engine.set_repaired_until(&range(&"n".repeat(256), 0, 1), until),
+        Err(EngineError::Refused(_))
+    ));
     ok(engine.flush(), "flush");
     for (k, v) in &must_stay {
         assert_eq!(

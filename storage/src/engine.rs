@@ -29,6 +29,17 @@ impl TokenRange {
         }
     }
 
+    /// Refuses a range whose namespace no stored key can have (over 255 bytes).
+    pub fn check(&self) -> Result<(), EngineError> {
+        if self.namespace.len() > usize::from(u8::MAX) {
+            return Err(EngineError::Refused(format!(
+                "namespace of {} bytes (at most 255)",
+                self.namespace.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// True when `key` lies in this range.
     pub fn contains(&self, key: &StorageKey) -> bool {
         key.namespace == self.namespace && key.token >= self.start && key.token <= self.end
@@ -136,7 +147,7 @@ pub struct EngineStats {
     /// since the engine opened.
     pub tombstones_purged: u64,
     /// Point reads of table blocks the block cache answered, and those it did not, since the
-    /// engine opened (hit rate: hits / (hits + misses)).
+    /// engine opened (hit rate: hits / (hits + misses)); scans and compactions are not counted.
     pub block_cache_hits: u64,
     /// See [`block_cache_hits`](Self::block_cache_hits).
     pub block_cache_misses: u64,

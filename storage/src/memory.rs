@@ -427,6 +427,7 @@ impl StorageEngine for MemoryEngine {
         range: &TokenRange,
         repaired_until: u64,
     ) -> Result<(), EngineError> {
+        range.check()?;
         let bounds = RangeBounds::new(range);
         let now = pairdb_core::hlc::wall_ms();
         let _call = RangeCall::start(&self.range_calls);

@@ -83,9 +83,15 @@ impl BlockCache {
         }
     }
 
-    /// The block at `offset` of table `table`, if cached.
-    pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
-        self.counters.count(self.cache.get(&(table, offset)))
+    /// The block at `offset` of table `table`, if cached; counted as a hit or miss if `count`
+    /// (point reads are; scans and compactions are not, so the hit rate is the point reads').
+    pub fn get(&self, table: u64, offset: u64, count: bool) -> Option<Arc<Block>> {
+        let found = self.cache.get(&(table, offset));
+        if count {
+            self.counters.count(found)
+        } else {
+            found
+        }
     }
 
     /// Caches the block at `offset` of table `table`.

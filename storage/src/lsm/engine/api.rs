@@ -234,6 +234,7 @@ impl StorageEngine for LsmEngine {
         range: &TokenRange,
         repaired_until: u64,
     ) -> Result<(), EngineError> {
+        range.check()?;
         let inner = &self.inner;
         inner.check()?;
         let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);

@@ -9,7 +9,7 @@ use super::super::codec;
 use super::super::manifest::{Edit, LEVELS, TableMeta};
 use super::super::memtable::Memtable;
 use super::super::sstable::table::{Table, TableWriter};
-use super::encoding::{Watermarks, expired, table_path};
+use super::encoding::{Watermarks, covers, expired, table_path};
 use super::merge::{MergeIter, Source};
 use super::{DATA, ERASED, Inner, LiveTable, View, lock, now_ms};
 use crate::engine::EngineError;
@@ -17,11 +17,13 @@ use crate::engine::EngineError;
 impl Inner {
     /// The background thread: flushes, then compactions, until the engine closes.
     pub(super) fn background(self: Arc<Self>) {
-        lower_priority();
         if let Err(e) = self.log.prepare_next() {
             self.fail(e.to_string());
         }
         loop {
+            // Flushed memtables readers have let go of are freed here, between pieces of work
+            // (however busy), and never under a lock writers wait on.
+            let buried_all = !self.bury();
             {
                 let mut work = lock(&self.work);
                 loop {
@@ -41,15 +43,16 @@ impl Inner {
                         break;
                     }
                     drop(view);
-                    // Flushed memtables readers still hold are freed here once they let go.
-                    if self.bury() {
-                        work = self
-                            .wake
-                            .wait_timeout(work, Duration::from_millis(20))
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                    } else {
+                    if buried_all {
                         work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
+                    } else {
+                        // Back soon to free what readers still hold now.
+                        drop(
+                            self.wake
+                                .wait_timeout(work, Duration::from_millis(20))
+                                .unwrap_or_else(PoisonError::into_inner),
+                        );
+                        break;
                     }
                 }
             }
@@ -269,6 +272,8 @@ impl Inner {
         let mut written = 0u64;
         let mut dropped = 0u64;
         let mut purged = 0u64;
+        // Purged keys that hold nothing newer anywhere: the key count drops by these.
+        let mut gone = 0u64;
         let marks = self.watermarks();
         for item in merged {
             let (k, v) = item?;
@@ -281,6 +286,7 @@ impl Inner {
             }
             if bottom && !marks.is_empty() && self.purgeable(&marks, &k, &v, now) {
                 purged += 1;
+                gone += u64::from(!self.newer_above(level, &upper, &k)?);
                 continue;
             }
             if writer.is_none() {
@@ -339,7 +345,7 @@ impl Inner {
             let _ = self
                 .keys
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                    Some(c.saturating_sub(purged))
+                    Some(c.saturating_sub(gone))
                 });
             self.tombstones_purged.fetch_add(purged, Ordering::Relaxed);
         }
@@ -358,6 +364,35 @@ impl Inner {
     /// while one is asked for.
     fn full_compaction_target(&self) -> Option<usize> {
         lock(&self.work).compact_into
+    }
+
+    /// Whether a newer value of `key` than the compaction of `level` (from `upper`) reads is
+    /// stored now: in a memtable, a level above, or a level-0 table flushed since.
+    fn newer_above(
+        &self,
+        level: usize,
+        upper: &[Arc<LiveTable>],
+        key: &[u8],
+    ) -> Result<bool, EngineError> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        if std::iter::once(&view.mem)
+            .chain(view.frozen.iter())
+            .any(|m| m.get(key, snapshot).is_some())
+        {
+            return Ok(true);
+        }
+        for tables in view.levels.iter().take(level + 1) {
+            for t in tables {
+                if upper.iter().any(|u| Arc::ptr_eq(u, t)) || !covers(&t.meta, key) {
+                    continue;
+                }
+                if t.table.get(key)?.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the entry `key` → `value` is a tombstone below its range's watermark and past
@@ -393,23 +428,5 @@ impl Inner {
             },
             table,
         }))
-    }
-}
-
-/// Lowers the calling thread's CPU priority (nice +10), so flushes and compactions yield the
-/// core to writers and readers at once instead of sharing time slices with them: on a machine
-/// with few cores a writer would otherwise wait out a compaction's slice, milliseconds long.
-/// Best effort: where the system refuses, the thread runs at normal priority.
-fn lower_priority() {
-    // SAFETY: `gettid` takes no arguments and cannot fail.
-    let tid = unsafe { libc::gettid() };
-    let Ok(tid) = libc::id_t::try_from(tid) else {
-        return;
-    };
-    // SAFETY: `setpriority` only reads its integer arguments; on Linux, `PRIO_PROCESS` with a
-    // thread id sets that thread's nice value.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the background thread's priority");
     }
 }

@@ -170,6 +170,10 @@ struct State {
     spare: Option<(u64, Arc<dyn FsFile>)>,
     /// `prepare_next` is creating the next segment: a rotation waits for it.
     preparing: bool,
+    /// [`Shared::sync`] is fsyncing beside the leaders: another such fsync, and a rotation,
+    /// wait for it — two fsyncs of one file never overlap, so an I/O error one of them sees is
+    /// never hidden by the other's success.
+    syncing: bool,
 }
 
 impl CommitLog {
@@ -219,6 +223,7 @@ impl CommitLog {
                 stats: LogStats::default(),
                 spare: None,
                 preparing: false,
+                syncing: false,
             }),
             progress: Condvar::new(),
         });
@@ -507,28 +512,39 @@ impl Shared {
         }
         // Every batch written so far; one still being written by a leader is not covered.
         let target = st.written;
-        if st.synced >= target {
-            return Ok(());
+        loop {
+            st.usable()?;
+            if st.synced >= target {
+                return Ok(());
+            }
+            // Not beside a leader either: a rotation's leader fsyncs (and writes are short).
+            if !st.syncing && !st.busy {
+                break;
+            }
+            st = self.wait(st);
         }
+        st.syncing = true;
         let file = Arc::clone(&st.sync_file);
         let path = segment_path(&self.dir, st.segment);
         drop(st);
-        // A rotation meanwhile fsyncs the old segment itself before it switches, so when this
-        // fsync is of an older segment, `synced` is past `target` already.
+        // No rotation runs meanwhile (it waits for `syncing`), so this is the segment that
+        // holds `target`'s batches, or they were fsynced by the rotation before it.
         let result = file.sync_data();
         let mut st = self.lock();
+        st.syncing = false;
+        self.progress.notify_all();
         match result {
             Ok(()) => {
+                // A failure recorded meanwhile (a leader's write) leaves nothing to vouch for.
+                st.usable()?;
                 st.synced = st.synced.max(target);
                 st.stats.syncs += 1;
-                self.progress.notify_all();
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "commit log fsync failed; the log stops");
                 let e = io_error(&path)(e);
-                st.failure = Some(e.to_string());
-                self.progress.notify_all();
+                st.failure.get_or_insert_with(|| e.to_string());
                 Err(e)
             }
         }
@@ -548,7 +564,7 @@ impl Shared {
             if full.is_some_and(|id| id != st.segment) {
                 return Ok(st);
             }
-            if st.busy || st.preparing {
+            if st.busy || st.preparing || st.syncing {
                 st = self.wait(st);
             } else if !st.queued.is_empty() || st.synced < st.written {
                 st = self.lead(st, true);

@@ -457,7 +457,7 @@ impl Table {
         if let Some(cached) = self
             .blocks
             .as_ref()
-            .and_then(|c| c.get(self.id, handle.offset))
+            .and_then(|c| c.get(self.id, handle.offset, fill))
         {
             return Ok((handle, cached));
         }
