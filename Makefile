@@ -34,6 +34,13 @@ bench-http:
 soak-engine:
 	PAIRDB_CRASH_ROUNDS=$${PAIRDB_CRASH_ROUNDS:-500} PAIRDB_POWER_ROUNDS=$${PAIRDB_POWER_ROUNDS:-500} $(CARGO) test -p pairdb-storage --test it -- --nocapture crash:: power::
 
-## The storage engines side by side (lsm, memory, fjall), db_bench style (see bench/src/main.rs).
+## The storage engines side by side (lsm, memory, fjall; RocksDB too with ROCKSDB=1), db_bench style (see bench/src/main.rs).
 bench-engine:
+ifdef ROCKSDB
+	@command -v clang >/dev/null 2>&1 || [ -e /usr/lib/llvm-14/lib/libclang.so ] || dpkg -s libclang-dev >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null; \
+	    else echo "RocksDB's build needs libclang: sudo apt-get install -y libclang-dev" >&2; exit 1; fi; }
+	cd bench && $(CARGO) run --release --features rocksdb
+else
 	cd bench && $(CARGO) run --release
+endif

@@ -8,7 +8,11 @@
 //!   BENCH_ENGINES=lsm,fjall make bench-engine  # some of the engines only
 //!
 //! Prints ops/s, p99 and worst latency per engine and workload, on-disk size after settling, and
-//! the ratio lsm / fjall per row. A benchmark, never a test: nothing is asserted.
+//! the ratios lsm / fjall and lsm / rocksdb per row. A benchmark, never a test: nothing is
+//! asserted.
+//!
+//!   make bench-engine ROCKSDB=1            # RocksDB too (its C++ build takes about half an
+//!                                          # hour here and needs libclang-dev)
 
 /// The allocator `pairdb` itself runs on, for every engine alike.
 #[global_allocator]
@@ -26,6 +30,9 @@ use pairdb_storage::lsm::codec;
 use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
 use pairdb_storage::memory::MemoryEngine;
 
+#[cfg(feature = "rocksdb")]
+mod rocks;
+
 const TTL: Duration = Duration::from_secs(3600);
 const NAMESPACE: &str = "bench";
 /// Bytes of cache every engine gets.
@@ -36,6 +43,7 @@ trait Engine: Send + Sync {
     fn put(&self, key: &StorageKey, version: Version);
     fn get(&self, key: &StorageKey) -> Option<Version>;
     fn scan_all(&self) -> u64;
+    /// Every engine settles the same way: its memtable flushed, its background work done.
     fn settle(&self) {}
 }
 
@@ -79,6 +87,7 @@ impl Engine for Lsm {
         Ours(Arc::clone(&self.0) as Arc<dyn StorageEngine>).scan_all()
     }
     fn settle(&self) {
+        let _ = self.0.freeze();
         let _ = self.0.wait_idle();
     }
 }
@@ -115,6 +124,11 @@ impl Engine for Fjall {
             .get(key.encode())
             .expect("fjall get")
             .map(|v| codec::decode_version(&v).expect("decode"))
+    }
+    fn settle(&self) {
+        self.partition
+            .rotate_memtable_and_wait()
+            .expect("fjall flush");
     }
     fn scan_all(&self) -> u64 {
         let mut n = 0;
@@ -245,6 +259,12 @@ fn open(name: &str, dir: &Path, durability: Durability) -> Box<dyn Engine> {
             )))
         }
         "memory" => Box::new(Ours(Arc::new(MemoryEngine::new(TTL)))),
+        #[cfg(feature = "rocksdb")]
+        "rocksdb" => Box::new(rocks::Rocks::open(
+            dir,
+            durability == Durability::Always,
+            CACHE_BYTES,
+        )),
         _ => {
             let keyspace = fjall::Config::new(dir)
                 .cache_size(CACHE_BYTES)
@@ -276,9 +296,11 @@ fn main() {
         .unwrap_or(2_000);
     let base: PathBuf =
         std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let chosen = std::env::var("BENCH_ENGINES").unwrap_or_else(|_| "lsm,memory,fjall".into());
-    let engines: Vec<&str> = ["lsm", "memory", "fjall"]
+    let chosen =
+        std::env::var("BENCH_ENGINES").unwrap_or_else(|_| "lsm,memory,fjall,rocksdb".into());
+    let engines: Vec<&str> = ["lsm", "memory", "fjall", "rocksdb"]
         .into_iter()
+        .filter(|e| *e != "rocksdb" || cfg!(feature = "rocksdb"))
         .filter(|e| chosen.split(',').any(|c| c.trim() == *e))
         .collect();
     let actor = Actor::new("bench", 1);
@@ -287,8 +309,8 @@ fn main() {
         "{keys} keys, 16-byte keys, 100-byte values, through StorageEngine::apply/get (fjall: same resolution)"
     );
     println!(
-        "{:<26} {:<7} {:>12} {:>10} {:>10} {:>8} {:>9}",
-        "workload", "engine", "ops/s", "p99 µs", "worst µs", "> 1 ms", "lsm/fjall"
+        "{:<26} {:<7} {:>12} {:>10} {:>10} {:>8} {:>9} {:>11}",
+        "workload", "engine", "ops/s", "p99 µs", "worst µs", "> 1 ms", "lsm/fjall", "lsm/rocksdb"
     );
     let mut results: Vec<(String, String, Row)> = Vec::new();
     let mut sizes = Vec::new();
@@ -344,23 +366,26 @@ fn main() {
         }
     }
     for (workload, name, row) in &results {
-        let fjall = results
-            .iter()
-            .find(|(w, n, _)| w == workload && n == "fjall")
-            .map(|(_, _, r)| r.rate());
-        let ratio = match (name.as_str(), fjall) {
-            ("lsm", Some(f)) if f > 0.0 => format!("{:.2}", row.rate() / f),
-            _ => String::new(),
+        let ratio = |other: &str| {
+            let theirs = results
+                .iter()
+                .find(|(w, n, _)| w == workload && n == other)
+                .map(|(_, _, r)| r.rate());
+            match (name.as_str(), theirs) {
+                ("lsm", Some(t)) if t > 0.0 => format!("{:.2}", row.rate() / t),
+                _ => String::new(),
+            }
         };
         println!(
-            "{:<26} {:<7} {:>12.0} {:>10} {:>10} {:>8} {:>9}",
+            "{:<26} {:<7} {:>12.0} {:>10} {:>10} {:>8} {:>9} {:>11}",
             workload,
             name,
             row.rate(),
             row.p99.as_micros(),
             row.worst.as_micros(),
             row.over_1ms,
-            ratio
+            ratio("fjall"),
+            ratio("rocksdb")
         );
     }
     for (name, size) in sizes {
