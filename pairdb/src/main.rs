@@ -22,8 +22,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    disable_transparent_huge_pages();
-    raise_open_file_limit();
     let args: Vec<String> = std::env::args().collect();
     // Before any thread exists: the file only supplies environment defaults.
     config_file::apply(&args)?;
@@ -37,6 +35,9 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before the runtimes start their threads (each has its own allocator heaps).
+    disable_transparent_huge_pages();
+    raise_open_file_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Storage(_)) {
         // The node serves on a runtime of its own; this one only serves metrics and waits for

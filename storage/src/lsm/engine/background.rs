@@ -47,12 +47,17 @@ impl Inner {
                         work = self.wake.wait(work).unwrap_or_else(PoisonError::into_inner);
                     } else {
                         // Back soon to free what readers still hold now.
-                        drop(
-                            self.wake
-                                .wait_timeout(work, Duration::from_millis(20))
-                                .unwrap_or_else(PoisonError::into_inner),
-                        );
-                        break;
+                        work = self
+                            .wake
+                            .wait_timeout(work, Duration::from_millis(20))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        if work.closed {
+                            return;
+                        }
+                        if !self.failed.load(Ordering::Acquire) {
+                            break;
+                        }
                     }
                 }
             }
@@ -286,7 +291,12 @@ impl Inner {
             }
             if bottom && !marks.is_empty() && self.purgeable(&marks, &k, &v, now) {
                 purged += 1;
-                gone += u64::from(!self.newer_above(level, &upper, &k)?);
+                // Only the key count depends on it: when unsure, count the key as still there.
+                let newer = self.newer_above(level, &upper, &k).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot tell whether a purged key holds a newer value");
+                    true
+                });
+                gone += u64::from(!newer);
                 continue;
             }
             if writer.is_none() {
@@ -387,7 +397,7 @@ impl Inner {
                 if upper.iter().any(|u| Arc::ptr_eq(u, t)) || !covers(&t.meta, key) {
                     continue;
                 }
-                if t.table.get(key)?.is_some() {
+                if t.table.peek(key)?.is_some() {
                     return Ok(true);
                 }
             }

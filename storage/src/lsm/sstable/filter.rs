@@ -12,7 +12,8 @@
 //!
 //! * **blocked** (layout bit set; what is written): the bit array is made of 512-bit blocks;
 //!   a key's block is `h1 mod blocks`, and its probes are bits `(a + i·b) mod 512` of that block
-//!   for `i` in `0..k`, with `a`, `b` the low and high halves of `h2` — every probe of a key in
+//!   for `i` in `0..k`, with `a` the high half of `h1` and `b` that of `h2` (made odd) — every
+//!   probe of a key in
 //!   one cache line, so a negative lookup costs one cache miss, not one per probe;
 //! * **plain** (layout bit clear; tables written before blocked filters): probes are bits
 //!   `(h1 + i·h2) mod m` of the whole array.
@@ -96,7 +97,8 @@ const BLOCKED: u8 = 0x80;
 /// The bits a key with hashes `h1`, `h2` probes in a blocked filter of `blocks` blocks.
 fn blocked_probes(h1: u64, h2: u64, blocks: u64, k: u8) -> impl Iterator<Item = u64> {
     let base = (h1 % blocks) * BLOCK_BITS;
-    let (a, b) = (h2 & 0xFFFF_FFFF, (h2 >> 32) | 1);
+    // (`h2` is odd: its low bits would put every other probe on an odd bit.)
+    let (a, b) = (h1 >> 32, (h2 >> 32) | 1);
     (0..u64::from(k)).map(move |i| base + (a.wrapping_add(i.wrapping_mul(b)) % BLOCK_BITS))
 }
 

@@ -490,12 +490,25 @@ impl Table {
 
     /// [`get`](Self::get) for a key the bloom filter already let through.
     pub fn get_unfiltered(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
+        self.lookup(key, true)
+    }
+
+    /// [`get`](Self::get) for background work: neither counted in the block cache's hit rate
+    /// nor filling it.
+    pub fn peek(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
+        if !self.filter.may_contain(key) {
+            return Ok(None);
+        }
+        self.lookup(key, false)
+    }
+
+    fn lookup(&self, key: &[u8], cached: bool) -> Result<Option<Vec<u8>>, TableError> {
         // The first data block whose last key is at least `key` is the only one that can hold it.
         let Some(entry) = self.index.iter_from(Some(key)).next() else {
             return Ok(None);
         };
         let (_, handle_bytes) = entry.map_err(|e| self.corrupt(e.offset as u64, e.detail))?;
-        let (handle, block) = self.data_block(handle_bytes, 0, true)?;
+        let (handle, block) = self.data_block(handle_bytes, 0, cached)?;
         block
             .get(key)
             .map(|v| v.map(<[u8]>::to_vec))
