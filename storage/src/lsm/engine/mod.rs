@@ -111,7 +111,7 @@ pub struct LsmOptions {
     pub applied_key_ttl: Duration,
     /// Manifest edits between its rewrites as a snapshot.
     pub manifest_snapshot_every: u64,
-    /// Bytes of each commit-log segment (allocated when it is created).
+    /// Bytes of each commit-log segment (allocated a MiB at a time, ahead of its writes).
     pub log_segment_bytes: u64,
     /// Tombstones are kept at least this long, whatever the repair watermark says.
     pub tombstone_grace: Duration,

@@ -31,6 +31,9 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
+/// Bytes a preallocating log allocates ahead of its writes at a time.
+pub const ALLOCATION_STEP: u64 = 1 << 20;
+
 /// Settings of a commit log.
 #[derive(Clone, Copy, Debug)]
 pub struct LogOptions {
@@ -42,9 +45,18 @@ pub struct LogOptions {
     pub max_record_bytes: usize,
     /// The first segment a fresh log starts at, at least (ids below it may be in use elsewhere).
     pub min_segment: u64,
-    /// Allocate each segment's `segment_bytes` when it is created, so fsyncs of appends need
-    /// not update the file's size (faster durable appends; a segment's file is then that big).
+    /// Allocate each segment ahead of its writes, [`ALLOCATION_STEP`] at a time, so most fsyncs
+    /// of appends need not change the file's size (only one per step does), and a segment at
+    /// rest holds at most a step of unwritten space.
     pub preallocate: bool,
+}
+
+impl LogOptions {
+    /// What a new segment is allocated to when it is created.
+    fn first_allocation(&self) -> Option<u64> {
+        self.preallocate
+            .then(|| ALLOCATION_STEP.min(self.segment_bytes))
+    }
 }
 
 impl Default for LogOptions {
@@ -152,6 +164,8 @@ struct State {
     sync_file: Arc<dyn FsFile>,
     /// Segment offset after everything queued.
     tail: u64,
+    /// Bytes of the segment allocated (it is at least this long).
+    allocated: u64,
     /// Encoded records not yet handed to a leader.
     queued: Vec<u8>,
     /// The batch number the queued records will be written in.
@@ -197,13 +211,8 @@ impl CommitLog {
             replay,
         )?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
-        let file = create_segment(
-            &*fs,
-            dir,
-            segment,
-            options.preallocate.then_some(options.segment_bytes),
-        )
-        .map_err(OpenError::Log)?;
+        let first_step = options.first_allocation();
+        let file = create_segment(&*fs, dir, segment, first_step).map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
             fs,
             dir: dir.to_owned(),
@@ -213,6 +222,7 @@ impl CommitLog {
                 sync_file: Arc::clone(&file),
                 file: Some(file),
                 tail: format::HEADER_LEN as u64,
+                allocated: first_step.unwrap_or(0),
                 queued: Vec::new(),
                 next_batch: 1,
                 written: 0,
@@ -319,10 +329,7 @@ impl CommitLog {
             &*self.shared.fs,
             &self.shared.dir,
             next,
-            self.shared
-                .options
-                .preallocate
-                .then_some(self.shared.options.segment_bytes),
+            self.shared.options.first_allocation(),
         );
         let mut st = self.shared.lock();
         st.preparing = false;
@@ -450,9 +457,19 @@ impl Shared {
         // every earlier batch was fsynced (always so under `Always`).
         let after_sync = st.synced == st.written;
         let path = segment_path(&self.dir, st.segment);
+        // Allocate the next step once the writes reach the end of what is allocated.
+        let end = batch_offset + buf.len() as u64;
+        let grow = (self.options.preallocate && end > st.allocated).then(|| {
+            (st.allocated + ALLOCATION_STEP)
+                .max(end)
+                .min(self.options.segment_bytes.max(end))
+        });
         drop(st);
         if after_sync {
             format::mark_batch_start(&mut buf, batch_offset);
+        }
+        if let Some(to) = grow {
+            file.allocate(to);
         }
 
         let mut result = file.write_all_at(&buf, batch_offset);
@@ -472,6 +489,9 @@ impl Shared {
         let mut st = self.lock();
         st.file = Some(file);
         st.busy = false;
+        if let Some(to) = grow {
+            st.allocated = if result.is_ok() { to } else { batch_offset };
+        }
         match result {
             Ok(()) => {
                 st.written = batch;
@@ -586,14 +606,7 @@ impl Shared {
         let next = st.segment + 1;
         let ready = match st.spare.take() {
             Some((id, file)) if id == next => Ok(file),
-            _ => create_segment(
-                &*self.fs,
-                &self.dir,
-                next,
-                self.options
-                    .preallocate
-                    .then_some(self.options.segment_bytes),
-            ),
+            _ => create_segment(&*self.fs, &self.dir, next, self.options.first_allocation()),
         };
         match ready {
             Ok(file) => {
@@ -601,6 +614,7 @@ impl Shared {
                 st.file = Some(file);
                 st.segment = next;
                 st.tail = format::HEADER_LEN as u64;
+                st.allocated = self.options.first_allocation().unwrap_or(0);
                 st.stats.rotations += 1;
                 Ok(st)
             }
