@@ -586,22 +586,32 @@ impl Shared {
             }
             if st.busy || st.preparing || st.syncing {
                 st = self.wait(st);
-            } else if !st.queued.is_empty() || st.synced < st.written {
-                st = self.lead(st, true);
+            } else if !st.queued.is_empty() {
+                // Written only: the one fsync below makes it durable with the cut.
+                st = self.lead(st, false);
             } else {
                 break;
             }
         }
         // The old segment ends at its last record: its preallocated rest goes, so zeros in an
-        // older segment can only mean lost data.
-        if self.options.preallocate
-            && let Some(file) = st.file.as_ref()
-            && let Err(e) = file.set_len(st.tail).and_then(|()| file.sync_all())
-        {
-            let e = io_error(&segment_path(&self.dir, st.segment))(e);
-            st.failure = Some(e.to_string());
+        // older segment can only mean lost data. One fsync makes the cut and every record
+        // written durable (under the state lock: no one writes meanwhile).
+        let cut = self.options.preallocate;
+        if cut || st.synced < st.written {
+            let done = match st.file.as_ref() {
+                Some(file) => (if cut { file.set_len(st.tail) } else { Ok(()) })
+                    .and_then(|()| file.sync_all()),
+                None => Err(std::io::Error::other("the segment file is missing")),
+            };
+            if let Err(e) = done {
+                let e = io_error(&segment_path(&self.dir, st.segment))(e);
+                st.failure.get_or_insert_with(|| e.to_string());
+                self.progress.notify_all();
+                return Err(e);
+            }
+            st.synced = st.written;
+            st.stats.syncs += 1;
             self.progress.notify_all();
-            return Err(e);
         }
         let next = st.segment + 1;
         let ready = match st.spare.take() {
