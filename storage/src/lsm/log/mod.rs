@@ -51,14 +51,6 @@ pub struct LogOptions {
     pub preallocate: bool,
 }
 
-impl LogOptions {
-    /// What a new segment is allocated to when it is created.
-    fn first_allocation(&self) -> Option<u64> {
-        self.preallocate
-            .then(|| ALLOCATION_STEP.min(self.segment_bytes))
-    }
-}
-
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
@@ -211,8 +203,7 @@ impl CommitLog {
             replay,
         )?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
-        let first_step = options.first_allocation();
-        let file = create_segment(&*fs, dir, segment, first_step).map_err(OpenError::Log)?;
+        let file = create_segment(&*fs, dir, segment).map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
             fs,
             dir: dir.to_owned(),
@@ -222,7 +213,7 @@ impl CommitLog {
                 sync_file: Arc::clone(&file),
                 file: Some(file),
                 tail: format::HEADER_LEN as u64,
-                allocated: first_step.unwrap_or(0),
+                allocated: format::HEADER_LEN as u64,
                 queued: Vec::new(),
                 next_batch: 1,
                 written: 0,
@@ -325,12 +316,7 @@ impl CommitLog {
             st.preparing = true;
             st.segment + 1
         };
-        let created = create_segment(
-            &*self.shared.fs,
-            &self.shared.dir,
-            next,
-            self.shared.options.first_allocation(),
-        );
+        let created = create_segment(&*self.shared.fs, &self.shared.dir, next);
         let mut st = self.shared.lock();
         st.preparing = false;
         match created {
@@ -616,7 +602,7 @@ impl Shared {
         let next = st.segment + 1;
         let ready = match st.spare.take() {
             Some((id, file)) if id == next => Ok(file),
-            _ => create_segment(&*self.fs, &self.dir, next, self.options.first_allocation()),
+            _ => create_segment(&*self.fs, &self.dir, next),
         };
         match ready {
             Ok(file) => {
@@ -624,7 +610,7 @@ impl Shared {
                 st.file = Some(file);
                 st.segment = next;
                 st.tail = format::HEADER_LEN as u64;
-                st.allocated = self.options.first_allocation().unwrap_or(0);
+                st.allocated = format::HEADER_LEN as u64;
                 st.stats.rotations += 1;
                 Ok(st)
             }
@@ -637,23 +623,13 @@ impl Shared {
     }
 }
 
-/// Creates segment `id` in `dir` with its header, durably (file and directory fsynced), and
-/// preallocates it to `bytes` (zeros) if given, so appends do not change its size and an fsync
-/// of them need not write metadata. Where the file system cannot preallocate, it grows as it is
-/// written.
-fn create_segment(
-    fs: &dyn Fs,
-    dir: &Path,
-    id: u64,
-    bytes: Option<u64>,
-) -> Result<Arc<dyn FsFile>, LogError> {
+/// Creates segment `id` in `dir` with its header, durably (file and directory fsynced). A
+/// preallocating log allocates it as its writes reach the end ([`ALLOCATION_STEP`]).
+fn create_segment(fs: &dyn Fs, dir: &Path, id: u64) -> Result<Arc<dyn FsFile>, LogError> {
     let path = segment_path(dir, id);
     let file = fs.create_new(&path).map_err(io_error(&path))?;
     file.write_all_at(&format::encode_header(id), 0)
         .map_err(io_error(&path))?;
-    if let Some(bytes) = bytes {
-        file.allocate(bytes);
-    }
     file.sync_all().map_err(io_error(&path))?;
     sync_dir(fs, dir)?;
     Ok(file)
