@@ -88,7 +88,7 @@ impl Memtable {
     }
 
     /// Inserts `value` for `key` as write `seq`.
-    pub fn insert(&self, key: &[u8], seq: u64, value: Vec<u8>) {
+    pub fn insert(&self, key: Vec<u8>, seq: u64, value: Vec<u8>) {
         self.bytes.fetch_add(
             key.len() + 8 + value.len() + ENTRY_OVERHEAD,
             Ordering::Relaxed,
@@ -96,7 +96,7 @@ impl Memtable {
         self.max_seq.fetch_max(seq, Ordering::AcqRel);
         self.map.insert(
             Entry {
-                key: key.to_vec(),
+                key,
                 seq: Reverse(seq),
             },
             value,
@@ -161,10 +161,10 @@ mod tests {
     #[test]
     fn readers_see_the_newest_write_of_their_snapshot() {
         let m = Memtable::new(1);
-        m.insert(b"a", 1, b"a1".to_vec());
-        m.insert(b"b", 2, b"b2".to_vec());
-        m.insert(b"a", 3, b"a3".to_vec());
-        m.insert(b"ab", 4, b"ab4".to_vec());
+        m.insert(b"a".to_vec(), 1, b"a1".to_vec());
+        m.insert(b"b".to_vec(), 2, b"b2".to_vec());
+        m.insert(b"a".to_vec(), 3, b"a3".to_vec());
+        m.insert(b"ab".to_vec(), 4, b"ab4".to_vec());
         assert_eq!(m.get(b"a", 2), Some(b"a1".to_vec()));
         assert_eq!(m.get(b"a", 3), Some(b"a3".to_vec()));
         assert_eq!(m.get(b"a", 0), None);

@@ -12,8 +12,13 @@ use super::{APPLIED, DATA, ERASED, WATERMARK};
 use crate::engine::{EngineError, TokenRange};
 
 pub(super) fn data_key(key: &StorageKey) -> Vec<u8> {
-    let mut k = vec![DATA];
-    k.extend_from_slice(&key.encode());
+    // `StorageKey::encode`'s layout, behind the prefix, in one allocation.
+    let mut k = Vec::with_capacity(2 + key.namespace.len() + 8 + key.key.len());
+    k.push(DATA);
+    k.push(key.namespace.len() as u8);
+    k.extend_from_slice(key.namespace.as_bytes());
+    k.extend_from_slice(&key.token.to_be_bytes());
+    k.extend_from_slice(&key.key);
     k
 }
 
@@ -164,17 +169,16 @@ impl Watermarks {
     }
 }
 
-/// Encodes a batch of (key, value) pairs as one commit-log record.
-pub(super) fn encode_batch(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
-    varint::put(&mut out, entries.len() as u64);
+/// Appends the encoding of a batch of (key, value) pairs, as one commit-log record, to `out`.
+pub(super) fn encode_batch(entries: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<u8>) {
+    out.reserve(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
+    varint::put(out, entries.len() as u64);
     for (k, v) in entries {
-        varint::put(&mut out, k.len() as u64);
+        varint::put(out, k.len() as u64);
         out.extend_from_slice(k);
-        varint::put(&mut out, v.len() as u64);
+        varint::put(out, v.len() as u64);
         out.extend_from_slice(v);
     }
-    out
 }
 
 /// Key-value pairs, as a batch holds them.
@@ -241,5 +245,18 @@ impl Bounds {
             return false;
         };
         u64::from_be_bytes(token) <= self.end_token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_keys_are_the_prefix_then_the_stored_key() {
+        let key = StorageKey::new("ns", b"user key").expect("key");
+        let mut expected = vec![DATA];
+        expected.extend_from_slice(&key.encode());
+        assert_eq!(data_key(&key), expected);
     }
 }

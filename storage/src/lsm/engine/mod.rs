@@ -330,7 +330,7 @@ impl LsmEngine {
                 decode_batch(record).map_err(|detail| corruption(&segment, pos.offset, detail))?;
             for (k, v) in batch {
                 seq += 1;
-                replayed.insert(&k, seq, v);
+                replayed.insert(k, seq, v);
             }
             Ok(())
         })
@@ -706,12 +706,14 @@ impl Inner {
 
     /// Logs `entries` as one record, then makes them visible. The caller holds the gate shared.
     fn write(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), EngineError> {
-        self.log.append(&encode_batch(&entries))?;
+        let mut record = Vec::new();
+        encode_batch(&entries, &mut record);
+        self.log.append(&record)?;
         let view = self.current();
         let mut seq = lock(&self.seq);
         for (k, v) in entries {
             *seq += 1;
-            view.mem.insert(&k, *seq, v);
+            view.mem.insert(k, *seq, v);
         }
         self.visible.store(*seq, Ordering::Release);
         Ok(())
