@@ -314,6 +314,7 @@ fn main() {
     );
     let mut results: Vec<(String, String, Row)> = Vec::new();
     let mut sizes = Vec::new();
+    let mut opens = Vec::new();
     for &name in &engines {
         let dir = tempfile::tempdir_in(&base).expect("tempdir");
         let engine = open(name, dir.path(), Durability::Never);
@@ -347,6 +348,12 @@ fn main() {
         ));
         drop(engine);
         sizes.push((name, dir_size(dir.path())));
+        if name != "memory" {
+            let started = Instant::now();
+            let reopened = open(name, dir.path(), Durability::Never);
+            opens.push((name, started.elapsed()));
+            drop(reopened);
+        }
     }
     for threads in [1usize, 8] {
         for &name in &engines {
@@ -386,6 +393,12 @@ fn main() {
             row.over_1ms,
             ratio("fjall"),
             ratio("rocksdb")
+        );
+    }
+    for (name, took) in opens {
+        println!(
+            "reopen after fillrandom:  {name:<7} {:.0} ms",
+            took.as_secs_f64() * 1000.0
         );
     }
     for (name, size) in sizes {
