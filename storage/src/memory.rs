@@ -223,6 +223,15 @@ impl RangeBounds {
 }
 
 impl State {
+    /// Removes the records under `encoded` keys, keeping the byte count.
+    fn remove_records(&mut self, encoded: &[Vec<u8>]) {
+        for key in encoded {
+            if let Some(old) = self.records.remove(key) {
+                self.bytes = self.bytes.saturating_sub(record_bytes(key, &old));
+            }
+        }
+    }
+
     /// Drops applied-keys entries that expired at or before `now`.
     fn purge_expired(&mut self, now: Instant) {
         while let Some(&(expiry, hash)) = self.expiries.front() {
@@ -412,12 +421,7 @@ impl StorageEngine for MemoryEngine {
             .range(&bounds, bounds.lower(None))
             .map(|(k, _)| k.clone())
             .collect();
-        for encoded in &doomed {
-            if let Some(old) = state.records.remove(encoded) {
-                let removed = record_bytes(encoded, &old);
-                state.bytes = state.bytes.saturating_sub(removed);
-            }
-        }
+        state.remove_records(&doomed);
         Ok(doomed.len() as u64)
     }
 
@@ -445,12 +449,7 @@ impl StorageEngine for MemoryEngine {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for encoded in &doomed {
-            if let Some(old) = state.records.remove(encoded) {
-                let removed = record_bytes(encoded, &old);
-                state.bytes = state.bytes.saturating_sub(removed);
-            }
-        }
+        state.remove_records(&doomed);
         state.tombstones_purged += doomed.len() as u64;
         Ok(())
     }

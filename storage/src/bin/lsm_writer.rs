@@ -12,32 +12,12 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use pairdb_core::version::{MintRequest, mint};
 use pairdb_core::{Actor, Hlc, StorageKey};
 use pairdb_storage::durability::Durability;
 use pairdb_storage::engine::StorageEngine;
 use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
-use pairdb_storage::lsm::sstable::table::TableOptions;
-
-/// Settings under which the writer flushes, compacts and rewrites its manifest within
-/// milliseconds.
-pub fn small(durability: Durability) -> LsmOptions {
-    LsmOptions {
-        memtable_bytes: 8 << 10,
-        table: TableOptions {
-            block_bytes: 512,
-            ..TableOptions::default()
-        },
-        l0_compaction_trigger: 2,
-        level1_bytes: 32 << 10,
-        table_target_bytes: 16 << 10,
-        manifest_snapshot_every: 8,
-        log_segment_bytes: 256 << 10,
-        ..LsmOptions::new(durability, Duration::from_secs(3600))
-    }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first: u64 = first.parse()?;
     let keys: u64 = keys.parse()?;
     let durability: Durability = fsync.parse()?;
-    let engine = LsmEngine::open(&dir, small(durability))?;
+    let engine = LsmEngine::open(&dir, LsmOptions::crash_test(durability))?;
     let actor = Actor::new("writer", first + 1);
     let hlc = Hlc::new();
     let stdout = std::io::stdout();

@@ -23,7 +23,6 @@ use pairdb_storage::durability::Durability;
 use pairdb_storage::engine::StorageEngine;
 use pairdb_storage::lsm::engine::{LsmEngine, LsmOptions};
 use pairdb_storage::lsm::fs::{CrashOptions, Fs, SimFs};
-use pairdb_storage::lsm::sstable::table::TableOptions;
 
 /// Writer threads; each writes its own keys, one write at a time.
 const WRITERS: u64 = 3;
@@ -35,23 +34,6 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-/// Settings under which a few hundred writes flush, compact and rewrite the manifest.
-fn small(durability: Durability) -> LsmOptions {
-    LsmOptions {
-        memtable_bytes: 8 << 10,
-        table: TableOptions {
-            block_bytes: 512,
-            ..TableOptions::default()
-        },
-        l0_compaction_trigger: 2,
-        level1_bytes: 32 << 10,
-        table_target_bytes: 16 << 10,
-        manifest_snapshot_every: 8,
-        log_segment_bytes: 64 << 10,
-        ..LsmOptions::new(durability, Duration::from_secs(3600))
-    }
 }
 
 fn key(writer: u64, k: u64) -> StorageKey {
@@ -233,8 +215,12 @@ fn power_cuts(durability: Durability) {
     let mut total_acked = 0u64;
     for round in 0..rounds {
         let context = format!("{durability} round {round} (PAIRDB_POWER_SEED={seed})");
-        let engine = LsmEngine::open_on(Arc::new(fs.clone()), dir, small(durability))
-            .unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
+        let engine = LsmEngine::open_on(
+            Arc::new(fs.clone()),
+            dir,
+            LsmOptions::crash_test(durability),
+        )
+        .unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
         let cut = CrashOptions {
             seed: next(&mut rng),
             torn: round % 2 == 1,
@@ -242,8 +228,12 @@ fn power_cuts(durability: Durability) {
         let after = next(&mut rng) % 600;
         let (survivor, issued, acked) = write_until_the_cut(&fs, engine, &start, cut, after);
         total_acked += acked.iter().flatten().count() as u64;
-        let reopened = LsmEngine::open_on(Arc::new(survivor.clone()), dir, small(durability))
-            .unwrap_or_else(|e| panic!("{context}: reopen after the power cut failed: {e}"));
+        let reopened = LsmEngine::open_on(
+            Arc::new(survivor.clone()),
+            dir,
+            LsmOptions::crash_test(durability),
+        )
+        .unwrap_or_else(|e| panic!("{context}: reopen after the power cut failed: {e}"));
         start = check(&reopened, &issued, &acked, durability, &context);
         // Closed cleanly, so the next round opens what a clean stop left.
         drop(reopened);

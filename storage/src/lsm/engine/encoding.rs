@@ -136,10 +136,7 @@ impl Watermarks {
 
     /// Raises the watermark of `range` to `until`; false if it was already there or above.
     pub(super) fn raise_range(&mut self, range: &TokenRange, until: u64) -> bool {
-        let mut prefix = vec![DATA];
-        prefix.extend_from_slice(&StorageKey::range_start(&range.namespace, 0));
-        prefix.truncate(prefix.len() - 8);
-        self.raise(prefix, range.start, range.end, until)
+        self.raise(Bounds::new(range).prefix, range.start, range.end, until)
     }
 
     fn raise(&mut self, prefix: Vec<u8>, start: u64, end: u64, until: u64) -> bool {

@@ -147,6 +147,27 @@ impl LsmOptions {
     }
 }
 
+#[cfg(feature = "crash-writer")]
+impl LsmOptions {
+    /// Settings under which a few hundred writes flush, compact and rewrite the manifest: what
+    /// the crash and power-loss tests run with (test support, with the `crash-writer` feature).
+    pub fn crash_test(durability: Durability) -> Self {
+        LsmOptions {
+            memtable_bytes: 8 << 10,
+            table: TableOptions {
+                block_bytes: 512,
+                ..TableOptions::default()
+            },
+            l0_compaction_trigger: 2,
+            level1_bytes: 32 << 10,
+            table_target_bytes: 16 << 10,
+            manifest_snapshot_every: 8,
+            log_segment_bytes: 256 << 10,
+            ..LsmOptions::new(durability, Duration::from_secs(3600))
+        }
+    }
+}
+
 /// What readers see: the memtables and tables of one moment.
 struct View {
     mem: Arc<Memtable>,

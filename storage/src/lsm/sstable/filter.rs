@@ -41,16 +41,11 @@ impl KeyHash {
     }
 }
 
-fn hashes(key: &[u8]) -> (u64, u64) {
-    let KeyHash(h1, h2) = KeyHash::of(key);
-    (h1, h2)
-}
-
 /// Builds a filter over keys added one by one.
 #[derive(Debug)]
 pub struct FilterBuilder {
     bits_per_key: u32,
-    hashes: Vec<(u64, u64)>,
+    hashes: Vec<KeyHash>,
 }
 
 impl FilterBuilder {
@@ -64,7 +59,7 @@ impl FilterBuilder {
 
     /// Adds `key`.
     pub fn add(&mut self, key: &[u8]) {
-        self.hashes.push(hashes(key));
+        self.hashes.push(KeyHash::of(key));
     }
 
     /// The filter's bytes (blocked layout).
@@ -75,7 +70,7 @@ impl FilterBuilder {
         let bits = (self.hashes.len() as u64 * u64::from(self.bits_per_key)).max(BLOCK_BITS);
         let blocks = bits.div_ceil(BLOCK_BITS);
         let mut out = vec![0u8; (blocks * BLOCK_BITS / 8) as usize + 1];
-        for &(h1, h2) in &self.hashes {
+        for &KeyHash(h1, h2) in &self.hashes {
             for bit in blocked_probes(h1, h2, blocks, k) {
                 if let Some(b) = out.get_mut((bit / 8) as usize) {
                     *b |= 1 << (bit % 8);
@@ -192,7 +187,7 @@ mod tests {
         let bits = 10_000u64;
         let mut plain = vec![0u8; (bits / 8) as usize + 1];
         for k in &keys {
-            let (mut h, h2) = hashes(k);
+            let KeyHash(mut h, h2) = KeyHash::of(k);
             for _ in 0..7 {
                 let bit = h % bits;
                 plain[(bit / 8) as usize] |= 1 << (bit % 8);
