@@ -25,7 +25,10 @@
 //! ```
 //!
 //! `crc32c` covers `len`, `kind` and the payload. `kind`'s low bits are 1 (a whole record), 2 (a
-//! record's first fragment), 3 (a middle one) or 4 (its last); its high bit ([`BATCH_START`])
+//! record's first fragment), 3 (a middle one), 4 (its last) or 5 (the segment's end: an empty
+//! fragment written when the log moves to the next segment, after which only zeros — space the
+//! segment was allocated with — may follow; format 2 segments have none and end at their
+//! file's end); its high bit ([`BATCH_START`])
 //! marks the first fragment of each write the log made (a group-commit batch), so recovery can
 //! tell the torn tail of the last write from damage followed by later writes. When fewer than [`FRAGMENT_HEADER_LEN`]
 //! bytes remain in a block, they are zeros and the next fragment starts the next block.
@@ -42,8 +45,11 @@ pub const FRAGMENT_HEADER_LEN: usize = 7;
 /// The segment magic.
 pub const MAGIC: [u8; 4] = *b"PDBL";
 
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this code writes.
+pub const FORMAT_VERSION: u16 = 3;
+
+/// The oldest format version this code reads (format 2 lacks [`Kind::End`]).
+pub const OLDEST_READABLE_VERSION: u16 = 2;
 
 /// A fragment's place in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +62,8 @@ pub enum Kind {
     Middle = 3,
     /// The last fragment.
     Last = 4,
+    /// The end of the segment (an empty fragment, not part of a record).
+    End = 5,
 }
 
 /// The kind byte's flag on the first fragment of a batch.
@@ -68,6 +76,7 @@ impl Kind {
             2 => Some(Kind::First),
             3 => Some(Kind::Middle),
             4 => Some(Kind::Last),
+            5 => Some(Kind::End),
             _ => None,
         }
     }
@@ -134,9 +143,9 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, String> {
         return Err("not a commit-log segment (bad magic)".into());
     }
     let version = u16::from_le_bytes([v0, v1]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "segment format version {version}; this build reads {FORMAT_VERSION}"
+            "segment format version {version}; this build reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
         ));
     }
     Ok(u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]))
@@ -201,6 +210,23 @@ pub fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) -> u64 {
             return (out.len() - start) as u64;
         }
     }
+}
+
+/// Appends the segment's end marker ([`Kind::End`]) to `out`, whose first byte lands at segment
+/// offset `offset`. Returns the bytes appended (padding included).
+pub fn encode_end(out: &mut Vec<u8>, offset: u64) -> u64 {
+    let start = out.len();
+    let room = BLOCK_SIZE - (offset % BLOCK_SIZE as u64) as usize;
+    if room < FRAGMENT_HEADER_LEN {
+        out.resize(out.len() + room, 0);
+    }
+    let len = 0u16.to_le_bytes();
+    let kind = Kind::End as u8;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &[kind]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&len);
+    out.push(kind);
+    (out.len() - start) as u64
 }
 
 /// A fragment read back.
@@ -381,6 +407,43 @@ mod tests {
         assert_eq!(encode_record(&mut out, 0, b""), FRAGMENT_HEADER_LEN as u64);
         let f = decode_fragment(&out, 0).expect("fragment");
         assert_eq!((f.kind, f.payload), (Kind::Full, &b""[..]));
+    }
+
+    #[test]
+    fn the_end_marker_decodes_wherever_it_lands() {
+        for offset in [
+            HEADER_LEN as u64,
+            1000,
+            BLOCK_SIZE as u64 - 3,
+            BLOCK_SIZE as u64 - 7,
+        ] {
+            let mut out = vec![0u8; offset as usize];
+            let n = encode_end(&mut out, offset);
+            let at = out.len() - FRAGMENT_HEADER_LEN;
+            assert_eq!(at as u64, offset + n - FRAGMENT_HEADER_LEN as u64);
+            assert!(
+                out[offset as usize..at].iter().all(|&b| b == 0),
+                "padding is zeros"
+            );
+            let f = decode_fragment(&out, at).expect("decodes");
+            assert_eq!(
+                (f.kind, f.payload, f.batch_start),
+                (Kind::End, &[][..], false)
+            );
+        }
+    }
+
+    #[test]
+    fn format_2_segments_still_open() {
+        let mut h = encode_header(7);
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..16]).to_le_bytes();
+        h[16..].copy_from_slice(&crc);
+        assert_eq!(decode_header(&h), Ok(7));
+        h[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..16]).to_le_bytes();
+        h[16..].copy_from_slice(&crc);
+        assert!(decode_header(&h).is_err_and(|e| e.contains("version 1")));
     }
 
     #[test]

@@ -579,14 +579,19 @@ impl Shared {
                 break;
             }
         }
-        // The old segment ends at its last record: its preallocated rest goes, so zeros in an
-        // older segment can only mean lost data. One fsync makes the cut and every record
-        // written durable (under the state lock: no one writes meanwhile).
-        let cut = self.options.preallocate;
-        if cut || st.synced < st.written {
+        // The old segment ends with an end marker, so zeros in an older segment before one can
+        // only mean lost data, and its allocated rest needs no cut (a change of the file's size
+        // would cost a metadata commit while appenders wait). One data fsync makes the marker
+        // and every record written durable before anything reaches the next segment (under the
+        // state lock: no one writes meanwhile).
+        {
+            let mut end = Vec::with_capacity(2 * format::FRAGMENT_HEADER_LEN);
+            let tail = st.tail;
+            format::encode_end(&mut end, tail);
             let done = match st.file.as_ref() {
-                Some(file) => (if cut { file.set_len(st.tail) } else { Ok(()) })
-                    .and_then(|()| file.sync_all()),
+                Some(file) => file
+                    .write_all_at(&end, tail)
+                    .and_then(|()| file.sync_data()),
                 None => Err(std::io::Error::other("the segment file is missing")),
             };
             if let Err(e) = done {

@@ -162,8 +162,8 @@ fn read_segment<E>(
         let fragment = match format::decode_fragment(&data, pos) {
             Ok(f) => f,
             // Zeros from here to the end of the newest segment, between records: space it was
-            // preallocated with, never written. (Older segments were cut to their last record
-            // when they were closed: zeros there are lost data.)
+            // preallocated with, never written. (Older segments end with an end marker, or
+            // (format 2) were cut to their last record: zeros there are lost data.)
             Err(_)
                 if last
                     && record_start.is_none()
@@ -177,6 +177,17 @@ fn read_segment<E>(
             Err(BadFragment::Damaged(why)) => break Some((pos, why.into())),
         };
         let next = pos + FRAGMENT_HEADER_LEN + fragment.payload.len();
+        if fragment.kind == Kind::End && record_start.is_none() {
+            // The segment's end: only the zeros it was allocated with may follow.
+            if data
+                .get(next..)
+                .is_some_and(|rest| rest.iter().any(|&b| b != 0))
+            {
+                break Some((next, "bytes after the segment's end marker".into()));
+            }
+            intact = next;
+            break None;
+        }
         let whole = match (fragment.kind, record_start) {
             (Kind::Full, None) => Some(fragment.payload),
             (Kind::First, None) => {

@@ -228,12 +228,56 @@ fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
     }
     let path = segment_path(dir.path(), a.segment);
     let mut bytes = std::fs::read(&path).expect("read");
-    let last = bytes.len() - 1;
+    // The record's last byte (its end marker follows it).
+    let last = a.offset as usize + format::FRAGMENT_HEADER_LEN + b"in the old segment".len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, &bytes).expect("write");
     assert!(matches!(
         open(dir.path(), options()),
         Err(LogError::Corrupt { offset, .. }) if offset == a.offset
+    ));
+}
+
+#[test]
+fn an_older_segment_keeps_its_allocated_rest_behind_its_end_marker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        preallocate: true,
+        ..options()
+    };
+    let (a, b);
+    {
+        let (log, _) = open(dir.path(), opts).expect("open");
+        a = log.append(b"in the old segment").expect("append");
+        log.rotate().expect("rotate");
+        b = log.append(b"in the new one").expect("append");
+    }
+    let path = segment_path(dir.path(), a.segment);
+    let len = std::fs::metadata(&path).expect("metadata").len();
+    assert!(len >= ALLOCATION_STEP, "not cut at rotation: {len} bytes");
+    let (log, seen) = open(dir.path(), opts).expect("reopen");
+    assert_eq!(
+        payloads(&seen),
+        [b"in the old segment".to_vec(), b"in the new one".to_vec()]
+    );
+    assert_eq!(seen[1].0, b);
+    drop(log);
+
+    // Bytes behind the end marker are damage, as zeros before it are lost records.
+    let end = a.offset as usize + format::FRAGMENT_HEADER_LEN + b"in the old segment".len();
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[end + 100] = 1;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), opts),
+        Err(LogError::Corrupt { detail, .. }) if detail.contains("after the segment's end")
+    ));
+    bytes[end + 100] = 0;
+    bytes[end..end + format::FRAGMENT_HEADER_LEN].fill(0);
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), opts),
+        Err(LogError::Corrupt { .. })
     ));
 }
 
