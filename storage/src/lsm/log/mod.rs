@@ -5,7 +5,12 @@
 //! segment files `<id>.log` (16 hex digits) in one directory. Appends share I/O by *group commit*:
 //! an appender whose record is not yet written becomes the leader if no write is under way, and
 //! writes (and, under [`Durability::Always`], fsyncs) every record queued so far in one call while
-//! the others wait; no thread is spawned per writer. An I/O failure poisons the log: every later
+//! the others wait; no thread is spawned per writer. Under [`Durability::Always`] a leader first
+//! *gathers*: when fewer records are queued than writers were in flight as the last fsync ended,
+//! it waits — at most half an fsync's time — for the writers that fsync released to append
+//! again, so concurrent writers share one fsync instead of alternating between two half-full
+//! ones; a lone writer never waits, and a leader whose writers stopped coming soon stops
+//! waiting for them. An I/O failure poisons the log: every later
 //! append fails, since after a failed fsync nothing can tell what reached the disk.
 //!
 //! Opening replays every record in order ([`recovery`]), truncates a torn tail of the newest
@@ -17,7 +22,7 @@ pub mod recovery;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::fs::{Fs, FsFile};
 use crate::durability::Durability;
@@ -49,6 +54,9 @@ pub struct LogOptions {
     /// of appends need not change the file's size (only one per step does), and a segment at
     /// rest holds at most a step of unwritten space.
     pub preallocate: bool,
+    /// Under [`Durability::Always`], the longest a leader waits for writers to join its batch
+    /// (it waits at most half an fsync's time below this); zero never waits.
+    pub max_gather: Duration,
 }
 
 impl Default for LogOptions {
@@ -59,6 +67,7 @@ impl Default for LogOptions {
             max_record_bytes: 64 << 20,
             min_segment: 1,
             preallocate: false,
+            max_gather: Duration::from_millis(5),
         }
     }
 }
@@ -131,6 +140,8 @@ pub struct LogStats {
     pub syncs: u64,
     /// Segments started.
     pub rotations: u64,
+    /// Times a leader waited for writers to join its batch before its fsync.
+    pub gathers: u64,
 }
 
 /// An open commit log, appending to its newest segment.
@@ -146,6 +157,8 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled whenever a write or fsync ends, and when the log closes.
     progress: Condvar,
+    /// Signalled when a gathering leader's batch holds the records it waits for.
+    gathered: Condvar,
 }
 
 struct State {
@@ -160,6 +173,17 @@ struct State {
     allocated: u64,
     /// Encoded records not yet handed to a leader.
     queued: Vec<u8>,
+    /// How many records `queued` holds.
+    queued_records: usize,
+    /// Writers in flight when the last fsync of a batch ended (its own and those queued
+    /// meanwhile): the records a leader gathers for.
+    expected: usize,
+    /// A leader is gathering (and holds `busy`).
+    gathering: bool,
+    /// Gathers in a row that ended at their deadline, short of `expected`.
+    gather_misses: u32,
+    /// Average duration of a batch's fsync (exponentially weighted).
+    sync_time: Duration,
     /// The batch number the queued records will be written in.
     next_batch: u64,
     /// Every batch up to this one was written to the operating system.
@@ -215,6 +239,11 @@ impl CommitLog {
                 tail: format::HEADER_LEN as u64,
                 allocated: format::HEADER_LEN as u64,
                 queued: Vec::new(),
+                queued_records: 0,
+                expected: 0,
+                gathering: false,
+                gather_misses: 0,
+                sync_time: Duration::ZERO,
                 next_batch: 1,
                 written: 0,
                 synced: 0,
@@ -227,6 +256,7 @@ impl CommitLog {
                 syncing: false,
             }),
             progress: Condvar::new(),
+            gathered: Condvar::new(),
         });
         let syncer = match options.durability {
             Durability::Interval(every) => Some(spawn_syncer(Arc::downgrade(&shared), every)),
@@ -259,6 +289,10 @@ impl CommitLog {
         let tail = st.tail;
         st.tail += format::encode_record(&mut st.queued, tail, record);
         st.stats.appends += 1;
+        st.queued_records += 1;
+        if st.gathering && st.queued_records >= st.expected {
+            self.shared.gathered.notify_one();
+        }
         let batch = st.next_batch;
         let sync = self.shared.options.durability == Durability::Always;
         self.shared.wait_for(st, batch, sync)?;
@@ -427,8 +461,51 @@ impl Shared {
         }
     }
 
+    /// Under `sync`, waits (holding `busy`, so no one else leads) until the writers in flight
+    /// when the last fsync ended have queued again — at most half an fsync's time, and not at
+    /// all after two gathers in a row fell short (but every 16th batch tries again).
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.queued_records >= st.expected
+            || (st.gather_misses >= 2 && !st.next_batch.is_multiple_of(16))
+            || st.sync_time.is_zero()
+            || self.options.max_gather.is_zero()
+        {
+            return st;
+        }
+        let deadline = Instant::now() + (st.sync_time / 2).min(self.options.max_gather);
+        st.busy = true;
+        st.gathering = true;
+        st.stats.gathers += 1;
+        loop {
+            if st.queued_records >= st.expected {
+                st.gather_misses = 0;
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline || st.closed || st.failure.is_some() {
+                st.gather_misses = st.gather_misses.saturating_add(1);
+                break;
+            }
+            st = self
+                .gathered
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        st.gathering = false;
+        st.busy = false;
+        st
+    }
+
     /// Writes every queued record (and fsyncs, with `sync`) without holding the lock.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>, sync: bool) -> MutexGuard<'a, State> {
+        if sync {
+            st = self.gather(st);
+            if st.failure.is_some() {
+                // The caller reports it.
+                return st;
+            }
+        }
         let Some(file) = st.file.take() else {
             // Only a leader takes the file, and `busy` says none is leading.
             st.failure = Some("the segment file is missing".into());
@@ -438,6 +515,7 @@ impl Shared {
         st.next_batch += 1;
         st.busy = true;
         let mut buf = std::mem::take(&mut st.queued);
+        let records = std::mem::take(&mut st.queued_records);
         let batch_offset = st.tail - buf.len() as u64;
         // A batch start tells recovery that everything before it was durable: only true when
         // every earlier batch was fsynced (always so under `Always`).
@@ -459,8 +537,11 @@ impl Shared {
         }
 
         let mut result = file.write_all_at(&buf, batch_offset);
+        let mut synced_in = None;
         if result.is_ok() && sync {
+            let started = Instant::now();
             result = file.sync_data();
+            synced_in = Some(started.elapsed());
         }
         if result.is_err() {
             // The waiters are told their records were not stored: take them back out, so a
@@ -482,9 +563,15 @@ impl Shared {
             Ok(()) => {
                 st.written = batch;
                 st.stats.writes += 1;
-                if sync {
+                if let Some(took) = synced_in {
                     st.synced = batch;
                     st.stats.syncs += 1;
+                    st.sync_time = if st.sync_time.is_zero() {
+                        took
+                    } else {
+                        (st.sync_time * 7 + took) / 8
+                    };
+                    st.expected = records + st.queued_records;
                 }
                 // Keep the buffer's allocation for the next batch.
                 if st.queued.is_empty() {

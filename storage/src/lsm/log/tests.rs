@@ -545,3 +545,52 @@ fn appends_do_not_wait_for_an_fsync_they_do_not_need() {
     );
     assert_eq!(seen.first().map(Vec::as_slice), Some(&b"before"[..]));
 }
+
+/// Under `always`, a leader waits for the writers the last fsync released before it fsyncs: two
+/// writers share fsyncs instead of taking turns.
+#[test]
+fn a_leader_gathers_the_writers_the_last_fsync_released() {
+    use crate::lsm::fs::{Fs, SimFs};
+    let fs = SimFs::new();
+    fs.create_dir_all(Path::new("/log")).expect("mkdir");
+    fs.sync_dir(Path::new("/")).expect("sync /");
+    let options = LogOptions {
+        max_gather: std::time::Duration::from_secs(10),
+        ..options()
+    };
+    let log = Arc::new(
+        CommitLog::open(Arc::new(fs.clone()), Path::new("/log"), options, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .map_err(|_| "open")
+        .expect("open"),
+    );
+    // A's first record leads; its fsync is held (for at least 40 ms: the gather deadline
+    // is half an fsync's time) while B's record queues behind it.
+    let hold = fs.hold_syncs();
+    let a1 = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(b"a1").map(drop))
+    };
+    while fs.syncs_waiting() == 0 {
+        std::thread::yield_now();
+    }
+    let b1 = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(b"b1").map(drop))
+    };
+    while log.stats().appends < 2 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    drop(hold);
+    a1.join().expect("a1").expect("append a1");
+    // B leads next; without gathering it would fsync alone before A appends again.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    log.append(b"a2").expect("append a2");
+    b1.join().expect("b1").expect("append b1");
+    let stats = log.stats();
+    assert_eq!(stats.appends, 3);
+    assert_eq!(stats.syncs, 2, "b1 and a2 shared an fsync: {stats:?}");
+    assert_eq!(stats.gathers, 1, "{stats:?}");
+}
