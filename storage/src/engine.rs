@@ -125,7 +125,8 @@ pub struct RangeDigest {
 /// Counters describing an engine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Keys stored (tombstones included).
+    /// Keys stored (tombstones included). An engine that counts what it holds after it opens
+    /// (the LSM engine, beside its work) reports less until that count is done.
     pub keys: u64,
     /// Approximate bytes of keys and values stored.
     pub bytes: u64,

@@ -76,10 +76,10 @@ impl StorageEngine for LsmEngine {
             if !entries.is_empty() {
                 inner.write(entries)?;
             }
-            inner.keys.fetch_add(u64::from(new_key), Ordering::Relaxed);
+            inner.keys.fetch_add(i64::from(new_key), Ordering::Relaxed);
             inner
                 .applied_keys
-                .fetch_add(u64::from(new_entry), Ordering::Relaxed);
+                .fetch_add(i64::from(new_entry), Ordering::Relaxed);
             (outcome, resolved)
         };
         // The write is durable: a failure now must not report it as not stored (a failure stops
@@ -216,11 +216,7 @@ impl StorageEngine for LsmEngine {
                 // One record: all of the range goes, or none of it.
                 inner.write(doomed)?;
             }
-            let _ = inner
-                .keys
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                    Some(c.saturating_sub(count))
-                });
+            inner.keys.fetch_sub(count as i64, Ordering::Relaxed);
             count
         };
         if let Err(e) = inner.after_write() {
@@ -272,10 +268,10 @@ impl StorageEngine for LsmEngine {
         let (row_cache_hits, row_cache_misses) =
             inner.rows.as_ref().map_or((0, 0), |c| c.hits_and_misses());
         EngineStats {
-            keys: inner.keys.load(Ordering::Relaxed),
+            keys: inner.keys.load(Ordering::Relaxed).max(0) as u64,
             bytes: tables.map(|t| t.meta.size).sum::<u64>()
                 + memtables.map(|m| m.bytes() as u64).sum::<u64>(),
-            applied_keys: inner.applied_keys.load(Ordering::Relaxed),
+            applied_keys: inner.applied_keys.load(Ordering::Relaxed).max(0) as u64,
             flushes: inner.flushes.load(Ordering::Relaxed),
             compactions: inner.compactions.load(Ordering::Relaxed),
             manifest_rewrites: lock(&inner.manifest).rewrites(),

@@ -352,11 +352,7 @@ impl Inner {
         }
         self.dropped_applied(dropped);
         if purged > 0 {
-            let _ = self
-                .keys
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                    Some(c.saturating_sub(gone))
-                });
+            self.keys.fetch_sub(gone as i64, Ordering::Relaxed);
             self.tombstones_purged.fetch_add(purged, Ordering::Relaxed);
         }
         self.compactions.fetch_add(1, Ordering::Relaxed);

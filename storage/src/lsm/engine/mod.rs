@@ -50,10 +50,12 @@ mod background;
 mod encoding;
 mod errors;
 mod merge;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -212,10 +214,14 @@ struct Inner {
     progress: Condvar,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
-    /// Keys holding a version (tombstones included).
-    keys: AtomicU64,
-    /// Applied-keys entries (expired ones count until a flush or compaction drops them).
-    applied_keys: AtomicU64,
+    /// Keys holding a version (tombstones included): every change since the open, plus what
+    /// the count at open ([`Inner::count`]) found so far — exact once it finished.
+    keys: AtomicI64,
+    /// Applied-keys entries (expired ones count until a flush or compaction drops them), kept
+    /// as `keys` is.
+    applied_keys: AtomicI64,
+    /// The count at open is still walking.
+    counting: AtomicBool,
     flushes: AtomicU64,
     compactions: AtomicU64,
     stall_micros: AtomicU64,
@@ -232,6 +238,7 @@ struct Inner {
 pub struct LsmEngine {
     inner: Arc<Inner>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    counter: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,8 +396,9 @@ impl LsmEngine {
             progress: Condvar::new(),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
-            keys: AtomicU64::new(0),
-            applied_keys: AtomicU64::new(0),
+            keys: AtomicI64::new(0),
+            applied_keys: AtomicI64::new(0),
+            counting: AtomicBool::new(true),
             flushes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             stall_micros: AtomicU64::new(0),
@@ -400,8 +408,17 @@ impl LsmEngine {
             watermarks: RwLock::new(Arc::new(Watermarks::default())),
             tombstones_purged: AtomicU64::new(0),
         });
-        inner.count()?;
         inner.load_watermarks()?;
+        // The count walks every key: it runs beside the engine, from what the open found.
+        let counter = {
+            let inner = Arc::clone(&inner);
+            let view = inner.current();
+            let snapshot = inner.visible.load(Ordering::Acquire);
+            std::thread::Builder::new()
+                .name("lsm-count".into())
+                .spawn(move || inner.count(&view, snapshot))
+                .map_err(io(dir))?
+        };
         let worker = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
@@ -413,17 +430,20 @@ impl LsmEngine {
         Ok(LsmEngine {
             inner,
             worker: Mutex::new(Some(worker)),
+            counter: Mutex::new(Some(counter)),
         })
     }
 
-    /// Waits until no frozen memtable is left and no compaction is due (for tests and benches).
+    /// Waits until no frozen memtable is left, no compaction is due and the count of keys at
+    /// open finished (for tests and benches).
     pub fn wait_idle(&self) -> Result<(), EngineError> {
         let inner = &self.inner;
         let mut work = lock(&inner.work);
         loop {
             inner.check()?;
             let view = inner.current();
-            if view.frozen.is_empty()
+            if !inner.counting.load(Ordering::Acquire)
+                && view.frozen.is_empty()
                 && !inner.mem_full(&view)
                 && inner.compaction_due(&view).is_none()
             {
@@ -491,6 +511,9 @@ impl Drop for LsmEngine {
         if let Some(worker) = lock(&self.worker).take() {
             let _ = worker.join();
         }
+        if let Some(counter) = lock(&self.counter).take() {
+            let _ = counter.join();
+        }
     }
 }
 
@@ -556,22 +579,41 @@ fn remove_orphans(
 }
 
 impl Inner {
-    /// Counts keys and applied-keys entries with one walk (at open; kept up to date after).
-    fn count(&self) -> Result<(), EngineError> {
-        let view = self.current();
-        let snapshot = self.visible.load(Ordering::Acquire);
-        let (mut keys, mut applied) = (0u64, 0u64);
-        for item in self.merged_from(&view, b"", snapshot)? {
-            let (k, v) = item?;
-            match k.first() {
-                Some(&DATA) if v != ERASED => keys += 1,
-                Some(&APPLIED) => applied += 1,
-                _ => {}
+    /// Counts the keys and applied-keys entries of `view` at `snapshot` — what the engine held
+    /// when it opened — adding them to the counters as it goes (every change since the open is
+    /// in them already). Stops early when the engine closes; a read failure (damage the reads
+    /// that touch it report too) leaves the counts short, and says so.
+    fn count(&self, view: &View, snapshot: u64) {
+        const PUBLISH_EVERY: i64 = 1 << 16;
+        let (mut keys, mut applied) = (0i64, 0i64);
+        let walked = (|| -> Result<(), EngineError> {
+            for (n, item) in self.merged_from(view, b"", snapshot)?.enumerate() {
+                let (k, v) = item?;
+                match k.first() {
+                    Some(&DATA) if v != ERASED => keys += 1,
+                    Some(&APPLIED) => applied += 1,
+                    _ => {}
+                }
+                if keys + applied >= PUBLISH_EVERY {
+                    self.keys
+                        .fetch_add(std::mem::take(&mut keys), Ordering::Relaxed);
+                    self.applied_keys
+                        .fetch_add(std::mem::take(&mut applied), Ordering::Relaxed);
+                }
+                if n % 4096 == 4095 && lock(&self.work).closed {
+                    return Ok(());
+                }
             }
+            Ok(())
+        })();
+        self.keys.fetch_add(keys, Ordering::Relaxed);
+        self.applied_keys.fetch_add(applied, Ordering::Relaxed);
+        if let Err(e) = walked {
+            tracing::error!(error = %e, "counting the keys at open failed; the key counts are short");
         }
-        self.keys.store(keys, Ordering::Relaxed);
-        self.applied_keys.store(applied, Ordering::Relaxed);
-        Ok(())
+        self.counting.store(false, Ordering::Release);
+        let _work = lock(&self.work);
+        self.progress.notify_all();
     }
 
     /// Reads the repair watermarks back (at open).
@@ -608,11 +650,7 @@ impl Inner {
     /// Counts applied-keys entries a flush or compaction dropped.
     fn dropped_applied(&self, n: u64) {
         if n > 0 {
-            let _ = self
-                .applied_keys
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                    Some(c.saturating_sub(n))
-                });
+            let _ = self.applied_keys.fetch_sub(n as i64, Ordering::Relaxed);
         }
     }
 
