@@ -100,18 +100,28 @@ impl Inner {
         }
     }
 
-    /// Frees the flushed memtables no reader holds any more; true while some are still held.
+    /// Frees the flushed memtables and closes the compacted tables no reader holds any more;
+    /// true while some are still held.
     pub(super) fn bury(&self) -> bool {
-        let mut graveyard = lock(&self.graveyard);
-        // Only the graveyard holds a memtable whose count is 1: no view names it any more, so
-        // no reader can take it again.
-        let free: Vec<Arc<Memtable>> = graveyard
-            .extract_if(.., |m| Arc::strong_count(m) == 1)
-            .collect();
-        let pending = !graveyard.is_empty();
-        drop(graveyard);
-        drop(free);
-        pending
+        // Only the graveyard holds one whose count is 1: no view names it any more, so no
+        // reader can take it again.
+        let (memtables, pending_memtables) = {
+            let mut graveyard = lock(&self.graveyard);
+            let free: Vec<Arc<Memtable>> = graveyard
+                .extract_if(.., |m| Arc::strong_count(m) == 1)
+                .collect();
+            (free, !graveyard.is_empty())
+        };
+        let (tables, pending_tables) = {
+            let mut graveyard = lock(&self.table_graveyard);
+            let free: Vec<Arc<LiveTable>> = graveyard
+                .extract_if(.., |t| Arc::strong_count(t) == 1)
+                .collect();
+            (free, !graveyard.is_empty())
+        };
+        drop(memtables);
+        drop(tables);
+        pending_memtables || pending_tables
     }
 
     /// Whether the memtable is due to be frozen.
@@ -356,13 +366,15 @@ impl Inner {
             self.tombstones_purged.fetch_add(purged, Ordering::Relaxed);
         }
         self.compactions.fetch_add(1, Ordering::Relaxed);
-        // Readers still holding the old view keep their open files; the names can go.
+        // Readers still holding the old view keep their open files; the names can go, and the
+        // files are closed here once no reader holds them.
         for t in upper.iter().chain(lower.iter()) {
             let path = table_path(&self.dir, t.meta.id);
             if let Err(e) = self.fs.remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a compacted table");
             }
         }
+        lock(&self.table_graveyard).extend(upper.into_iter().chain(lower));
         Ok(())
     }
 

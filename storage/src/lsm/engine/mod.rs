@@ -230,6 +230,10 @@ struct Inner {
     rows: Option<RowCache>,
     /// Flushed memtables, kept until no reader holds them, so the background thread frees them.
     graveyard: Mutex<Vec<Arc<Memtable>>>,
+    /// Compacted tables, kept until no reader holds them, so the background thread closes them:
+    /// closing a removed file's last descriptor frees its blocks (with a `discard` mount, a
+    /// synchronous discard of every one), which must not land on a reader or writer.
+    table_graveyard: Mutex<Vec<Arc<LiveTable>>>,
     /// Repair watermarks, as last written.
     watermarks: RwLock<Arc<Watermarks>>,
     tombstones_purged: AtomicU64,
@@ -406,6 +410,7 @@ impl LsmEngine {
             blocks,
             rows,
             graveyard: Mutex::new(Vec::new()),
+            table_graveyard: Mutex::new(Vec::new()),
             watermarks: RwLock::new(Arc::new(Watermarks::default())),
             tombstones_purged: AtomicU64::new(0),
         });
