@@ -861,8 +861,8 @@ impl Inner {
         if slots_taken() {
             self.wait_while(|view| view.frozen.len() >= self.options.max_frozen_memtables)?;
         }
-        // Fsync what the segment holds while writers go on, so the rotation below, which they
-        // wait for, has only the last few writes left to fsync.
+        // Fsync what the log holds while writers go on (the rotation below, which they wait
+        // for, fsyncs nothing then), so a power cut takes at most about a memtable's writes.
         if self.options.durability != Durability::Always {
             self.log.sync()?;
         }

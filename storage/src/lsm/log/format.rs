@@ -9,10 +9,16 @@
 //! ```text
 //! 0        4        6        8                16       20
 //! +--------+--------+--------+----------------+--------+
-//! | magic  | format | zero   | segment id     | crc32c |
+//! | magic  | format | flags  | segment id     | crc32c |
 //! | "PDBL" | u16    | u16    | u64            | of 0..16
 //! +--------+--------+--------+----------------+--------+
 //! ```
+//!
+//! `flags` (format 3; zero in format 2): bit 0, [`RELAXED`], says the log that wrote the segment
+//! did not fsync every write ([`Durability`](crate::durability::Durability) `interval` or
+//! `never`), so it moved on to the next segment without fsyncing this one: after a power cut
+//! such a segment may lack its end, and recovery ends the log there if nothing later proves the
+//! segment was fsynced. Other bits are zero.
 //!
 //! Fragment ([`FRAGMENT_HEADER_LEN`] bytes of header, then `len` bytes of payload):
 //!
@@ -82,13 +88,28 @@ impl Kind {
     }
 }
 
-/// Encodes the header of segment `id`.
-pub fn encode_header(id: u64) -> [u8; HEADER_LEN] {
+/// The header flag of a segment written by a log that does not fsync every write.
+pub const RELAXED: u16 = 1;
+
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The segment's id.
+    pub id: u64,
+    /// Its format version.
+    pub version: u16,
+    /// Written by a log that does not fsync every write ([`RELAXED`]).
+    pub relaxed: bool,
+}
+
+/// Encodes the header of segment `id`; `relaxed` as [`Header::relaxed`].
+pub fn encode_header(id: u64, relaxed: bool) -> [u8; HEADER_LEN] {
     let mut body = [0u8; 16];
+    let flags = if relaxed { RELAXED } else { 0 };
     let fields = MAGIC
         .into_iter()
         .chain(FORMAT_VERSION.to_le_bytes())
-        .chain([0, 0])
+        .chain(flags.to_le_bytes())
         .chain(id.to_le_bytes());
     for (dst, src) in body.iter_mut().zip(fields) {
         *dst = src;
@@ -101,8 +122,8 @@ pub fn encode_header(id: u64) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Decodes a segment header: the segment id, or what is wrong with it.
-pub fn decode_header(bytes: &[u8]) -> Result<u64, String> {
+/// Decodes a segment header, or says what is wrong with it.
+pub fn decode_header(bytes: &[u8]) -> Result<Header, String> {
     let header: Option<[u8; HEADER_LEN]> = bytes.get(..HEADER_LEN).and_then(|h| h.try_into().ok());
     let Some(header) = header else {
         return Err(format!(
@@ -117,8 +138,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, String> {
         m3,
         v0,
         v1,
-        _,
-        _,
+        f0,
+        f1,
         i0,
         i1,
         i2,
@@ -132,10 +153,9 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, String> {
         c2,
         c3,
     ] = header;
-    let body = [m0, m1, m2, m3, v0, v1, 0, 0, i0, i1, i2, i3, i4, i5, i6, i7];
-    if header.get(6..8) != Some(&[0, 0][..]) {
-        return Err("segment header reserved bytes are not zero".into());
-    }
+    let body = [
+        m0, m1, m2, m3, v0, v1, f0, f1, i0, i1, i2, i3, i4, i5, i6, i7,
+    ];
     if crc32c::crc32c(&body) != u32::from_le_bytes([c0, c1, c2, c3]) {
         return Err("segment header checksum mismatch".into());
     }
@@ -148,7 +168,16 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, String> {
             "segment format version {version}; this build reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
         ));
     }
-    Ok(u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]))
+    let flags = u16::from_le_bytes([f0, f1]);
+    let known = if version >= 3 { RELAXED } else { 0 };
+    if flags & !known != 0 {
+        return Err(format!("segment header flags {flags:#06x} unknown"));
+    }
+    Ok(Header {
+        id: u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+        version,
+        relaxed: flags & RELAXED != 0,
+    })
 }
 
 /// Bytes that appending a `payload_len`-byte record at segment offset `offset` takes, padding
@@ -322,8 +351,18 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = encode_header(42);
-        assert_eq!(decode_header(&h), Ok(42));
+        for relaxed in [false, true] {
+            let h = encode_header(42, relaxed);
+            assert_eq!(
+                decode_header(&h),
+                Ok(Header {
+                    id: 42,
+                    version: FORMAT_VERSION,
+                    relaxed
+                })
+            );
+        }
+        let h = encode_header(42, false);
         for i in 0..HEADER_LEN {
             let mut bad = h;
             bad[i] ^= 0x10;
@@ -435,11 +474,17 @@ mod tests {
 
     #[test]
     fn format_2_segments_still_open() {
-        let mut h = encode_header(7);
+        let mut h = encode_header(7, false);
         h[4..6].copy_from_slice(&2u16.to_le_bytes());
         let crc = crc32c::crc32c(&h[..16]).to_le_bytes();
         h[16..].copy_from_slice(&crc);
-        assert_eq!(decode_header(&h), Ok(7));
+        assert_eq!(decode_header(&h).map(|h| (h.id, h.version)), Ok((7, 2)));
+        // Format 2 had no flags.
+        let mut flagged = h;
+        flagged[6] = 1;
+        let crc = crc32c::crc32c(&flagged[..16]).to_le_bytes();
+        flagged[16..].copy_from_slice(&crc);
+        assert!(decode_header(&flagged).is_err_and(|e| e.contains("flags")));
         h[4..6].copy_from_slice(&1u16.to_le_bytes());
         let crc = crc32c::crc32c(&h[..16]).to_le_bytes();
         h[16..].copy_from_slice(&crc);

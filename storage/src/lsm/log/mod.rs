@@ -36,6 +36,10 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
+/// Segments a rotation leaves for the next sync to fsync, at most; past that, a rotation
+/// fsyncs them itself.
+const MAX_UNSYNCED_SEGMENTS: usize = 4;
+
 /// Bytes a preallocating log allocates ahead of its writes at a time.
 pub const ALLOCATION_STEP: u64 = 1 << 20;
 
@@ -167,6 +171,10 @@ struct State {
     file: Option<Arc<dyn FsFile>>,
     /// The segment's file too, for fsyncs that run beside a leader's write.
     sync_file: Arc<dyn FsFile>,
+    /// Without [`Durability::Always`], earlier segments a rotation closed without an fsync
+    /// (their last records and end marker may not be durable yet), oldest first: the next
+    /// [`Shared::sync`] fsyncs them before the current segment.
+    unsynced: Vec<(u64, Arc<dyn FsFile>)>,
     /// Segment offset after everything queued.
     tail: u64,
     /// Bytes of the segment allocated (it is at least this long).
@@ -227,7 +235,8 @@ impl CommitLog {
             replay,
         )?;
         let segment = last.map_or(1, |id| id + 1).max(options.min_segment);
-        let file = create_segment(&*fs, dir, segment).map_err(OpenError::Log)?;
+        let relaxed = options.durability != Durability::Always;
+        let file = create_segment(&*fs, dir, segment, relaxed).map_err(OpenError::Log)?;
         let shared = Arc::new(Shared {
             fs,
             dir: dir.to_owned(),
@@ -235,6 +244,7 @@ impl CommitLog {
             state: Mutex::new(State {
                 segment,
                 sync_file: Arc::clone(&file),
+                unsynced: Vec::new(),
                 file: Some(file),
                 tail: format::HEADER_LEN as u64,
                 allocated: format::HEADER_LEN as u64,
@@ -304,8 +314,9 @@ impl CommitLog {
         self.shared.sync()
     }
 
-    /// Closes the current segment (fsynced) and starts a new one; returns the new segment's id.
-    /// Records appended before this call are in segments with smaller ids.
+    /// Closes the current segment (fsynced under [`Durability::Always`], else by the next
+    /// [`sync`](Self::sync)) and starts a new one; returns the new segment's id. Records
+    /// appended before this call are in segments with smaller ids.
     pub fn rotate(&self) -> Result<u64, LogError> {
         let st = self.shared.lock();
         st.usable()?;
@@ -350,7 +361,12 @@ impl CommitLog {
             st.preparing = true;
             st.segment + 1
         };
-        let created = create_segment(&*self.shared.fs, &self.shared.dir, next);
+        let created = create_segment(
+            &*self.shared.fs,
+            &self.shared.dir,
+            next,
+            self.shared.relaxed(),
+        );
         let mut st = self.shared.lock();
         st.preparing = false;
         match created {
@@ -428,6 +444,11 @@ impl State {
 }
 
 impl Shared {
+    /// Segments of this log are fsynced only on [`sync`](Self::sync) ([`format::RELAXED`]).
+    fn relaxed(&self) -> bool {
+        self.options.durability != Durability::Always
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -591,7 +612,8 @@ impl Shared {
 
     /// Fsyncs every record appended before the call. Under [`Durability::Always`] that is what
     /// every leader does anyway; otherwise the queued records are written (as a leader would),
-    /// then the segment is fsynced *beside* the leaders — appenders never wait for this fsync.
+    /// then the segments a rotation left unsynced and the current one are fsynced, in order,
+    /// *beside* the leaders — appenders never wait for this fsync.
     fn sync(&self) -> Result<(), LogError> {
         let mut st = self.lock();
         st.usable()?;
@@ -617,12 +639,21 @@ impl Shared {
             st = self.wait(st);
         }
         st.syncing = true;
-        let file = Arc::clone(&st.sync_file);
-        let path = segment_path(&self.dir, st.segment);
+        let mut files = std::mem::take(&mut st.unsynced);
+        files.push((st.segment, Arc::clone(&st.sync_file)));
         drop(st);
-        // No rotation runs meanwhile (it waits for `syncing`), so this is the segment that
-        // holds `target`'s batches, or they were fsynced by the rotation before it.
-        let result = file.sync_data();
+        // No rotation runs meanwhile (it waits for `syncing`), so these are the segments that
+        // hold `target`'s batches (or they were fsynced before). Oldest first: a batch of a
+        // later segment is never durable before an earlier one's.
+        let mut result = Ok(());
+        let mut path = PathBuf::new();
+        for (id, file) in &files {
+            path = segment_path(&self.dir, *id);
+            result = file.sync_data();
+            if result.is_err() {
+                break;
+            }
+        }
         let mut st = self.lock();
         st.syncing = false;
         self.progress.notify_all();
@@ -660,46 +691,75 @@ impl Shared {
             if st.busy || st.preparing || st.syncing {
                 st = self.wait(st);
             } else if !st.queued.is_empty() {
-                // Written only: the one fsync below makes it durable with the cut.
+                // Written only: under `always`, the one fsync below makes it durable.
                 st = self.lead(st, false);
             } else {
                 break;
             }
         }
-        // The old segment ends with an end marker, so zeros in an older segment before one can
-        // only mean lost data, and its allocated rest needs no cut (a change of the file's size
-        // would cost a metadata commit while appenders wait). One data fsync makes the marker
-        // and every record written durable before anything reaches the next segment (under the
-        // state lock: no one writes meanwhile).
+        // The old segment ends with an end marker, so an older segment that stops short of one
+        // lost its end, and its allocated rest needs no cut (a change of the file's size would
+        // cost a metadata commit while appenders wait). Under `always`, one data fsync makes the
+        // marker and every record durable before anything reaches the next segment (under the
+        // state lock: no one writes meanwhile). Otherwise no fsync is owed now: the segment
+        // waits for the next sync, which fsyncs it before any later one — and until then no
+        // later batch is marked as one everything before was durable for, so recovery may
+        // end the log where such a segment lost its end ([`recovery`]).
+        let sync_now = self.options.durability == Durability::Always
+            || st.unsynced.len() >= MAX_UNSYNCED_SEGMENTS;
         {
             let mut end = Vec::with_capacity(2 * format::FRAGMENT_HEADER_LEN);
             let tail = st.tail;
             format::encode_end(&mut end, tail);
-            let done = match st.file.as_ref() {
-                Some(file) => file
-                    .write_all_at(&end, tail)
-                    .and_then(|()| file.sync_data()),
+            let mut path = segment_path(&self.dir, st.segment);
+            let mut done = match st.file.as_ref() {
+                Some(file) => file.write_all_at(&end, tail),
                 None => Err(std::io::Error::other("the segment file is missing")),
             };
+            if sync_now {
+                for (id, file) in &st.unsynced {
+                    if done.is_ok() {
+                        path = segment_path(&self.dir, *id);
+                        done = file.sync_data();
+                    }
+                }
+                if done.is_ok() {
+                    path = segment_path(&self.dir, st.segment);
+                    done = st.sync_file.sync_data();
+                }
+            }
             if let Err(e) = done {
-                let e = io_error(&segment_path(&self.dir, st.segment))(e);
+                let e = io_error(&path)(e);
                 st.failure.get_or_insert_with(|| e.to_string());
                 self.progress.notify_all();
                 return Err(e);
             }
-            st.synced = st.written;
-            st.stats.syncs += 1;
+            if sync_now {
+                st.unsynced.clear();
+                st.synced = st.written;
+                st.stats.syncs += 1;
+            } else {
+                // The marker is a write no fsync covered yet (no appender waits on this batch:
+                // nothing is queued).
+                st.written = st.next_batch;
+                st.next_batch += 1;
+            }
             self.progress.notify_all();
         }
         let next = st.segment + 1;
         let ready = match st.spare.take() {
             Some((id, file)) if id == next => Ok(file),
-            _ => create_segment(&*self.fs, &self.dir, next),
+            _ => create_segment(&*self.fs, &self.dir, next, self.relaxed()),
         };
         match ready {
             Ok(file) => {
                 st.sync_file = Arc::clone(&file);
-                st.file = Some(file);
+                if let Some(old) = st.file.replace(file)
+                    && !sync_now
+                {
+                    let id = st.segment;
+                    st.unsynced.push((id, old));
+                }
                 st.segment = next;
                 st.tail = format::HEADER_LEN as u64;
                 st.allocated = format::HEADER_LEN as u64;
@@ -717,10 +777,15 @@ impl Shared {
 
 /// Creates segment `id` in `dir` with its header, durably (file and directory fsynced). A
 /// preallocating log allocates it as its writes reach the end ([`ALLOCATION_STEP`]).
-fn create_segment(fs: &dyn Fs, dir: &Path, id: u64) -> Result<Arc<dyn FsFile>, LogError> {
+fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    id: u64,
+    relaxed: bool,
+) -> Result<Arc<dyn FsFile>, LogError> {
     let path = segment_path(dir, id);
     let file = fs.create_new(&path).map_err(io_error(&path))?;
-    file.write_all_at(&format::encode_header(id), 0)
+    file.write_all_at(&format::encode_header(id, relaxed), 0)
         .map_err(io_error(&path))?;
     file.sync_all().map_err(io_error(&path))?;
     sync_dir(fs, dir)?;

@@ -3,14 +3,24 @@
 //!
 //! A fragment that fails its checks is a *torn tail* — the end of writes a crash interrupted,
 //! never acknowledged under [`Durability::Always`](crate::durability::Durability::Always) — only
-//! if it is in the newest segment and no later write of the log — an intact fragment flagged as
-//! a batch start — follows it (in a later block, or later in its own block past the torn
-//! fragment). Under `always` a batch is written only after the one before it was fsynced, so a
-//! later batch proves the damaged bytes were once durable: that is corruption. Zeros from a record boundary to the end of
-//! the newest segment are space it was preallocated with. The
-//! segment is then truncated after its last whole record (fsynced), so the next open reads it
-//! clean. Anything else is [`LogError::Corrupt`]: the log refuses to open rather than silently
-//! drop records that follow the damage.
+//! if no later write of the log — an intact fragment flagged as a batch start — follows it (in a
+//! later block, or later in its own block past the torn fragment, or in a later segment). A
+//! batch is flagged only when every write before it was fsynced (under `always`, every batch),
+//! so a later one proves the damaged bytes were once durable: that is corruption. Zeros from a
+//! record boundary to the end of the newest segment are space it was allocated with.
+//!
+//! The torn tail is normally in the newest segment. A log that does not fsync every write
+//! ([`format::RELAXED`] segments) moves to its next segment without an fsync, so after a power
+//! cut an older segment may have lost its end — its last records, or the end marker every
+//! older format-3 segment carries — while the next one kept some writes. With no later batch
+//! flag to say otherwise, the log then ends there: the later segments are removed, so what
+//! survives is a prefix of what was written. In a segment of an `always` log, damage that is
+//! not in the newest segment is corruption.
+//!
+//! The segment the log ends in is truncated after its last whole record and given its end
+//! marker (fsynced), so the next open reads it as an intact older segment. Anything else is
+//! [`LogError::Corrupt`]: the log refuses to open rather than silently drop records that follow
+//! the damage.
 
 use std::path::Path;
 
@@ -74,12 +84,36 @@ pub fn replay<E>(
     }
     let mut newest = None;
     for (i, &id) in ids.iter().enumerate() {
-        let last = i + 1 == ids.len();
-        if read_segment(fs, dir, id, last, max_record_bytes, &mut replay)? {
-            newest = Some(id);
+        let later = ids.get(i + 1..).unwrap_or_default();
+        match read_segment(fs, dir, id, later, max_record_bytes, &mut replay)? {
+            Segment::Removed => {}
+            Segment::Read => newest = Some(id),
+            Segment::EndsLog => {
+                newest = Some(id);
+                for &gone in later {
+                    let path = segment_path(dir, gone);
+                    tracing::warn!(path = %path.display(),
+                        "removing a commit-log segment written after an earlier one lost its end");
+                    fs.remove_file(&path).map_err(io_error(&path))?;
+                }
+                if !later.is_empty() {
+                    sync_dir(fs, dir)?;
+                }
+                break;
+            }
         }
     }
     Ok(newest)
+}
+
+/// What reading a segment found.
+enum Segment {
+    /// It held no header (a creation the crash interrupted) and was removed.
+    Removed,
+    /// Its records were replayed; the log goes on with the next segment.
+    Read,
+    /// Its records were replayed, and the log ends with it: it lost its end.
+    EndsLog,
 }
 
 /// Whether the segment at `path` holds nothing past its header's place but zeros. Reads only
@@ -101,16 +135,16 @@ fn is_unused(fs: &dyn Fs, path: &Path) -> Result<bool, LogError> {
     }
 }
 
-/// Replays segment `id`; `last` says it is the newest. Returns false if the segment held no
-/// header (a creation the crash interrupted) and was removed.
+/// Replays segment `id`, which the segments `later` follow.
 fn read_segment<E>(
     fs: &dyn Fs,
     dir: &Path,
     id: u64,
-    last: bool,
+    later: &[u64],
     max_record_bytes: usize,
     replay: &mut impl FnMut(LogPosition, &[u8]) -> Result<(), E>,
-) -> Result<bool, OpenError<E>> {
+) -> Result<Segment, OpenError<E>> {
+    let last = later.is_empty();
     let path = segment_path(dir, id);
     let data = fs.read(&path).map_err(io_error(&path))?;
     let corrupt = |offset: usize, detail: String| LogError::Corrupt {
@@ -118,10 +152,10 @@ fn read_segment<E>(
         offset: offset as u64,
         detail,
     };
-    match format::decode_header(&data) {
-        Ok(found) if found == id => {}
-        Ok(found) => {
-            return Err(corrupt(0, format!("header names segment {found:016x}")).into());
+    let header = match format::decode_header(&data) {
+        Ok(header) if header.id == id => header,
+        Ok(header) => {
+            return Err(corrupt(0, format!("header names segment {:016x}", header.id)).into());
         }
         // A newest segment whose header never became durable held no acknowledged record — if
         // nothing at all follows the header's place.
@@ -134,16 +168,17 @@ fn read_segment<E>(
             tracing::warn!(path = %path.display(), "removing a commit-log segment whose creation was interrupted");
             fs.remove_file(&path).map_err(io_error(&path))?;
             sync_dir(fs, dir)?;
-            return Ok(false);
+            return Ok(Segment::Removed);
         }
         Err(detail) => return Err(corrupt(0, detail).into()),
-    }
+    };
 
     let mut pos = format::HEADER_LEN;
     // End of the last whole record: where a torn tail is cut.
     let mut intact = pos;
     let mut record: Vec<u8> = Vec::new();
     let mut record_start: Option<usize> = None;
+    let mut ended = false;
     let bad: Option<(usize, String)> = loop {
         if pos >= data.len() {
             break record_start.map(|start| (start, "the segment ends inside a record".into()));
@@ -186,6 +221,7 @@ fn read_segment<E>(
                 break Some((next, "bytes after the segment's end marker".into()));
             }
             intact = next;
+            ended = true;
             break None;
         }
         let whole = match (fragment.kind, record_start) {
@@ -221,37 +257,67 @@ fn read_segment<E>(
         pos = next;
     };
 
+    // A format-3 segment that a later one follows ends with its end marker.
+    let bad = bad.or_else(|| {
+        (!ended && !last && header.version >= 3)
+            .then(|| (intact, "the segment ends before its end marker".to_owned()))
+    });
     let Some((offset, detail)) = bad else {
         // What was replayed must be as durable as what is appended after it: records a crash
         // left unsynced in the page cache are fsynced before anything relies on them — and the
-        // newest segment, about to become an older one, loses its unwritten tail.
-        if last && intact < data.len() {
-            cut(fs, &path, intact as u64)?;
+        // newest segment, about to become an older one, gets its end marker.
+        if last && !ended {
+            seal(fs, &path, intact as u64)?;
         } else {
             sync_file(fs, &path)?;
         }
-        return Ok(true);
+        return Ok(Segment::Read);
     };
+    // In an older segment of an `always` log, everything was fsynced before the next segment
+    // took a write.
+    if !last && !header.relaxed {
+        return Err(corrupt(offset, detail).into());
+    }
     // Evidence of writes after the damage: a record starting at a later block than where
-    // reading stopped (continuations of the damaged record itself prove nothing).
-    if !last
-        || record_starts_after(&data, pos.max(offset))
+    // reading stopped (continuations of the damaged record itself prove nothing), or in a
+    // later segment.
+    if record_starts_after(&data, pos.max(offset))
         || record_starts_within(&data, past_fragment(&data, pos))
+        || later_batch_starts(fs, dir, later)?
     {
         return Err(corrupt(offset, detail).into());
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
         "truncating the torn tail of the commit log");
-    cut(fs, &path, intact as u64)?;
-    Ok(true)
+    seal(fs, &path, intact as u64)?;
+    Ok(if last {
+        Segment::Read
+    } else {
+        Segment::EndsLog
+    })
 }
 
-/// Truncates the segment at `path` to `len` bytes, durably.
-fn cut(fs: &dyn Fs, path: &Path, len: u64) -> Result<(), LogError> {
+/// Truncates the segment at `path` to `len` bytes and ends it with its end marker, durably.
+fn seal(fs: &dyn Fs, path: &Path, len: u64) -> Result<(), LogError> {
     let file = fs.open(path, true).map_err(io_error(path))?;
+    let mut end = Vec::new();
+    format::encode_end(&mut end, len);
     file.set_len(len)
+        .and_then(|()| file.write_all_at(&end, len))
         .and_then(|()| file.sync_all())
         .map_err(io_error(path))
+}
+
+/// Whether any of the segments `ids` holds an intact fragment flagged as a batch start.
+fn later_batch_starts(fs: &dyn Fs, dir: &Path, ids: &[u64]) -> Result<bool, LogError> {
+    for &id in ids {
+        let path = segment_path(dir, id);
+        let data = fs.read(&path).map_err(io_error(&path))?;
+        if record_starts_after(&data, 0) || batch_starts_in_block(&data, format::HEADER_LEN) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Where the fragment whose header is at `pos` would end, if its length fits its block — the
@@ -295,16 +361,25 @@ fn record_starts_within(data: &[u8], offset: usize) -> bool {
 fn record_starts_after(data: &[u8], offset: usize) -> bool {
     let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
     while block < data.len() {
-        let end = block + BLOCK_SIZE;
-        let mut at = block;
-        while at + FRAGMENT_HEADER_LEN <= end {
-            match format::decode_fragment(data, at) {
-                Ok(f) if f.batch_start => return true,
-                Ok(f) => at += FRAGMENT_HEADER_LEN + f.payload.len(),
-                Err(_) => break,
-            }
+        if batch_starts_in_block(data, block) {
+            return true;
         }
-        block = end;
+        block += BLOCK_SIZE;
+    }
+    false
+}
+
+/// Whether an intact batch starts in the block holding `from`, walking its fragments from
+/// `from` while they decode.
+fn batch_starts_in_block(data: &[u8], from: usize) -> bool {
+    let end = (from / BLOCK_SIZE + 1) * BLOCK_SIZE;
+    let mut at = from;
+    while at + FRAGMENT_HEADER_LEN <= end {
+        match format::decode_fragment(data, at) {
+            Ok(f) if f.batch_start => return true,
+            Ok(f) => at += FRAGMENT_HEADER_LEN + f.payload.len(),
+            Err(_) => break,
+        }
     }
     false
 }

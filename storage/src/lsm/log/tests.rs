@@ -430,7 +430,7 @@ fn damage_before_intact_records_of_the_same_block_is_corruption() {
 /// Writes segment 1 by hand: a first batch of `before` records, then one batch of `torn`
 /// records, as the writer lays them out. Returns the segment's path.
 fn two_batches(dir: &Path, before: &[Vec<u8>], torn: &[Vec<u8>]) -> PathBuf {
-    let mut bytes = format::encode_header(1).to_vec();
+    let mut bytes = format::encode_header(1, false).to_vec();
     for batch in [before, torn] {
         let start = bytes.len();
         let mut buf = Vec::new();
@@ -593,4 +593,85 @@ fn a_leader_gathers_the_writers_the_last_fsync_released() {
     assert_eq!(stats.appends, 3);
     assert_eq!(stats.syncs, 2, "b1 and a2 shared an fsync: {stats:?}");
     assert_eq!(stats.gathers, 1, "{stats:?}");
+}
+
+/// A log that does not fsync every write moves to its next segment without an fsync: after a
+/// power cut the older segment may lose its end while the next kept writes. Recovery then ends
+/// the log where the older one ends — unless a later batch proves the older one was fsynced.
+#[test]
+fn a_relaxed_segment_that_lost_its_end_ends_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        durability: Durability::Never,
+        preallocate: true,
+        ..options()
+    };
+    let (a1, a2);
+    {
+        let (log, _) = open(dir.path(), opts).expect("open");
+        a1 = log.append(b"a1").expect("append");
+        a2 = log.append(b"a2").expect("append");
+        let syncs = log.stats().syncs;
+        log.rotate().expect("rotate");
+        assert_eq!(
+            log.stats().syncs,
+            syncs,
+            "a relaxed rotation does not fsync"
+        );
+        log.append(b"b1").expect("append");
+    }
+    let old = segment_path(dir.path(), a1.segment);
+    let newer = segment_path(dir.path(), a1.segment + 1);
+    let end_of = |p: LogPosition, len: usize| p.offset as usize + format::FRAGMENT_HEADER_LEN + len;
+    // The power cut took a2 and the end marker; the next segment's write survived.
+    let mut bytes = std::fs::read(&old).expect("read");
+    bytes[a2.offset as usize..end_of(a2, 2) + format::FRAGMENT_HEADER_LEN].fill(0);
+    std::fs::write(&old, &bytes).expect("write");
+    let holds_b1 = |p: &Path| {
+        std::fs::read(p)
+            .expect("read")
+            .windows(2)
+            .any(|w| w == b"b1")
+    };
+    assert!(holds_b1(&newer));
+    let (log, seen) = open(dir.path(), opts).expect("a lost end is not corruption");
+    assert_eq!(payloads(&seen), [b"a1".to_vec()], "a prefix survives");
+    // The later segment went: the log starts a fresh one in its place.
+    assert!(!holds_b1(&newer));
+    // The log goes on after the cut, and the cut segment now reads as a whole older one.
+    let c1 = log.append(b"c1").expect("append");
+    drop(log);
+    let (_, seen) = open(dir.path(), opts).expect("reopen");
+    assert_eq!(payloads(&seen), [b"a1".to_vec(), b"c1".to_vec()]);
+    assert!(c1.segment > a1.segment);
+}
+
+/// ... but a batch flagged in a later segment says every earlier write was fsynced first: a
+/// lost end before it is corruption.
+#[test]
+fn a_lost_end_before_a_later_fsynced_batch_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        durability: Durability::Never,
+        preallocate: true,
+        ..options()
+    };
+    let a1;
+    {
+        let (log, _) = open(dir.path(), opts).expect("open");
+        a1 = log.append(b"a1").expect("append");
+        log.rotate().expect("rotate");
+        log.append(b"b1").expect("append");
+        log.sync().expect("sync");
+        log.append(b"b2").expect("append");
+    }
+    let old = segment_path(dir.path(), a1.segment);
+    let mut bytes = std::fs::read(&old).expect("read");
+    let end = a1.offset as usize + format::FRAGMENT_HEADER_LEN + 2;
+    bytes[end..end + format::FRAGMENT_HEADER_LEN].fill(0);
+    std::fs::write(&old, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), opts),
+        Err(LogError::Corrupt { offset, .. }) if offset == end as u64
+    ));
 }
