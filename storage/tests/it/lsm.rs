@@ -81,6 +81,8 @@ pub(crate) fn tiny() -> LsmOptions {
         level1_bytes: 8 << 10,
         table_target_bytes: 4 << 10,
         log_segment_bytes: 64 << 10,
+        // A few keys per piece: every range drop takes several.
+        range_delete_piece_bytes: 64,
         ..LsmOptions::new(Durability::Always, TTL)
     }
 }

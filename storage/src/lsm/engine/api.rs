@@ -191,38 +191,58 @@ impl StorageEngine for LsmEngine {
         Ok(hasher.finish())
     }
 
+    /// Drops the range in pieces ([`LsmOptions::range_delete_piece_bytes`]
+    /// (super::LsmOptions::range_delete_piece_bytes) of keys each), in key order, each piece
+    /// one commit-log record: a crash part-way leaves a prefix of the range dropped, and the
+    /// same call again finishes it.
     fn delete_range(&self, range: &TokenRange) -> Result<u64, EngineError> {
         let inner = &self.inner;
         inner.check()?;
         let bounds = Bounds::new(range);
-        let count = {
-            let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
-            // Every key lock, in order: no apply runs in the range meanwhile.
-            let _keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
-            let view = inner.current();
-            let snapshot = inner.visible.load(Ordering::Acquire);
-            let mut doomed = Vec::new();
-            for item in inner.merged_from(&view, &bounds.start, snapshot)? {
-                let (k, v) = item?;
-                if !bounds.admits(&k) {
-                    break;
+        let mut from = bounds.start.clone();
+        let mut total = 0u64;
+        loop {
+            let (count, next) = {
+                let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
+                // Every key lock, in order: no apply runs in the range meanwhile.
+                let _keys: Vec<MutexGuard<'_, ()>> = inner.key_locks.iter().map(lock).collect();
+                let view = inner.current();
+                let snapshot = inner.visible.load(Ordering::Acquire);
+                let mut doomed = Vec::new();
+                let mut bytes = 0usize;
+                let mut next = None;
+                for item in inner.merged_from(&view, &from, snapshot)? {
+                    let (k, v) = item?;
+                    if !bounds.admits(&k) {
+                        break;
+                    }
+                    if bytes >= inner.options.range_delete_piece_bytes {
+                        next = Some(k);
+                        break;
+                    }
+                    if v != ERASED {
+                        bytes += k.len() + ERASED.len();
+                        doomed.push((k, ERASED.to_vec()));
+                    }
                 }
-                if v != ERASED {
-                    doomed.push((k, ERASED.to_vec()));
+                let count = doomed.len() as u64;
+                if !doomed.is_empty() {
+                    // One record: all of the piece goes, or none of it.
+                    inner.write(doomed)?;
                 }
+                inner.keys.fetch_sub(count as i64, Ordering::Relaxed);
+                (count, next)
+            };
+            total += count;
+            // Between pieces writers go on, and a full memtable is frozen.
+            if let Err(e) = inner.after_write() {
+                tracing::warn!(error = %e, "waiting for the memtable to be frozen failed");
             }
-            let count = doomed.len() as u64;
-            if !doomed.is_empty() {
-                // One record: all of the range goes, or none of it.
-                inner.write(doomed)?;
+            match next {
+                Some(key) => from = key,
+                None => return Ok(total),
             }
-            inner.keys.fetch_sub(count as i64, Ordering::Relaxed);
-            count
-        };
-        if let Err(e) = inner.after_write() {
-            tracing::warn!(error = %e, "waiting for the memtable to be frozen failed");
         }
-        Ok(count)
     }
 
     fn set_repaired_until(

@@ -122,6 +122,10 @@ pub struct LsmOptions {
     pub block_cache_bytes: u64,
     /// Bytes of point-read results kept in memory (0: no row cache).
     pub row_cache_bytes: u64,
+    /// `delete_range` drops a range in pieces of about this many bytes of keys, each one
+    /// commit-log record written while writes wait: memory and the wait stay bounded however
+    /// large the range.
+    pub range_delete_piece_bytes: usize,
 }
 
 impl LsmOptions {
@@ -146,6 +150,7 @@ impl LsmOptions {
             tombstone_grace: crate::engine::DEFAULT_TOMBSTONE_GRACE,
             block_cache_bytes: 32 << 20,
             row_cache_bytes: 8 << 20,
+            range_delete_piece_bytes: 1 << 20,
         }
     }
 }
