@@ -420,16 +420,9 @@ impl LsmEngine {
             tombstones_purged: AtomicU64::new(0),
         });
         inner.load_watermarks()?;
-        // The count walks every key: it runs beside the engine, from what the open found.
-        let counter = {
-            let inner = Arc::clone(&inner);
-            let view = inner.current();
-            let snapshot = inner.visible.load(Ordering::Acquire);
-            std::thread::Builder::new()
-                .name("lsm-count".into())
-                .spawn(move || inner.count(&view, snapshot))
-                .map_err(io(dir))?
-        };
+        // The count walks every key: it runs beside the engine, from what the open found (no
+        // write came since) — or here, if no thread can be started for it.
+        let (view, snapshot) = (inner.current(), inner.visible.load(Ordering::Acquire));
         let worker = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
@@ -437,11 +430,26 @@ impl LsmEngine {
                 .spawn(move || inner.background())
                 .map_err(io(dir))?
         };
+        let counter = {
+            let (inner, view) = (Arc::clone(&inner), Arc::clone(&view));
+            std::thread::Builder::new()
+                .name("lsm-count".into())
+                .spawn(move || inner.count(&view, snapshot))
+        };
+        let counter = match counter {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the key count; counting now");
+                inner.count(&view, snapshot);
+                None
+            }
+        };
+        drop(view);
         inner.wake.notify_all();
         Ok(LsmEngine {
             inner,
             worker: Mutex::new(Some(worker)),
-            counter: Mutex::new(Some(counter)),
+            counter: Mutex::new(counter),
         })
     }
 
@@ -596,6 +604,16 @@ impl Inner {
     /// that touch it report too) leaves the counts short, and says so.
     fn count(&self, view: &View, snapshot: u64) {
         const PUBLISH_EVERY: i64 = 1 << 16;
+        /// Says the count is over however it ends (a panic included), so no one waits for it.
+        struct Done<'a>(&'a Inner);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.counting.store(false, Ordering::Release);
+                let _work = lock(&self.0.work);
+                self.0.progress.notify_all();
+            }
+        }
+        let _done = Done(self);
         let (mut keys, mut applied) = (0i64, 0i64);
         let walked = (|| -> Result<(), EngineError> {
             for (n, item) in self.merged_from(view, b"", snapshot)?.enumerate() {
@@ -622,9 +640,6 @@ impl Inner {
         if let Err(e) = walked {
             tracing::error!(error = %e, "counting the keys at open failed; the key counts are short");
         }
-        self.counting.store(false, Ordering::Release);
-        let _work = lock(&self.work);
-        self.progress.notify_all();
     }
 
     /// Reads the repair watermarks back (at open).

@@ -31,10 +31,12 @@
 //! ```
 //!
 //! `crc32c` covers `len`, `kind` and the payload. `kind`'s low bits are 1 (a whole record), 2 (a
-//! record's first fragment), 3 (a middle one), 4 (its last) or 5 (the segment's end: an empty
+//! record's first fragment), 3 (a middle one), 4 (its last), 5 (the segment's end: an empty
 //! fragment written when the log moves to the next segment, after which only zeros — space the
 //! segment was allocated with — may follow; format 2 segments have none and end at their
-//! file's end); its high bit ([`BATCH_START`])
+//! file's end) or 6 (a sync mark, in [`RELAXED`] segments: its 16-byte payload is a segment id
+//! and an offset, little-endian u64s, before which every byte of the log was fsynced when the
+//! mark was written); its high bit ([`BATCH_START`])
 //! marks the first fragment of each write the log made (a group-commit batch), so recovery can
 //! tell the torn tail of the last write from damage followed by later writes. When fewer than [`FRAGMENT_HEADER_LEN`]
 //! bytes remain in a block, they are zeros and the next fragment starts the next block.
@@ -70,6 +72,8 @@ pub enum Kind {
     Last = 4,
     /// The end of the segment (an empty fragment, not part of a record).
     End = 5,
+    /// A sync mark (not part of a record): see [`encode_synced`].
+    Synced = 6,
 }
 
 /// The kind byte's flag on the first fragment of a batch.
@@ -83,6 +87,7 @@ impl Kind {
             3 => Some(Kind::Middle),
             4 => Some(Kind::Last),
             5 => Some(Kind::End),
+            6 => Some(Kind::Synced),
             _ => None,
         }
     }
@@ -256,6 +261,51 @@ pub fn encode_end(out: &mut Vec<u8>, offset: u64) -> u64 {
     out.extend_from_slice(&len);
     out.push(kind);
     (out.len() - start) as u64
+}
+
+/// Appends a sync mark to `out`, whose first byte lands at segment offset `offset`: every byte
+/// of the log before offset `through_offset` of segment `through_segment` was fsynced. Returns
+/// the bytes appended (padding included).
+pub fn encode_synced(
+    out: &mut Vec<u8>,
+    offset: u64,
+    through_segment: u64,
+    through_offset: u64,
+) -> u64 {
+    let start = out.len();
+    let room = BLOCK_SIZE - (offset % BLOCK_SIZE as u64) as usize;
+    if room < FRAGMENT_HEADER_LEN + SYNCED_LEN {
+        out.resize(out.len() + room, 0);
+    }
+    let mut payload = [0u8; SYNCED_LEN];
+    for (dst, src) in payload.iter_mut().zip(
+        through_segment
+            .to_le_bytes()
+            .into_iter()
+            .chain(through_offset.to_le_bytes()),
+    ) {
+        *dst = src;
+    }
+    let len = (SYNCED_LEN as u16).to_le_bytes();
+    let kind = Kind::Synced as u8;
+    let mut crc = crc32c::crc32c(&len);
+    crc = crc32c::crc32c_append(crc, &[kind]);
+    crc = crc32c::crc32c_append(crc, &payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&len);
+    out.push(kind);
+    out.extend_from_slice(&payload);
+    (out.len() - start) as u64
+}
+
+/// Bytes of a sync mark's payload.
+pub const SYNCED_LEN: usize = 16;
+
+/// The position a sync mark's payload names: (segment id, offset), or `None` if it is not one.
+pub fn decode_synced(payload: &[u8]) -> Option<(u64, u64)> {
+    let segment: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    let offset: [u8; 8] = payload.get(8..SYNCED_LEN)?.try_into().ok()?;
+    (payload.len() == SYNCED_LEN).then(|| (u64::from_le_bytes(segment), u64::from_le_bytes(offset)))
 }
 
 /// A fragment read back.
@@ -458,8 +508,15 @@ mod tests {
         ] {
             let mut out = vec![0u8; offset as usize];
             let n = encode_end(&mut out, offset);
-            let at = out.len() - FRAGMENT_HEADER_LEN;
-            assert_eq!(at as u64, offset + n - FRAGMENT_HEADER_LEN as u64);
+            let room = BLOCK_SIZE as u64 - offset % BLOCK_SIZE as u64;
+            // Where the marker starts: here, or past the block's zero trailer.
+            let at = if room < FRAGMENT_HEADER_LEN as u64 {
+                offset + room
+            } else {
+                offset
+            } as usize;
+            assert_eq!(out.len() as u64, offset + n);
+            assert_eq!(out.len(), at + FRAGMENT_HEADER_LEN);
             assert!(
                 out[offset as usize..at].iter().all(|&b| b == 0),
                 "padding is zeros"

@@ -175,6 +175,12 @@ struct State {
     /// (their last records and end marker may not be durable yet), oldest first: the next
     /// [`Shared::sync`] fsyncs them before the current segment.
     unsynced: Vec<(u64, Arc<dyn FsFile>)>,
+    /// (segment, offset) just past the last batch written.
+    written_end: (u64, u64),
+    /// In a relaxed log, a position every byte before which a sync made durable, for the next
+    /// append to record ([`format::encode_synced`]) — evidence for recovery that damage before
+    /// it is corruption, not a lost end.
+    mark: Option<(u64, u64)>,
     /// Segment offset after everything queued.
     tail: u64,
     /// Bytes of the segment allocated (it is at least this long).
@@ -188,6 +194,8 @@ struct State {
     expected: usize,
     /// A leader is gathering (and holds `busy`).
     gathering: bool,
+    /// A rotation asked the gathering leader to stop gathering.
+    cut_short: bool,
     /// Gathers in a row that ended at their deadline, short of `expected`.
     gather_misses: u32,
     /// Average duration of a batch's fsync (exponentially weighted).
@@ -245,6 +253,8 @@ impl CommitLog {
                 segment,
                 sync_file: Arc::clone(&file),
                 unsynced: Vec::new(),
+                written_end: (segment, format::HEADER_LEN as u64),
+                mark: None,
                 file: Some(file),
                 tail: format::HEADER_LEN as u64,
                 allocated: format::HEADER_LEN as u64,
@@ -252,6 +262,7 @@ impl CommitLog {
                 queued_records: 0,
                 expected: 0,
                 gathering: false,
+                cut_short: false,
                 gather_misses: 0,
                 sync_time: Duration::ZERO,
                 next_batch: 1,
@@ -292,6 +303,10 @@ impl CommitLog {
             let full = st.segment;
             st = self.shared.rotate(st, Some(full))?;
         }
+        if let Some((segment, offset)) = st.mark.take() {
+            let tail = st.tail;
+            st.tail += format::encode_synced(&mut st.queued, tail, segment, offset);
+        }
         let position = LogPosition {
             segment: st.segment,
             offset: st.tail,
@@ -305,7 +320,7 @@ impl CommitLog {
         }
         let batch = st.next_batch;
         let sync = self.shared.options.durability == Durability::Always;
-        self.shared.wait_for(st, batch, sync)?;
+        self.shared.wait_for(st, batch, sync, true)?;
         Ok(position)
     }
 
@@ -461,11 +476,13 @@ impl Shared {
 
     /// Waits until batch `batch` is written (and fsynced, with `sync`), leading the write
     /// whenever no one else is.
+    /// An appender (`gather`) that leads a fsynced batch may first gather ([`Shared::gather`]).
     fn wait_for<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
         batch: u64,
         sync: bool,
+        gather: bool,
     ) -> Result<(), LogError> {
         loop {
             if st.written >= batch && (!sync || st.synced >= batch) {
@@ -478,13 +495,20 @@ impl Shared {
                 st = self.wait(st);
                 continue;
             }
+            if sync && gather {
+                st = self.gather(st);
+                if st.failure.is_some() {
+                    continue;
+                }
+            }
             st = self.lead(st, sync);
         }
     }
 
-    /// Under `sync`, waits (holding `busy`, so no one else leads) until the writers in flight
-    /// when the last fsync ended have queued again — at most half an fsync's time, and not at
-    /// all after two gathers in a row fell short (but every 16th batch tries again).
+    /// Before an appender leads a fsynced batch: waits (holding `busy`, so no one else leads)
+    /// until the writers in flight when the last fsync ended have queued again — at most half
+    /// an fsync's time, not at all after two gathers in a row fell short (but every 16th batch
+    /// tries again), and no longer once a rotation waits.
     fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         if st.queued_records >= st.expected
             || (st.gather_misses >= 2 && !st.next_batch.is_multiple_of(16))
@@ -496,10 +520,15 @@ impl Shared {
         let deadline = Instant::now() + (st.sync_time / 2).min(self.options.max_gather);
         st.busy = true;
         st.gathering = true;
+        st.cut_short = false;
         st.stats.gathers += 1;
         loop {
             if st.queued_records >= st.expected {
                 st.gather_misses = 0;
+                break;
+            }
+            if st.cut_short {
+                // A rotation waits (under the engine's freeze, writers cannot come).
                 break;
             }
             let now = Instant::now();
@@ -520,13 +549,6 @@ impl Shared {
 
     /// Writes every queued record (and fsyncs, with `sync`) without holding the lock.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>, sync: bool) -> MutexGuard<'a, State> {
-        if sync {
-            st = self.gather(st);
-            if st.failure.is_some() {
-                // The caller reports it.
-                return st;
-            }
-        }
         let Some(file) = st.file.take() else {
             // Only a leader takes the file, and `busy` says none is leading.
             st.failure = Some("the segment file is missing".into());
@@ -541,7 +563,8 @@ impl Shared {
         // A batch start tells recovery that everything before it was durable: only true when
         // every earlier batch was fsynced (always so under `Always`).
         let after_sync = st.synced == st.written;
-        let path = segment_path(&self.dir, st.segment);
+        let segment = st.segment;
+        let path = segment_path(&self.dir, segment);
         // Allocate the next step once the writes reach the end of what is allocated.
         let end = batch_offset + buf.len() as u64;
         let grow = (self.options.preallocate && end > st.allocated).then(|| {
@@ -583,6 +606,7 @@ impl Shared {
         match result {
             Ok(()) => {
                 st.written = batch;
+                st.written_end = (segment, end);
                 st.stats.writes += 1;
                 if let Some(took) = synced_in {
                     st.synced = batch;
@@ -619,14 +643,16 @@ impl Shared {
         st.usable()?;
         let batch = st.next_batch;
         if self.options.durability == Durability::Always {
-            return self.wait_for(st, batch, true);
+            // Not an appender: nothing of its own for writers to join.
+            return self.wait_for(st, batch, true, false);
         }
         if !st.queued.is_empty() {
-            self.wait_for(st, batch, false)?;
+            self.wait_for(st, batch, false, false)?;
             st = self.lock();
         }
         // Every batch written so far; one still being written by a leader is not covered.
         let target = st.written;
+        let through = st.written_end;
         loop {
             st.usable()?;
             if st.synced >= target {
@@ -663,6 +689,9 @@ impl Shared {
                 st.usable()?;
                 st.synced = st.synced.max(target);
                 st.stats.syncs += 1;
+                if st.mark.is_none_or(|m| m < through) {
+                    st.mark = Some(through);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -689,6 +718,10 @@ impl Shared {
                 return Ok(st);
             }
             if st.busy || st.preparing || st.syncing {
+                if st.gathering {
+                    st.cut_short = true;
+                    self.gathered.notify_one();
+                }
                 st = self.wait(st);
             } else if !st.queued.is_empty() {
                 // Written only: under `always`, the one fsync below makes it durable.
@@ -734,6 +767,7 @@ impl Shared {
                 self.progress.notify_all();
                 return Err(e);
             }
+            st.written_end = (st.segment, tail + end.len() as u64);
             if sync_now {
                 st.unsynced.clear();
                 st.synced = st.written;

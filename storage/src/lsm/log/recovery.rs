@@ -3,10 +3,11 @@
 //!
 //! A fragment that fails its checks is a *torn tail* — the end of writes a crash interrupted,
 //! never acknowledged under [`Durability::Always`](crate::durability::Durability::Always) — only
-//! if no later write of the log — an intact fragment flagged as a batch start — follows it (in a
-//! later block, or later in its own block past the torn fragment, or in a later segment). A
-//! batch is flagged only when every write before it was fsynced (under `always`, every batch),
-//! so a later one proves the damaged bytes were once durable: that is corruption. Zeros from a
+//! if nothing later in the log (in a later block, or later in its own block past the torn
+//! fragment, or in a later segment) proves the damaged bytes were once durable: an intact
+//! fragment flagged as a batch start (a batch is flagged only when every write before it was
+//! fsynced; under `always`, every batch is), or a sync mark naming a position past the damage.
+//! Such proof makes it corruption. Zeros from a
 //! record boundary to the end of the newest segment are space it was allocated with.
 //!
 //! The torn tail is normally in the newest segment. A log that does not fsync every write
@@ -88,17 +89,18 @@ pub fn replay<E>(
         match read_segment(fs, dir, id, later, max_record_bytes, &mut replay)? {
             Segment::Removed => {}
             Segment::Read => newest = Some(id),
-            Segment::EndsLog => {
-                newest = Some(id);
-                for &gone in later {
+            Segment::EndsLog(intact) => {
+                // Newest first, durably, and only then the cut: a crash on the way repeats
+                // this recovery, never leaves a gap in the log.
+                for &gone in later.iter().rev() {
                     let path = segment_path(dir, gone);
                     tracing::warn!(path = %path.display(),
                         "removing a commit-log segment written after an earlier one lost its end");
                     fs.remove_file(&path).map_err(io_error(&path))?;
                 }
-                if !later.is_empty() {
-                    sync_dir(fs, dir)?;
-                }
+                sync_dir(fs, dir)?;
+                seal(fs, &segment_path(dir, id), intact)?;
+                newest = Some(id);
                 break;
             }
         }
@@ -112,8 +114,9 @@ enum Segment {
     Removed,
     /// Its records were replayed; the log goes on with the next segment.
     Read,
-    /// Its records were replayed, and the log ends with it: it lost its end.
-    EndsLog,
+    /// Its records were replayed, and the log ends with it: it lost its end, and is to be
+    /// sealed at this offset once the later segments are gone.
+    EndsLog(u64),
 }
 
 /// Whether the segment at `path` holds nothing past its header's place but zeros. Reads only
@@ -212,6 +215,11 @@ fn read_segment<E>(
             Err(BadFragment::Damaged(why)) => break Some((pos, why.into())),
         };
         let next = pos + FRAGMENT_HEADER_LEN + fragment.payload.len();
+        if fragment.kind == Kind::Synced && record_start.is_none() {
+            // Evidence for recovery only.
+            pos = next;
+            continue;
+        }
         if fragment.kind == Kind::End && record_start.is_none() {
             // The segment's end: only the zeros it was allocated with may follow.
             if data
@@ -243,7 +251,8 @@ fn read_segment<E>(
             (kind, _) => break Some((pos, format!("{kind:?} fragment out of sequence"))),
         };
         if record.len() > max_record_bytes {
-            break Some((pos, format!("record exceeds {max_record_bytes} bytes")));
+            // Not what a crash leaves.
+            return Err(corrupt(pos, format!("record exceeds {max_record_bytes} bytes")).into());
         }
         if let Some(payload) = whole {
             let position = LogPosition {
@@ -278,23 +287,29 @@ fn read_segment<E>(
     if !last && !header.relaxed {
         return Err(corrupt(offset, detail).into());
     }
-    // Evidence of writes after the damage: a record starting at a later block than where
+    // Evidence that the damaged bytes were durable: a proof at a later block than where
     // reading stopped (continuations of the damaged record itself prove nothing), or in a
     // later segment.
-    if record_starts_after(&data, pos.max(offset))
-        || record_starts_within(&data, past_fragment(&data, pos))
-        || later_batch_starts(fs, dir, later)?
+    let damage = (id, offset as u64);
+    let proves = |f: &format::Fragment<'_>| {
+        f.batch_start
+            || (f.kind == Kind::Synced
+                && format::decode_synced(f.payload).is_some_and(|through| through > damage))
+    };
+    if proof_after(&data, pos.max(offset), &proves)
+        || proof_within(&data, past_fragment(&data, pos), &proves)
+        || later_proof(fs, dir, later, &proves)?
     {
         return Err(corrupt(offset, detail).into());
     }
     tracing::warn!(path = %path.display(), offset, dropped = data.len() - intact, %detail,
         "truncating the torn tail of the commit log");
-    seal(fs, &path, intact as u64)?;
-    Ok(if last {
-        Segment::Read
+    if last {
+        seal(fs, &path, intact as u64)?;
+        Ok(Segment::Read)
     } else {
-        Segment::EndsLog
-    })
+        Ok(Segment::EndsLog(intact as u64))
+    }
 }
 
 /// Truncates the segment at `path` to `len` bytes and ends it with its end marker, durably.
@@ -308,12 +323,15 @@ fn seal(fs: &dyn Fs, path: &Path, len: u64) -> Result<(), LogError> {
         .map_err(io_error(path))
 }
 
-/// Whether any of the segments `ids` holds an intact fragment flagged as a batch start.
-fn later_batch_starts(fs: &dyn Fs, dir: &Path, ids: &[u64]) -> Result<bool, LogError> {
+/// A test of whether a fragment proves earlier bytes durable.
+type Proof<'p> = &'p dyn Fn(&format::Fragment<'_>) -> bool;
+
+/// Whether any of the segments `ids` holds an intact fragment that `proves`.
+fn later_proof(fs: &dyn Fs, dir: &Path, ids: &[u64], proves: Proof<'_>) -> Result<bool, LogError> {
     for &id in ids {
         let path = segment_path(dir, id);
         let data = fs.read(&path).map_err(io_error(&path))?;
-        if record_starts_after(&data, 0) || batch_starts_in_block(&data, format::HEADER_LEN) {
+        if proof_after(&data, 0, proves) || proof_in_block(&data, format::HEADER_LEN, proves) {
             return Ok(true);
         }
     }
@@ -342,26 +360,27 @@ fn sync_file(fs: &dyn Fs, path: &Path) -> Result<(), LogError> {
         .map_err(io_error(path))
 }
 
-/// Whether an intact batch (a later write of the log) starts after `offset` in the block
-/// holding it: fragments there cannot be walked past the damage, so every position is tried
-/// (a false match needs a 32-bit checksum to agree by chance).
-fn record_starts_within(data: &[u8], offset: usize) -> bool {
+/// Whether an intact fragment that `proves` starts after `offset` in the block holding it:
+/// fragments there cannot be walked past the damage, so every position is tried (a false match
+/// needs a 32-bit checksum to agree by chance).
+fn proof_within(data: &[u8], offset: usize, proves: Proof<'_>) -> bool {
     let end = ((offset / BLOCK_SIZE + 1) * BLOCK_SIZE).min(data.len());
     ((offset + 1)..end).any(|at| {
-        // Cheap filters first: the kind byte, and a length that fits the block.
+        // Cheap filters first: the kind byte.
         let kind = data.get(at + 6).copied();
-        matches!(kind, Some(k) if k & format::BATCH_START != 0 && matches!(k & !format::BATCH_START, 1 | 2))
-            && format::decode_fragment(data, at).is_ok_and(|f| f.batch_start)
+        matches!(kind, Some(k) if (k & format::BATCH_START != 0 && matches!(k & !format::BATCH_START, 1 | 2 | 6))
+            || k & !format::BATCH_START == Kind::Synced as u8)
+            && format::decode_fragment(data, at).is_ok_and(|f| proves(&f))
     })
 }
 
-/// Whether an intact batch (a later write of the log) starts in any block after the one holding
-/// `offset`: each later block is walked from its start while its fragments decode, so a batch
-/// starting behind the continuation of a longer record counts too.
-fn record_starts_after(data: &[u8], offset: usize) -> bool {
+/// Whether an intact fragment that `proves` starts in any block after the one holding
+/// `offset`: each later block is walked from its start while its fragments decode, so one
+/// behind the continuation of a longer record counts too.
+fn proof_after(data: &[u8], offset: usize, proves: Proof<'_>) -> bool {
     let mut block = (offset / BLOCK_SIZE + 1) * BLOCK_SIZE;
     while block < data.len() {
-        if batch_starts_in_block(data, block) {
+        if proof_in_block(data, block, proves) {
             return true;
         }
         block += BLOCK_SIZE;
@@ -369,14 +388,14 @@ fn record_starts_after(data: &[u8], offset: usize) -> bool {
     false
 }
 
-/// Whether an intact batch starts in the block holding `from`, walking its fragments from
-/// `from` while they decode.
-fn batch_starts_in_block(data: &[u8], from: usize) -> bool {
+/// Whether an intact fragment that `proves` is in the block holding `from`, walking its
+/// fragments from `from` while they decode.
+fn proof_in_block(data: &[u8], from: usize, proves: Proof<'_>) -> bool {
     let end = (from / BLOCK_SIZE + 1) * BLOCK_SIZE;
     let mut at = from;
     while at + FRAGMENT_HEADER_LEN <= end {
         match format::decode_fragment(data, at) {
-            Ok(f) if f.batch_start => return true,
+            Ok(f) if proves(&f) => return true,
             Ok(f) => at += FRAGMENT_HEADER_LEN + f.payload.len(),
             Err(_) => break,
         }

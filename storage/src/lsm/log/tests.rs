@@ -565,8 +565,8 @@ fn a_leader_gathers_the_writers_the_last_fsync_released() {
         .map_err(|_| "open")
         .expect("open"),
     );
-    // A's first record leads; its fsync is held (for at least 40 ms: the gather deadline
-    // is half an fsync's time) while B's record queues behind it.
+    // A's first record leads; its fsync is held (for 400 ms: the gather deadline
+    // is half an fsync's time, so B gathers for 200 ms) while B's record queues behind it.
     let hold = fs.hold_syncs();
     let a1 = {
         let log = Arc::clone(&log);
@@ -582,11 +582,18 @@ fn a_leader_gathers_the_writers_the_last_fsync_released() {
     while log.stats().appends < 2 {
         std::thread::yield_now();
     }
-    std::thread::sleep(std::time::Duration::from_millis(80));
+    std::thread::sleep(std::time::Duration::from_millis(400));
     drop(hold);
     a1.join().expect("a1").expect("append a1");
-    // B leads next; without gathering it would fsync alone before A appends again.
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    // B leads next, and gathers for A (without gathering it would fsync alone).
+    let waiting = std::time::Instant::now();
+    while log.stats().gathers == 0 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(30),
+            "B never gathered"
+        );
+        std::thread::yield_now();
+    }
     log.append(b"a2").expect("append a2");
     b1.join().expect("b1").expect("append b1");
     let stats = log.stats();
@@ -674,4 +681,70 @@ fn a_lost_end_before_a_later_fsynced_batch_is_corruption() {
         open(dir.path(), opts),
         Err(LogError::Corrupt { offset, .. }) if offset == end as u64
     ));
+}
+
+/// A sync in a relaxed log leaves a mark in the next write naming how far the log was durable:
+/// damage before that point is corruption, even when no later batch is flagged.
+#[test]
+fn a_sync_mark_proves_the_bytes_before_it_were_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        durability: Durability::Never,
+        preallocate: true,
+        ..options()
+    };
+    let a2;
+    {
+        let (log, _) = open(dir.path(), opts).expect("open");
+        log.append(b"a1").expect("append");
+        a2 = log.append(b"a2").expect("append");
+        log.sync().expect("sync");
+        log.rotate().expect("rotate");
+        // Carries the mark; its batch is not flagged (the rotation's end marker is unsynced).
+        log.append(b"b1").expect("append");
+    }
+    let old = segment_path(dir.path(), a2.segment);
+    let mut bytes = std::fs::read(&old).expect("read");
+    bytes[a2.offset as usize + 2] ^= 0x40;
+    std::fs::write(&old, &bytes).expect("write");
+    assert!(matches!(
+        open(dir.path(), opts),
+        Err(LogError::Corrupt { offset, .. }) if offset == a2.offset
+    ));
+}
+
+/// Segments of format 2 (no end markers, no flags; older ones end at their file's end) still
+/// replay, and the log goes on after them in format 3.
+#[test]
+fn a_format_2_log_replays_and_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v2_header = |id: u64| {
+        let mut h = format::encode_header(id, false);
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..16]).to_le_bytes();
+        h[16..].copy_from_slice(&crc);
+        h
+    };
+    let mut written = Vec::new();
+    for id in [1u64, 2] {
+        let mut bytes = v2_header(id).to_vec();
+        let start = bytes.len();
+        let mut buf = Vec::new();
+        let mut offset = start as u64;
+        for i in 0..3 {
+            let r = format!("segment {id} record {i}").into_bytes();
+            offset += format::encode_record(&mut buf, offset, &r);
+            written.push(r);
+        }
+        format::mark_batch_start(&mut buf, start as u64);
+        bytes.extend_from_slice(&buf);
+        std::fs::write(segment_path(dir.path(), id), &bytes).expect("write segment");
+    }
+    let (log, seen) = open(dir.path(), options()).expect("open a format 2 log");
+    assert_eq!(payloads(&seen), written);
+    log.append(b"format 3").expect("append");
+    drop(log);
+    written.push(b"format 3".to_vec());
+    let (_, seen) = open(dir.path(), options()).expect("reopen");
+    assert_eq!(payloads(&seen), written);
 }
