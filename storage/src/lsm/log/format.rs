@@ -564,6 +564,18 @@ mod tests {
         fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), offset in 0usize..400) {
             let _ = decode_fragment(&bytes, offset);
             let _ = decode_header(&bytes);
+            let _ = decode_synced(&bytes);
+        }
+
+        #[test]
+        fn sync_marks_round_trip(offset in 0u64..200_000, segment in any::<u64>(), through in any::<u64>()) {
+            let mut out = vec![0u8; offset as usize];
+            let n = encode_synced(&mut out, offset, segment, through);
+            prop_assert_eq!(out.len() as u64, offset + n);
+            let at = out.len() - FRAGMENT_HEADER_LEN - SYNCED_LEN;
+            let f = decode_fragment(&out, at).expect("decodes");
+            prop_assert_eq!(f.kind, Kind::Synced);
+            prop_assert_eq!(decode_synced(f.payload), Some((segment, through)));
         }
 
         #[test]
