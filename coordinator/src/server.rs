@@ -52,7 +52,11 @@ pub async fn run(
         })
     });
     let result = tonic::transport::Server::builder()
-        .layer(stack::layers(authenticator, tenants))
+        .layer(stack::layers(
+            authenticator,
+            tenants,
+            pairdb_middleware::RateLimits::new(),
+        ))
         .add_service(
             CoordinatorServer::new(service)
                 .max_decoding_message_size(max_message)

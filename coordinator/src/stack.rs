@@ -2,14 +2,15 @@
 //!
 //! The coordinator's gRPC API is public, so it runs the same layers as the gateway for callers
 //! presenting a tenant or admin key; a gateway presents the internal credential and the principal
-//! and consistency it resolved, which the auth layer trusts (`trust_forwarded`). Rate limiting and
-//! idempotency join this stack in a later release.
+//! and consistency it resolved, which the auth layer trusts (`trust_forwarded`): such a call was
+//! admitted by that gateway's rate limit, and passes this one untouched. Idempotency joins this
+//! stack in a later release.
 
 use std::time::Duration;
 
 use pairdb_middleware::{
-    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, Reject, TenantCache,
-    TenantLayer, TraceContext, TraceLayer,
+    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, RateLimitLayer, RateLimits,
+    Reject, TenantCache, TenantLayer, TraceContext, TraceLayer,
 };
 use tower::layer::util::{Identity, Stack};
 
@@ -28,6 +29,9 @@ impl Reject for GrpcReject {
         trace: Option<&TraceContext>,
     ) -> http::Response<Self::Body> {
         let mut response = status_of(error.kind, error.detail).into_http::<tonic::body::Body>();
+        for (name, value) in error.headers {
+            response.headers_mut().append(name, value);
+        }
         if let Some(t) = trace
             && let Ok(v) = http::HeaderValue::from_str(&t.traceresponse())
         {
@@ -40,11 +44,18 @@ impl Reject for GrpcReject {
 /// The layer stack type [`layers`] builds.
 pub type CoordinatorLayers = Stack<
     ConsistencyLayer<GrpcReject>,
-    Stack<TenantLayer<GrpcReject>, Stack<AuthLayer<GrpcReject>, Stack<TraceLayer, Identity>>>,
+    Stack<
+        RateLimitLayer<GrpcReject>,
+        Stack<TenantLayer<GrpcReject>, Stack<AuthLayer<GrpcReject>, Stack<TraceLayer, Identity>>>,
+    >,
 >;
 
-/// Builds the coordinator stack: trace → auth → tenant → consistency.
-pub fn layers(authenticator: Authenticator, tenants: TenantCache) -> CoordinatorLayers {
+/// Builds the coordinator stack: trace → auth → tenant → rate limit → consistency.
+pub fn layers(
+    authenticator: Authenticator,
+    tenants: TenantCache,
+    limits: RateLimits,
+) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
         .layer(TraceLayer::new())
@@ -52,6 +63,8 @@ pub fn layers(authenticator: Authenticator, tenants: TenantCache) -> Coordinator
         .layer(AuthLayer::new(authenticator, GrpcReject))
         // Needs the principal; gives the consistency layer the tenant's default level.
         .layer(TenantLayer::new(tenants, GrpcReject))
+        // Callers with a tenant key of their own (not a gateway's forwarded calls).
+        .layer(RateLimitLayer::new(limits, GrpcReject))
         // Last: the level may come from the tenant's default.
         .layer(ConsistencyLayer::new(GrpcReject))
         .into_inner()

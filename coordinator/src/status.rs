@@ -21,6 +21,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         409 => Code::AlreadyExists,
         413 => Code::InvalidArgument,
         422 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
         503 => Code::Unavailable,
         504 => Code::DeadlineExceeded,
         _ => Code::Internal,

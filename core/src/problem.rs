@@ -41,6 +41,8 @@ pub enum ErrorKind {
     RequestTimeout,
     /// An idempotency key was reused for a different write.
     IdempotencyKeyReused,
+    /// The tenant is over its rate limit.
+    RateLimited,
     /// The consistency level cannot be met with the replicas available.
     QuorumUnavailable,
     /// Replicas did not answer before the deadline; outcome unknown.
@@ -53,7 +55,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::BadRequest,
         ErrorKind::BadKey,
         ErrorKind::BadConsistency,
@@ -69,6 +71,7 @@ impl ErrorKind {
         ErrorKind::PayloadTooLarge,
         ErrorKind::RequestTimeout,
         ErrorKind::IdempotencyKeyReused,
+        ErrorKind::RateLimited,
         ErrorKind::QuorumUnavailable,
         ErrorKind::Timeout,
         ErrorKind::NotReady,
@@ -93,6 +96,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::RequestTimeout => "request-timeout",
             ErrorKind::IdempotencyKeyReused => "idempotency-key-reused",
+            ErrorKind::RateLimited => "rate-limited",
             ErrorKind::QuorumUnavailable => "quorum-unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotReady => "not-ready",
@@ -123,6 +127,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::IdempotencyKeyReused => 422,
+            ErrorKind::RateLimited => 429,
             ErrorKind::QuorumUnavailable | ErrorKind::NotReady => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::Internal => 500,
@@ -147,6 +152,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "Payload too large",
             ErrorKind::RequestTimeout => "Request body not received in time",
             ErrorKind::IdempotencyKeyReused => "Idempotency key reused for a different request",
+            ErrorKind::RateLimited => "Rate limit exceeded",
             ErrorKind::QuorumUnavailable => "Consistency level cannot be met",
             ErrorKind::Timeout => "Replicas did not answer in time",
             ErrorKind::NotReady => "Not ready",

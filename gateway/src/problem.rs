@@ -222,9 +222,11 @@ impl Reject for ProblemReject {
     type Body = Body;
 
     fn reject(&self, error: LayerError, trace: Option<&TraceContext>) -> http::Response<Body> {
-        Problem::new(error.kind, error.detail)
-            .with_trace(trace)
-            .into_response()
+        let mut problem = Problem::new(error.kind, error.detail).with_trace(trace);
+        for (name, value) in error.headers {
+            problem = problem.with_header(name, value);
+        }
+        problem.into_response()
     }
 }
 

@@ -29,7 +29,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
-use pairdb_middleware::{AuthConfig, Authenticator, TenantCache};
+use pairdb_middleware::{AuthConfig, Authenticator, RateLimits, TenantCache};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -114,6 +114,7 @@ pub async fn build_router(
         ops,
         authenticator,
         tenant_cache,
+        RateLimits::new(),
         config.request_timeout,
     ))
 }

@@ -1,5 +1,5 @@
-//! The gateway's middleware stack, in one function (DESIGN §3). Rate limit and idempotency
-//! join between tenant and consistency, and after consistency, in later issues.
+//! The gateway's middleware stack, in one function (DESIGN §3). Idempotency joins after
+//! consistency in a later issue.
 
 use axum::Router;
 use axum::extract::Request;
@@ -11,7 +11,8 @@ use http::StatusCode;
 use http::header::ALLOW;
 use pairdb_core::ErrorKind;
 use pairdb_middleware::{
-    AuthLayer, Authenticator, ConsistencyLayer, TenantCache, TenantLayer, TraceContext, TraceLayer,
+    AuthLayer, Authenticator, ConsistencyLayer, RateLimitLayer, RateLimits, TenantCache,
+    TenantLayer, TraceContext, TraceLayer,
 };
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
@@ -21,12 +22,13 @@ use crate::key::KV_PREFIX;
 use crate::problem::{Problem, ProblemReject, is_problem};
 
 /// Wraps the `/v1` routes and the open `ops` routes in the stack, outermost first:
-/// received-at → trace → idempotency key → auth → tenant → consistency.
+/// received-at → trace → idempotency key → auth → tenant → rate limit → consistency.
 pub fn layers(
     v1: Router,
     ops: Router,
     authenticator: Authenticator,
     tenants: TenantCache,
+    limits: RateLimits,
     request_timeout: Duration,
 ) -> Router {
     let v1 = v1.layer(
@@ -37,6 +39,8 @@ pub fn layers(
             .layer(AuthLayer::new(authenticator, ProblemReject))
             // tenant: needs auth's principal; loads the config whose default consistency is used next.
             .layer(TenantLayer::new(tenants, ProblemReject))
+            // rate limit: needs the tenant's limit; refuses before anything costs a store or a replica.
+            .layer(RateLimitLayer::new(limits, ProblemReject))
             // consistency: innermost, after the tenant default is known; handlers read its extension.
             .layer(ConsistencyLayer::new(ProblemReject)),
     );

@@ -10,6 +10,7 @@
 //! * [`TraceLayer`] — W3C trace context in and out, the request span, `traceresponse`;
 //! * [`AuthLayer`] — bearer credential → [`Principal`] (and [`Forwarded`] for internal calls);
 //! * [`TenantLayer`] — the tenant's [`TenantConfig`](pairdb_metadata::TenantConfig);
+//! * [`RateLimitLayer`] — the tenant's token bucket: `RateLimit` headers, or 429;
 //! * [`ConsistencyLayer`] — the request's [`Consistency`](pairdb_core::Consistency).
 //!
 //! Every layer's service delegates `poll_ready` to its inner service, so backpressure passes
@@ -57,6 +58,7 @@ pub mod auth;
 mod cache;
 pub mod consistency;
 pub mod principal;
+pub mod rate_limit;
 pub mod reject;
 pub mod tenant;
 pub mod trace;
@@ -64,6 +66,7 @@ pub mod trace;
 pub use auth::{AuthConfig, AuthLayer, AuthService, Authenticator};
 pub use consistency::{ConsistencyLayer, ConsistencyService};
 pub use principal::{Forwarded, Principal};
+pub use rate_limit::{RateLimitLayer, RateLimitService, RateLimits};
 pub use reject::{LayerError, Reject};
 pub use tenant::{TenantCache, TenantLayer, TenantService};
 pub use trace::{TraceContext, TraceLayer, TraceService};

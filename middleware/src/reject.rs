@@ -1,11 +1,12 @@
 //! How a layer refuses a request: the one place where gateway and coordinator differ.
 
+use http::{HeaderName, HeaderValue};
 use pairdb_core::ErrorKind;
 
 use crate::trace::TraceContext;
 
-/// Why a layer refused a request: a stable [`ErrorKind`] and a human detail safe to show the
-/// caller (it never contains a secret).
+/// Why a layer refused a request: a stable [`ErrorKind`], a human detail safe to show the caller
+/// (it never contains a secret), and headers the refusal carries (`Retry-After`, `RateLimit`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {detail}", kind.slug())]
 pub struct LayerError {
@@ -13,6 +14,8 @@ pub struct LayerError {
     pub kind: ErrorKind,
     /// What was wrong, for the caller.
     pub detail: String,
+    /// Response headers (gRPC metadata) every rendering of the refusal carries.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl LayerError {
@@ -21,7 +24,14 @@ impl LayerError {
         LayerError {
             kind,
             detail: detail.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The refusal, carrying header `name: value` too.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 }
 

@@ -9,5 +9,6 @@ mod errors;
 mod forwarding;
 mod kv;
 mod ops;
+mod rate_limit;
 mod support;
 mod tenants;

@@ -591,6 +591,32 @@ impl Harness {
             .bearer_auth(&self.api_key)
     }
 
+    /// Creates tenant `id` with `rate_limit` in the store (as the admin API would) and returns
+    /// its API key.
+    pub async fn add_tenant(&self, id: &str, rate_limit: RateLimit) -> String {
+        let current = self.store.placement().await.unwrap().unwrap();
+        let tenant = TenantConfig {
+            tenant_id: id.into(),
+            replication_factor: 3,
+            default_consistency: Consistency::Quorum,
+            rate_limit,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let key = api_key::generate(KEY_SECRET);
+        let record = ApiKeyRecord {
+            key_id: key.key_id,
+            tenant_id: id.into(),
+            secret_hash: key.secret_hash,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let next = current.with_tenant(id, 3);
+        self.store
+            .create_tenant(&tenant, &record, current.epoch, &next)
+            .await
+            .unwrap();
+        key.api_key
+    }
+
     /// A request with the admin key.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http

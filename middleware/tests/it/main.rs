@@ -4,6 +4,7 @@
 
 mod auth;
 mod consistency;
+mod rate_limit;
 mod stack;
 mod support;
 mod tenant;

@@ -149,6 +149,9 @@ impl Reject for TextReject {
         let mut response = Response::new(error.kind.slug().to_owned());
         *response.status_mut() = StatusCode::from_u16(error.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in error.headers {
+            response.headers_mut().append(name, value);
+        }
         if let Some(trace) = trace {
             response
                 .headers_mut()
