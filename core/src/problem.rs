@@ -43,6 +43,8 @@ pub enum ErrorKind {
     IdempotencyKeyReused,
     /// The tenant is over its rate limit.
     RateLimited,
+    /// A request with the same idempotency key is still in flight.
+    IdempotencyInFlight,
     /// The consistency level cannot be met with the replicas available.
     QuorumUnavailable,
     /// Replicas did not answer before the deadline; outcome unknown.
@@ -55,7 +57,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::BadRequest,
         ErrorKind::BadKey,
         ErrorKind::BadConsistency,
@@ -72,6 +74,7 @@ impl ErrorKind {
         ErrorKind::RequestTimeout,
         ErrorKind::IdempotencyKeyReused,
         ErrorKind::RateLimited,
+        ErrorKind::IdempotencyInFlight,
         ErrorKind::QuorumUnavailable,
         ErrorKind::Timeout,
         ErrorKind::NotReady,
@@ -97,6 +100,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request-timeout",
             ErrorKind::IdempotencyKeyReused => "idempotency-key-reused",
             ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::IdempotencyInFlight => "idempotency-in-flight",
             ErrorKind::QuorumUnavailable => "quorum-unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotReady => "not-ready",
@@ -123,7 +127,7 @@ impl ErrorKind {
             | ErrorKind::ApiKeyNotFound
             | ErrorKind::RouteNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::TenantExists => 409,
+            ErrorKind::TenantExists | ErrorKind::IdempotencyInFlight => 409,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::IdempotencyKeyReused => 422,
@@ -153,6 +157,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "Request body not received in time",
             ErrorKind::IdempotencyKeyReused => "Idempotency key reused for a different request",
             ErrorKind::RateLimited => "Rate limit exceeded",
+            ErrorKind::IdempotencyInFlight => "A request with this idempotency key is in flight",
             ErrorKind::QuorumUnavailable => "Consistency level cannot be met",
             ErrorKind::Timeout => "Replicas did not answer in time",
             ErrorKind::NotReady => "Not ready",

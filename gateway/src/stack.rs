@@ -1,5 +1,4 @@
-//! The gateway's middleware stack, in one function (DESIGN §3). Idempotency joins after
-//! consistency in a later issue.
+//! The gateway's middleware stack, in one function (DESIGN §3).
 
 use axum::Router;
 use axum::extract::Request;
@@ -10,10 +9,12 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::ALLOW;
 use pairdb_core::ErrorKind;
+use pairdb_middleware::idempotency::IdempotencyStore;
 use pairdb_middleware::{
-    AuthLayer, Authenticator, ConsistencyLayer, RateLimitLayer, RateLimits, TenantCache,
-    TenantLayer, TraceContext, TraceLayer,
+    AuthLayer, Authenticator, ConsistencyLayer, IdempotencyConfig, IdempotencyLayer,
+    RateLimitLayer, RateLimits, TenantCache, TenantLayer, TraceContext, TraceLayer,
 };
+use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
@@ -22,15 +23,18 @@ use crate::key::KV_PREFIX;
 use crate::problem::{Problem, ProblemReject, is_problem};
 
 /// Wraps the `/v1` routes and the open `ops` routes in the stack, outermost first:
-/// received-at → trace → idempotency key → auth → tenant → rate limit → consistency.
+/// received-at → trace → idempotency key → auth → tenant → rate limit → consistency →
+/// idempotency.
 pub fn layers(
     v1: Router,
     ops: Router,
     authenticator: Authenticator,
     tenants: TenantCache,
     limits: RateLimits,
+    idempotency: (Arc<dyn IdempotencyStore>, IdempotencyConfig),
     request_timeout: Duration,
 ) -> Router {
+    let (records, idempotency) = idempotency;
     let v1 = v1.layer(
         ServiceBuilder::new()
             // idempotency key: before anything can refuse a key write, so every answer names it.
@@ -41,8 +45,10 @@ pub fn layers(
             .layer(TenantLayer::new(tenants, ProblemReject))
             // rate limit: needs the tenant's limit; refuses before anything costs a store or a replica.
             .layer(RateLimitLayer::new(limits, ProblemReject))
-            // consistency: innermost, after the tenant default is known; handlers read its extension.
-            .layer(ConsistencyLayer::new(ProblemReject)),
+            // consistency: after the tenant default is known; handlers read its extension.
+            .layer(ConsistencyLayer::new(ProblemReject))
+            // idempotency: innermost, so what it records and replays is the handler's answer.
+            .layer(IdempotencyLayer::new(records, idempotency, ProblemReject)),
     );
     v1.merge(ops)
         .fallback(crate::routes::route_not_found)

@@ -11,7 +11,8 @@
 //! * [`AuthLayer`] — bearer credential → [`Principal`] (and [`Forwarded`] for internal calls);
 //! * [`TenantLayer`] — the tenant's [`TenantConfig`](pairdb_metadata::TenantConfig);
 //! * [`RateLimitLayer`] — the tenant's token bucket: `RateLimit` headers, or 429;
-//! * [`ConsistencyLayer`] — the request's [`Consistency`](pairdb_core::Consistency).
+//! * [`ConsistencyLayer`] — the request's [`Consistency`](pairdb_core::Consistency);
+//! * [`IdempotencyLayer`] — a retried write answered from its first attempt's record.
 //!
 //! Every layer's service delegates `poll_ready` to its inner service, so backpressure passes
 //! through unchanged.
@@ -57,6 +58,7 @@
 pub mod auth;
 mod cache;
 pub mod consistency;
+pub mod idempotency;
 pub mod principal;
 pub mod rate_limit;
 pub mod reject;
@@ -65,6 +67,7 @@ pub mod trace;
 
 pub use auth::{AuthConfig, AuthLayer, AuthService, Authenticator};
 pub use consistency::{ConsistencyLayer, ConsistencyService};
+pub use idempotency::{IdempotencyConfig, IdempotencyLayer, IdempotencyService};
 pub use principal::{Forwarded, Principal};
 pub use rate_limit::{RateLimitLayer, RateLimitService, RateLimits};
 pub use reject::{LayerError, Reject};

@@ -158,7 +158,7 @@ async fn delete_is_204_with_headers() {
         }
         let response = h
             .tenant(Method::DELETE, &format!("/v1/kv/{key}"))
-            .header("idempotency-key", "del-1")
+            .header("idempotency-key", format!("del-{key}"))
             .header("x-pairdb-context", "ctx-1")
             .send()
             .await
@@ -177,13 +177,13 @@ async fn delete_is_204_with_headers() {
             Some("acked=2/3")
         );
         assert_eq!(
-            header(&response, "idempotency-key").as_deref(),
-            Some("del-1")
+            header(&response, "idempotency-key"),
+            Some(format!("del-{key}"))
         );
         let sent = h.last_call().delete.unwrap();
         assert_eq!(sent.key, key.as_bytes());
         assert_eq!(sent.context, "ctx-1");
-        assert_eq!(sent.idempotency_key, "del-1");
+        assert_eq!(sent.idempotency_key, format!("del-{key}"));
     }
 }
 
@@ -257,4 +257,61 @@ async fn consistency_from_query_parameter() {
     assert_eq!(get.status(), 200);
     assert_eq!(header(&get, "x-consistency").as_deref(), Some("all"));
     assert_eq!(h.last_call().key, b"q", "the query is not part of the key");
+}
+
+#[tokio::test]
+async fn a_retried_write_is_replayed_and_reaches_the_coordinator_once() {
+    let h = Harness::start().await;
+    let put = |body: &'static str| {
+        h.tenant(Method::PUT, "/v1/kv/once")
+            .header("content-type", "text/plain")
+            .header("idempotency-key", "retry-me")
+            .body(body)
+            .send()
+    };
+    let first = put("v").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "idempotent-replayed"), None);
+    let first_body = first.text().await.unwrap();
+    let again = put("v").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        header(&again, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        header(&again, "idempotency-key").as_deref(),
+        Some("retry-me")
+    );
+    assert_eq!(again.text().await.unwrap(), first_body);
+    // The same key for another write of the key is refused, and changes nothing.
+    let other = put("w").await.unwrap();
+    let body = problem(other, 422).await;
+    assert_eq!(body["type"], type_of("idempotency-key-reused"));
+    let puts = h
+        .coordinator
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == "put")
+        .count();
+    assert_eq!(puts, 1);
+    // Without a key of its own, every write runs (the leader deduplicates by the generated key).
+    for _ in 0..2 {
+        h.tenant(Method::PUT, "/v1/kv/once")
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+    }
+    let puts = h
+        .coordinator
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == "put")
+        .count();
+    assert_eq!(puts, 3);
 }

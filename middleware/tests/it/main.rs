@@ -4,6 +4,7 @@
 
 mod auth;
 mod consistency;
+mod idempotency;
 mod rate_limit;
 mod stack;
 mod support;

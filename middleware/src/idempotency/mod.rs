@@ -1,0 +1,352 @@
+//! Idempotency (DESIGN §3): a write sent again with the same `Idempotency-Key` gets the first
+//! attempt's answer instead of running again.
+//!
+//! For a request carrying an `Idempotency-Key` (the client's: a key the gateway generated is in no
+//! header and costs no store round trip) by a tenant, other than `GET`/`HEAD`, the layer takes an
+//! in-flight marker for `(tenant, key)` with an owner token and a TTL above the request deadline,
+//! runs the request, and records the response for 24 h (configurable) if it is a 2xx or a
+//! deterministic 4xx — never a 401, 408, 429 or 5xx, which release the key so a retry runs again.
+//! A request with a recorded key and the same fingerprint — method, percent-decoded path, SHA-256
+//! of the body, `Content-Type` and `X-Pairdb-Context` — gets the recorded response with
+//! `Idempotent-Replayed: true`; with another fingerprint, 422 `idempotency-key-reused`; while the
+//! first is in flight, 409 `idempotency-in-flight` with `Retry-After`. When the store cannot be
+//! reached the request is refused 503 `not-ready` and nothing runs (fail closed).
+//!
+//! The key still travels to the leader, which deduplicates by it: exactly-once does not rest on
+//! this store alone. Calls a gateway [`Forwarded`](crate::Forwarded) pass untouched (the gateway
+//! ran this layer).
+
+pub mod store;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use pairdb_core::ErrorKind;
+use pairdb_metadata::TenantConfig;
+use percent_encoding::percent_decode_str;
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use crate::principal::Forwarded;
+use crate::reject::{LayerError, Reject};
+use crate::trace::TraceContext;
+
+pub use store::{Begin, IdempotencyStore, MemoryIdempotencyStore, Recorded, StoreError};
+
+/// The request header carrying the client's key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header marking a replay.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The request header carrying the write's context token (part of the fingerprint).
+pub const CONTEXT: HeaderName = HeaderName::from_static("x-pairdb-context");
+
+/// How the layer behaves.
+#[derive(Clone, Debug)]
+pub struct IdempotencyConfig {
+    /// How long a completed response is replayed.
+    pub record_ttl: Duration,
+    /// How long an in-flight marker holds the key: above the longest a request may run, so a
+    /// marker outlives its request unless the process running it died.
+    pub in_flight_ttl: Duration,
+    /// The largest request body read (a larger one is refused 413); the handlers' own limit,
+    /// plus room for framing.
+    pub max_request_bytes: usize,
+    /// The largest response recorded; a larger one is answered but not recorded (the key is
+    /// released).
+    pub max_record_bytes: usize,
+    /// How long the layer waits for the request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            record_ttl: Duration::from_secs(24 * 3600),
+            in_flight_ttl: Duration::from_secs(60),
+            max_request_bytes: 2 << 20,
+            max_record_bytes: 64 << 10,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds [`IdempotencyService`].
+#[derive(Clone)]
+pub struct IdempotencyLayer<R> {
+    store: Arc<dyn IdempotencyStore>,
+    config: IdempotencyConfig,
+    reject: R,
+}
+
+impl<R: Reject> IdempotencyLayer<R> {
+    /// A layer recording in `store`, refusing through `reject`.
+    pub fn new(store: Arc<dyn IdempotencyStore>, config: IdempotencyConfig, reject: R) -> Self {
+        IdempotencyLayer {
+            store,
+            config,
+            reject,
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for IdempotencyLayer<R> {
+    type Service = IdempotencyService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            store: Arc::clone(&self.store),
+            config: self.config.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+/// Service of [`IdempotencyLayer`]. Put it innermost: it reads the tenant, and what it replays
+/// must be what the handler answered.
+#[derive(Clone)]
+pub struct IdempotencyService<S, R> {
+    inner: S,
+    store: Arc<dyn IdempotencyStore>,
+    config: IdempotencyConfig,
+    reject: R,
+}
+
+/// The fingerprint of a request: method, percent-decoded path, body digest, content type and
+/// context, each length-prefixed.
+pub fn fingerprint(
+    method: &Method,
+    path: &str,
+    content_type: Option<&[u8]>,
+    context: Option<&[u8]>,
+    body: &[u8],
+) -> [u8; 32] {
+    let decoded: Vec<u8> = percent_decode_str(path).collect();
+    let body_digest = Sha256::digest(body);
+    let mut h = Sha256::new();
+    for part in [
+        method.as_str().as_bytes(),
+        &decoded,
+        content_type.unwrap_or_default(),
+        context.unwrap_or_default(),
+        &body_digest,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// Whether a response of `status` is recorded (and replayed) rather than released.
+pub fn recorded(status: StatusCode) -> bool {
+    status.is_success() || (status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429))
+}
+
+impl<S, B, R> Service<Request<B>> for IdempotencyService<S, R>
+where
+    S: Service<Request<B>, Response = Response<R::Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: Reject,
+    R::Body: Body<Data = Bytes> + From<Bytes> + Send,
+    <R::Body as Body>::Error: std::fmt::Display + Send,
+{
+    type Response = Response<R::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The service that was polled ready serves this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let applies = !matches!(*request.method(), Method::GET | Method::HEAD)
+            && request.extensions().get::<Forwarded>().is_none();
+        let scope = request
+            .extensions()
+            .get::<TenantConfig>()
+            .map(|t| t.tenant_id.clone());
+        let key = request
+            .headers()
+            .get(IDEMPOTENCY_KEY)
+            .and_then(|v| pairdb_core::idempotency::parse(v.as_bytes()))
+            .map(str::to_owned);
+        let (Some(scope), Some(key), true) = (scope, key, applies) else {
+            return Box::pin(inner.call(request));
+        };
+        let store = Arc::clone(&self.store);
+        let config = self.config.clone();
+        let reject = self.reject.clone();
+        Box::pin(async move {
+            let trace = request.extensions().get::<TraceContext>().copied();
+            let refuse = |error: LayerError| Ok(reject.reject(error, trace.as_ref()));
+            let (parts, body) = request.into_parts();
+            let collected = tokio::time::timeout(
+                config.body_timeout,
+                Limited::new(body, config.max_request_bytes).collect(),
+            )
+            .await;
+            let body = match collected {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return refuse(LayerError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!(
+                            "the request body exceeds {} bytes",
+                            config.max_request_bytes
+                        ),
+                    ));
+                }
+                Ok(Err(e)) => {
+                    return refuse(LayerError::new(
+                        ErrorKind::BadRequest,
+                        format!("cannot read the request body: {e}"),
+                    ));
+                }
+                Err(_) => {
+                    return refuse(LayerError::new(
+                        ErrorKind::RequestTimeout,
+                        "the request body did not arrive in time",
+                    ));
+                }
+            };
+            let print = fingerprint(
+                &parts.method,
+                parts.uri.path(),
+                parts.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+                parts.headers.get(CONTEXT).map(HeaderValue::as_bytes),
+                &body,
+            );
+            let owner: u128 = rand::random();
+            let began = store
+                .begin(&scope, &key, print, owner, config.in_flight_ttl)
+                .await;
+            match began {
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency store unreachable; refusing the write");
+                    refuse(LayerError::new(
+                        ErrorKind::NotReady,
+                        "the idempotency store is unreachable; nothing was done, retry later",
+                    ))
+                }
+                Ok(Begin::Done(record)) if record.fingerprint == print => {
+                    Ok(replay::<R::Body>(record))
+                }
+                Ok(Begin::InFlight { fingerprint }) if fingerprint == print => refuse(
+                    LayerError::new(
+                        ErrorKind::IdempotencyInFlight,
+                        "a request with this idempotency key is still in flight; retry after it",
+                    )
+                    .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+                ),
+                Ok(Begin::Done(_) | Begin::InFlight { .. }) => refuse(LayerError::new(
+                    ErrorKind::IdempotencyKeyReused,
+                    "this idempotency key was used for a different request",
+                )),
+                Ok(Begin::Started) => {
+                    let request = Request::from_parts(parts, B::from(body));
+                    let response = inner.call(request).await?;
+                    Ok(
+                        finish::<R::Body>(&*store, &config, &scope, &key, owner, print, response)
+                            .await,
+                    )
+                }
+            }
+        })
+    }
+}
+
+/// The recorded response, marked as a replay.
+fn replay<RB: From<Bytes>>(record: Recorded) -> Response<RB> {
+    let mut response = Response::new(RB::from(record.body));
+    *response.status_mut() = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
+    for (name, value) in record.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// Records `response` (or releases the key), and returns it.
+async fn finish<RB>(
+    store: &dyn IdempotencyStore,
+    config: &IdempotencyConfig,
+    scope: &str,
+    key: &str,
+    owner: u128,
+    print: [u8; 32],
+    response: Response<RB>,
+) -> Response<RB>
+where
+    RB: Body<Data = Bytes> + From<Bytes> + Send,
+    RB::Error: std::fmt::Display + Send,
+{
+    if !recorded(response.status()) {
+        if let Err(e) = store.release(scope, key, owner).await {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+        }
+        return response;
+    }
+    // Only a body of known, bounded size is read to be recorded; any other passes through and
+    // releases the key.
+    let fits = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= config.max_record_bytes as u64);
+    if !fits {
+        if let Err(e) = store.release(scope, key, owner).await {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            tracing::warn!(error = %e, "a response body failed; not recorded for idempotency");
+            if let Err(e) = store.release(scope, key, owner).await {
+                tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+            }
+            let mut response = Response::from_parts(parts, RB::from(Bytes::new()));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
+        }
+    };
+    let record = Recorded {
+        fingerprint: print,
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: bytes.clone(),
+    };
+    if let Err(e) = store
+        .complete(scope, key, owner, record, config.record_ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a response for idempotency; a retry runs again (the leader deduplicates it)");
+    }
+    Response::from_parts(parts, RB::from(bytes))
+}
