@@ -148,6 +148,34 @@ impl Admin {
             .ok_or(CoordinatorError::TenantNotFound)
     }
 
+    /// Changes tenant `id`'s default consistency and rate limit, each only when given; returns
+    /// the tenant as changed. Every role applies it within its tenant cache's TTL (1 s).
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<&str>,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<TenantConfig, CoordinatorError> {
+        let level = default_consistency
+            .map(|s| {
+                s.parse::<Consistency>().map_err(|e| {
+                    CoordinatorError::invalid(ErrorKind::BadConsistency, e.to_string())
+                })
+            })
+            .transpose()?;
+        if rate_limit.is_some_and(|r| r.requests_per_second == 0 || r.burst == 0) {
+            return Err(CoordinatorError::invalid(
+                ErrorKind::BadRequest,
+                "rate_limit.requests_per_second and rate_limit.burst must be at least 1",
+            ));
+        }
+        self.cluster
+            .store()
+            .update_tenant(id, level, rate_limit)
+            .await?
+            .ok_or(CoordinatorError::TenantNotFound)
+    }
+
     /// Every tenant, by id.
     pub async fn list_tenants(&self) -> Result<Vec<TenantConfig>, CoordinatorError> {
         Ok(self.cluster.store().list_tenants().await?)

@@ -277,6 +277,26 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(tenant_to_pb(&tenant)))
     }
 
+    async fn update_tenant(
+        &self,
+        req: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        require_admin(&req)?;
+        let msg = req.into_inner();
+        let tenant = self
+            .admin
+            .update_tenant(
+                &msg.tenant_id,
+                msg.default_consistency.as_deref(),
+                msg.rate_limit.map(|r| pairdb_metadata::RateLimit {
+                    requests_per_second: r.requests_per_second,
+                    burst: r.burst,
+                }),
+            )
+            .await?;
+        Ok(Response::new(tenant_to_pb(&tenant)))
+    }
+
     async fn list_tenants(
         &self,
         req: Request<pb::ListTenantsRequest>,

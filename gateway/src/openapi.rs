@@ -14,7 +14,7 @@ use crate::routes::kv::WriteResult;
 use crate::routes::ops::StatusBody;
 use crate::routes::tenants::{
     ApiKeyInfoBody, CreateTenantBody, CreatedApiKeyBody, CreatedTenantBody, RateLimitBody,
-    TenantBody,
+    TenantBody, UpdateTenantBody,
 };
 use crate::routes::{admin, kv, ops, tenants};
 
@@ -32,6 +32,7 @@ use crate::routes::{admin, kv, ops, tenants};
         tenants::create_tenant,
         tenants::list_tenants,
         tenants::get_tenant,
+        tenants::update_tenant,
         tenants::create_api_key,
         tenants::list_api_keys,
         tenants::delete_api_key,
@@ -44,6 +45,7 @@ use crate::routes::{admin, kv, ops, tenants};
         ProblemBody,
         WriteResult,
         CreateTenantBody,
+        UpdateTenantBody,
         RateLimitBody,
         TenantBody,
         CreatedTenantBody,

@@ -62,6 +62,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Every tenant, ordered by id.
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError>;
 
+    /// Changes tenant `id`'s default consistency and rate limit, each only when given; returns
+    /// the tenant as it is now, or `None` if it does not exist (nothing is written then).
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<pairdb_core::Consistency>,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError>;
+
     /// Stores a new API key of an existing tenant.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError>;
 

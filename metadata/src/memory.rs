@@ -148,6 +148,25 @@ impl MetadataStore for MemoryStore {
         Ok(self.lock().tenants.values().cloned().collect())
     }
 
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<pairdb_core::Consistency>,
+        rate_limit: Option<crate::RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError> {
+        let mut inner = self.lock();
+        let Some(tenant) = inner.tenants.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(level) = default_consistency {
+            tenant.default_consistency = level;
+        }
+        if let Some(limit) = rate_limit {
+            tenant.rate_limit = limit;
+        }
+        Ok(Some(tenant.clone()))
+    }
+
     /// See [`MetadataStore::insert_api_key`]. A taken key id or a missing tenant is reported as
     /// [`MetadataError::Unavailable`], as by the SQLite store, and nothing is written.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {

@@ -194,6 +194,13 @@ const SELECT_TENANT: &str = "SELECT \
      tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
      FROM tenants WHERE tenant_id = $1";
 
+const UPDATE_TENANT: &str = "UPDATE tenants SET \
+     default_consistency = COALESCE($2, default_consistency), \
+     rate_rps = COALESCE($3, rate_rps), \
+     rate_burst = COALESCE($4, rate_burst) \
+     WHERE tenant_id = $1 \
+     RETURNING tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at";
+
 const SELECT_TENANTS: &str = "SELECT \
      tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
      FROM tenants ORDER BY tenant_id";
@@ -366,6 +373,25 @@ impl MetadataStore for SqliteStore {
             .iter()
             .map(tenant_from_row)
             .collect()
+    }
+
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<Consistency>,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError> {
+        sqlx::query(UPDATE_TENANT)
+            .bind(id)
+            .bind(default_consistency.map(|c| c.as_str()))
+            .bind(rate_limit.map(|r| i64::from(r.requests_per_second)))
+            .bind(rate_limit.map(|r| i64::from(r.burst)))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
     }
 
     /// See [`MetadataStore::insert_api_key`]. A missing tenant or a taken key id is reported as

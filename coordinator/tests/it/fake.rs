@@ -368,6 +368,16 @@ impl MetadataStore for CountingStore {
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
         self.inner.list_tenants().await
     }
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<pairdb_core::Consistency>,
+        rate_limit: Option<pairdb_metadata::RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError> {
+        self.inner
+            .update_tenant(id, default_consistency, rate_limit)
+            .await
+    }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
         self.inner.insert_api_key(key).await
     }

@@ -44,6 +44,18 @@ pub struct CreateTenantBody {
     pub rate_limit: Option<RateLimitBody>,
 }
 
+/// Body of `PATCH /v1/tenants/{tenant_id}`: what to change; the rest stays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantBody {
+    /// `one`, `quorum` or `all`.
+    #[serde(default)]
+    pub default_consistency: Option<String>,
+    /// The new limit (both fields at least 1).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitBody>,
+}
+
 /// A tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TenantBody {
@@ -107,7 +119,10 @@ impl From<pb::Tenant> for TenantBody {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/tenants/{tenant_id}", get(get_tenant))
+        .route(
+            "/v1/tenants/{tenant_id}",
+            get(get_tenant).patch(update_tenant),
+        )
         .route(
             "/v1/tenants/{tenant_id}/api-keys",
             get(list_api_keys).post(create_api_key),
@@ -224,6 +239,42 @@ pub async fn get_tenant(
             pb::GetTenantRequest { tenant_id },
             |mut c, r| async move { c.get_tenant(r).await },
         )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(Json(tenant.into()))
+}
+
+/// Changes a tenant's default consistency or rate limit; every role applies it within 1 s.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant_id}", tag = "tenants",
+    params(("tenant_id" = String, Path, description = "The tenant id")),
+    request_body = UpdateTenantBody,
+    responses(
+        (status = 200, description = "The tenant as changed", body = TenantBody),
+        (status = 400, description = "Malformed JSON, unknown consistency, or a zero rate limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(tenant_id): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateTenantBody>,
+) -> Result<Json<TenantBody>, Problem> {
+    let request = pb::UpdateTenantRequest {
+        tenant_id,
+        default_consistency: body.default_consistency,
+        rate_limit: body.rate_limit.map(|r| pb::RateLimit {
+            requests_per_second: r.requests_per_second,
+            burst: r.burst,
+        }),
+    };
+    let tenant = state
+        .coordinators
+        .call(&call, request, |mut c, r| async move {
+            c.update_tenant(r).await
+        })
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
     Ok(Json(tenant.into()))

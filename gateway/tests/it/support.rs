@@ -68,6 +68,16 @@ impl MetadataStore for SwitchableStore {
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
         self.up()?.list_tenants().await
     }
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<pairdb_core::Consistency>,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError> {
+        self.up()?
+            .update_tenant(id, default_consistency, rate_limit)
+            .await
+    }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
         self.up()?.insert_api_key(key).await
     }
@@ -418,6 +428,28 @@ impl Coordinator for FakeService {
             "missing" => Err(Status::not_found("no such tenant")),
             id => Ok(Response::new(tenant(id))),
         }
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        self.record("update_tenant", &request, |_| {});
+        if !FakeCoordinator::is_admin(&request) {
+            return Err(Status::permission_denied("admin only"));
+        }
+        let msg = request.into_inner();
+        if msg.tenant_id == "missing" {
+            return Err(Status::not_found("no such tenant"));
+        }
+        let mut t = tenant(&msg.tenant_id);
+        if let Some(level) = msg.default_consistency {
+            t.default_consistency = level;
+        }
+        if let Some(limit) = msg.rate_limit {
+            t.rate_limit = Some(limit);
+        }
+        Ok(Response::new(t))
     }
 
     async fn list_tenants(

@@ -188,3 +188,48 @@ async fn admin_nodes() {
         json!([{"node_id": "n1", "address": "127.0.0.1:7001", "state": "active", "tokens": 256, "load_bytes": 4096}])
     );
 }
+
+#[tokio::test]
+async fn patch_changes_what_it_is_given_and_only_for_the_admin() {
+    let h = Harness::start().await;
+    let changed = h
+        .admin(Method::PATCH, "/v1/tenants/acme")
+        .json(&serde_json::json!({
+            "default_consistency": "one",
+            "rate_limit": {"requests_per_second": 5, "burst": 9}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let body: serde_json::Value = changed.json().await.unwrap();
+    assert_eq!(body["default_consistency"], "one");
+    assert_eq!(
+        body["rate_limit"],
+        serde_json::json!({"requests_per_second": 5, "burst": 9})
+    );
+    let sent = h.coordinator.calls.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent.method, "update_tenant");
+
+    let missing = h
+        .admin(Method::PATCH, "/v1/tenants/missing")
+        .json(&serde_json::json!({"default_consistency": "all"}))
+        .send()
+        .await
+        .unwrap();
+    problem(missing, 404).await;
+    let unknown_field = h
+        .admin(Method::PATCH, "/v1/tenants/acme")
+        .json(&serde_json::json!({"replication_factor": 5}))
+        .send()
+        .await
+        .unwrap();
+    problem(unknown_field, 400).await;
+    let by_tenant = h
+        .tenant(Method::PATCH, "/v1/tenants/acme")
+        .json(&serde_json::json!({"default_consistency": "all"}))
+        .send()
+        .await
+        .unwrap();
+    problem(by_tenant, 403).await;
+}

@@ -28,6 +28,7 @@ macro_rules! metadata_store_suite {
             create_tenant_refuses_a_taken_id,
             create_tenant_races_have_one_winner,
             tenants_round_trip_and_list_by_id,
+            update_tenant_changes_only_what_it_is_given,
             api_keys_list_oldest_first_per_tenant,
             delete_api_key_only_deletes_the_tenants_own_key,
             nodes_upsert_and_list_by_id,
@@ -605,4 +606,50 @@ pub async fn nodes_upsert_and_list_by_id(store: &dyn MetadataStore) {
         store.list_nodes().await.expect("list_nodes"),
         vec![n1, n2b, n3]
     );
+}
+
+/// `update_tenant` changes the default consistency and the rate limit, each only when given,
+/// and nothing of a tenant that does not exist.
+pub async fn update_tenant_changes_only_what_it_is_given(store: &dyn MetadataStore) {
+    install(store, 1).await;
+    let t = tenant("acme", 3);
+    create(store, &t, &key("acme", "0000000000000001", &t.created_at)).await;
+    let limit = RateLimit {
+        requests_per_second: 7,
+        burst: u32::MAX,
+    };
+    let changed = store
+        .update_tenant("acme", None, Some(limit))
+        .await
+        .expect("update_tenant");
+    let mut want = TenantConfig {
+        rate_limit: limit,
+        ..t.clone()
+    };
+    assert_eq!(changed.as_ref(), Some(&want));
+    let changed = store
+        .update_tenant("acme", Some(Consistency::One), None)
+        .await
+        .expect("update_tenant");
+    want.default_consistency = Consistency::One;
+    assert_eq!(changed.as_ref(), Some(&want));
+    assert_eq!(
+        store.get_tenant("acme").await.expect("get"),
+        Some(want.clone())
+    );
+    assert_eq!(
+        store
+            .update_tenant("acme", None, None)
+            .await
+            .expect("update_tenant"),
+        Some(want)
+    );
+    assert_eq!(
+        store
+            .update_tenant("nobody", Some(Consistency::All), None)
+            .await
+            .expect("update_tenant"),
+        None
+    );
+    assert_eq!(store.get_tenant("nobody").await.expect("get"), None);
 }

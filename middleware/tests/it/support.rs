@@ -103,6 +103,16 @@ impl MetadataStore for TestStore {
     async fn list_tenants(&self) -> Result<Vec<TenantConfig>, MetadataError> {
         self.up()?.list_tenants().await
     }
+    async fn update_tenant(
+        &self,
+        id: &str,
+        default_consistency: Option<pairdb_core::Consistency>,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<Option<TenantConfig>, MetadataError> {
+        self.up()?
+            .update_tenant(id, default_consistency, rate_limit)
+            .await
+    }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), MetadataError> {
         self.up()?.insert_api_key(key).await
     }

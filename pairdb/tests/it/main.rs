@@ -12,3 +12,4 @@ mod processes;
 mod read_repair;
 mod sdk;
 mod storage_security;
+mod tenant_changes;
