@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http soak-engine bench-engine
+.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test.
 test: deps
@@ -29,6 +29,10 @@ fmt:
 ## PUT/GET throughput and latency of `pairdb dev` with wrk, per engine in one run (ENGINES="lsm memory" by default; see scripts/bench-http.sh).
 bench-http:
 	@for engine in $${ENGINES:-lsm memory}; do ENGINE=$$engine scripts/bench-http.sh || exit 1; done
+
+## What rate limiting and idempotency records cost: bench-http on the memory engine, every PUT with a client idempotency key, with the layers on and then off, in one run.
+bench-layers:
+	@for admission in on off; do ENGINE=memory IDEMPOTENCY_KEYS=1 ADMISSION=$$admission scripts/bench-http.sh || exit 1; done
 
 ## The LSM crash tests at length: its writer process SIGKILLed 500 times, and 500 simulated power cuts, per durability mode.
 soak-engine:

@@ -16,6 +16,10 @@ KEYS=${KEYS:-10000}
 PORT=${PORT:-18080}
 ENGINE=${ENGINE:-lsm}
 FSYNC=${FSYNC:-always}
+# ADMISSION=off: the gateway without rate limiting and idempotency records (what they cost).
+ADMISSION=${ADMISSION:-on}
+# IDEMPOTENCY_KEYS=1: every PUT carries a key of its own, as the SDK's do (a store round trip each).
+IDEMPOTENCY_KEYS=${IDEMPOTENCY_KEYS:-0}
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -29,7 +33,9 @@ cargo build --release --bin pairdb
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export PAIRDB_ADMIN_KEY=bench-admin-key
-./target/release/pairdb dev --engine "$ENGINE" --fsync "$FSYNC" --http 127.0.0.1:$PORT --data-dir "$work/data" >"$work/dev.log" 2>&1 &
+admission_flag=()
+[ "$ADMISSION" = off ] && admission_flag=(--no-admission)
+./target/release/pairdb dev --engine "$ENGINE" --fsync "$FSYNC" --http 127.0.0.1:$PORT --data-dir "$work/data" "${admission_flag[@]}" >"$work/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
@@ -39,7 +45,7 @@ API_KEY=$(curl -sf -X POST "http://127.0.0.1:$PORT/v1/tenants" \
   -H "Authorization: Bearer $PAIRDB_ADMIN_KEY" -H 'Content-Type: application/json' \
   -d '{"tenant_id":"bench","rate_limit":{"requests_per_second":1000000,"burst":1000000}}' \
   | sed -E 's/.*"api_key":"([^"]+)".*/\1/')
-export API_KEY VALUE_BYTES KEYS
+export API_KEY VALUE_BYTES KEYS IDEMPOTENCY_KEYS
 
 cat >"$work/put.lua" <<'LUA'
 local counter = 0
@@ -48,8 +54,13 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_KEY")
 wrk.headers["Content-Type"] = "application/octet-stream"
 wrk.body = string.rep("v", tonumber(os.getenv("VALUE_BYTES")))
 local keys = tonumber(os.getenv("KEYS"))
+local with_keys = os.getenv("IDEMPOTENCY_KEYS") == "1"
+local prefix = tostring(math.random(1, 1000000000))
 request = function()
   counter = counter + 1
+  if with_keys then
+    wrk.headers["Idempotency-Key"] = prefix .. "-" .. counter
+  end
   return wrk.format(nil, "/v1/kv/key-" .. (counter % keys))
 end
 LUA
@@ -71,7 +82,7 @@ LUA
 echo "== baseline: GET /healthz (gateway only) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/healthz" | tee "$work/base.txt"
 echo
-echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys, engine ${ENGINE}, fsync ${FSYNC}) =="
+echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys, engine ${ENGINE}, fsync ${FSYNC}, admission ${ADMISSION}, client idempotency keys ${IDEMPOTENCY_KEYS}) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT" | tee "$work/put.txt"
 echo
 echo "== GET (quorum, RF 3) =="

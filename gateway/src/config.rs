@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Time allowed for each request head to arrive (and for an idle keep-alive connection).
     pub header_read_timeout: Duration,
+    /// Rate limiting and idempotency records on (the default). Off only to measure what they
+    /// cost: a tenant is then unlimited and a retried write is deduplicated by the leader alone.
+    pub admission: bool,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +51,7 @@ impl Default for GatewayConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_connections: ConnectionLimits::default().max_connections,
             header_read_timeout: ConnectionLimits::default().header_read_timeout,
+            admission: true,
         }
     }
 }

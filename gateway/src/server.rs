@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
-use pairdb_middleware::idempotency::MemoryIdempotencyStore;
+use pairdb_middleware::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::{AuthConfig, Authenticator, IdempotencyConfig, RateLimits, TenantCache};
 use std::pin::Pin;
@@ -115,17 +115,19 @@ pub async fn build_router(
         ops,
         authenticator,
         tenant_cache,
-        RateLimits::new(),
-        (
-            Arc::new(MemoryIdempotencyStore::default()),
-            IdempotencyConfig {
-                // A marker outlives any request that is still running.
-                in_flight_ttl: config.request_timeout * 2 + Duration::from_secs(5),
-                max_request_bytes: config.max_value_bytes + (64 << 10),
-                body_timeout: config.request_timeout,
-                ..IdempotencyConfig::default()
-            },
-        ),
+        config.admission.then(|| {
+            (
+                RateLimits::new(),
+                Arc::new(MemoryIdempotencyStore::default()) as Arc<dyn IdempotencyStore>,
+                IdempotencyConfig {
+                    // A marker outlives any request that is still running.
+                    in_flight_ttl: config.request_timeout * 2 + Duration::from_secs(5),
+                    max_request_bytes: config.max_value_bytes + (64 << 10),
+                    body_timeout: config.request_timeout,
+                    ..IdempotencyConfig::default()
+                },
+            )
+        }),
         config.request_timeout,
     ))
 }

@@ -24,17 +24,22 @@ use crate::problem::{Problem, ProblemReject, is_problem};
 
 /// Wraps the `/v1` routes and the open `ops` routes in the stack, outermost first:
 /// received-at → trace → idempotency key → auth → tenant → rate limit → consistency →
-/// idempotency.
+/// idempotency (rate limit and idempotency only with `admission`).
 pub fn layers(
     v1: Router,
     ops: Router,
     authenticator: Authenticator,
     tenants: TenantCache,
-    limits: RateLimits,
-    idempotency: (Arc<dyn IdempotencyStore>, IdempotencyConfig),
+    admission: Option<(RateLimits, Arc<dyn IdempotencyStore>, IdempotencyConfig)>,
     request_timeout: Duration,
 ) -> Router {
-    let (records, idempotency) = idempotency;
+    let (limits, idempotency) = match admission {
+        Some((limits, records, config)) => (
+            Some(RateLimitLayer::new(limits, ProblemReject)),
+            Some(IdempotencyLayer::new(records, config, ProblemReject)),
+        ),
+        None => (None, None),
+    };
     let v1 = v1.layer(
         ServiceBuilder::new()
             // idempotency key: before anything can refuse a key write, so every answer names it.
@@ -44,11 +49,11 @@ pub fn layers(
             // tenant: needs auth's principal; loads the config whose default consistency is used next.
             .layer(TenantLayer::new(tenants, ProblemReject))
             // rate limit: needs the tenant's limit; refuses before anything costs a store or a replica.
-            .layer(RateLimitLayer::new(limits, ProblemReject))
+            .option_layer(limits)
             // consistency: after the tenant default is known; handlers read its extension.
             .layer(ConsistencyLayer::new(ProblemReject))
             // idempotency: innermost, so what it records and replays is the handler's answer.
-            .layer(IdempotencyLayer::new(records, idempotency, ProblemReject)),
+            .option_layer(idempotency),
     );
     v1.merge(ops)
         .fallback(crate::routes::route_not_found)

@@ -532,6 +532,7 @@ impl GatewayNode {
         secrets: &Secrets,
         request_timeout: Duration,
         limits: ConnectionLimits,
+        admission: bool,
     ) -> anyhow::Result<GatewayNode> {
         let mut config = pairdb_gateway::GatewayConfig::new(
             coordinators,
@@ -542,6 +543,7 @@ impl GatewayNode {
         config.request_timeout = request_timeout;
         config.max_connections = limits.max_connections;
         config.header_read_timeout = limits.header_read_timeout;
+        config.admission = admission;
         let limits = config.connection_limits();
         let router = pairdb_gateway::server::build_router(config, store).await?;
         let listener = TcpListener::from_std(listener)?;
@@ -588,6 +590,8 @@ pub struct LocalOptions {
     pub max_clock_skew: Duration,
     /// The gateway's connection bounds.
     pub edge: ConnectionLimits,
+    /// The gateway's rate limiting and idempotency records (see `GatewayConfig::admission`).
+    pub admission: bool,
     /// Worker threads of each storage node's runtime.
     pub node_workers: usize,
     /// When the storage nodes' acknowledged writes are on stable storage (`lsm` engine).
@@ -699,6 +703,7 @@ impl<N: LocalNode> LocalCluster<N> {
                 &secrets,
                 opts.request_timeout,
                 opts.edge,
+                opts.admission,
             )
             .await;
             match gateway {

@@ -65,3 +65,31 @@ async fn a_tenant_over_its_limit_gets_429_with_the_headers() {
     assert_ne!(other.status(), 429);
     assert_eq!(header(&other, "ratelimit-policy"), "\"tenant\";q=2000;w=2");
 }
+
+#[tokio::test]
+async fn without_admission_nothing_is_limited_or_recorded() {
+    let h = Harness::start_with(|config, _| config.admission = false).await;
+    let key = h
+        .add_tenant(
+            "slow",
+            RateLimit {
+                requests_per_second: 1,
+                burst: 1,
+            },
+        )
+        .await;
+    for body in ["a", "b", "c"] {
+        let response = h
+            .http
+            .request(Method::PUT, h.url("/v1/kv/k"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "same")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit"), "");
+        assert_eq!(header(&response, "idempotent-replayed"), "");
+    }
+}

@@ -23,6 +23,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         vnodes: pairdb_core::placement::DEFAULT_VNODES,
         max_clock_skew: Duration::from_millis(args.node_limits.max_clock_skew),
         edge: args.edge.limits(),
+        admission: !args.edge.no_admission,
         // Like a process of its own, each node schedules its calls on its own runtime.
         node_workers: args.node_limits.workers(1),
         durability: args.node_limits.fsync,

@@ -20,6 +20,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         &secrets,
         Duration::from_millis(args.request_timeout),
         args.edge.limits(),
+        !args.edge.no_admission,
     )
     .await?;
     println!("gateway listening on http://{}", gateway.addr);
