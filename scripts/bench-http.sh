@@ -55,13 +55,21 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 wrk.body = string.rep("v", tonumber(os.getenv("VALUE_BYTES")))
 local keys = tonumber(os.getenv("KEYS"))
 local with_keys = os.getenv("IDEMPOTENCY_KEYS") == "1"
-local prefix = tostring(math.random(1, 1000000000))
+-- Each wrk thread has its own Lua state: number them, so their idempotency keys differ.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 request = function()
   counter = counter + 1
   if with_keys then
-    wrk.headers["Idempotency-Key"] = prefix .. "-" .. counter
+    wrk.headers["Idempotency-Key"] = "t" .. tostring(tid) .. "-" .. counter
   end
   return wrk.format(nil, "/v1/kv/key-" .. (counter % keys))
+end
+response = function(status)
+  if status ~= 200 then error("PUT answered " .. status) end
 end
 LUA
 cat >"$work/get.lua" <<'LUA'

@@ -1,7 +1,7 @@
 //! The pairdb REST gateway: the public edge of the cluster (`docs/api.md`).
 //!
 //! Requests pass the middleware stack ([`stack::layers`]: trace → idempotency key → auth →
-//! tenant → consistency),
+//! tenant → rate limit → consistency → idempotency),
 //! are validated at the edge (key, value size, headers, JSON bodies; a bad request is a 4xx
 //! problem+json, never a 5xx), and are forwarded over gRPC to a coordinator
 //! ([`coordinators`]), whose errors are mapped back to problems in one place ([`problem`]).

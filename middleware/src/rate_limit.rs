@@ -62,9 +62,10 @@ impl TenantBucket {
         let instances = instances.max(1);
         let rate = (f64::from(limit.requests_per_second.max(1)) / f64::from(instances)).max(1e-3);
         let burst = (limit.burst / instances).max(1);
-        let period = Duration::from_secs_f64(1.0 / rate);
+        // One token every `period`, at least a nanosecond (a billion a second and up).
+        let period = Duration::from_nanos(((1e9 / rate).round() as u64).max(1));
         let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         let window = (f64::from(burst) / rate).ceil().max(1.0) as u64;
         let policy = HeaderValue::from_str(&format!("\"tenant\";q={burst};w={window}"))
@@ -168,11 +169,13 @@ impl RateLimits {
                 let wait = not_until.wait_time_from(self.shared.clock.now());
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let seconds = seconds.max(1);
+                // `t`: until the bucket is full again; `Retry-After`: until one token.
+                let full = bucket.seconds_to_refill(bucket.burst).max(seconds);
                 Decision::Limited {
                     retry_after: wait,
                     headers: [
                         (RATELIMIT_POLICY, bucket.policy.clone()),
-                        (RATELIMIT, ratelimit_value(0, seconds)),
+                        (RATELIMIT, ratelimit_value(0, full)),
                         (RETRY_AFTER, HeaderValue::from(seconds)),
                     ],
                 }
@@ -366,12 +369,29 @@ mod tests {
             } => {
                 assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
                 assert_eq!(header(&headers, &RETRY_AFTER), "1");
-                assert_eq!(header(&headers, &RATELIMIT), "\"tenant\";r=0;t=1");
+                assert_eq!(header(&headers, &RATELIMIT), "\"tenant\";r=0;t=3");
             }
             Decision::Allowed(_) => panic!("admitted past the burst"),
         }
         // Other tenants have buckets of their own.
         assert!(matches!(limits.check("other", &slow), Decision::Allowed(_)));
+    }
+
+    #[test]
+    fn any_rate_makes_a_bucket_that_admits() {
+        let limits = RateLimits::new();
+        for (rps, burst) in [(u32::MAX, u32::MAX), (u32::MAX, 1), (1, u32::MAX), (1, 1)] {
+            assert!(matches!(
+                limits.check("acme", &limit(rps, burst)),
+                Decision::Allowed(_)
+            ));
+        }
+        // The fastest bucket refills at once.
+        let fast = limit(u32::MAX, 1);
+        let admitted = (0..100)
+            .filter(|_| matches!(limits.check("fast", &fast), Decision::Allowed(_)))
+            .count();
+        assert!(admitted > 50, "{admitted} of 100");
     }
 
     #[test]

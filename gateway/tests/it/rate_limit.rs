@@ -46,7 +46,7 @@ async fn a_tenant_over_its_limit_gets_429_with_the_headers() {
     }
     let refused = put(2).await.unwrap();
     assert_eq!(header(&refused, "retry-after"), "1");
-    assert_eq!(header(&refused, "ratelimit"), "\"tenant\";r=0;t=1");
+    assert_eq!(header(&refused, "ratelimit"), "\"tenant\";r=0;t=2");
     assert_eq!(header(&refused, "ratelimit-policy"), "\"tenant\";q=2;w=2");
     let body = problem(refused, 429).await;
     assert_eq!(body["type"], "https://pairdb.dev/problems/rate-limited");

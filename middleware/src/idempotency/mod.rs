@@ -6,8 +6,8 @@
 //! in-flight marker for `(tenant, key)` with an owner token and a TTL above the request deadline,
 //! runs the request, and records the response for 24 h (configurable) if it is a 2xx or a
 //! deterministic 4xx — never a 401, 408, 429 or 5xx, which release the key so a retry runs again.
-//! A request with a recorded key and the same fingerprint — method, percent-decoded path, SHA-256
-//! of the body, `Content-Type` and `X-Pairdb-Context` — gets the recorded response with
+//! A request with a recorded key and the same fingerprint — method, path, SHA-256 of the body,
+//! `Content-Type` and `X-Pairdb-Context` — gets the recorded response with
 //! `Idempotent-Replayed: true`; with another fingerprint, 422 `idempotency-key-reused`; while the
 //! first is in flight, 409 `idempotency-in-flight` with `Retry-After`. When the store cannot be
 //! reached the request is refused 503 `not-ready` and nothing runs (fail closed).
@@ -30,7 +30,6 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use pairdb_core::ErrorKind;
 use pairdb_metadata::TenantConfig;
-use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
@@ -119,28 +118,30 @@ pub struct IdempotencyService<S, R> {
     reject: R,
 }
 
-/// The fingerprint of a request: method, percent-decoded path, body digest, content type and
-/// context, each length-prefixed.
+/// The fingerprint of a request: method, path (as sent: one key has one encoding a client
+/// keeps to), body digest, and every value of `Content-Type` and `X-Pairdb-Context` (absent,
+/// empty and repeated headers all differ), each length-prefixed.
 pub fn fingerprint(
     method: &Method,
     path: &str,
-    content_type: Option<&[u8]>,
-    context: Option<&[u8]>,
+    headers: &http::HeaderMap,
     body: &[u8],
 ) -> [u8; 32] {
-    let decoded: Vec<u8> = percent_decode_str(path).collect();
-    let body_digest = Sha256::digest(body);
     let mut h = Sha256::new();
-    for part in [
-        method.as_str().as_bytes(),
-        &decoded,
-        content_type.unwrap_or_default(),
-        context.unwrap_or_default(),
-        &body_digest,
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(method.as_str().as_bytes());
+    part(path.as_bytes());
+    for name in [CONTENT_TYPE, CONTEXT] {
+        let values: Vec<&HeaderValue> = headers.get_all(&name).iter().collect();
+        part(&(values.len() as u64).to_le_bytes());
+        for v in values {
+            part(v.as_bytes());
+        }
     }
+    part(&Sha256::digest(body));
     h.finalize().into()
 }
 
@@ -222,13 +223,7 @@ where
                     ));
                 }
             };
-            let print = fingerprint(
-                &parts.method,
-                parts.uri.path(),
-                parts.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
-                parts.headers.get(CONTEXT).map(HeaderValue::as_bytes),
-                &body,
-            );
+            let print = fingerprint(&parts.method, parts.uri.path(), &parts.headers, &body);
             let owner: u128 = rand::random();
             let began = store
                 .begin(&scope, &key, print, owner, config.in_flight_ttl)
@@ -256,15 +251,72 @@ where
                     "this idempotency key was used for a different request",
                 )),
                 Ok(Begin::Started) => {
+                    // If this request is dropped before it finishes (the client went away), the
+                    // marker is released, so a retry runs instead of waiting out its TTL.
+                    let mut marker = Marker {
+                        store: Some(Arc::clone(&store)),
+                        scope: scope.clone(),
+                        key: key.clone(),
+                        owner,
+                    };
                     let request = Request::from_parts(parts, B::from(body));
-                    let response = inner.call(request).await?;
-                    Ok(
+                    let response = match inner.call(request).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            marker.release().await;
+                            return Err(e);
+                        }
+                    };
+                    let response =
                         finish::<R::Body>(&*store, &config, &scope, &key, owner, print, response)
-                            .await,
-                    )
+                            .await;
+                    // `finish` recorded or released the marker (a release after a record does
+                    // nothing, should this be dropped while `finish` ran).
+                    marker.store = None;
+                    Ok(response)
                 }
             }
         })
+    }
+}
+
+/// An in-flight marker held by a running request: released when the request is dropped
+/// before it finishes.
+struct Marker {
+    /// `None` once the request's outcome took charge of the marker.
+    store: Option<Arc<dyn IdempotencyStore>>,
+    scope: String,
+    key: String,
+    owner: u128,
+}
+
+impl Marker {
+    async fn release(&mut self) {
+        if let Some(store) = self.store.take()
+            && let Err(e) = store.release(&self.scope, &self.key, self.owner).await
+        {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+        }
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (scope, key, owner) = (
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+            self.owner,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.release(&scope, &key, owner).await {
+                    tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+                }
+            });
+        }
     }
 }
 
@@ -347,6 +399,9 @@ where
         .await
     {
         tracing::warn!(error = %e, "cannot record a response for idempotency; a retry runs again (the leader deduplicates it)");
+        if let Err(e) = store.release(scope, key, owner).await {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
+        }
     }
     Response::from_parts(parts, RB::from(bytes))
 }

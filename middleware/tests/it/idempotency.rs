@@ -314,28 +314,84 @@ async fn a_second_gateway_replays_the_first_ones_answer_or_waits_out_its_death()
     assert_eq!(body, "call 1");
     assert_eq!(headers["idempotent-replayed"], "true");
 
-    // Gateway C died mid-request: its marker holds the key until its TTL, then B runs it (the
-    // leader deduplicates the write by its key).
-    inner.hold.store(true, Ordering::SeqCst);
-    let mut c = IdempotencyLayer::new(
-        store.clone(),
-        IdempotencyConfig {
-            in_flight_ttl: Duration::from_millis(200),
-            ..config()
-        },
-        SlugReject,
-    )
-    .layer(inner.service());
-    let entered = inner.entered.notified();
-    let dying = tokio::spawn(async move { send(&mut c, write("/v1/kv/a", Some("k2"), "v")).await });
-    entered.await;
-    dying.abort();
-    inner.hold.store(false, Ordering::SeqCst);
+    // Gateway C died mid-request (a process gone runs no cleanup): its marker holds the key
+    // until its TTL, then B runs the write (the leader deduplicates it by its key).
+    tokio::time::pause();
+    let print = pairdb_middleware::idempotency::fingerprint(
+        &http::Method::PUT,
+        "/v1/kv/a",
+        write("/v1/kv/a", Some("k2"), "v").headers(),
+        b"v",
+    );
+    let left = store
+        .begin("acme", "k2", print, 7, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(left, Begin::Started);
     assert_eq!(
         send(&mut b, write("/v1/kv/a", Some("k2"), "v")).await.0,
         StatusCode::CONFLICT
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
     let (status, body, _) = send(&mut b, write("/v1/kv/a", Some("k2"), "v")).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "call 3"));
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "call 2"));
+}
+
+#[tokio::test]
+async fn a_request_dropped_midway_releases_its_key() {
+    let inner = Inner::default();
+    inner.hold.store(true, Ordering::SeqCst);
+    let store = Arc::new(MemoryIdempotencyStore::default());
+    let layer = IdempotencyLayer::new(store, config(), SlugReject);
+    let mut first = layer.layer(inner.service());
+    let mut second = first.clone();
+    let entered = inner.entered.notified();
+    let running =
+        tokio::spawn(async move { send(&mut first, write("/v1/kv/a", Some("k1"), "v")).await });
+    entered.await;
+    // The client went away: its request is dropped before it finished.
+    running.abort();
+    let _ = running.await;
+    inner.hold.store(false, Ordering::SeqCst);
+    let mut status = StatusCode::CONFLICT;
+    for _ in 0..100 {
+        status = send(&mut second, write("/v1/kv/a", Some("k1"), "v"))
+            .await
+            .0;
+        if status != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(status, StatusCode::OK, "the key was released");
+}
+
+#[test]
+fn fingerprints_tell_absent_empty_and_repeated_headers_apart() {
+    use pairdb_middleware::idempotency::fingerprint;
+    let put = http::Method::PUT;
+    let print = |headers: &[(&str, &str)]| {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        fingerprint(&put, "/v1/kv/a", &map, b"v")
+    };
+    let all = [
+        print(&[]),
+        print(&[("x-pairdb-context", "")]),
+        print(&[("x-pairdb-context", "c")]),
+        print(&[("x-pairdb-context", "c"), ("x-pairdb-context", "c")]),
+        print(&[("content-type", "c")]),
+        fingerprint(&put, "/v1/kv/a%2Fb", &http::HeaderMap::new(), b"v"),
+        fingerprint(&put, "/v1/kv/a/b", &http::HeaderMap::new(), b"v"),
+    ];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
 }

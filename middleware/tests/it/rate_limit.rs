@@ -85,7 +85,7 @@ async fn a_tenant_gets_its_burst_then_429s_that_never_reach_the_inner_service() 
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.body(), "rate-limited");
     assert_eq!(header(&response, &http::header::RETRY_AFTER), "1");
-    assert_eq!(header(&response, &RATELIMIT), "\"tenant\";r=0;t=1");
+    assert_eq!(header(&response, &RATELIMIT), "\"tenant\";r=0;t=2");
     assert_eq!(header(&response, &RATELIMIT_POLICY), "\"tenant\";q=2;w=2");
 }
 
