@@ -1,7 +1,7 @@
 //! The metadata store of pairdb: tenants, API keys, storage nodes and placements.
 //!
 //! [`MetadataStore`] is the one seam; [`sqlite::SqliteStore`] implements it for the embedded
-//! default (and PostgreSQL will implement it through the same sqlx code path), and
+//! default, [`postgres::PostgresStore`] for production (the same queries on a twin schema), and
 //! [`memory::MemoryStore`] is an in-memory store for tests and tools, with the same semantics.
 //! [`api_key`] mints and verifies API keys, which the store keeps only as HMAC-SHA256 under the
 //! server secret.
@@ -11,6 +11,7 @@
 pub mod api_key;
 pub mod memory;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 pub use memory::MemoryStore;

@@ -138,7 +138,7 @@ impl SqliteStore {
 
 /// Maps a sqlx error: undecodable rows are [`MetadataError::Corrupt`], everything else (I/O, pool,
 /// busy database, constraint violations not handled by the caller) [`MetadataError::Unavailable`].
-fn map_err(e: sqlx::Error) -> MetadataError {
+pub(crate) fn map_err(e: sqlx::Error) -> MetadataError {
     match e {
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
@@ -149,7 +149,7 @@ fn map_err(e: sqlx::Error) -> MetadataError {
     }
 }
 
-fn map_migrate_err(e: sqlx::migrate::MigrateError) -> MetadataError {
+pub(crate) fn map_migrate_err(e: sqlx::migrate::MigrateError) -> MetadataError {
     use sqlx::migrate::MigrateError;
     match e {
         MigrateError::Execute(e) => map_err(e),
@@ -160,19 +160,19 @@ fn map_migrate_err(e: sqlx::migrate::MigrateError) -> MetadataError {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// `u64` → SQL integer; epochs beyond `i64::MAX` cannot be stored.
-fn epoch_to_sql(epoch: u64) -> Result<i64, MetadataError> {
+pub(crate) fn epoch_to_sql(epoch: u64) -> Result<i64, MetadataError> {
     i64::try_from(epoch).map_err(|_| {
         MetadataError::Corrupt(format!("epoch {epoch} does not fit a signed 64-bit column"))
     })
 }
 
 /// SQL integer → `u64`, rejecting negative stored epochs.
-fn epoch_from_sql(epoch: i64) -> Result<u64, MetadataError> {
+pub(crate) fn epoch_from_sql(epoch: i64) -> Result<u64, MetadataError> {
     u64::try_from(epoch)
         .map_err(|_| MetadataError::Corrupt(format!("negative placement epoch {epoch}")))
 }
@@ -186,22 +186,22 @@ fn text_column(row: &SqliteRow, column: &str) -> Result<String, MetadataError> {
     row.try_get(column).map_err(map_err)
 }
 
-const INSERT_TENANT: &str = "INSERT INTO tenants \
+pub(crate) const INSERT_TENANT: &str = "INSERT INTO tenants \
      (tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
-const SELECT_TENANT: &str = "SELECT \
+pub(crate) const SELECT_TENANT: &str = "SELECT \
      tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
      FROM tenants WHERE tenant_id = $1";
 
-const UPDATE_TENANT: &str = "UPDATE tenants SET \
+pub(crate) const UPDATE_TENANT: &str = "UPDATE tenants SET \
      default_consistency = COALESCE($2, default_consistency), \
      rate_rps = COALESCE($3, rate_rps), \
      rate_burst = COALESCE($4, rate_burst) \
      WHERE tenant_id = $1 \
      RETURNING tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at";
 
-const SELECT_TENANTS: &str = "SELECT \
+pub(crate) const SELECT_TENANTS: &str = "SELECT \
      tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
      FROM tenants ORDER BY tenant_id";
 

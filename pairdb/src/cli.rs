@@ -80,7 +80,8 @@ pub struct DevArgs {
     /// (forgets everything on restart; for experiments).
     #[arg(long, env = "PAIRDB_ENGINE", value_enum, default_value = "lsm")]
     pub engine: EngineKind,
-    /// Metadata store URL (default: SQLite in the data dir).
+    /// Metadata store URL, `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` (default: SQLite in
+    /// the data dir).
     #[arg(long, env = "PAIRDB_METADATA_URL")]
     pub metadata_url: Option<String>,
     /// Default (and maximum) request deadline in milliseconds.
@@ -180,7 +181,7 @@ pub struct CoordinatorArgs {
     /// gRPC listen address.
     #[arg(long, env = "PAIRDB_LISTEN")]
     pub listen: SocketAddr,
-    /// Metadata store URL (`sqlite://…`).
+    /// Metadata store URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "PAIRDB_METADATA_URL")]
     pub metadata_url: String,
     /// First placement, written only when the metadata store has none: `ID=ADDR,ID=ADDR,…`.
@@ -211,7 +212,7 @@ pub struct GatewayArgs {
         required = true
     )]
     pub coordinators: Vec<String>,
-    /// Metadata store URL (`sqlite://…`).
+    /// Metadata store URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "PAIRDB_METADATA_URL")]
     pub metadata_url: String,
     /// Default (and maximum) request deadline in milliseconds.

@@ -43,9 +43,12 @@ pub async fn open_metadata(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> 
             .with_context(|| format!("opening metadata store {url}"))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        bail!("PostgreSQL metadata is not available in this release; use a sqlite:// URL")
+        let store = pairdb_metadata::postgres::PostgresStore::open(url)
+            .await
+            .with_context(|| format!("opening metadata store {url}"))?;
+        Ok(Arc::new(store))
     } else {
-        bail!("unsupported metadata URL {url:?}: expected sqlite://PATH")
+        bail!("unsupported metadata URL {url:?}: expected sqlite://PATH or postgres://…")
     }
 }
 
