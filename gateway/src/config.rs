@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     /// Rate limiting and idempotency records on (the default). Off only to measure what they
     /// cost: a tenant is then unlimited and a retried write is deduplicated by the leader alone.
     pub admission: bool,
+    /// Redis for idempotency records, shared by every gateway (`redis://host:port/db`); `None`
+    /// keeps them in this process.
+    pub redis_url: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             max_connections: ConnectionLimits::default().max_connections,
             header_read_timeout: ConnectionLimits::default().header_read_timeout,
             admission: true,
+            redis_url: None,
         }
     }
 }

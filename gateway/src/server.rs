@@ -28,7 +28,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
-use pairdb_middleware::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
+use pairdb_middleware::idempotency::{
+    IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore,
+};
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::{AuthConfig, Authenticator, IdempotencyConfig, RateLimits, TenantCache};
 use std::pin::Pin;
@@ -110,6 +112,14 @@ pub async fn build_router(
         .merge(admin::routes())
         .with_state(state.clone());
     let ops = ops::routes().with_state(state);
+    let records: Arc<dyn IdempotencyStore> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisIdempotencyStore::connect(url)
+                .await
+                .map_err(|e| GatewayError::Config(format!("idempotency store at {url}: {e}")))?,
+        ),
+        None => Arc::new(MemoryIdempotencyStore::default()),
+    };
     Ok(layers(
         v1,
         ops,
@@ -118,7 +128,7 @@ pub async fn build_router(
         config.admission.then(|| {
             (
                 RateLimits::new(),
-                Arc::new(MemoryIdempotencyStore::default()) as Arc<dyn IdempotencyStore>,
+                records,
                 IdempotencyConfig {
                     // A marker outlives any request that is still running.
                     in_flight_ttl: config.request_timeout * 2 + Duration::from_secs(5),

@@ -133,9 +133,13 @@ pub struct EdgeArgs {
     #[arg(long, env = "PAIRDB_HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub header_read_timeout: u64,
     /// Turn off rate limiting and the gateway's idempotency records, to measure what they cost
-    /// (`make bench-http ADMISSION=off`); never in production.
+    /// (`make bench-layers`); never in production.
     #[arg(long, env = "PAIRDB_NO_ADMISSION")]
     pub no_admission: bool,
+    /// Redis for the gateway's idempotency records, shared by every gateway
+    /// (`redis://HOST:PORT/DB`); default: kept in the gateway's memory.
+    #[arg(long, env = "PAIRDB_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 impl EdgeArgs {

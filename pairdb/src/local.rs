@@ -535,7 +535,7 @@ impl GatewayNode {
         secrets: &Secrets,
         request_timeout: Duration,
         limits: ConnectionLimits,
-        admission: bool,
+        admission: Admission,
     ) -> anyhow::Result<GatewayNode> {
         let mut config = pairdb_gateway::GatewayConfig::new(
             coordinators,
@@ -546,7 +546,8 @@ impl GatewayNode {
         config.request_timeout = request_timeout;
         config.max_connections = limits.max_connections;
         config.header_read_timeout = limits.header_read_timeout;
-        config.admission = admission;
+        config.admission = admission.enabled;
+        config.redis_url = admission.redis_url;
         let limits = config.connection_limits();
         let router = pairdb_gateway::server::build_router(config, store).await?;
         let listener = TcpListener::from_std(listener)?;
@@ -593,12 +594,30 @@ pub struct LocalOptions {
     pub max_clock_skew: Duration,
     /// The gateway's connection bounds.
     pub edge: ConnectionLimits,
-    /// The gateway's rate limiting and idempotency records (see `GatewayConfig::admission`).
-    pub admission: bool,
+    /// The gateway's rate limiting and idempotency records.
+    pub admission: Admission,
     /// Worker threads of each storage node's runtime.
     pub node_workers: usize,
     /// When the storage nodes' acknowledged writes are on stable storage (`lsm` engine).
     pub durability: Durability,
+}
+
+/// A gateway's rate limiting and idempotency records.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// Both on (see `GatewayConfig::admission`).
+    pub enabled: bool,
+    /// Redis for the idempotency records (`None`: in the gateway's memory).
+    pub redis_url: Option<String>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            enabled: true,
+            redis_url: None,
+        }
+    }
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -706,7 +725,7 @@ impl<N: LocalNode> LocalCluster<N> {
                 &secrets,
                 opts.request_timeout,
                 opts.edge,
-                opts.admission,
+                opts.admission.clone(),
             )
             .await;
             match gateway {

@@ -16,6 +16,7 @@
 //! this store alone. Calls a gateway [`Forwarded`](crate::Forwarded) pass untouched (the gateway
 //! ran this layer).
 
+pub mod redis;
 pub mod store;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::principal::Forwarded;
 use crate::reject::{LayerError, Reject};
 use crate::trace::TraceContext;
 
+pub use redis::RedisIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, MemoryIdempotencyStore, Recorded, StoreError};
 
 /// The request header carrying the client's key.

@@ -395,3 +395,33 @@ fn fingerprints_tell_absent_empty_and_repeated_headers_apart() {
         }
     }
 }
+
+/// Two gateways sharing Redis: a retry through the second is replayed from the first's record.
+#[tokio::test]
+async fn gateways_sharing_redis_replay_each_others_answers() {
+    let server = crate::redis_server::RedisServer::start().await;
+    let inner = Inner::default();
+    let connect = || async {
+        Arc::new(
+            pairdb_middleware::idempotency::RedisIdempotencyStore::connect(&server.url)
+                .await
+                .unwrap(),
+        )
+    };
+    let mut a = IdempotencyLayer::new(connect().await, config(), SlugReject).layer(inner.service());
+    let mut b = IdempotencyLayer::new(connect().await, config(), SlugReject).layer(inner.service());
+    let (status, body, _) = send(&mut a, write("/v1/kv/a", Some("k1"), "v")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "call 1"));
+    let (status, body, headers) = send(&mut b, write("/v1/kv/a", Some("k1"), "v")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "call 1"));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["x-call"], "1");
+    let (status, _, _) = send(&mut b, write("/v1/kv/a", Some("k1"), "other")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    // Redis gone: writes are refused, nothing runs.
+    drop(server);
+    let (status, _, _) = send(&mut a, write("/v1/kv/a", Some("k2"), "v")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+}

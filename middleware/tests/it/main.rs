@@ -5,7 +5,9 @@
 mod auth;
 mod consistency;
 mod idempotency;
+mod idempotency_store;
 mod rate_limit;
+mod redis_server;
 mod stack;
 mod support;
 mod tenant;

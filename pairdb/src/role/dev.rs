@@ -5,7 +5,7 @@ use std::time::Duration;
 use pairdb_storage::dir_lock::DirLock;
 
 use crate::cli::DevArgs;
-use crate::local::{LocalCluster, LocalOptions};
+use crate::local::{Admission, LocalCluster, LocalOptions};
 use crate::{secrets, shutdown};
 
 /// Runs the local cluster until SIGINT/SIGTERM.
@@ -23,7 +23,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         vnodes: pairdb_core::placement::DEFAULT_VNODES,
         max_clock_skew: Duration::from_millis(args.node_limits.max_clock_skew),
         edge: args.edge.limits(),
-        admission: !args.edge.no_admission,
+        admission: Admission {
+            enabled: !args.edge.no_admission,
+            redis_url: args.edge.redis_url.clone(),
+        },
         // Like a process of its own, each node schedules its calls on its own runtime.
         node_workers: args.node_limits.workers(1),
         durability: args.node_limits.fsync,

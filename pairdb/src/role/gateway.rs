@@ -20,7 +20,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         &secrets,
         Duration::from_millis(args.request_timeout),
         args.edge.limits(),
-        !args.edge.no_admission,
+        local::Admission {
+            enabled: !args.edge.no_admission,
+            redis_url: args.edge.redis_url.clone(),
+        },
     )
     .await?;
     println!("gateway listening on http://{}", gateway.addr);

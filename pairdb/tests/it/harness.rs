@@ -50,7 +50,7 @@ pub async fn start(nodes: u32) -> TestCluster {
         vnodes: 64,
         max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         edge: pairdb_gateway::server::ConnectionLimits::default(),
-        admission: true,
+        admission: pairdb::local::Admission::default(),
         node_workers: NODE_WORKERS,
         durability: pairdb_storage::durability::Durability::Always,
     };

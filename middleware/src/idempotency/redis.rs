@@ -1,0 +1,317 @@
+//! [`RedisIdempotencyStore`]: idempotency records in Redis, shared by every gateway, so a retry
+//! through another gateway is replayed too (DESIGN §3; run Redis with persistence, AOF).
+//!
+//! One key per `(tenant, idempotency key)`, `pairdb:idem:<tenant>:<key>` (tenant ids hold no
+//! `:`), expiring with its marker or record. Its value:
+//!
+//! ```text
+//! marker:  'I' | owner (16 bytes) | fingerprint (32 bytes)
+//! record:  'D' | fingerprint (32) | status u16 LE | header count u16 LE
+//!              | per header: name length u16 LE, name, value length u32 LE, value
+//!              | body (the rest)
+//! ```
+//!
+//! The marker is taken with `SET NX PX`; completing and releasing compare the owner and replace
+//! or delete in one Lua script, so a request whose marker expired and was taken by another never
+//! overwrites that one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::redis::{self, Value};
+use deadpool_redis::{Config, Pool, Runtime};
+
+use super::store::{Begin, IdempotencyStore, Recorded, StoreError};
+
+/// The longest a connection may take to be made or handed out.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+const MARKER: u8 = b'I';
+const RECORD: u8 = b'D';
+
+/// Replaces the value with ARGV[2] (expiring in ARGV[3] ms) if it is still ARGV[1]'s marker.
+const COMPLETE: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and string.sub(v, 1, 17) == ARGV[1] then \
+      redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0";
+
+/// Deletes the key if it is still ARGV[1]'s marker.
+const RELEASE: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and string.sub(v, 1, 17) == ARGV[1] then \
+      redis.call('DEL', KEYS[1]) return 1 end return 0";
+
+/// Idempotency records in Redis. Cheap to clone (a connection pool).
+#[derive(Clone)]
+pub struct RedisIdempotencyStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for RedisIdempotencyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisIdempotencyStore")
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl RedisIdempotencyStore {
+    /// Connects to `url` (`redis://host:port/db`), checking the server answers.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(url);
+        // A Redis that hangs fails calls within a bound instead of holding requests forever.
+        config.pool = Some(deadpool_redis::PoolConfig {
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(CALL_TIMEOUT),
+                create: Some(CALL_TIMEOUT),
+                recycle: Some(CALL_TIMEOUT),
+            },
+            ..deadpool_redis::PoolConfig::default()
+        });
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        let store = RedisIdempotencyStore { pool };
+        let mut conn = store.conn().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(store)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+fn redis_key(scope: &str, key: &str) -> String {
+    format!("pairdb:idem:{scope}:{key}")
+}
+
+fn owner_prefix(owner: u128) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17);
+    v.push(MARKER);
+    v.extend_from_slice(&owner.to_le_bytes());
+    v
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Encodes a record as the module docs say.
+pub fn encode_record(r: &Recorded) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + r.body.len());
+    out.push(RECORD);
+    out.extend_from_slice(&r.fingerprint);
+    out.extend_from_slice(&r.status.to_le_bytes());
+    let headers: Vec<&(String, Vec<u8>)> = r
+        .headers
+        .iter()
+        .filter(|(n, v)| n.len() <= usize::from(u16::MAX) && u32::try_from(v.len()).is_ok())
+        .take(usize::from(u16::MAX))
+        .collect();
+    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(&r.body);
+    out
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = (bytes.get(..n)?, bytes.get(n..)?);
+    *bytes = tail;
+    Some(head)
+}
+
+/// Decodes a stored value: `None` if it is neither a marker nor a record (never panics).
+pub fn decode(value: &[u8]) -> Option<Begin> {
+    let mut rest = value;
+    match take(&mut rest, 1)? {
+        [MARKER] => {
+            take(&mut rest, 16)?;
+            let fingerprint: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+            rest.is_empty().then_some(Begin::InFlight { fingerprint })
+        }
+        [RECORD] => {
+            let fingerprint: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+            let status = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+            let count = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+            let mut headers = Vec::with_capacity(usize::from(count).min(64));
+            for _ in 0..count {
+                let len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+                let name = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
+                let value = take(&mut rest, usize::try_from(len).ok()?)?;
+                headers.push((name.to_owned(), value.to_vec()));
+            }
+            Some(Begin::Done(Recorded {
+                fingerprint,
+                status,
+                headers,
+                body: Bytes::copy_from_slice(rest),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// `call`, failed with [`StoreError`] if Redis takes longer than [`CALL_TIMEOUT`] (a hung
+/// server must not hold requests).
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| StoreError(format!("Redis did not answer within {CALL_TIMEOUT:?}")))?
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisIdempotencyStore {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: [u8; 32],
+        owner: u128,
+        ttl: Duration,
+    ) -> Result<Begin, StoreError> {
+        bounded(self.begin_unbounded(scope, key, fingerprint, owner, ttl)).await
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        owner: u128,
+        record: Recorded,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        bounded(self.complete_unbounded(scope, key, owner, record, ttl)).await
+    }
+
+    async fn release(&self, scope: &str, key: &str, owner: u128) -> Result<(), StoreError> {
+        bounded(self.release_unbounded(scope, key, owner)).await
+    }
+}
+
+impl RedisIdempotencyStore {
+    async fn begin_unbounded(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: [u8; 32],
+        owner: u128,
+        ttl: Duration,
+    ) -> Result<Begin, StoreError> {
+        let k = redis_key(scope, key);
+        let mut marker = owner_prefix(owner);
+        marker.extend_from_slice(&fingerprint);
+        let mut conn = self.conn().await?;
+        // A key that expires between the failed SET and the GET is taken on the next round.
+        for _ in 0..3 {
+            let set: Value = redis::cmd("SET")
+                .arg(&k)
+                .arg(&marker)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !matches!(set, Value::Nil) {
+                return Ok(Begin::Started);
+            }
+            let stored: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(stored) = stored {
+                return decode(&stored)
+                    .ok_or_else(|| StoreError(format!("undecodable idempotency record {k}")));
+            }
+        }
+        Err(StoreError(format!("idempotency key {k} keeps changing")))
+    }
+
+    async fn complete_unbounded(
+        &self,
+        scope: &str,
+        key: &str,
+        owner: u128,
+        record: Recorded,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("EVAL")
+            .arg(COMPLETE)
+            .arg(1)
+            .arg(redis_key(scope, key))
+            .arg(owner_prefix(owner))
+            .arg(encode_record(&record))
+            .arg(millis(ttl))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_unbounded(
+        &self,
+        scope: &str,
+        key: &str,
+        owner: u128,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(redis_key(scope, key))
+            .arg(owner_prefix(owner))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_garbage_never_panics() {
+        let r = Recorded {
+            fingerprint: [7; 32],
+            status: 201,
+            headers: vec![
+                ("x-a".into(), vec![0, 255, b'v']),
+                ("content-type".into(), b"text/plain".to_vec()),
+            ],
+            body: Bytes::from_static(b"\x00body\xff"),
+        };
+        let encoded = encode_record(&r);
+        assert_eq!(decode(&encoded), Some(Begin::Done(r)));
+        for cut in 0..encoded.len() {
+            let _ = decode(encoded.get(..cut).unwrap_or_default());
+        }
+        let mut marker = owner_prefix(9);
+        marker.extend_from_slice(&[3; 32]);
+        assert_eq!(
+            decode(&marker),
+            Some(Begin::InFlight {
+                fingerprint: [3; 32]
+            })
+        );
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"Zjunk"), None);
+    }
+}
