@@ -39,6 +39,7 @@ use crate::routes::{admin, kv, ops, tenants};
         admin::list_nodes,
         ops::healthz,
         ops::readyz,
+        ops::metrics,
         ops::openapi_json,
     ),
     components(schemas(

@@ -32,7 +32,9 @@ use pairdb_middleware::idempotency::{
     IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore,
 };
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
-use pairdb_middleware::{AuthConfig, Authenticator, IdempotencyConfig, RateLimits, TenantCache};
+use pairdb_middleware::{
+    AuthConfig, Authenticator, IdempotencyConfig, Metrics, RateLimits, TenantCache,
+};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -97,6 +99,7 @@ pub async fn build_router(
         },
     );
     let tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
+    let metrics = Metrics::new();
     let state = AppState::new(Shared {
         coordinators,
         store,
@@ -105,6 +108,7 @@ pub async fn build_router(
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         openapi: crate::openapi::document_json().into(),
+        metrics: metrics.clone(),
     });
     let v1 = Router::new()
         .merge(kv::routes())
@@ -138,6 +142,7 @@ pub async fn build_router(
                 },
             )
         }),
+        metrics,
         config.request_timeout,
     ))
 }

@@ -11,8 +11,8 @@ use http::header::ALLOW;
 use pairdb_core::ErrorKind;
 use pairdb_middleware::idempotency::IdempotencyStore;
 use pairdb_middleware::{
-    AuthLayer, Authenticator, ConsistencyLayer, IdempotencyConfig, IdempotencyLayer,
-    RateLimitLayer, RateLimits, TenantCache, TenantLayer, TraceContext, TraceLayer,
+    AuthLayer, Authenticator, ConsistencyLayer, IdempotencyConfig, IdempotencyLayer, Metrics,
+    MetricsLayer, RateLimitLayer, RateLimits, TenantCache, TenantLayer, TraceContext, TraceLayer,
 };
 use std::sync::Arc;
 use tower::ServiceBuilder;
@@ -31,6 +31,7 @@ pub fn layers(
     authenticator: Authenticator,
     tenants: TenantCache,
     admission: Option<(RateLimits, Arc<dyn IdempotencyStore>, IdempotencyConfig)>,
+    metrics: Metrics,
     request_timeout: Duration,
 ) -> Router {
     let (limits, idempotency) = match admission {
@@ -59,6 +60,8 @@ pub fn layers(
         .fallback(crate::routes::route_not_found)
         // 405 as problem: inside trace, so the problem names the trace; sees every route's 405.
         .layer(from_fn(method_not_allowed_problem))
+        // metrics: every answer, refusals and 404s included, by route template.
+        .layer(MetricsLayer::new(metrics, route_of))
         // trace: over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
         .layer(TraceLayer::new().redact_paths_after(&[KV_PREFIX]))
         // received-at: outermost, so a request's deadline counts from its arrival.
@@ -70,6 +73,29 @@ pub fn layers(
             });
             request
         }))
+}
+
+/// The route template of a request, for metrics labels.
+pub fn route_of(_: &http::Method, path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return match path {
+            "/healthz" => "/healthz",
+            "/readyz" => "/readyz",
+            "/metrics" => "/metrics",
+            "/openapi.json" => "/openapi.json",
+            _ => "other",
+        };
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["kv", _] => "/v1/kv/{key}",
+        ["tenants"] => "/v1/tenants",
+        ["tenants", _] => "/v1/tenants/{tenant_id}",
+        ["tenants", _, "api-keys"] => "/v1/tenants/{tenant_id}/api-keys",
+        ["tenants", _, "api-keys", _] => "/v1/tenants/{tenant_id}/api-keys/{key_id}",
+        ["admin", "nodes"] => "/v1/admin/nodes",
+        _ => "other",
+    }
 }
 
 /// Turns axum's empty 405 into a `method-not-allowed` problem, keeping its `Allow` header.

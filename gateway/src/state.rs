@@ -45,4 +45,6 @@ pub struct Shared {
     pub max_value_bytes: usize,
     /// The OpenAPI document, rendered once.
     pub openapi: Bytes,
+    /// This gateway's metrics, served at `/metrics`.
+    pub metrics: pairdb_middleware::Metrics,
 }

@@ -36,6 +36,18 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus metrics of this gateway (OpenMetrics text): requests by route, method and status,
+/// their latency, rate-limited requests and idempotent replays.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, pairdb_middleware::metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }
 
 /// The process is alive.

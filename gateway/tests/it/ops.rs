@@ -49,19 +49,20 @@ async fn openapi_lists_routes_and_problem_types() {
     for (path, methods) in [
         ("/v1/kv/{key}", &["get", "put", "delete"][..]),
         ("/v1/tenants", &["get", "post"][..]),
-        ("/v1/tenants/{tenant_id}", &["get"][..]),
+        ("/v1/tenants/{tenant_id}", &["get", "patch"][..]),
         ("/v1/tenants/{tenant_id}/api-keys", &["get", "post"][..]),
         ("/v1/tenants/{tenant_id}/api-keys/{key_id}", &["delete"][..]),
         ("/v1/admin/nodes", &["get"][..]),
         ("/healthz", &["get"][..]),
         ("/readyz", &["get"][..]),
         ("/openapi.json", &["get"][..]),
+        ("/metrics", &["get"][..]),
     ] {
         for m in methods {
             assert!(paths[path].get(*m).is_some(), "{m} {path}");
         }
     }
-    assert_eq!(paths.len(), 9, "no route documented that is not served");
+    assert_eq!(paths.len(), 10, "no route documented that is not served");
     let types = doc["components"]["schemas"]["ProblemType"]["enum"]
         .as_array()
         .unwrap();
@@ -73,4 +74,37 @@ async fn openapi_lists_routes_and_problem_types() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let h = Harness::start().await;
+    for key in ["a", "b"] {
+        h.tenant(reqwest::Method::PUT, &format!("/v1/kv/{key}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+    }
+    h.http.get(h.url("/nowhere")).send().await.unwrap();
+    let response = h.http.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains(
+            "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("pairdb_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1")
+    );
+    assert!(text.contains("pairdb_request_duration_seconds_bucket{"));
+    assert!(text.ends_with("# EOF\n"));
 }

@@ -76,7 +76,12 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             let c = c.clone();
             Box::pin(async move { c.readiness().await })
         });
-        tokio::spawn(ops_http::serve(l, ready, stop.wait()));
+        tokio::spawn(ops_http::serve(
+            l,
+            ready,
+            pairdb_middleware::Metrics::new(),
+            stop.wait(),
+        ));
     }
     let signal = stop.clone();
     tokio::spawn(async move {

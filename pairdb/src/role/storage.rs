@@ -47,7 +47,9 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
                 }
             })
         });
-        tokio::spawn(ops_http::serve(listener, ready, stop.wait()));
+        let metrics = pairdb_middleware::Metrics::new();
+        metrics.register_collector(Box::new(ops_http::EngineCollector(node.engine.clone())));
+        tokio::spawn(ops_http::serve(listener, ready, metrics, stop.wait()));
     }
     tokio::select! {
         () = shutdown::signal() => {}

@@ -1,0 +1,321 @@
+//! Prometheus metrics (OpenMetrics text): a role's [`Metrics`] registry, and [`MetricsLayer`],
+//! which counts and times every request by route, method and status.
+//!
+//! Names are prefixed `pairdb_`. Routes are the role's route templates (`/v1/kv/{key}`), never
+//! raw paths, so a label set stays small whatever clients send.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use pin_project_lite::pin_project;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
+
+use crate::idempotency::IDEMPOTENT_REPLAYED;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Names a request's route template from its method and path (`"other"` for anything unknown).
+pub type RouteOf = fn(&Method, &str) -> &'static str;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    method: &'static str,
+}
+
+/// A role's metrics. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: RwLock<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    rate_limited: Counter,
+    replayed: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// An empty registry holding the request metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pairdb");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms to about 8 s.
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its response head, by route and method",
+            duration.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused because their tenant was over its rate limit",
+            rate_limited.clone(),
+        );
+        let replayed = Counter::default();
+        registry.register(
+            "idempotent_replays",
+            "Writes answered from their idempotency record instead of running again",
+            replayed.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(registry),
+                requests,
+                duration,
+                rate_limited,
+                replayed,
+            }),
+        }
+    }
+
+    /// Adds `collector`, asked for its values on every scrape (engine statistics, placement).
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(collector);
+    }
+
+    /// Every metric, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+
+    fn observe(&self, route: &'static str, method: &'static str, status: u16, took: f64) {
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.inner
+            .duration
+            .get_or_create(&RouteLabels { route, method })
+            .observe(took);
+        if status == 429 {
+            self.inner.rate_limited.inc();
+        }
+    }
+}
+
+/// Builds [`MetricsService`].
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+    route_of: RouteOf,
+}
+
+impl MetricsLayer {
+    /// Records into `metrics`, naming routes with `route_of`.
+    pub fn new(metrics: Metrics, route_of: RouteOf) -> Self {
+        MetricsLayer { metrics, route_of }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+            route_of: self.route_of,
+        }
+    }
+}
+
+/// Service of [`MetricsLayer`]: counts and times every request it passes on.
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+    route_of: RouteOf,
+}
+
+pin_project! {
+    /// Future of [`MetricsService`]: the inner future, observed when it completes.
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        metrics: Metrics,
+        route: &'static str,
+        method: &'static str,
+        started: Instant,
+    }
+}
+
+impl<F, B, E> Future for Observed<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            if response.headers().contains_key(IDEMPOTENT_REPLAYED) {
+                this.metrics.inner.replayed.inc();
+            }
+            this.metrics.observe(
+                this.route,
+                this.method,
+                response.status().as_u16(),
+                this.started.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for MetricsService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = (self.route_of)(request.method(), request.uri().path());
+        let method = method_label(request.method());
+        Observed {
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(_: &Method, path: &str) -> &'static str {
+        if path.starts_with("/v1/kv/") {
+            "/v1/kv/{key}"
+        } else {
+            "other"
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_method_and_status() {
+        use tower::ServiceExt;
+        let metrics = Metrics::new();
+        let svc = MetricsLayer::new(metrics.clone(), route).layer(tower::service_fn(
+            |r: Request<()>| async move {
+                let status = if r.uri().path().ends_with("/limited") {
+                    429
+                } else {
+                    200
+                };
+                let mut response = Response::new(());
+                *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+                if r.uri().path().ends_with("/again") {
+                    response
+                        .headers_mut()
+                        .insert(IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            },
+        ));
+        for path in [
+            "/v1/kv/a",
+            "/v1/kv/b",
+            "/v1/kv/limited",
+            "/v1/kv/again",
+            "/x",
+        ] {
+            let request = Request::put(path).body(()).unwrap_or_default();
+            let _ = svc.clone().oneshot(request).await;
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pairdb_requests_total{route=\"other\",method=\"PUT\",status=\"200\"} 1")
+        );
+        assert!(text.contains("pairdb_rate_limited_total 1"));
+        assert!(text.contains("pairdb_idempotent_replays_total 1"));
+        assert!(text.contains(
+            "pairdb_request_duration_seconds_count{route=\"/v1/kv/{key}\",method=\"PUT\"} 4"
+        ));
+    }
+}
