@@ -33,6 +33,8 @@ pub struct CoordinatorConfig {
     pub max_key_bytes: usize,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Where the coordinator's request metrics go (served by `--metrics-listen`).
+    pub metrics: pairdb_middleware::Metrics,
 }
 
 impl CoordinatorConfig {
@@ -51,6 +53,7 @@ impl CoordinatorConfig {
             connect_timeout: Duration::from_millis(1000),
             max_key_bytes: pairdb_core::limits::MAX_KEY_BYTES,
             max_value_bytes: pairdb_core::limits::MAX_VALUE_BYTES,
+            metrics: pairdb_middleware::Metrics::new(),
         }
     }
 }

@@ -56,6 +56,7 @@ pub async fn run(
             authenticator,
             tenants,
             pairdb_middleware::RateLimits::new(),
+            cfg.metrics.clone(),
         ))
         .add_service(
             CoordinatorServer::new(service)

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use pairdb_middleware::{
-    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, RateLimitLayer, RateLimits,
-    Reject, TenantCache, TenantLayer, TraceContext, TraceLayer,
+    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, Metrics, MetricsLayer,
+    RateLimitLayer, RateLimits, Reject, TenantCache, TenantLayer, TraceContext, TraceLayer,
 };
 use tower::layer::util::{Identity, Stack};
 
@@ -46,19 +46,25 @@ pub type CoordinatorLayers = Stack<
     ConsistencyLayer<GrpcReject>,
     Stack<
         RateLimitLayer<GrpcReject>,
-        Stack<TenantLayer<GrpcReject>, Stack<AuthLayer<GrpcReject>, Stack<TraceLayer, Identity>>>,
+        Stack<
+            TenantLayer<GrpcReject>,
+            Stack<AuthLayer<GrpcReject>, Stack<MetricsLayer, Stack<TraceLayer, Identity>>>,
+        >,
     >,
 >;
 
-/// Builds the coordinator stack: trace → auth → tenant → rate limit → consistency.
+/// Builds the coordinator stack: trace → metrics → auth → tenant → rate limit → consistency.
 pub fn layers(
     authenticator: Authenticator,
     tenants: TenantCache,
     limits: RateLimits,
+    metrics: Metrics,
 ) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
         .layer(TraceLayer::new())
+        // Every call, refusals included, by RPC.
+        .layer(MetricsLayer::new(metrics, rpc_of))
         // Before anything that depends on who is calling.
         .layer(AuthLayer::new(authenticator, GrpcReject))
         // Needs the principal; gives the consistency layer the tenant's default level.
@@ -68,6 +74,25 @@ pub fn layers(
         // Last: the level may come from the tenant's default.
         .layer(ConsistencyLayer::new(GrpcReject))
         .into_inner()
+}
+
+/// The RPC a gRPC path names, for metrics labels (`other` for an unknown one).
+pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "Get" => "Get",
+        "Put" => "Put",
+        "Delete" => "Delete",
+        "CreateTenant" => "CreateTenant",
+        "GetTenant" => "GetTenant",
+        "UpdateTenant" => "UpdateTenant",
+        "ListTenants" => "ListTenants",
+        "CreateApiKey" => "CreateApiKey",
+        "ListApiKeys" => "ListApiKeys",
+        "DeleteApiKey" => "DeleteApiKey",
+        "ListNodes" => "ListNodes",
+        "Ready" => "Ready",
+        _ => "other",
+    }
 }
 
 /// The auth settings of a coordinator: it trusts gateways presenting the internal credential.

@@ -79,7 +79,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         tokio::spawn(ops_http::serve(
             l,
             ready,
-            pairdb_middleware::Metrics::new(),
+            cluster.config().metrics.clone(),
             stop.wait(),
         ));
     }
