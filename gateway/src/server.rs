@@ -117,12 +117,12 @@ pub async fn build_router(
         .with_state(state.clone());
     let ops = ops::routes().with_state(state);
     let records: Arc<dyn IdempotencyStore> = match &config.redis_url {
-        Some(url) => Arc::new(
-            RedisIdempotencyStore::connect(url)
-                .await
-                .map_err(|e| GatewayError::Config(format!("idempotency store at {url}: {e}")))?,
-        ),
-        None => Arc::new(MemoryIdempotencyStore::default()),
+        Some(url) if config.admission => {
+            Arc::new(RedisIdempotencyStore::connect(url).await.map_err(|e| {
+                GatewayError::Config(format!("idempotency store at {}: {e}", redacted(url)))
+            })?)
+        }
+        _ => Arc::new(MemoryIdempotencyStore::default()),
     };
     Ok(layers(
         v1,
@@ -353,5 +353,37 @@ impl AsyncWrite for Rewound {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `url` without the password of its user part, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme + 3 => {
+            let user = url.get(scheme + 3..at).unwrap_or_default();
+            let name = user.split(':').next().unwrap_or_default();
+            format!(
+                "{}{name}:***{}",
+                url.get(..scheme + 3).unwrap_or_default(),
+                url.get(at..).unwrap_or_default()
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            super::redacted("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redacted("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(
+            super::redacted("sqlite://data/meta.db"),
+            "sqlite://data/meta.db"
+        );
     }
 }

@@ -190,6 +190,33 @@ impl<S> Layer<S> for MetricsLayer {
     }
 }
 
+/// The status a response is counted under: its HTTP status, or for a gRPC answer that carries
+/// its code in the head (every refusal, every failed call) the HTTP status of that code.
+fn status_of<B>(response: &Response<B>) -> u16 {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok());
+    match code {
+        None => response.status().as_u16(),
+        Some(code) => match code {
+            0 => 200,
+            1 => 499,
+            3 | 11 => 400,
+            4 => 504,
+            5 => 404,
+            6 => 409,
+            7 => 403,
+            8 => 429,
+            9 => 422,
+            14 => 503,
+            16 => 401,
+            _ => 500,
+        },
+    }
+}
+
 /// Service of [`MetricsLayer`]: counts and times every request it passes on.
 #[derive(Clone, Debug)]
 pub struct MetricsService<S> {
@@ -226,7 +253,7 @@ where
             this.metrics.observe(
                 this.route,
                 this.method,
-                response.status().as_u16(),
+                status_of(response),
                 this.started.elapsed().as_secs_f64(),
             );
         }
@@ -269,6 +296,21 @@ mod tests {
         } else {
             "other"
         }
+    }
+
+    #[test]
+    fn grpc_answers_count_under_the_status_of_their_code() {
+        let grpc = |code: &'static str| {
+            let mut r = Response::new(());
+            r.headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static(code));
+            r
+        };
+        assert_eq!(status_of(&grpc("0")), 200);
+        assert_eq!(status_of(&grpc("8")), 429);
+        assert_eq!(status_of(&grpc("14")), 503);
+        assert_eq!(status_of(&grpc("junk")), 200);
+        assert_eq!(status_of(&Response::new(())), 200);
     }
 
     #[tokio::test]

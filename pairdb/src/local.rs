@@ -6,6 +6,7 @@
 //! anything is written anywhere, so a process that cannot have its ports (or its data dir, which
 //! it locks first) fails having changed nothing.
 
+use pairdb_gateway::server::redacted;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,20 +36,23 @@ use crate::shutdown::Shutdown;
 /// How long a storage node remembers the idempotency keys it applied.
 pub const APPLIED_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Opens the metadata store at `url` (`sqlite://…`).
+/// Opens the metadata store at `url` (`sqlite://…` or `postgres://…`).
 pub async fn open_metadata(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if url.starts_with("sqlite:") {
         let store = pairdb_metadata::sqlite::SqliteStore::open(url)
             .await
-            .with_context(|| format!("opening metadata store {url}"))?;
+            .with_context(|| format!("opening metadata store {}", redacted(url)))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = pairdb_metadata::postgres::PostgresStore::open(url)
             .await
-            .with_context(|| format!("opening metadata store {url}"))?;
+            .with_context(|| format!("opening metadata store {}", redacted(url)))?;
         Ok(Arc::new(store))
     } else {
-        bail!("unsupported metadata URL {url:?}: expected sqlite://PATH or postgres://…")
+        bail!(
+            "unsupported metadata URL {:?}: expected sqlite://PATH or postgres://…",
+            redacted(url)
+        )
     }
 }
 

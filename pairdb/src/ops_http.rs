@@ -35,9 +35,13 @@ pub async fn serve(
             get(move || {
                 let metrics = metrics.clone();
                 async move {
+                    // An engine's figures may wait on its locks: off the async workers.
+                    let text = tokio::task::spawn_blocking(move || metrics.encode())
+                        .await
+                        .unwrap_or_default();
                     (
                         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                        metrics.encode(),
+                        text,
                     )
                 }
             }),

@@ -93,16 +93,19 @@ impl PgServer {
                 "pairdb",
                 "--auth=trust",
                 "--no-sync",
+                "--no-locale",
                 "-E",
                 "UTF8",
                 "-D",
             ])
             .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("run initdb");
-        assert!(status.success(), "initdb failed");
+        assert!(
+            status.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = as_server_user(Command::new(bin.join("postgres")))
@@ -125,7 +128,7 @@ impl PgServer {
             .spawn()
             .expect("start postgres");
         let url = format!("postgres://pairdb@127.0.0.1:{port}/postgres");
-        let server = PgServer {
+        let mut server = PgServer {
             child,
             url,
             _dir: dir,
@@ -134,12 +137,31 @@ impl PgServer {
         server
     }
 
-    async fn wait_ready(&self, bound: Duration) {
+    /// Waits until this server (not another on the same port: a lost race for it exits ours)
+    /// accepts connections.
+    async fn wait_ready(&mut self, bound: Duration) {
         use sqlx::Connection;
         let started = Instant::now();
         loop {
-            if let Ok(conn) = sqlx::PgConnection::connect(&self.url).await {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("postgres exited ({exit}): {}", self.log());
+            }
+            let connected = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::PgConnection::connect(&self.url),
+            )
+            .await;
+            if let Ok(Ok(mut conn)) = connected {
+                let dir: Result<String, _> = sqlx::query_scalar("SHOW data_directory")
+                    .fetch_one(&mut conn)
+                    .await;
                 let _ = conn.close().await;
+                let ours = self._dir.path().join("data");
+                assert!(
+                    dir.as_ref().is_ok_and(|d| Path::new(d) == ours),
+                    "another server answers on {}: {dir:?}",
+                    self.url
+                );
                 return;
             }
             assert!(

@@ -74,11 +74,14 @@ impl RedisIdempotencyStore {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
         let store = RedisIdempotencyStore { pool };
-        let mut conn = store.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        bounded(async {
+            let mut conn = store.conn().await?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
         Ok(store)
     }
 

@@ -35,12 +35,16 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed: run `make test` (it installs redis-server)");
-        let server = RedisServer {
+        let mut server = RedisServer {
             child,
             url: format!("redis://127.0.0.1:{port}/"),
         };
         let started = Instant::now();
         while RedisIdempotencyStore::connect(&server.url).await.is_err() {
+            // A lost race for the port exits ours.
+            if let Ok(Some(exit)) = server.child.try_wait() {
+                panic!("redis-server exited ({exit})");
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "redis-server did not answer"

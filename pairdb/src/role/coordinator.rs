@@ -54,7 +54,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         secrets.admin_key.clone(),
     );
     config.request_timeout = Duration::from_millis(args.request_timeout);
-    tracing::info!(listen = %args.listen, metadata = %args.metadata_url, request_timeout_ms = args.request_timeout,
+    tracing::info!(listen = %args.listen, metadata = %pairdb_gateway::server::redacted(&args.metadata_url), request_timeout_ms = args.request_timeout,
         admin_key = if secrets.admin_key.is_empty() { "unset" } else { "set" }, "starting coordinator");
     let cluster = Cluster::new(store.clone(), config)?;
     let initial = parse_initial_nodes(&args.initial_nodes)?;

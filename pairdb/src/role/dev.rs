@@ -33,7 +33,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         http = %opts.http, nodes = opts.nodes, data_dir = %opts.data_dir.display(),
-        engine = opts.engine.as_str(), metadata = opts.metadata_url.as_deref().unwrap_or("sqlite (data dir)"),
+        engine = opts.engine.as_str(), metadata = opts.metadata_url.as_deref().map_or_else(|| "sqlite (data dir)".to_owned(), pairdb_gateway::server::redacted),
         "starting pairdb dev"
     );
     let cluster = LocalCluster::start(&opts, lock, secrets).await?;

@@ -11,7 +11,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
     let listener = local::bind("gateway", args.http)?;
     let store = local::open_metadata(&args.metadata_url).await?;
-    tracing::info!(http = %args.http, coordinators = ?args.coordinators, metadata = %args.metadata_url,
+    tracing::info!(http = %args.http, coordinators = ?args.coordinators, metadata = %pairdb_gateway::server::redacted(&args.metadata_url),
         request_timeout_ms = args.request_timeout, "starting gateway");
     let gateway = GatewayNode::start(
         store,
