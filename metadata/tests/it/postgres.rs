@@ -2,7 +2,7 @@
 
 use pairdb_metadata::postgres::PostgresStore;
 
-use crate::pg_server::PgServer;
+use pairdb_testkit::PgServer;
 
 async fn fresh() -> (PostgresStore, PgServer) {
     let server = PgServer::start().await;

@@ -399,7 +399,7 @@ fn fingerprints_tell_absent_empty_and_repeated_headers_apart() {
 /// Two gateways sharing Redis: a retry through the second is replayed from the first's record.
 #[tokio::test]
 async fn gateways_sharing_redis_replay_each_others_answers() {
-    let server = crate::redis_server::RedisServer::start().await;
+    let server = pairdb_testkit::RedisServer::start().await;
     let inner = Inner::default();
     let connect = || async {
         Arc::new(

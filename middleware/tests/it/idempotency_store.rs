@@ -9,7 +9,7 @@ use pairdb_middleware::idempotency::{
     Begin, IdempotencyStore, MemoryIdempotencyStore, Recorded, RedisIdempotencyStore,
 };
 
-use crate::redis_server::RedisServer;
+use pairdb_testkit::RedisServer;
 
 const LONG: Duration = Duration::from_secs(60);
 

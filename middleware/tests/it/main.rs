@@ -7,7 +7,6 @@ mod consistency;
 mod idempotency;
 mod idempotency_store;
 mod rate_limit;
-mod redis_server;
 mod stack;
 mod support;
 mod tenant;

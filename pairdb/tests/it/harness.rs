@@ -39,18 +39,31 @@ pub fn secrets() -> Secrets {
 }
 
 pub async fn start(nodes: u32) -> TestCluster {
+    start_with_stores(nodes, None, None).await
+}
+
+/// A cluster keeping its metadata at `metadata_url` (default: SQLite in its data dir) and its
+/// gateway's idempotency records in Redis at `redis_url` (default: in memory).
+pub async fn start_with_stores(
+    nodes: u32,
+    metadata_url: Option<String>,
+    redis_url: Option<String>,
+) -> TestCluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = LocalOptions {
         http: ([127, 0, 0, 1], 0).into(),
         nodes,
         data_dir: dir.path().to_path_buf(),
         engine: EngineKind::Lsm,
-        metadata_url: None,
+        metadata_url,
         request_timeout: Duration::from_secs(5),
         vnodes: 64,
         max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
         edge: pairdb_gateway::server::ConnectionLimits::default(),
-        admission: pairdb::local::Admission::default(),
+        admission: pairdb::local::Admission {
+            enabled: true,
+            redis_url,
+        },
         node_workers: NODE_WORKERS,
         durability: pairdb_storage::durability::Durability::Always,
     };

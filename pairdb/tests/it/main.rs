@@ -12,4 +12,5 @@ mod processes;
 mod read_repair;
 mod sdk;
 mod storage_security;
+mod stores;
 mod tenant_changes;

@@ -4,8 +4,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pairdb_middleware::idempotency::RedisIdempotencyStore;
-
 /// A running server; dropping it stops it.
 pub struct RedisServer {
     child: Child,
@@ -40,7 +38,7 @@ impl RedisServer {
             url: format!("redis://127.0.0.1:{port}/"),
         };
         let started = Instant::now();
-        while RedisIdempotencyStore::connect(&server.url).await.is_err() {
+        while !server.answers().await {
             // A lost race for the port exits ours.
             if let Ok(Some(exit)) = server.child.try_wait() {
                 panic!("redis-server exited ({exit})");
@@ -52,6 +50,31 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server
+    }
+}
+
+impl RedisServer {
+    /// Whether the server answers a `PING` on a fresh connection.
+    async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/');
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+        else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
+            Ok(Ok(_))
+        ) && &reply == b"+PONG\r\n"
     }
 }
 
