@@ -81,11 +81,26 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 impl Metrics {
-    /// An empty registry holding the request metrics.
+    /// A registry holding the request metrics.
     pub fn new() -> Self {
+        Metrics::build(true)
+    }
+
+    /// A registry for collectors only (a role that serves no requests through [`MetricsLayer`]).
+    pub fn without_requests() -> Self {
+        Metrics::build(false)
+    }
+
+    fn build(requests_metrics: bool) -> Self {
         let mut registry = Registry::with_prefix("pairdb");
+        let mut scratch = Registry::default();
+        let target = if requests_metrics {
+            &mut registry
+        } else {
+            &mut scratch
+        };
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        target.register(
             "requests",
             "Requests answered, by route, method and status",
             requests.clone(),
@@ -94,19 +109,19 @@ impl Metrics {
             // 0.25 ms to about 8 s.
             Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
         });
-        registry.register(
+        target.register(
             "request_duration_seconds",
             "Time from a request's arrival to its response head, by route and method",
             duration.clone(),
         );
         let rate_limited = Counter::default();
-        registry.register(
+        target.register(
             "rate_limited",
             "Requests refused because their tenant was over its rate limit",
             rate_limited.clone(),
         );
         let replayed = Counter::default();
-        registry.register(
+        target.register(
             "idempotent_replays",
             "Writes answered from their idempotency record instead of running again",
             replayed.clone(),

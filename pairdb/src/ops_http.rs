@@ -181,9 +181,10 @@ mod tests {
         let engine: Arc<dyn StorageEngine> = Arc::new(pairdb_storage::memory::MemoryEngine::new(
             std::time::Duration::from_secs(60),
         ));
-        let metrics = Metrics::new();
+        let metrics = Metrics::without_requests();
         metrics.register_collector(Box::new(EngineCollector(engine)));
         let text = metrics.encode();
+        assert!(!text.contains("pairdb_requests"), "{text}");
         for line in [
             "pairdb_engine_keys 0",
             "pairdb_engine_flushes_total 0",

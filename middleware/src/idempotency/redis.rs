@@ -186,7 +186,18 @@ impl IdempotencyStore for RedisIdempotencyStore {
         owner: u128,
         ttl: Duration,
     ) -> Result<Begin, StoreError> {
-        bounded(self.begin_unbounded(scope, key, fingerprint, owner, ttl)).await
+        let began = bounded(self.begin_unbounded(scope, key, fingerprint, owner, ttl)).await;
+        if began.is_err() {
+            // The `SET` may have landed before the answer was lost: the caller refuses the
+            // request, so release the marker it may hold (best effort), or retries would see
+            // it in flight until its TTL.
+            let store = self.clone();
+            let (scope, key) = (scope.to_owned(), key.to_owned());
+            tokio::spawn(async move {
+                let _ = bounded(store.release_unbounded(&scope, &key, owner)).await;
+            });
+        }
+        began
     }
 
     async fn complete(

@@ -47,7 +47,7 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
                 }
             })
         });
-        let metrics = pairdb_middleware::Metrics::new();
+        let metrics = pairdb_middleware::Metrics::without_requests();
         metrics.register_collector(Box::new(ops_http::EngineCollector(node.engine.clone())));
         tokio::spawn(ops_http::serve(listener, ready, metrics, stop.wait()));
     }
