@@ -12,6 +12,8 @@ use pairdb_middleware::principal::Principal;
 use pairdb_proto::coordinator as pb;
 use pairdb_proto::coordinator::coordinator_server::Coordinator;
 use tokio::time::Instant;
+
+use crate::error::CoordinatorError;
 use tonic::{Request, Response, Status};
 
 use crate::admin::{Admin, NewTenant};
@@ -23,12 +25,55 @@ use crate::status::status_of;
 pub struct CoordinatorService {
     replicator: Replicator,
     admin: Admin,
+    events: Events,
+}
+
+/// Replication events, counted into the cluster's metrics.
+#[derive(Clone)]
+struct Events {
+    /// Reads and writes that could not meet their level (`op`, `outcome`: `unavailable` or
+    /// `timeout`).
+    quorum_failures: pairdb_middleware::metrics::EventCounters,
+    /// Conflicts resolved by last-write-wins (`op`; for writes, `outcome` `won` or `lost`).
+    conflicts: pairdb_middleware::metrics::EventCounters,
+    /// Replicas repaired by reads.
+    read_repairs: pairdb_middleware::metrics::Counter,
 }
 
 impl CoordinatorService {
     /// The service over a replicator and an admin handle of the same cluster.
     pub fn new(replicator: Replicator, admin: Admin) -> Self {
-        CoordinatorService { replicator, admin }
+        let metrics = replicator.cluster().config().metrics.clone();
+        let events = Events {
+            quorum_failures: metrics.counter_family(
+                "quorum_failures",
+                "Reads and writes that could not meet their consistency level",
+            ),
+            conflicts: metrics.counter_family(
+                "conflicts",
+                "Concurrent versions resolved by last-write-wins",
+            ),
+            read_repairs: metrics.counter("read_repairs", "Replicas repaired by reads"),
+        };
+        CoordinatorService {
+            replicator,
+            admin,
+            events,
+        }
+    }
+
+    /// Counts what a read or write that failed says about its level.
+    fn count_failure(&self, op: &'static str, e: &CoordinatorError) {
+        let outcome = match e {
+            CoordinatorError::WriteUnavailable { .. }
+            | CoordinatorError::ReadUnavailable { .. } => "unavailable",
+            CoordinatorError::Timeout { .. } => "timeout",
+            _ => return,
+        };
+        self.events
+            .quorum_failures
+            .get_or_create(&vec![("op", op), ("outcome", outcome)])
+            .inc();
     }
 
     fn deadline(&self, timeout_ms: u32) -> Instant {
@@ -128,7 +173,24 @@ impl CoordinatorService {
     async fn write(&self, op: WriteOp) -> Result<Response<pb::WriteResponse>, Status> {
         let consistency = op.consistency;
         let idempotency_key = op.idempotency_key.clone();
-        let out = self.replicator.write(op).await?;
+        let out = match self.replicator.write(op).await {
+            Ok(out) => out,
+            Err(e) => {
+                self.count_failure("write", &e);
+                return Err(e.into());
+            }
+        };
+        let outcome = match out.conflict {
+            Conflict::None => None,
+            Conflict::Won => Some("won"),
+            Conflict::Lost => Some("lost"),
+        };
+        if let Some(outcome) = outcome {
+            self.events
+                .conflicts
+                .get_or_create(&vec![("op", "write"), ("outcome", outcome)])
+                .inc();
+        }
         Ok(Response::new(pb::WriteResponse {
             context: out.context,
             consistency: consistency.as_str().to_owned(),
@@ -148,7 +210,7 @@ impl Coordinator for CoordinatorService {
         let consistency = consistency_of(&req);
         let msg = req.into_inner();
         self.check_key(&msg.key)?;
-        let out = self
+        let read = self
             .replicator
             .read(ReadOp {
                 tenant,
@@ -156,7 +218,23 @@ impl Coordinator for CoordinatorService {
                 consistency,
                 deadline: self.deadline(msg.timeout_ms),
             })
-            .await?;
+            .await;
+        let out = match read {
+            Ok(out) => out,
+            Err(e) => {
+                self.count_failure("read", &e);
+                return Err(e.into());
+            }
+        };
+        if out.conflict {
+            self.events
+                .conflicts
+                .get_or_create(&vec![("op", "read")])
+                .inc();
+        }
+        if out.read_repairs > 0 {
+            self.events.read_repairs.inc_by(u64::from(out.read_repairs));
+        }
         let (found, value, content_type) = match out.version {
             Some(v) if !v.tombstone => (true, v.value, v.content_type),
             _ => (false, Vec::new(), String::new()),

@@ -14,7 +14,7 @@ use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -47,8 +47,13 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+/// Counters of a role's own events, by label pairs ([`Metrics::counter_family`]).
+pub type EventCounters = Family<Vec<(&'static str, &'static str)>, Counter>;
+
 struct Inner {
     registry: RwLock<Registry>,
+    families: std::sync::Mutex<std::collections::HashMap<String, EventCounters>>,
+    counters: std::sync::Mutex<std::collections::HashMap<String, Counter>>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     rate_limited: Counter,
@@ -129,12 +134,56 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 registry: RwLock::new(registry),
+                families: std::sync::Mutex::new(std::collections::HashMap::new()),
+                counters: std::sync::Mutex::new(std::collections::HashMap::new()),
                 requests,
                 duration,
                 rate_limited,
                 replayed,
             }),
         }
+    }
+
+    /// The counter family `pairdb_<name>_total`, labelled by `(name, value)` pairs, for a role's
+    /// own events: registered on the first call, the same family on later calls with `name`.
+    pub fn counter_family(&self, name: &str, help: &str) -> EventCounters {
+        let mut families = self
+            .inner
+            .families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(family) = families.get(name) {
+            return family.clone();
+        }
+        let family = EventCounters::default();
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, family.clone());
+        families.insert(name.to_owned(), family.clone());
+        family
+    }
+
+    /// The counter `pairdb_<name>_total` (no labels), for a role's own events: registered on the
+    /// first call, the same counter on later calls with `name`.
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        let mut counters = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = counters.get(name) {
+            return counter.clone();
+        }
+        let counter = Counter::default();
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, counter.clone());
+        counters.insert(name.to_owned(), counter.clone());
+        counter
     }
 
     /// Adds `collector`, asked for its values on every scrape (engine statistics, placement).

@@ -64,6 +64,13 @@ async fn read_at_all_repairs_every_replica() {
         )
         .await;
     assert_eq!(header(&again, "x-pairdb-read-repair"), None);
+    // The coordinator counted the repairs, and its calls by RPC.
+    let metrics = t.cluster.coordinator.cluster.config().metrics.encode();
+    assert!(metrics.contains("pairdb_read_repairs_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("pairdb_requests_total{route=\"Get\",method=\"POST\",status=\"200\"}"),
+        "{metrics}"
+    );
     t.cluster.stop().await.expect("every node stops cleanly");
 }
 
