@@ -86,14 +86,19 @@ pub fn route_of(_: &http::Method, path: &str) -> &'static str {
             _ => "other",
         };
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    match segments.as_slice() {
-        ["kv", _] => "/v1/kv/{key}",
-        ["tenants"] => "/v1/tenants",
-        ["tenants", _] => "/v1/tenants/{tenant_id}",
-        ["tenants", _, "api-keys"] => "/v1/tenants/{tenant_id}/api-keys",
-        ["tenants", _, "api-keys", _] => "/v1/tenants/{tenant_id}/api-keys/{key_id}",
-        ["admin", "nodes"] => "/v1/admin/nodes",
+    // Up to five segments are looked at (no route has more): no allocation per request.
+    let mut s = rest.split('/');
+    match [s.next(), s.next(), s.next(), s.next(), s.next()] {
+        [Some("kv"), Some(_), None, ..] => "/v1/kv/{key}",
+        [Some("tenants"), None, ..] => "/v1/tenants",
+        [Some("tenants"), Some(_), None, ..] => "/v1/tenants/{tenant_id}",
+        [Some("tenants"), Some(_), Some("api-keys"), None, ..] => {
+            "/v1/tenants/{tenant_id}/api-keys"
+        }
+        [Some("tenants"), Some(_), Some("api-keys"), Some(_), None] => {
+            "/v1/tenants/{tenant_id}/api-keys/{key_id}"
+        }
+        [Some("admin"), Some("nodes"), None, ..] => "/v1/admin/nodes",
         _ => "other",
     }
 }
@@ -114,4 +119,34 @@ async fn method_not_allowed_problem(request: Request, next: Next) -> Response {
         problem = problem.with_header(ALLOW, allow.clone());
     }
     problem.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn routes_are_named_by_template() {
+        let get = http::Method::GET;
+        for (path, route) in [
+            ("/v1/kv/a%2Fb", "/v1/kv/{key}"),
+            ("/v1/kv/a/b", "other"),
+            ("/v1/tenants", "/v1/tenants"),
+            ("/v1/tenants/acme", "/v1/tenants/{tenant_id}"),
+            (
+                "/v1/tenants/acme/api-keys",
+                "/v1/tenants/{tenant_id}/api-keys",
+            ),
+            (
+                "/v1/tenants/acme/api-keys/k1",
+                "/v1/tenants/{tenant_id}/api-keys/{key_id}",
+            ),
+            ("/v1/tenants/acme/api-keys/k1/x", "other"),
+            ("/v1/admin/nodes", "/v1/admin/nodes"),
+            ("/metrics", "/metrics"),
+            ("/nowhere", "other"),
+        ] {
+            assert_eq!(route_of(&get, path), route, "{path}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod api_key;
 pub mod memory;
 pub mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use memory::MemoryStore;

@@ -14,16 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pairdb_core::{Consistency, Placement};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, SqlStr, Transaction};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, SqlStr, Transaction};
 
+use crate::rows::{api_key_from_row, node_from_row, placement_from_row, tenant_from_row};
 use crate::sqlite::{
     INSERT_TENANT, SELECT_TENANT, SELECT_TENANTS, UPDATE_TENANT, epoch_from_sql, epoch_to_sql,
     is_unique_violation, map_err, map_migrate_err,
 };
-use crate::{
-    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, NodeState, RateLimit, TenantConfig,
-};
+use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig};
 
 /// The advisory lock every placement-changing transaction takes ("pdb-meta").
 const WRITE_LOCK: i64 = 0x7064_622d_6d65_7461;
@@ -81,66 +80,6 @@ impl PostgresStore {
             .map_err(map_err)?;
         Ok(tx)
     }
-}
-
-fn u32_column(row: &PgRow, column: &str) -> Result<u32, MetadataError> {
-    let v: i64 = row.try_get(column).map_err(map_err)?;
-    u32::try_from(v).map_err(|_| MetadataError::Corrupt(format!("{column} = {v} is not a u32")))
-}
-
-fn text_column(row: &PgRow, column: &str) -> Result<String, MetadataError> {
-    row.try_get(column).map_err(map_err)
-}
-
-fn tenant_from_row(row: &PgRow) -> Result<TenantConfig, MetadataError> {
-    let consistency = text_column(row, "default_consistency")?;
-    Ok(TenantConfig {
-        tenant_id: text_column(row, "tenant_id")?,
-        replication_factor: u32_column(row, "replication_factor")?,
-        default_consistency: consistency
-            .parse::<Consistency>()
-            .map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        rate_limit: RateLimit {
-            requests_per_second: u32_column(row, "rate_rps")?,
-            burst: u32_column(row, "rate_burst")?,
-        },
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, MetadataError> {
-    Ok(ApiKeyRecord {
-        key_id: text_column(row, "key_id")?,
-        tenant_id: text_column(row, "tenant_id")?,
-        secret_hash: row.try_get("secret_hash").map_err(map_err)?,
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-fn node_from_row(row: &PgRow) -> Result<NodeRecord, MetadataError> {
-    let state = text_column(row, "state")?;
-    Ok(NodeRecord {
-        node_id: text_column(row, "node_id")?,
-        address: text_column(row, "address")?,
-        state: NodeState::parse(&state)
-            .ok_or_else(|| MetadataError::Corrupt(format!("unknown node state {state:?}")))?,
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-/// Decodes the placement row, checking the JSON body agrees with the epoch column.
-fn placement_from_row(row: &PgRow) -> Result<Placement, MetadataError> {
-    let epoch = epoch_from_sql(row.try_get("epoch").map_err(map_err)?)?;
-    let body = text_column(row, "body")?;
-    let placement: Placement = serde_json::from_str(&body)
-        .map_err(|e| MetadataError::Corrupt(format!("placement body: {e}")))?;
-    if placement.epoch != epoch {
-        return Err(MetadataError::Corrupt(format!(
-            "placement body has epoch {} but its row says {epoch}",
-            placement.epoch
-        )));
-    }
-    Ok(placement)
 }
 
 async fn stored_epoch(tx: &mut Transaction<'_, Postgres>) -> Result<Option<u64>, MetadataError> {

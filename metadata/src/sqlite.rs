@@ -15,14 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pairdb_core::{Consistency, Placement};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::{Row, SqlStr, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{SqlStr, Sqlite, Transaction};
 
-use crate::{
-    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, NodeState, RateLimit, TenantConfig,
-};
+use crate::rows::{api_key_from_row, node_from_row, placement_from_row, tenant_from_row};
+use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig};
 
 /// How long a statement waits for another connection's write lock before failing with
 /// [`MetadataError::Unavailable`].
@@ -177,15 +174,6 @@ pub(crate) fn epoch_from_sql(epoch: i64) -> Result<u64, MetadataError> {
         .map_err(|_| MetadataError::Corrupt(format!("negative placement epoch {epoch}")))
 }
 
-fn u32_column(row: &SqliteRow, column: &str) -> Result<u32, MetadataError> {
-    let v: i64 = row.try_get(column).map_err(map_err)?;
-    u32::try_from(v).map_err(|_| MetadataError::Corrupt(format!("{column} = {v} is not a u32")))
-}
-
-fn text_column(row: &SqliteRow, column: &str) -> Result<String, MetadataError> {
-    row.try_get(column).map_err(map_err)
-}
-
 pub(crate) const INSERT_TENANT: &str = "INSERT INTO tenants \
      (tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
@@ -204,56 +192,6 @@ pub(crate) const UPDATE_TENANT: &str = "UPDATE tenants SET \
 pub(crate) const SELECT_TENANTS: &str = "SELECT \
      tenant_id, replication_factor, default_consistency, rate_rps, rate_burst, created_at \
      FROM tenants ORDER BY tenant_id";
-
-fn tenant_from_row(row: &SqliteRow) -> Result<TenantConfig, MetadataError> {
-    let consistency = text_column(row, "default_consistency")?;
-    Ok(TenantConfig {
-        tenant_id: text_column(row, "tenant_id")?,
-        replication_factor: u32_column(row, "replication_factor")?,
-        default_consistency: Consistency::from_str(&consistency)
-            .map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        rate_limit: RateLimit {
-            requests_per_second: u32_column(row, "rate_rps")?,
-            burst: u32_column(row, "rate_burst")?,
-        },
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, MetadataError> {
-    Ok(ApiKeyRecord {
-        key_id: text_column(row, "key_id")?,
-        tenant_id: text_column(row, "tenant_id")?,
-        secret_hash: row.try_get("secret_hash").map_err(map_err)?,
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-fn node_from_row(row: &SqliteRow) -> Result<NodeRecord, MetadataError> {
-    let state = text_column(row, "state")?;
-    Ok(NodeRecord {
-        node_id: text_column(row, "node_id")?,
-        address: text_column(row, "address")?,
-        state: NodeState::parse(&state)
-            .ok_or_else(|| MetadataError::Corrupt(format!("unknown node state {state:?}")))?,
-        created_at: text_column(row, "created_at")?,
-    })
-}
-
-/// Decodes the placement row, checking the JSON body agrees with the epoch column.
-fn placement_from_row(row: &SqliteRow) -> Result<Placement, MetadataError> {
-    let epoch = epoch_from_sql(row.try_get("epoch").map_err(map_err)?)?;
-    let body = text_column(row, "body")?;
-    let placement: Placement = serde_json::from_str(&body)
-        .map_err(|e| MetadataError::Corrupt(format!("placement body: {e}")))?;
-    if placement.epoch != epoch {
-        return Err(MetadataError::Corrupt(format!(
-            "placement body has epoch {} but its row says {epoch}",
-            placement.epoch
-        )));
-    }
-    Ok(placement)
-}
 
 /// The stored placement epoch, read inside `tx`.
 async fn stored_epoch(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<u64>, MetadataError> {

@@ -14,6 +14,16 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server and waits until it answers.
     pub async fn start() -> RedisServer {
+        // A port taken between choosing and binding it makes the server exit: choose again.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start().await {
+                return server;
+            }
+        }
+        panic!("redis-server could not bind a free port in 5 tries");
+    }
+
+    async fn try_start() -> Option<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -39,9 +49,8 @@ impl RedisServer {
         };
         let started = Instant::now();
         while !server.answers().await {
-            // A lost race for the port exits ours.
-            if let Ok(Some(exit)) = server.child.try_wait() {
-                panic!("redis-server exited ({exit})");
+            if let Ok(Some(_)) = server.child.try_wait() {
+                return None;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -49,12 +58,11 @@ impl RedisServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
+        Some(server)
     }
-}
 
-impl RedisServer {
-    /// Whether the server answers a `PING` on a fresh connection.
+    /// Whether this server (not another on the same port: a lost race for the port exits ours)
+    /// answers: its `INFO server` names our child's process id.
     async fn answers(&self) -> bool {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self
@@ -67,14 +75,28 @@ impl RedisServer {
         else {
             return false;
         };
-        if stream.write_all(b"PING\r\n").await.is_err() {
+        if stream.write_all(b"INFO server\r\n").await.is_err() {
             return false;
         }
-        let mut reply = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
-            Ok(Ok(_))
-        ) && &reply == b"+PONG\r\n"
+        let wanted = format!("process_id:{}\r\n", self.child.id());
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while reply.len() < (64 << 10) && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => reply.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                _ => return false,
+            }
+            let text = String::from_utf8_lossy(&reply);
+            if text.contains(&wanted) {
+                return true;
+            }
+            if text.contains("process_id:") {
+                // Another server answers on our port.
+                return false;
+            }
+        }
+        false
     }
 }
 

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -165,7 +165,8 @@ where
 {
     type Response = Response<R::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+    /// Requests the layer does not apply to run the inner future as is, unboxed.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Self::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -187,12 +188,12 @@ where
             .and_then(|v| pairdb_core::idempotency::parse(v.as_bytes()))
             .map(str::to_owned);
         let (Some(scope), Some(key), true) = (scope, key, applies) else {
-            return Box::pin(inner.call(request));
+            return Either::Left(inner.call(request));
         };
         let store = Arc::clone(&self.store);
         let config = self.config.clone();
         let reject = self.reject.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let trace = request.extensions().get::<TraceContext>().copied();
             let refuse = |error: LayerError| Ok(reject.reject(error, trace.as_ref()));
             let (parts, body) = request.into_parts();
@@ -278,7 +279,7 @@ where
                     Ok(response)
                 }
             }
-        })
+        }))
     }
 }
 
