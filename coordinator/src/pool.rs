@@ -18,7 +18,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-/// Adds `authorization: Bearer <internal token>` to every storage RPC.
+/// Adds `authorization: Bearer <internal token>` to every storage RPC, and the `traceparent` of
+/// the span the call is made in, so the storage node's span joins the caller's trace.
 #[derive(Clone)]
 pub struct BearerAuth {
     value: AsciiMetadataValue,
@@ -26,9 +27,13 @@ pub struct BearerAuth {
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(pairdb_proto::AUTHORIZATION, self.value.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert(pairdb_proto::AUTHORIZATION, self.value.clone());
+        if let Some(parent) = pairdb_middleware::current_traceparent()
+            && let Ok(value) = AsciiMetadataValue::try_from(parent)
+        {
+            metadata.insert(pairdb_core::headers::TRACEPARENT, value);
+        }
         Ok(request)
     }
 }

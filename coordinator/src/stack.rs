@@ -62,7 +62,7 @@ pub fn layers(
 ) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
-        .layer(TraceLayer::new())
+        .layer(TraceLayer::new().role("coordinator"))
         // Every call, refusals included, by RPC.
         .layer(MetricsLayer::new(metrics, rpc_of))
         // Before anything that depends on who is calling.

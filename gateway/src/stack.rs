@@ -63,7 +63,11 @@ pub fn layers(
         // metrics: every answer, refusals and 404s included, by route template.
         .layer(MetricsLayer::new(metrics, route_of))
         // trace: over everything (ops, /v1, 404s, rejections), so every response has traceresponse.
-        .layer(TraceLayer::new().redact_paths_after(&[KV_PREFIX]))
+        .layer(
+            TraceLayer::new()
+                .role("gateway")
+                .redact_paths_after(&[KV_PREFIX]),
+        )
         // received-at: outermost, so a request's deadline counts from its arrival.
         .layer(MapRequestLayer::new(move |mut request: Request| {
             // When it arrived ([`Received`]): body reads are bounded by deadlines from it.

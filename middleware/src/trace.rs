@@ -4,7 +4,16 @@
 //! trace. Either way it mints a span id for this hop, stores the [`TraceContext`] as a request
 //! extension, runs the inner service inside a `request` span, and adds `traceresponse` to every
 //! response the inner service produces — including rejections from inner layers — so a client
-//! can find its trace. Export (OTLP) is not done here.
+//! can find its trace.
+//!
+//! When the process records spans with OpenTelemetry (a `tracing-opentelemetry` layer is
+//! installed, as the `pairdb` binary does when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), the request
+//! span *is* the exported span: it is made the child of the caller's span, and the ids in
+//! [`TraceContext`] — hence in `traceresponse`, in problem details and in outgoing `traceparent`s
+//! — are that span's. Without such a layer the ids are minted here and nothing is exported.
+//! [`current_traceparent`] gives calls made further down (in spawned tasks too, when they are
+//! instrumented with the request span) the `traceparent` that makes them children of the span
+//! they run in.
 
 use std::fmt;
 use std::future::Future;
@@ -12,10 +21,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use rand::RngCore;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Incoming W3C trace context header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static(pairdb_core::headers::TRACEPARENT);
@@ -132,6 +145,61 @@ impl TraceContext {
     pub fn traceresponse(&self) -> String {
         self.traceparent()
     }
+
+    /// Makes `span` the span of this hop. When OpenTelemetry records `span`, it becomes the child
+    /// of the caller's span (a new root when there is none) and the returned context carries its
+    /// ids, so what this hop reports is what is exported; otherwise `self` is returned unchanged.
+    fn adopt(self, span: &tracing::Span) -> Self {
+        let parent = match self.parent_span_id {
+            Some(parent) => {
+                opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_bytes(self.trace_id),
+                    SpanId::from_bytes(parent),
+                    if self.sampled {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::default()
+                    },
+                    true,
+                    TraceState::default(),
+                ))
+            }
+            // An explicit empty parent: a request without a caller's context is a new trace,
+            // whatever span happened to be current when it arrived.
+            None => opentelemetry::Context::new(),
+        };
+        if span.set_parent(parent).is_err() {
+            return self;
+        }
+        let context = span.context();
+        let exported = context.span().span_context().clone();
+        if !exported.is_valid() {
+            return self;
+        }
+        TraceContext {
+            trace_id: exported.trace_id().to_bytes(),
+            span_id: exported.span_id().to_bytes(),
+            parent_span_id: self.parent_span_id,
+            sampled: exported.is_sampled(),
+        }
+    }
+}
+
+/// The `traceparent` for a call made now: the OpenTelemetry span the calling code runs in (the
+/// current `tracing` span) as the parent. `None` when no span is recorded with OpenTelemetry —
+/// the callee then starts a trace of its own.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let current = span.span_context();
+    current.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{}",
+            current.trace_id(),
+            current.span_id(),
+            if current.is_sampled() { "01" } else { "00" }
+        )
+    })
 }
 
 fn parse_flags(s: &str) -> Option<[u8; 1]> {
@@ -150,6 +218,7 @@ fn parse_flags(s: &str) -> Option<[u8; 1]> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceLayer {
     redacted_prefixes: &'static [&'static str],
+    role: &'static str,
 }
 
 impl TraceLayer {
@@ -164,6 +233,13 @@ impl TraceLayer {
         self.redacted_prefixes = prefixes;
         self
     }
+
+    /// Names the role serving the requests (`gateway`, `coordinator`, `storage`): the first word
+    /// of every exported span's name, so one trace reads tier by tier.
+    pub fn role(mut self, role: &'static str) -> Self {
+        self.role = role;
+        self
+    }
 }
 
 impl<S> Layer<S> for TraceLayer {
@@ -173,6 +249,7 @@ impl<S> Layer<S> for TraceLayer {
         TraceService {
             inner,
             redacted_prefixes: self.redacted_prefixes,
+            role: self.role,
         }
     }
 }
@@ -183,6 +260,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct TraceService<S> {
     inner: S,
     redacted_prefixes: &'static [&'static str],
+    role: &'static str,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for TraceService<S>
@@ -208,12 +286,20 @@ where
             Some(prefix) => format!("{prefix}…"),
             None => path.to_owned(),
         };
+        let name = match self.role {
+            "" => format!("{} {path}", request.method()),
+            role => format!("{role} {} {path}", request.method()),
+        };
         let span = tracing::info_span!(
             "request",
+            otel.name = name.as_str(),
+            otel.kind = "server",
             method = %request.method(),
             path = %path,
-            trace_id = %trace.trace_id_hex(),
+            trace_id = tracing::field::Empty,
         );
+        let trace = trace.adopt(&span);
+        span.record("trace_id", trace.trace_id_hex().as_str());
         let header = HeaderValue::try_from(trace.traceresponse()).ok();
         request.extensions_mut().insert(trace);
         let future = {

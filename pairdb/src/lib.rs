@@ -13,5 +13,6 @@ pub mod ops_http;
 pub mod role;
 pub mod secrets;
 pub mod shutdown;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -259,9 +259,14 @@ impl StorageNode {
                 };
                 let clean = rt.block_on(async move {
                     // Dropping the sender (the node dropped without a stop) stops it gracefully.
-                    let server = pairdb_storage::server::run(service, listener, async {
-                        let _ = graceful_rx.await;
-                    });
+                    let server = pairdb_storage::server::run_layered(
+                        service,
+                        listener,
+                        pairdb_middleware::TraceLayer::new().role("storage"),
+                        async {
+                            let _ = graceful_rx.await;
+                        },
+                    );
                     tokio::select! {
                         biased;
                         () = abort => None,

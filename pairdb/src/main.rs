@@ -2,8 +2,7 @@
 
 use clap::Parser;
 use pairdb::cli::{Cli, Command};
-use pairdb::{config_file, role};
-use tracing_subscriber::EnvFilter;
+use pairdb::{config_file, role, telemetry};
 
 /// mimalloc: every request allocates on several threads (gateway, coordinator, storage nodes);
 /// glibc's arenas contend under that load, mimalloc's per-thread heaps do not.
@@ -26,18 +25,10 @@ fn run() -> anyhow::Result<()> {
     // Before any thread exists: the file only supplies environment defaults.
     config_file::apply(&args)?;
     let cli = Cli::parse_from(args);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,sqlx=warn")),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // Before the runtimes start their threads (each has its own allocator heaps).
-    disable_transparent_huge_pages();
-    raise_open_file_limit();
+    // Before the runtimes start their threads (each has its own allocator heaps); reported once
+    // logging is up.
+    let thp = disable_transparent_huge_pages();
+    let nofile = raise_open_file_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Storage(_)) {
         // The node serves on a runtime of its own; this one only serves metrics and waits for
@@ -45,32 +36,52 @@ fn run() -> anyhow::Result<()> {
         runtime.worker_threads(1);
     }
     let runtime = runtime.enable_all().build()?;
-    runtime.block_on(async move {
+    let service = match cli.command {
+        Command::Dev(_) => "pairdb-dev",
+        Command::Storage(_) => "pairdb-storage",
+        Command::Coordinator(_) => "pairdb-coordinator",
+        Command::Gateway(_) => "pairdb-gateway",
+    };
+    // Inside the runtime: the span exporter's channel lives on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        telemetry::init(service)?
+    };
+    if let Err(error) = thp {
+        tracing::debug!(%error, "cannot disable transparent huge pages");
+    }
+    if let Err(error) = nofile {
+        tracing::debug!(%error, "cannot raise the open-file limit");
+    }
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(a) => role::dev::run(a).await,
             Command::Storage(a) => role::storage::run(a).await,
             Command::Coordinator(a) => role::coordinator::run(a).await,
             Command::Gateway(a) => role::gateway::run(a).await,
         }
-    })
+    });
+    telemetry.shutdown();
+    result
 }
 
 /// Keeps this process's memory (and its children's) out of transparent huge pages.
 /// mimalloc asks for huge pages where the kernel allows them on request, and a page fault that
 /// must find and zero 2 MiB stalls the faulting thread for milliseconds — measured as the
 /// worst LSM writes under `make bench-engine`. Best effort: a kernel that refuses changes nothing.
-fn disable_transparent_huge_pages() {
+fn disable_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` only reads its integer arguments.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot disable transparent huge pages");
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard one: a storage node keeps every table of its
 /// LSM engine open (one descriptor each, as RocksDB does by default), and a large node has
 /// thousands. Best effort: the limit stays as it was where the system refuses.
-fn raise_open_file_limit() {
+fn raise_open_file_limit() -> std::io::Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -79,11 +90,12 @@ fn raise_open_file_limit() {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
         || limit.rlim_cur >= limit.rlim_max
     {
-        return;
+        return Ok(());
     }
     limit.rlim_cur = limit.rlim_max;
     // SAFETY: `setrlimit` only reads the `rlimit` it is given.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }

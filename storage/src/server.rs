@@ -11,6 +11,7 @@ use pairdb_proto::storage::storage_server::StorageServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::service::StorageService;
@@ -29,6 +30,35 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    run_layered(
+        service,
+        listener,
+        tower::layer::util::Identity::new(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with every call passing through `layer` first (the binary's trace layer: the node
+/// knows nothing of tracing export itself).
+pub async fn run_layered<L, ResBody>(
+    service: StorageService,
+    listener: TcpListener,
+    layer: L,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    L: tower::Layer<Routes> + Clone,
+    L::Service: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "storage node serving gRPC");
     }
@@ -56,6 +86,7 @@ pub async fn run(
     // stops accepting and every connection is told to finish its in-flight calls and close
     // (HTTP/2 GOAWAY); the future completes when the last one has.
     Server::builder()
+        .layer(layer)
         .add_service(storage)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -21,6 +21,7 @@ use pairdb_proto::convert::{version_from_pb, version_to_pb};
 use pairdb_proto::storage::{ApplyRequest, ReadRequest};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{AttemptError, ReadOp, ReadOutcome, Replicator, key_ref};
 use crate::cluster::{Cluster, PlacementView, RpcError};
@@ -72,14 +73,18 @@ impl Replicator {
         // answered, is handed the repair to finish with the late answers.
         let (tx, mut rx) = mpsc::channel::<Answer>(targets.len());
         let (handoff, handed) = oneshot::channel::<(Repair, mpsc::Receiver<Answer>)>();
-        tokio::spawn(ask_replicas(
-            Arc::clone(&self.cluster),
-            targets.clone(),
-            request,
-            background,
-            tx,
-            handed,
-        ));
+        tokio::spawn(
+            ask_replicas(
+                Arc::clone(&self.cluster),
+                targets.clone(),
+                request,
+                background,
+                tx,
+                handed,
+            )
+            // Its calls (and repairs) belong to this request's trace.
+            .in_current_span(),
+        );
 
         let mut answers: Vec<(String, Option<Version>)> = Vec::with_capacity(targets.len());
         let mut failed = 0usize;

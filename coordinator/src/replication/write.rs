@@ -25,6 +25,7 @@ use pairdb_proto::convert::{context_to_pb, version_from_pb, write_record_from_pb
 use pairdb_proto::storage::{ApplyOutcome, ApplyRequest, MintRequest, RefusalReason};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{AttemptError, Conflict, Replicator, WriteOp, WriteOutcome, key_ref};
 use crate::cluster::{Cluster, PlacementView, RpcError};
@@ -118,7 +119,8 @@ impl Replicator {
                 progress: Arc::clone(&progress),
             }),
         };
-        tokio::spawn(pipeline.run());
+        // Its calls belong to this request's trace.
+        tokio::spawn(pipeline.run().in_current_span());
 
         // The pipeline decides the answer — once W replicas hold the version durably (the
         // leader's own copy counts), or once they cannot — and wakes this request once.

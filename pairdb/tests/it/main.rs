@@ -14,3 +14,4 @@ mod sdk;
 mod storage_security;
 mod stores;
 mod tenant_changes;
+mod traces;

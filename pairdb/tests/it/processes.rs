@@ -15,12 +15,18 @@ const KEY_SECRET: &str = "process-test-key-secret";
 
 /// Every process binds port 0 and the test reads the address it logged: a port picked here and
 /// bound later by the child could be taken in between by any other socket on the machine.
-const ANY_PORT: &str = "127.0.0.1:0";
+pub(crate) const ANY_PORT: &str = "127.0.0.1:0";
 
 fn pairdb(args: &[&str], log: &Path) -> Child {
+    pairdb_with_env(args, log, &[])
+}
+
+/// [`pairdb`] with extra environment variables.
+pub(crate) fn pairdb_with_env(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_pairdb"))
         .args(args)
+        .envs(env.iter().copied())
         .env("PAIRDB_INTERNAL_TOKEN", INTERNAL_TOKEN)
         .env("PAIRDB_KEY_SECRET", KEY_SECRET)
         .env("PAIRDB_ADMIN_KEY", ADMIN_KEY)
@@ -79,7 +85,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
 }
 
 /// Creates tenant `acme` through the gateway at `base`; returns its API key.
-async fn create_tenant(http: &reqwest::Client, base: &str) -> String {
+pub(crate) async fn create_tenant(http: &reqwest::Client, base: &str) -> String {
     let created = http
         .post(format!("{base}/v1/tenants"))
         .bearer_auth(ADMIN_KEY)
@@ -92,7 +98,7 @@ async fn create_tenant(http: &reqwest::Client, base: &str) -> String {
     body["api_key"].as_str().expect("api key").to_owned()
 }
 
-async fn terminate(child: &mut Child) -> bool {
+pub(crate) async fn terminate(child: &mut Child) -> bool {
     let Some(pid) = child.id() else { return false };
     let sent = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -105,80 +111,114 @@ async fn terminate(child: &mut Child) -> bool {
     }
 }
 
+/// One cluster of separate processes: three storage nodes, a coordinator and a gateway.
+pub(crate) struct Processes {
+    /// Each node's id, process and metrics address.
+    pub storage: Vec<(String, Child, String)>,
+    /// The storage node ids.
+    pub ids: Vec<String>,
+    pub coordinator: Child,
+    pub gateway: Child,
+    /// The gateway's base URL.
+    pub base: String,
+}
+
+impl Processes {
+    /// Starts the cluster with logs (and data) under `logs`, every process with `env` added;
+    /// returns once every role is ready.
+    pub(crate) async fn start(logs: &Path, env: &[(&str, &str)]) -> Processes {
+        let pairdb = |args: &[&str], log: &Path| pairdb_with_env(args, log, env);
+        let mut storage = Vec::new();
+        let mut initial = Vec::new();
+        let mut ids = Vec::new();
+        for i in 1..=3 {
+            let id = format!("node-{i}");
+            let data = logs.join(&id);
+            let log = logs.join(format!("{id}.log"));
+            let mut child = pairdb(
+                &[
+                    "storage",
+                    "--node-id",
+                    &id,
+                    "--listen",
+                    ANY_PORT,
+                    "--data-dir",
+                    data.to_str().expect("utf-8 path"),
+                    "--metrics-listen",
+                    ANY_PORT,
+                ],
+                &log,
+            );
+            let addr = listening(&mut child, &log, "storage node").await;
+            let metrics = listening(&mut child, &log, "metrics endpoint").await;
+            initial.push(format!("{id}={addr}"));
+            ids.push(id.clone());
+            storage.push((id, child, metrics));
+        }
+        let metadata = format!("sqlite://{}", logs.join("metadata.db").display());
+        let coordinator_log = logs.join("coordinator.log");
+        let mut coordinator = pairdb(
+            &[
+                "coordinator",
+                "--listen",
+                ANY_PORT,
+                "--metadata-url",
+                &metadata,
+                "--initial-nodes",
+                &initial.join(","),
+                "--metrics-listen",
+                ANY_PORT,
+            ],
+            &coordinator_log,
+        );
+        let coordinator_addr = listening(&mut coordinator, &coordinator_log, "coordinator").await;
+        let coordinator_metrics =
+            listening(&mut coordinator, &coordinator_log, "metrics endpoint").await;
+        let gateway_log = logs.join("gateway.log");
+        let mut gateway = pairdb(
+            &[
+                "gateway",
+                "--http",
+                ANY_PORT,
+                "--coordinators",
+                &coordinator_addr,
+                "--metadata-url",
+                &metadata,
+            ],
+            &gateway_log,
+        );
+        let http = reqwest::Client::new();
+        let base = format!(
+            "http://{}",
+            listening(&mut gateway, &gateway_log, "gateway").await
+        );
+        wait_ready(&http, &format!("http://{coordinator_metrics}/readyz"), logs).await;
+        wait_ready(&http, &format!("{base}/readyz"), logs).await;
+        for (_, _, metrics) in &storage {
+            wait_ready(&http, &format!("http://{metrics}/healthz"), logs).await;
+        }
+        Processes {
+            storage,
+            ids,
+            coordinator,
+            gateway,
+            base,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_survive_a_sigkilled_storage_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path();
-    let mut storage = Vec::new();
-    let mut initial = Vec::new();
-    let mut ids = Vec::new();
-    for i in 1..=3 {
-        let id = format!("node-{i}");
-        let data = logs.join(&id);
-        let log = logs.join(format!("{id}.log"));
-        let mut child = pairdb(
-            &[
-                "storage",
-                "--node-id",
-                &id,
-                "--listen",
-                ANY_PORT,
-                "--data-dir",
-                data.to_str().expect("utf-8 path"),
-                "--metrics-listen",
-                ANY_PORT,
-            ],
-            &log,
-        );
-        let addr = listening(&mut child, &log, "storage node").await;
-        let metrics = listening(&mut child, &log, "metrics endpoint").await;
-        initial.push(format!("{id}={addr}"));
-        ids.push(id.clone());
-        storage.push((id, child, metrics));
-    }
-    let metadata = format!("sqlite://{}", logs.join("metadata.db").display());
-    let coordinator_log = logs.join("coordinator.log");
-    let mut coordinator = pairdb(
-        &[
-            "coordinator",
-            "--listen",
-            ANY_PORT,
-            "--metadata-url",
-            &metadata,
-            "--initial-nodes",
-            &initial.join(","),
-            "--metrics-listen",
-            ANY_PORT,
-        ],
-        &coordinator_log,
-    );
-    let coordinator_addr = listening(&mut coordinator, &coordinator_log, "coordinator").await;
-    let coordinator_metrics =
-        listening(&mut coordinator, &coordinator_log, "metrics endpoint").await;
-    let gateway_log = logs.join("gateway.log");
-    let mut gateway = pairdb(
-        &[
-            "gateway",
-            "--http",
-            ANY_PORT,
-            "--coordinators",
-            &coordinator_addr,
-            "--metadata-url",
-            &metadata,
-        ],
-        &gateway_log,
-    );
+    let Processes {
+        mut storage,
+        ids,
+        mut coordinator,
+        mut gateway,
+        base,
+    } = Processes::start(logs, &[]).await;
     let http = reqwest::Client::new();
-    let base = format!(
-        "http://{}",
-        listening(&mut gateway, &gateway_log, "gateway").await
-    );
-    wait_ready(&http, &format!("http://{coordinator_metrics}/readyz"), logs).await;
-    wait_ready(&http, &format!("{base}/readyz"), logs).await;
-    for (_, _, metrics) in &storage {
-        wait_ready(&http, &format!("http://{metrics}/healthz"), logs).await;
-    }
-
     let key = create_tenant(&http, &base).await;
 
     let put = |value: &'static str, level: &'static str| {
