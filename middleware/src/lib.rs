@@ -58,6 +58,8 @@
 pub mod auth;
 mod cache;
 pub mod consistency;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod idempotency;
 pub mod metrics;
 pub mod principal;

@@ -397,6 +397,8 @@ where
             .collect(),
         body: bytes.clone(),
     };
+    #[cfg(feature = "failpoints")]
+    crate::failpoint::hit(crate::failpoint::BEFORE_IDEMPOTENCY_RECORD);
     if let Err(e) = store
         .complete(scope, key, owner, record, config.record_ttl)
         .await

@@ -4,6 +4,7 @@
 mod harness;
 
 mod conflicts;
+mod exactly_once;
 mod faults;
 mod grpc_api;
 mod http_errors;

@@ -121,12 +121,25 @@ pub(crate) struct Processes {
     pub gateway: Child,
     /// The gateway's base URL.
     pub base: String,
+    /// The coordinator's gRPC address.
+    pub coordinator_addr: String,
+    /// The metadata store every role shares.
+    pub metadata: String,
 }
 
 impl Processes {
     /// Starts the cluster with logs (and data) under `logs`, every process with `env` added;
     /// returns once every role is ready.
     pub(crate) async fn start(logs: &Path, env: &[(&str, &str)]) -> Processes {
+        Self::start_with(logs, env, &[]).await
+    }
+
+    /// [`start`](Self::start), with `gateway_args` added to the gateway's command line.
+    pub(crate) async fn start_with(
+        logs: &Path,
+        env: &[(&str, &str)],
+        gateway_args: &[&str],
+    ) -> Processes {
         let pairdb = |args: &[&str], log: &Path| pairdb_with_env(args, log, env);
         let mut storage = Vec::new();
         let mut initial = Vec::new();
@@ -174,26 +187,17 @@ impl Processes {
         let coordinator_addr = listening(&mut coordinator, &coordinator_log, "coordinator").await;
         let coordinator_metrics =
             listening(&mut coordinator, &coordinator_log, "metrics endpoint").await;
-        let gateway_log = logs.join("gateway.log");
-        let mut gateway = pairdb(
-            &[
-                "gateway",
-                "--http",
-                ANY_PORT,
-                "--coordinators",
-                &coordinator_addr,
-                "--metadata-url",
-                &metadata,
-            ],
-            &gateway_log,
-        );
         let http = reqwest::Client::new();
-        let base = format!(
-            "http://{}",
-            listening(&mut gateway, &gateway_log, "gateway").await
-        );
         wait_ready(&http, &format!("http://{coordinator_metrics}/readyz"), logs).await;
-        wait_ready(&http, &format!("{base}/readyz"), logs).await;
+        let (gateway, base) = start_gateway(
+            logs,
+            "gateway",
+            env,
+            &coordinator_addr,
+            &metadata,
+            gateway_args,
+        )
+        .await;
         for (_, _, metrics) in &storage {
             wait_ready(&http, &format!("http://{metrics}/healthz"), logs).await;
         }
@@ -203,8 +207,55 @@ impl Processes {
             coordinator,
             gateway,
             base,
+            coordinator_addr,
+            metadata,
         }
     }
+
+    /// Starts another gateway, `name`, in front of the same coordinator and metadata store;
+    /// returns it once ready, with its base URL.
+    pub(crate) async fn another_gateway(
+        &self,
+        logs: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Child, String) {
+        start_gateway(
+            logs,
+            name,
+            env,
+            &self.coordinator_addr,
+            &self.metadata,
+            args,
+        )
+        .await
+    }
+}
+
+async fn start_gateway(
+    logs: &Path,
+    name: &str,
+    env: &[(&str, &str)],
+    coordinator: &str,
+    metadata: &str,
+    args: &[&str],
+) -> (Child, String) {
+    let log = logs.join(format!("{name}.log"));
+    let mut all = vec![
+        "gateway",
+        "--http",
+        ANY_PORT,
+        "--coordinators",
+        coordinator,
+        "--metadata-url",
+        metadata,
+    ];
+    all.extend_from_slice(args);
+    let mut gateway = pairdb_with_env(&all, &log, env);
+    let base = format!("http://{}", listening(&mut gateway, &log, "gateway").await);
+    wait_ready(&reqwest::Client::new(), &format!("{base}/readyz"), logs).await;
+    (gateway, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +268,7 @@ async fn separate_processes_survive_a_sigkilled_storage_node() {
         mut coordinator,
         mut gateway,
         base,
+        ..
     } = Processes::start(logs, &[]).await;
     let http = reqwest::Client::new();
     let key = create_tenant(&http, &base).await;
