@@ -170,8 +170,9 @@ impl Cluster {
             config.connect_timeout,
         )
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        Ok(Arc::new(Cluster {
-            store,
+        let metrics = config.metrics.clone();
+        let cluster = Arc::new(Cluster {
+            store: pairdb_middleware::metered::MeteredMetadataStore::wrap(store, &config.metrics),
             pool,
             view: RwLock::new(None),
             install_lock: tokio::sync::Mutex::new(()),
@@ -185,7 +186,11 @@ impl Cluster {
                 (config.max_in_flight_bytes / 1024).max(1),
             )),
             config,
-        }))
+        });
+        metrics.register_collector(Box::new(crate::metrics::ClusterCollector(Arc::downgrade(
+            &cluster,
+        ))));
+        Ok(cluster)
     }
 
     /// The metadata store.

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod hints;
+pub mod metrics;
 pub mod pool;
 pub mod replication;
 pub mod server;

@@ -31,6 +31,7 @@ use pairdb_metadata::MetadataStore;
 use pairdb_middleware::idempotency::{
     IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore,
 };
+use pairdb_middleware::metered::{MeteredIdempotencyStore, MeteredMetadataStore};
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::{
     AuthConfig, Authenticator, IdempotencyConfig, Metrics, RateLimits, TenantCache,
@@ -87,6 +88,8 @@ pub async fn build_router(
     store: Arc<dyn MetadataStore>,
 ) -> Result<Router, GatewayError> {
     config.validate()?;
+    let metrics = Metrics::new();
+    let store = MeteredMetadataStore::wrap(store, &metrics);
     let coordinators = Coordinators::connect_lazy(&config.coordinators, &config.internal_token)?;
     let authenticator = Authenticator::new(
         store.clone(),
@@ -99,7 +102,6 @@ pub async fn build_router(
         },
     );
     let tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
-    let metrics = Metrics::new();
     let state = AppState::new(Shared {
         coordinators,
         store,
@@ -124,6 +126,7 @@ pub async fn build_router(
         }
         _ => Arc::new(MemoryIdempotencyStore::default()),
     };
+    let records = MeteredIdempotencyStore::wrap(records, &metrics);
     Ok(layers(
         v1,
         ops,

@@ -61,6 +61,7 @@ pub mod consistency;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod idempotency;
+pub mod metered;
 pub mod metrics;
 pub mod principal;
 pub mod rate_limit;

@@ -33,6 +33,21 @@ struct RequestLabels {
     route: &'static str,
     method: &'static str,
     status: u16,
+    level: &'static str,
+}
+
+/// The consistency level a message names in `x-consistency` (`none` when it names none).
+fn level_of(headers: &http::HeaderMap) -> Option<&'static str> {
+    let value = headers.get(pairdb_core::headers::CONSISTENCY)?.as_bytes();
+    Some(if value.eq_ignore_ascii_case(b"one") {
+        "one"
+    } else if value.eq_ignore_ascii_case(b"quorum") {
+        "quorum"
+    } else if value.eq_ignore_ascii_case(b"all") {
+        "all"
+    } else {
+        "invalid"
+    })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +73,39 @@ struct Inner {
     duration: Family<RouteLabels, Histogram>,
     rate_limited: Counter,
     replayed: Counter,
+    store_duration: Family<StoreLabels, Histogram>,
+    store_errors: Family<StoreLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+    op: &'static str,
+}
+
+/// The calls to one external store (`metadata`, `idempotency`), timed and counted by operation
+/// into `pairdb_store_duration_seconds` and `pairdb_store_errors_total`.
+#[derive(Clone)]
+pub struct StoreCalls {
+    store: &'static str,
+    duration: Family<StoreLabels, Histogram>,
+    errors: Family<StoreLabels, Counter>,
+}
+
+impl StoreCalls {
+    /// Records one call of `op` that took `took` and failed or not.
+    pub fn observe(&self, op: &'static str, took: std::time::Duration, failed: bool) {
+        let labels = StoreLabels {
+            store: self.store,
+            op,
+        };
+        self.duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if failed {
+            self.errors.get_or_create(&labels).inc();
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,7 +155,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         target.register(
             "requests",
-            "Requests answered, by route, method and status",
+            "Requests answered, by route, method, status and consistency level (`none` where none applies)",
             requests.clone(),
         );
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -131,6 +179,21 @@ impl Metrics {
             "Writes answered from their idempotency record instead of running again",
             replayed.clone(),
         );
+        let store_duration = Family::<StoreLabels, Histogram>::new_with_constructor(|| {
+            // 0.1 ms to about 3 s.
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+        });
+        registry.register(
+            "store_duration_seconds",
+            "Calls to the metadata and idempotency stores, by store and operation",
+            store_duration.clone(),
+        );
+        let store_errors = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Calls to the metadata and idempotency stores that failed, by store and operation",
+            store_errors.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: RwLock::new(registry),
@@ -140,6 +203,8 @@ impl Metrics {
                 duration,
                 rate_limited,
                 replayed,
+                store_duration,
+                store_errors,
             }),
         }
     }
@@ -186,6 +251,15 @@ impl Metrics {
         counter
     }
 
+    /// The timers of calls to `store` (`metadata`, `idempotency`).
+    pub fn store_calls(&self, store: &'static str) -> StoreCalls {
+        StoreCalls {
+            store,
+            duration: self.inner.store_duration.clone(),
+            errors: self.inner.store_errors.clone(),
+        }
+    }
+
     /// Adds `collector`, asked for its values on every scrape (engine statistics, placement).
     pub fn register_collector(&self, collector: Box<dyn Collector>) {
         self.inner
@@ -209,13 +283,21 @@ impl Metrics {
         out
     }
 
-    fn observe(&self, route: &'static str, method: &'static str, status: u16, took: f64) {
+    fn observe(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        level: &'static str,
+        took: f64,
+    ) {
         self.inner
             .requests
             .get_or_create(&RequestLabels {
                 route,
                 method,
                 status,
+                level,
             })
             .inc();
         self.inner
@@ -297,6 +379,8 @@ pin_project! {
         metrics: Metrics,
         route: &'static str,
         method: &'static str,
+        // The level the request asked for, if it named one.
+        asked: Option<&'static str>,
         started: Instant,
     }
 }
@@ -314,10 +398,15 @@ where
             if response.headers().contains_key(IDEMPOTENT_REPLAYED) {
                 this.metrics.inner.replayed.inc();
             }
+            // The level served (a response naming it) or else the level asked for.
+            let level = level_of(response.headers())
+                .or(*this.asked)
+                .unwrap_or("none");
             this.metrics.observe(
                 this.route,
                 this.method,
                 status_of(response),
+                level,
                 this.started.elapsed().as_secs_f64(),
             );
         }
@@ -340,11 +429,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let route = (self.route_of)(request.method(), request.uri().path());
         let method = method_label(request.method());
+        let asked = level_of(request.headers());
         Observed {
             inner: self.inner.call(request),
             metrics: self.metrics.clone(),
             route,
             method,
+            asked,
             started: Instant::now(),
         }
     }
@@ -405,19 +496,31 @@ mod tests {
             "/v1/kv/again",
             "/x",
         ] {
-            let request = Request::put(path).body(()).unwrap_or_default();
+            let mut request = Request::put(path).body(()).unwrap_or_default();
+            if path == "/v1/kv/a" {
+                request.headers_mut().insert(
+                    pairdb_core::headers::CONSISTENCY,
+                    http::HeaderValue::from_static("One"),
+                );
+            }
             let _ = svc.clone().oneshot(request).await;
         }
         let text = metrics.encode();
         assert!(
             text.contains(
-                "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\"} 3"
+                "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\",level=\"none\"} 2"
             ),
             "{text}"
         );
         assert!(
-            text.contains("pairdb_requests_total{route=\"other\",method=\"PUT\",status=\"200\"} 1")
+            text.contains(
+                "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\",level=\"one\"} 1"
+            ),
+            "{text}"
         );
+        assert!(text.contains(
+            "pairdb_requests_total{route=\"other\",method=\"PUT\",status=\"200\",level=\"none\"} 1"
+        ));
         assert!(text.contains("pairdb_rate_limited_total 1"));
         assert!(text.contains("pairdb_idempotent_replays_total 1"));
         assert!(text.contains(

@@ -87,6 +87,11 @@ pub struct DevArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
+    /// Serve the coordinator's metrics at `/metrics` and each storage node's at
+    /// `/metrics/storage/<node>` here, with `/healthz` and `/readyz` (the gateway's are on its
+    /// own port).
+    #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bounds of the storage nodes.
     #[command(flatten)]
     pub node_limits: NodeLimitArgs,

@@ -29,9 +29,27 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
+    serve_many(
+        listener,
+        ready,
+        vec![("/metrics".to_owned(), metrics)],
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], with a registry per path (`pairdb dev` serves its coordinator's at `/metrics` and
+/// each storage node's at `/metrics/storage/<node>`).
+pub async fn serve_many(
+    listener: TcpListener,
+    ready: ReadyCheck,
+    registries: Vec<(String, Metrics)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = Router::new();
+    for (path, metrics) in registries {
+        app = app.route(
+            &path,
             get(move || {
                 let metrics = metrics.clone();
                 async move {
@@ -45,7 +63,9 @@ pub async fn serve(
                     )
                 }
             }),
-        )
+        );
+    }
+    let app = app
         .route(
             "/healthz",
             get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}") }),

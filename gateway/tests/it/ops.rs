@@ -98,12 +98,15 @@ async fn metrics_count_requests_by_route_template() {
     let text = response.text().await.unwrap();
     assert!(
         text.contains(
-            "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\"} 2"
+            "pairdb_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\",level=\"quorum\"} 2"
         ),
         "{text}"
     );
     assert!(
-        text.contains("pairdb_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1")
+        text.contains(
+            "pairdb_requests_total{route=\"other\",method=\"GET\",status=\"404\",level=\"none\"} 1"
+        ),
+        "{text}"
     );
     assert!(text.contains("pairdb_request_duration_seconds_bucket{"));
     assert!(text.ends_with("# EOF\n"));

@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use pairdb_storage::dir_lock::DirLock;
 
+use std::sync::Arc;
+
 use crate::cli::DevArgs;
 use crate::local::{Admission, LocalCluster, LocalOptions};
+use crate::ops_http::{self, ReadyCheck};
+use crate::shutdown::Shutdown;
 use crate::{secrets, shutdown};
 
 /// Runs the local cluster until SIGINT/SIGTERM.
@@ -36,9 +40,45 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         engine = opts.engine.as_str(), metadata = opts.metadata_url.as_deref().map_or_else(|| "sqlite (data dir)".to_owned(), pairdb_gateway::server::redacted),
         "starting pairdb dev"
     );
+    let metrics = args
+        .metrics_listen
+        .map(|addr| crate::local::bind("metrics endpoint", addr))
+        .transpose()?
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()?;
     let cluster = LocalCluster::start(&opts, lock, secrets).await?;
+    let stop = Shutdown::new();
+    if let Some(listener) = metrics {
+        let mut registries = vec![(
+            "/metrics".to_owned(),
+            cluster.coordinator.cluster.config().metrics.clone(),
+        )];
+        for node in &cluster.nodes {
+            let engine = pairdb_middleware::Metrics::without_requests();
+            engine.register_collector(Box::new(ops_http::EngineCollector(node.engine.clone())));
+            registries.push((format!("/metrics/storage/{}", node.id), engine));
+        }
+        let coordinator = cluster.coordinator.cluster.clone();
+        let ready: ReadyCheck = Arc::new(move || {
+            let ready = coordinator.view().is_ok();
+            Box::pin(async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("no placement loaded yet".to_owned())
+                }
+            })
+        });
+        tokio::spawn(ops_http::serve_many(
+            listener,
+            ready,
+            registries,
+            stop.wait(),
+        ));
+    }
     print_banner(&cluster, &args);
     shutdown::signal().await;
+    stop.trigger();
     cluster.stop().await
 }
 

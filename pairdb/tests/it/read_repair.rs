@@ -68,7 +68,21 @@ async fn read_at_all_repairs_every_replica() {
     let metrics = t.cluster.coordinator.cluster.config().metrics.encode();
     assert!(metrics.contains("pairdb_read_repairs_total 2"), "{metrics}");
     assert!(
-        metrics.contains("pairdb_requests_total{route=\"Get\",method=\"POST\",status=\"200\"}"),
+        metrics.contains(
+            "pairdb_requests_total{route=\"Get\",method=\"POST\",status=\"200\",level=\"all\"}"
+        ),
+        "{metrics}"
+    );
+    // Its view of the cluster, and its calls to the metadata store.
+    let epoch = format!("pairdb_placement_epoch {}", t.epoch());
+    assert!(metrics.contains(&epoch), "{epoch} in {metrics}");
+    for node in &t.cluster.nodes {
+        let up = format!("pairdb_node_up{{node=\"{}\"}} 1", node.id);
+        assert!(metrics.contains(&up), "{up} in {metrics}");
+    }
+    assert!(
+        metrics
+            .contains("pairdb_store_duration_seconds_count{store=\"metadata\",op=\"placement\"}"),
         "{metrics}"
     );
     t.cluster.stop().await.expect("every node stops cleanly");
