@@ -42,6 +42,9 @@ pub async fn run(
     );
     let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
     let maintenance = tokio::spawn(cluster.clone().maintain());
+    // Callers with keys of their own (gRPC clients) get each coordinator's share of their rate.
+    let limits = pairdb_middleware::RateLimits::new();
+    let heartbeat = limits.share_among_live(cluster.store().clone(), "coordinator");
     // tonic ignores `tcp_nodelay` for a stream of accepted connections, so set it per
     // connection: gRPC answers are small frames that Nagle's algorithm would hold back.
     let incoming = TcpListenerStream::new(listener).map(|accepted| {
@@ -55,7 +58,7 @@ pub async fn run(
         .layer(stack::layers(
             authenticator,
             tenants,
-            pairdb_middleware::RateLimits::new(),
+            limits,
             cfg.metrics.clone(),
         ))
         .add_service(
@@ -66,5 +69,6 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     maintenance.abort();
+    heartbeat.leave().await;
     result
 }

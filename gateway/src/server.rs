@@ -102,6 +102,7 @@ pub async fn build_router(
         },
     );
     let tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
+    let registry = store.clone();
     let state = AppState::new(Shared {
         coordinators,
         store,
@@ -133,8 +134,12 @@ pub async fn build_router(
         authenticator,
         tenant_cache,
         config.admission.then(|| {
+            let limits = RateLimits::new();
+            // Each gateway admits its share of a tenant's rate.
+            // Detached: it ends (and leaves) once the router is dropped.
+            drop(limits.share_among_live(registry, "gateway"));
             (
-                RateLimits::new(),
+                limits,
                 records,
                 IdempotencyConfig {
                     // A marker outlives any request that is still running.

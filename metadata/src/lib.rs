@@ -103,6 +103,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         next: &Placement,
     ) -> Result<bool, MetadataError>;
 
+    /// Records that instance `instance` of `role` (`gateway`, `coordinator`) is alive for `ttl`
+    /// from now, forgets the instances of `role` whose time ran out, and returns how many are
+    /// alive, this one included (so at least 1). The clock is the store's where it has one
+    /// (PostgreSQL), so instances on machines with skewed clocks agree.
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<u32, MetadataError>;
+
+    /// Forgets instance `instance` of `role` at once (a clean stop); nothing if it is unknown.
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError>;
+
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), MetadataError>;
 }

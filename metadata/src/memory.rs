@@ -44,6 +44,8 @@ struct State {
     api_keys: BTreeMap<String, ApiKeyRecord>,
     nodes: BTreeMap<String, NodeRecord>,
     placement: Option<Placement>,
+    /// Live instances by `(role, instance)`, with the moment each expires.
+    instances: BTreeMap<(String, String), std::time::Instant>,
 }
 
 impl MemoryStore {
@@ -245,6 +247,29 @@ impl MetadataStore for MemoryStore {
         check_epoch(next.epoch)?;
         state.placement = Some(next.clone());
         Ok(true)
+    }
+
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<u32, MetadataError> {
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        state.instances.retain(|_, expires| *expires > now);
+        state
+            .instances
+            .insert((role.to_owned(), instance.to_owned()), now + ttl);
+        let live = state.instances.keys().filter(|(r, _)| r == role).count();
+        Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        self.lock()
+            .instances
+            .remove(&(role.to_owned(), instance.to_owned()));
+        Ok(())
     }
 
     /// See [`MetadataStore::ping`]: always answers.

@@ -32,13 +32,22 @@ const WRITE_LOCK: i64 = 0x7064_622d_6d65_7461;
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../../migrations/postgres/0001_init.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/postgres/0001_init.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "instances".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/postgres/0002_instances.sql")),
+            false,
+        ),
+    ])
 }
 
 /// A [`MetadataStore`] kept in a PostgreSQL database. Cloning is cheap and clones share the
@@ -307,6 +316,48 @@ impl MetadataStore for PostgresStore {
         write_placement(&mut tx, next).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<u32, MetadataError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM instances WHERE expires_at <= now()")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO instances (role, instance_id, expires_at) \
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+             ON CONFLICT (role, instance_id) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(role)
+        .bind(instance)
+        .bind(ttl_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE role = $1")
+            .bind(role)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        sqlx::query("DELETE FROM instances WHERE role = $1 AND instance_id = $2")
+            .bind(role)
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), MetadataError> {

@@ -35,13 +35,22 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATION_ATTEMPTS: u64 = 5;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../../migrations/sqlite/0001_init.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/sqlite/0001_init.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "instances".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/sqlite/0002_instances.sql")),
+            false,
+        ),
+    ])
 }
 
 /// A [`MetadataStore`] kept in one SQLite database.
@@ -431,6 +440,52 @@ impl MetadataStore for SqliteStore {
         write_placement(&mut tx, next).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<u32, MetadataError> {
+        // One machine's clock: SQLite is shared only by processes on one host.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM instances WHERE expires_at_ms <= ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO instances (role, instance_id, expires_at_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (role, instance_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(role)
+        .bind(instance)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE role = ?1")
+            .bind(role)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        sqlx::query("DELETE FROM instances WHERE role = ?1 AND instance_id = ?2")
+            .bind(role)
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), MetadataError> {

@@ -127,6 +127,20 @@ impl MetadataStore for MeteredMetadataStore {
         timed(&self.calls, "swap_placement", call).await
     }
 
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<u32, MetadataError> {
+        let call = self.inner.heartbeat(role, instance, ttl);
+        timed(&self.calls, "heartbeat", call).await
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        timed(&self.calls, "leave", self.inner.leave(role, instance)).await
+    }
+
     async fn ping(&self) -> Result<(), MetadataError> {
         timed(&self.calls, "ping", self.inner.ping()).await
     }

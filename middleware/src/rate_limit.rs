@@ -87,6 +87,35 @@ impl TenantBucket {
     }
 }
 
+/// How often an instance registers itself ([`RateLimits::share_among_live`]).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a registration lasts without a new heartbeat.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+
+/// This instance's entry in the registry of live instances ([`RateLimits::share_among_live`]).
+/// Dropping it leaves the heartbeat running; [`leave`](Self::leave) stops it.
+pub struct Registration {
+    task: tokio::task::JoinHandle<()>,
+    store: Arc<dyn pairdb_metadata::MetadataStore>,
+    role: &'static str,
+    instance: String,
+}
+
+impl Registration {
+    /// Stops heartbeating and removes this instance from the registry, so the others' shares
+    /// grow back at their next heartbeat.
+    pub async fn leave(self) {
+        self.task.abort();
+        leave(&*self.store, self.role, &self.instance).await;
+    }
+}
+
+async fn leave(store: &dyn pairdb_metadata::MetadataStore, role: &str, instance: &str) {
+    if let Err(error) = store.leave(role, instance).await {
+        tracing::debug!(role, %error, "cannot leave the instance registry; the entry expires");
+    }
+}
+
 /// What [`RateLimits::check`] decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -150,6 +179,53 @@ impl RateLimits {
     /// How many live instances share each tenant's limit.
     pub fn instances(&self) -> u32 {
         self.shared.instances.load(Ordering::Relaxed)
+    }
+
+    /// Shares every tenant's limit among the live instances of `role`: a task registers this
+    /// instance in `store` every [`HEARTBEAT_INTERVAL`] with a [`HEARTBEAT_TTL`] and sets
+    /// [`instances`](Self::instances) to the live count the store answers. An instance that stops
+    /// heartbeating (it died or stopped) stops counting once its TTL runs out, so the others'
+    /// shares grow back within that bound. A failed heartbeat keeps the last count. The task
+    /// ends, leaving the registry, within an interval of every clone of these limits being
+    /// dropped, or at once through [`Registration::leave`].
+    pub fn share_among_live(
+        &self,
+        store: Arc<dyn pairdb_metadata::MetadataStore>,
+        role: &'static str,
+    ) -> Registration {
+        let instance = format!("{role}-{:016x}", rand::random::<u64>());
+        let shared = Arc::downgrade(&self.shared);
+        let (registry, registered) = (Arc::clone(&store), instance.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(live) = shared.upgrade() else { break };
+                match store.heartbeat(role, &instance, HEARTBEAT_TTL).await {
+                    Ok(n) => {
+                        let before = live.instances.swap(n.max(1), Ordering::Relaxed);
+                        if before != n.max(1) {
+                            tracing::info!(
+                                role,
+                                instances = n,
+                                "rate limits shared among live instances"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(role, %error, "cannot heartbeat into the metadata store; keeping the last instance count");
+                    }
+                }
+            }
+            leave(&*store, role, &instance).await;
+        });
+        Registration {
+            task,
+            store: registry,
+            role,
+            instance: registered,
+        }
     }
 
     /// Takes one token from `tenant`'s bucket, whose limit is `limit` (a changed limit starts a
@@ -411,5 +487,31 @@ mod tests {
             .filter(|_| matches!(limits.check("acme", &more), Decision::Allowed(_)))
             .count();
         assert_eq!(admitted, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_registered_in_one_store_share_the_limit() {
+        let store: Arc<dyn pairdb_metadata::MetadataStore> =
+            Arc::new(pairdb_metadata::MemoryStore::new());
+        let (a, b) = (RateLimits::new(), RateLimits::new());
+        let _a = a.share_among_live(Arc::clone(&store), "gateway");
+        let b_registration = b.share_among_live(Arc::clone(&store), "gateway");
+        // A coordinator does not count among gateways.
+        let _c = RateLimits::new().share_among_live(Arc::clone(&store), "coordinator");
+        // Both have heartbeaten twice: each has seen the other.
+        tokio::time::sleep(HEARTBEAT_INTERVAL + Duration::from_millis(100)).await;
+        assert_eq!((a.instances(), b.instances()), (2, 2));
+        let limit = RateLimit {
+            requests_per_second: 10,
+            burst: 10,
+        };
+        let admitted = (0..20)
+            .filter(|_| matches!(a.check("acme", &limit), Decision::Allowed(_)))
+            .count();
+        assert_eq!(admitted, 5, "half the burst");
+        // One leaves: the other's next heartbeat gives it the whole limit back.
+        b_registration.leave().await;
+        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+        assert_eq!(a.instances(), 1);
     }
 }

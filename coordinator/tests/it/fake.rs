@@ -410,6 +410,19 @@ impl MetadataStore for CountingStore {
     ) -> Result<bool, MetadataError> {
         self.inner.swap_placement(expected_epoch, next).await
     }
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<u32, MetadataError> {
+        self.inner.heartbeat(role, instance, ttl).await
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        self.inner.leave(role, instance).await
+    }
+
     async fn ping(&self) -> Result<(), MetadataError> {
         self.inner.ping().await
     }

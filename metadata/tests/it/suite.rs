@@ -32,6 +32,7 @@ macro_rules! metadata_store_suite {
             api_keys_list_oldest_first_per_tenant,
             delete_api_key_only_deletes_the_tenants_own_key,
             nodes_upsert_and_list_by_id,
+            instances_heartbeat_are_counted_per_role_and_expire,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {$(
@@ -652,4 +653,35 @@ pub async fn update_tenant_changes_only_what_it_is_given(store: &dyn MetadataSto
         None
     );
     assert_eq!(store.get_tenant("nobody").await.expect("get"), None);
+}
+
+pub async fn instances_heartbeat_are_counted_per_role_and_expire(store: &dyn MetadataStore) {
+    let long = std::time::Duration::from_secs(30);
+    let beat = |role: &'static str, id: &'static str, ttl| async move {
+        store.heartbeat(role, id, ttl).await.expect("heartbeat")
+    };
+    assert_eq!(beat("gateway", "a", long).await, 1);
+    assert_eq!(beat("gateway", "b", long).await, 2);
+    // Roles are counted apart; a repeated heartbeat is the same instance.
+    assert_eq!(beat("coordinator", "c", long).await, 1);
+    assert_eq!(beat("gateway", "a", long).await, 2);
+    // A clean stop leaves at once.
+    store.leave("gateway", "b").await.expect("leave");
+    store.leave("gateway", "never-there").await.expect("leave");
+    assert_eq!(beat("gateway", "a", long).await, 1);
+    // An instance that stops heartbeating is forgotten once its time runs out.
+    assert_eq!(
+        beat("gateway", "short", std::time::Duration::from_millis(200)).await,
+        2
+    );
+    let mut live = 2;
+    for _ in 0..100 {
+        live = beat("gateway", "a", long).await;
+        if live == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(live, 1, "the silent instance expired");
+    assert_eq!(beat("coordinator", "c", long).await, 1);
 }

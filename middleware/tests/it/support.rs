@@ -142,6 +142,19 @@ impl MetadataStore for TestStore {
     ) -> Result<bool, MetadataError> {
         self.up()?.swap_placement(expected_epoch, next).await
     }
+    async fn heartbeat(
+        &self,
+        role: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<u32, MetadataError> {
+        self.up()?.heartbeat(role, instance, ttl).await
+    }
+
+    async fn leave(&self, role: &str, instance: &str) -> Result<(), MetadataError> {
+        self.up()?.leave(role, instance).await
+    }
+
     async fn ping(&self) -> Result<(), MetadataError> {
         self.up()?.ping().await
     }

@@ -73,5 +73,44 @@ async fn tenants_live_in_postgres_and_retries_replay_through_any_gateway() {
         let increments: u64 = v.clock.entries().map(|(_, c)| c).sum();
         assert_eq!(increments, 1, "replica {r} minted once");
     }
+
+    // The two gateways registered in PostgreSQL share the tenant's rate: each admits half of
+    // its burst (2,000) once its heartbeat has counted the other.
+    let policy = |base: String| {
+        let (http, key) = (t.http.clone(), key.clone());
+        async move {
+            let got = http
+                .get(format!("{base}/v1/kv/k"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("get");
+            header(&got, "ratelimit-policy").map(str::to_owned)
+        }
+    };
+    let first_base = t.url("");
+    let second_base = format!("http://{}", second.addr);
+    for base in [&first_base, &second_base] {
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = policy(base.clone()).await;
+            if seen.as_deref() == Some("\"tenant\";q=1000;w=2") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen.as_deref(), Some("\"tenant\";q=1000;w=2"), "{base}");
+    }
+    // Once the second stops, the first gets the whole rate back (its registration leaves, or
+    // at worst expires).
     second.stop().await;
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = policy(first_base.clone()).await;
+        if seen.as_deref() == Some("\"tenant\";q=2000;w=2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("\"tenant\";q=2000;w=2"));
 }
