@@ -53,14 +53,30 @@ pub struct NodeStatus {
 pub struct Admin {
     cluster: Arc<Cluster>,
     default_rate_limit: RateLimit,
+    tenants: pairdb_middleware::TenantCache,
 }
 
 impl Admin {
     /// Administration of `cluster`; tenants created without a rate limit get `default_rate_limit`.
-    pub fn new(cluster: Arc<Cluster>, default_rate_limit: RateLimit) -> Self {
+    /// Every change to a tenant invalidates it in `tenants` (and so in the tier it shares with the
+    /// other roles).
+    pub fn new(
+        cluster: Arc<Cluster>,
+        default_rate_limit: RateLimit,
+        tenants: pairdb_middleware::TenantCache,
+    ) -> Self {
         Admin {
             cluster,
             default_rate_limit,
+            tenants,
+        }
+    }
+
+    /// Invalidates tenant `id` everywhere after a change. The change is made: a shared tier that
+    /// cannot be reached only delays it on other roles until their entries expire.
+    async fn invalidate(&self, id: &str) {
+        if let Err(error) = self.tenants.invalidate(id).await {
+            tracing::warn!(tenant = id, %error, "cannot invalidate the shared tenant-config cache; other roles see the change when their entries expire");
         }
     }
 
@@ -126,6 +142,8 @@ impl Admin {
             {
                 Ok(()) => {
                     self.cluster.install(next).await;
+                    // A lookup from before (an answer of "no such tenant") is not served on.
+                    self.invalidate(&tenant.tenant_id).await;
                     tracing::info!(tenant = %tenant.tenant_id, rf, "tenant created");
                     return Ok((tenant, key.api_key));
                 }
@@ -169,11 +187,14 @@ impl Admin {
                 "rate_limit.requests_per_second and rate_limit.burst must be at least 1",
             ));
         }
-        self.cluster
+        let updated = self
+            .cluster
             .store()
             .update_tenant(id, level, rate_limit)
             .await?
-            .ok_or(CoordinatorError::TenantNotFound)
+            .ok_or(CoordinatorError::TenantNotFound)?;
+        self.invalidate(id).await;
+        Ok(updated)
     }
 
     /// Every tenant, by id.

@@ -35,6 +35,10 @@ pub struct CoordinatorConfig {
     pub max_value_bytes: usize,
     /// Where the coordinator's request metrics go (served by `--metrics-listen`).
     pub metrics: pairdb_middleware::Metrics,
+    /// The tenant-config cache tier shared with the other roles (Redis, or one process's
+    /// memory); a tenant change invalidates it. `None`: this coordinator's memory only.
+    pub tenant_cache:
+        Option<std::sync::Arc<dyn pairdb_middleware::tenant_cache::TenantConfigCache>>,
 }
 
 impl CoordinatorConfig {
@@ -54,6 +58,7 @@ impl CoordinatorConfig {
             max_key_bytes: pairdb_core::limits::MAX_KEY_BYTES,
             max_value_bytes: pairdb_core::limits::MAX_VALUE_BYTES,
             metrics: pairdb_middleware::Metrics::new(),
+            tenant_cache: None,
         }
     }
 }

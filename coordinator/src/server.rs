@@ -35,10 +35,13 @@ pub async fn run(
         cluster.store().clone(),
         stack::auth_config(&cfg.key_secret, &cfg.admin_key, &cfg.internal_token),
     );
-    let tenants = TenantCache::new(cluster.store().clone(), stack::TENANT_CACHE_TTL);
+    let mut tenants = TenantCache::new(cluster.store().clone(), stack::TENANT_CACHE_TTL);
+    if let Some(shared) = &cfg.tenant_cache {
+        tenants = tenants.with_shared(shared.clone());
+    }
     let service = CoordinatorService::new(
         Replicator::new(cluster.clone()),
-        Admin::new(cluster.clone(), default_rate_limit),
+        Admin::new(cluster.clone(), default_rate_limit, tenants.clone()),
     );
     let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
     let maintenance = tokio::spawn(cluster.clone().maintain());

@@ -1,6 +1,7 @@
 //! The gateway's configuration.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::GatewayError;
@@ -37,9 +38,12 @@ pub struct GatewayConfig {
     /// Rate limiting and idempotency records on (the default). Off only to measure what they
     /// cost: a tenant is then unlimited and a retried write is deduplicated by the leader alone.
     pub admission: bool,
-    /// Redis for idempotency records, shared by every gateway (`redis://host:port/db`); `None`
-    /// keeps them in this process.
+    /// Redis for idempotency records and the shared tier of the tenant-config cache
+    /// (`redis://host:port/db`); `None` keeps records in this process.
     pub redis_url: Option<String>,
+    /// The tenant-config cache tier shared with other roles, when the caller has one (`pairdb
+    /// dev` shares one between its gateway and coordinator); else one in `redis_url`, if set.
+    pub tenant_cache: Option<Arc<dyn pairdb_middleware::tenant_cache::TenantConfigCache>>,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +60,7 @@ impl Default for GatewayConfig {
             header_read_timeout: ConnectionLimits::default().header_read_timeout,
             admission: true,
             redis_url: None,
+            tenant_cache: None,
         }
     }
 }

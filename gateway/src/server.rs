@@ -33,6 +33,7 @@ use pairdb_middleware::idempotency::{
 };
 use pairdb_middleware::metered::{MeteredIdempotencyStore, MeteredMetadataStore};
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
+use pairdb_middleware::tenant_cache::{RedisTenantConfigCache, TenantConfigCache};
 use pairdb_middleware::{
     AuthConfig, Authenticator, IdempotencyConfig, Metrics, RateLimits, TenantCache,
 };
@@ -101,7 +102,17 @@ pub async fn build_router(
             trust_forwarded: false,
         },
     );
-    let tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
+    let shared = match (&config.tenant_cache, &config.redis_url) {
+        (Some(shared), _) => Some(shared.clone()),
+        (None, Some(url)) => Some(Arc::new(RedisTenantConfigCache::connect(url).await.map_err(
+            |e| GatewayError::Config(format!("tenant-config cache at {}: {e}", redacted(url))),
+        )?) as Arc<dyn TenantConfigCache>),
+        (None, None) => None,
+    };
+    let mut tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
+    if let Some(shared) = shared {
+        tenant_cache = tenant_cache.with_shared(shared);
+    }
     let registry = store.clone();
     let state = AppState::new(Shared {
         coordinators,

@@ -65,8 +65,10 @@ pub mod metered;
 pub mod metrics;
 pub mod principal;
 pub mod rate_limit;
+mod redis_pool;
 pub mod reject;
 pub mod tenant;
+pub mod tenant_cache;
 pub mod trace;
 
 pub use auth::{AuthConfig, AuthLayer, AuthService, Authenticator};

@@ -1,6 +1,8 @@
 //! The tenant's configuration for a tenant principal.
 //!
-//! [`TenantCache`] is the in-process tier (DESIGN §3: Redis comes later behind the same struct);
+//! [`TenantCache`] reads through two tiers: in-process entries served for at most a second, then
+//! an optional shared tier ([`crate::tenant_cache`]: Redis, or one process's memory) that changes
+//! invalidate, then the metadata store;
 //! [`TenantLayer`] loads the caller's [`TenantConfig`] into the request extensions — except for
 //! calls a gateway [`Forwarded`], whose tenant and level that gateway already resolved.
 
@@ -17,8 +19,10 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::cache::TtlCache;
+use crate::idempotency::StoreError;
 use crate::principal::{Forwarded, Principal};
 use crate::reject::{LayerError, Reject};
+use crate::tenant_cache::{Lookup, SHARED_TENANT_TTL, TenantConfigCache};
 use crate::trace::TraceContext;
 
 /// Default time a tenant lookup is served from the cache: a change is in effect within a second.
@@ -32,6 +36,7 @@ pub const TENANT_CACHE_MAX_ENTRIES: usize = 10_000;
 pub struct TenantCache {
     store: Arc<dyn MetadataStore>,
     entries: Arc<TtlCache<Option<TenantConfig>>>,
+    shared: Option<Arc<dyn TenantConfigCache>>,
 }
 
 impl fmt::Debug for TenantCache {
@@ -46,24 +51,61 @@ impl TenantCache {
         TenantCache {
             store,
             entries: Arc::new(TtlCache::new(ttl, TENANT_CACHE_MAX_ENTRIES)),
+            shared: None,
         }
     }
 
-    /// The tenant `id` as the store held it at most `ttl` ago; `None` if it did not exist.
-    /// Store errors are returned, never cached.
+    /// Reads through `shared` before the store (and fills it), so the roles sharing it spare the
+    /// store; [`invalidate`](Self::invalidate) then reaches every one of them.
+    pub fn with_shared(mut self, shared: Arc<dyn TenantConfigCache>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The tenant `id` as it was at most `ttl` before the last change's
+    /// [`invalidate`](Self::invalidate) — or, without a shared tier, as the store held it at
+    /// most `ttl` ago; `None` if it did not exist. Store errors are returned, never cached; an
+    /// unreachable shared tier is skipped.
     pub async fn get(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
         if let Some(hit) = self.entries.get(id) {
             return Ok(hit);
         }
         let read_at = Instant::now();
+        let mut fill = None;
+        if let Some(shared) = &self.shared {
+            match shared.lookup(id).await {
+                Ok(Lookup::Hit(tenant)) => {
+                    self.entries.insert(id, tenant.clone(), read_at);
+                    return Ok(tenant);
+                }
+                Ok(Lookup::Miss { generation }) => fill = Some((shared, generation)),
+                Err(error) => {
+                    tracing::warn!(%error, "tenant-config cache unreachable; reading the metadata store");
+                }
+            }
+        }
         let tenant = self.store.get_tenant(id).await?;
+        if let Some((shared, generation)) = fill
+            && let Err(error) = shared
+                .fill(id, generation, &tenant, SHARED_TENANT_TTL)
+                .await
+        {
+            tracing::warn!(%error, "cannot fill the tenant-config cache");
+        }
         self.entries.insert(id, tenant.clone(), read_at);
         Ok(tenant)
     }
 
-    /// Forgets `id`, so the next [`get`](Self::get) reads the store.
-    pub fn invalidate(&self, id: &str) {
+    /// Forgets `id` here and in the shared tier, so every role sharing it reads the store
+    /// within `ttl`. Call after the store changed. An unreachable shared tier is an error: the
+    /// change then shows on other roles only when their shared entries expire
+    /// ([`SHARED_TENANT_TTL`]).
+    pub async fn invalidate(&self, id: &str) -> Result<(), StoreError> {
         self.entries.remove(id);
+        match &self.shared {
+            Some(shared) => shared.invalidate(id).await,
+            None => Ok(()),
+        }
     }
 }
 

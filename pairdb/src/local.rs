@@ -7,6 +7,9 @@
 //! it locks first) fails having changed nothing.
 
 use pairdb_gateway::server::redacted;
+use pairdb_middleware::tenant_cache::{
+    MemoryTenantConfigCache, RedisTenantConfigCache, TenantConfigCache,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -557,6 +560,7 @@ impl GatewayNode {
         config.header_read_timeout = limits.header_read_timeout;
         config.admission = admission.enabled;
         config.redis_url = admission.redis_url;
+        config.tenant_cache = admission.tenant_cache;
         let limits = config.connection_limits();
         let router = pairdb_gateway::server::build_router(config, store).await?;
         let listener = TcpListener::from_std(listener)?;
@@ -616,8 +620,12 @@ pub struct LocalOptions {
 pub struct Admission {
     /// Both on (see `GatewayConfig::admission`).
     pub enabled: bool,
-    /// Redis for the idempotency records (`None`: in the gateway's memory).
+    /// Redis for the idempotency records and the shared tenant-config cache (`None`: records
+    /// in the gateway's memory).
     pub redis_url: Option<String>,
+    /// The tenant-config cache tier the gateway shares with other roles; `None`: one in
+    /// `redis_url`, if set.
+    pub tenant_cache: Option<Arc<dyn TenantConfigCache>>,
 }
 
 impl Default for Admission {
@@ -625,8 +633,25 @@ impl Default for Admission {
         Admission {
             enabled: true,
             redis_url: None,
+            tenant_cache: None,
         }
     }
+}
+
+/// The tenant-config cache tier the roles of one process share: in Redis when `redis_url` is
+/// set (shared with every other process using it too), else in this process's memory.
+pub async fn shared_tenant_cache(
+    redis_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn TenantConfigCache>> {
+    Ok(match redis_url {
+        Some(url) => Arc::new(RedisTenantConfigCache::connect(url).await.map_err(|e| {
+            anyhow::anyhow!(
+                "tenant-config cache at {}: {e}",
+                pairdb_gateway::server::redacted(url)
+            )
+        })?),
+        None => Arc::new(MemoryTenantConfigCache::default()),
+    })
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -719,12 +744,16 @@ impl<N: LocalNode> LocalCluster<N> {
             .collect();
         let front = async {
             reconcile_placement(store.as_ref(), &addrs, opts.vnodes).await?;
+            // The gateway and the coordinator share one tier: a tenant change the coordinator
+            // makes reaches the gateway at once.
+            let tenant_cache = shared_tenant_cache(opts.admission.redis_url.as_deref()).await?;
             let mut config = CoordinatorConfig::new(
                 secrets.internal_token.clone(),
                 secrets.key_secret.clone(),
                 secrets.admin_key.clone(),
             );
             config.request_timeout = opts.request_timeout;
+            config.tenant_cache = Some(tenant_cache.clone());
             let coordinator =
                 CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
             let gateway = GatewayNode::start(
@@ -734,7 +763,10 @@ impl<N: LocalNode> LocalCluster<N> {
                 &secrets,
                 opts.request_timeout,
                 opts.edge,
-                opts.admission.clone(),
+                Admission {
+                    tenant_cache: Some(tenant_cache),
+                    ..opts.admission.clone()
+                },
             )
             .await;
             match gateway {

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Value};
-use deadpool_redis::{Config, Pool, Runtime};
 
 use super::store::{Begin, IdempotencyStore, Recorded, StoreError};
 
-/// The longest a connection may take to be made or handed out.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::redis_pool::CALL_TIMEOUT;
+use crate::redis_pool::{bounded, unavailable};
 
 const MARKER: u8 = b'I';
 const RECORD: u8 = b'D';
@@ -53,36 +53,12 @@ impl std::fmt::Debug for RedisIdempotencyStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
-
 impl RedisIdempotencyStore {
     /// Connects to `url` (`redis://host:port/db`), checking the server answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url);
-        // A Redis that hangs fails calls within a bound instead of holding requests forever.
-        config.pool = Some(deadpool_redis::PoolConfig {
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(CALL_TIMEOUT),
-                create: Some(CALL_TIMEOUT),
-                recycle: Some(CALL_TIMEOUT),
-            },
-            ..deadpool_redis::PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
-        let store = RedisIdempotencyStore { pool };
-        bounded(async {
-            let mut conn = store.conn().await?;
-            redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(unavailable)
+        Ok(RedisIdempotencyStore {
+            pool: crate::redis_pool::connect(url).await?,
         })
-        .await?;
-        Ok(store)
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
@@ -164,16 +140,6 @@ pub fn decode(value: &[u8]) -> Option<Begin> {
         }
         _ => None,
     }
-}
-
-/// `call`, failed with [`StoreError`] if Redis takes longer than [`CALL_TIMEOUT`] (a hung
-/// server must not hold requests).
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .map_err(|_| StoreError(format!("Redis did not answer within {CALL_TIMEOUT:?}")))?
 }
 
 #[async_trait]

@@ -10,4 +10,5 @@ mod rate_limit;
 mod stack;
 mod support;
 mod tenant;
+mod tenant_cache;
 mod trace;

@@ -114,7 +114,7 @@ async fn cache_expires_and_can_be_invalidated() {
 
     store.clear();
     store.add_tenant("acme", Consistency::Quorum).await;
-    cache.invalidate("acme");
+    cache.invalidate("acme").await.expect("invalidate");
     assert_eq!(
         cache
             .get("acme")

@@ -30,6 +30,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admission: Admission {
             enabled: !args.edge.no_admission,
             redis_url: args.edge.redis_url.clone(),
+            tenant_cache: None,
         },
         // Like a process of its own, each node schedules its calls on its own runtime.
         node_workers: args.node_limits.workers(1),

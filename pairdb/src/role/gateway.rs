@@ -23,6 +23,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         local::Admission {
             enabled: !args.edge.no_admission,
             redis_url: args.edge.redis_url.clone(),
+            tenant_cache: None,
         },
     )
     .await?;

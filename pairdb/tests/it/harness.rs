@@ -63,6 +63,7 @@ pub async fn start_with_stores(
         admission: pairdb::local::Admission {
             enabled: true,
             redis_url,
+            tenant_cache: None,
         },
         node_workers: NODE_WORKERS,
         durability: pairdb_storage::durability::Durability::Always,

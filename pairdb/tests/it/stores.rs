@@ -49,6 +49,7 @@ async fn tenants_live_in_postgres_and_retries_replay_through_any_gateway() {
         Admission {
             enabled: true,
             redis_url: Some(redis.url.clone()),
+            tenant_cache: None,
         },
     )
     .await
@@ -101,6 +102,34 @@ async fn tenants_live_in_postgres_and_retries_replay_through_any_gateway() {
         }
         assert_eq!(seen.as_deref(), Some("\"tenant\";q=1000;w=2"), "{base}");
     }
+    // A tenant change made through the first gateway (its coordinator invalidates the tenant
+    // in Redis) is in effect on the second within a second.
+    let patched = t
+        .http
+        .patch(t.url("/v1/tenants/acme"))
+        .bearer_auth(crate::harness::ADMIN_KEY)
+        .json(&serde_json::json!({ "default_consistency": "all" }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), StatusCode::OK);
+    let mut level = None;
+    for _ in 0..50 {
+        let got = t
+            .http
+            .get(format!("{second_base}/v1/kv/k"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get");
+        level = header(&got, "x-consistency").map(str::to_owned);
+        if level.as_deref() == Some("all") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(level.as_deref(), Some("all"));
+
     // Once the second stops, the first gets the whole rate back (its registration leaves, or
     // at worst expires).
     second.stop().await;

@@ -1,0 +1,51 @@
+//! The Redis connection pool shared by the Redis-backed stores (idempotency records, the
+//! tenant-config cache): every call bounded by [`CALL_TIMEOUT`], so a hung server fails calls
+//! instead of holding requests.
+
+use std::time::Duration;
+
+use deadpool_redis::redis;
+use deadpool_redis::{Config, Pool, Runtime};
+
+use crate::idempotency::StoreError;
+
+/// The longest a connection may take to be made or handed out, and a call to be answered.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// A pool for `url` (`redis://host:port/db`), once the server answered a `PING`.
+pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
+    let mut config = Config::from_url(url);
+    config.pool = Some(deadpool_redis::PoolConfig {
+        timeouts: deadpool_redis::Timeouts {
+            wait: Some(CALL_TIMEOUT),
+            create: Some(CALL_TIMEOUT),
+            recycle: Some(CALL_TIMEOUT),
+        },
+        ..deadpool_redis::PoolConfig::default()
+    });
+    let pool = config
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(unavailable)?;
+    bounded(async {
+        let mut conn = pool.get().await.map_err(unavailable)?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    })
+    .await?;
+    Ok(pool)
+}
+
+/// `call`, failed with [`StoreError`] if Redis takes longer than [`CALL_TIMEOUT`].
+pub(crate) async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| StoreError(format!("Redis did not answer within {CALL_TIMEOUT:?}")))?
+}
