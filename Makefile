@@ -4,10 +4,14 @@ CARGO ?= cargo
 
 .PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine
 
-## Install what the tests need (PostgreSQL and Redis server packages), then run every test.
+## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
+## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
+## tests that start separate processes, or stores of their own, ran once already).
 test: deps
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	PAIRDB_TEST_STORES=postgres+redis $(CARGO) test -p pairdb --test it -- \
+		--skip processes:: --skip traces:: --skip exactly_once:: --skip stores::
 
 ## Install missing server packages (apt, as root), or name them.
 deps:

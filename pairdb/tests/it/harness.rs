@@ -11,6 +11,7 @@ use pairdb_proto::convert::version_from_pb;
 use pairdb_proto::storage::storage_client::StorageClient;
 use pairdb_proto::storage::{KeyRef, ReadRequest};
 use pairdb_storage::dir_lock::DirLock;
+use pairdb_testkit::{PgServer, RedisServer};
 use reqwest::{Method, StatusCode};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -27,7 +28,14 @@ pub struct TestCluster {
     pub base: String,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
+    /// The production stores [`start`] started for this cluster (dropped after it).
+    _servers: Option<(PgServer, RedisServer)>,
 }
+
+/// Set to `postgres+redis` (as `make test`'s second run of the cluster suite does), every
+/// cluster [`start`] makes keeps its metadata in a throwaway PostgreSQL and its idempotency
+/// records and shared tenant-config cache in a throwaway Redis; otherwise in the embedded stores.
+pub const STORES_ENV: &str = "PAIRDB_TEST_STORES";
 
 pub fn secrets() -> Secrets {
     Secrets {
@@ -39,7 +47,17 @@ pub fn secrets() -> Secrets {
 }
 
 pub async fn start(nodes: u32) -> TestCluster {
-    start_with_stores(nodes, None, None).await
+    match std::env::var(STORES_ENV).as_deref() {
+        Ok("postgres+redis") => {
+            let (postgres, redis) = tokio::join!(PgServer::start(), RedisServer::start());
+            let mut t =
+                start_with_stores(nodes, Some(postgres.url.clone()), Some(redis.url.clone())).await;
+            t._servers = Some((postgres, redis));
+            t
+        }
+        Ok("") | Err(_) => start_with_stores(nodes, None, None).await,
+        Ok(other) => panic!("{STORES_ENV}={other}: expected postgres+redis or nothing"),
+    }
 }
 
 /// A cluster keeping its metadata at `metadata_url` (default: SQLite in its data dir) and its
@@ -80,6 +98,7 @@ pub async fn start_with_stores(
         base,
         http: reqwest::Client::new(),
         _dir: dir,
+        _servers: None,
     }
 }
 
