@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Everything a coordinator needs besides its metadata store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CoordinatorConfig {
     /// Credential every storage RPC and every gateway call carries.
     pub internal_token: String,
@@ -39,6 +39,31 @@ pub struct CoordinatorConfig {
     /// memory); a tenant change invalidates it. `None`: this coordinator's memory only.
     pub tenant_cache:
         Option<std::sync::Arc<dyn pairdb_middleware::tenant_cache::TenantConfigCache>>,
+    /// Where gRPC clients' idempotency records live (Redis, shared by every coordinator);
+    /// `None`: this coordinator's memory.
+    pub idempotency: Option<std::sync::Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>>,
+}
+
+/// Secrets are never printed.
+impl std::fmt::Debug for CoordinatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorConfig")
+            .field("internal_token", &"<redacted>")
+            .field("key_secret", &"<redacted>")
+            .field("admin_key", &"<redacted>")
+            .field("request_timeout", &self.request_timeout)
+            .field("replication_timeout", &self.replication_timeout)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("probe_interval", &self.probe_interval)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .field("context_max_skew_ms", &self.context_max_skew_ms)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("shared_tenant_cache", &self.tenant_cache.is_some())
+            .field("shared_idempotency_store", &self.idempotency.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CoordinatorConfig {
@@ -59,6 +84,7 @@ impl CoordinatorConfig {
             max_value_bytes: pairdb_core::limits::MAX_VALUE_BYTES,
             metrics: pairdb_middleware::Metrics::new(),
             tenant_cache: None,
+            idempotency: None,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pairdb_metadata::RateLimit;
-use pairdb_middleware::{Authenticator, TenantCache};
+use pairdb_middleware::idempotency::MemoryIdempotencyStore;
+use pairdb_middleware::metered::MeteredIdempotencyStore;
+use pairdb_middleware::{Authenticator, IdempotencyConfig, IdempotencyLayer, TenantCache};
 use pairdb_proto::coordinator::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -63,6 +65,23 @@ pub async fn run(
             tenants,
             limits,
             cfg.metrics.clone(),
+            IdempotencyLayer::new(
+                MeteredIdempotencyStore::wrap(
+                    cfg.idempotency
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(MemoryIdempotencyStore::default())),
+                    &cfg.metrics,
+                ),
+                IdempotencyConfig {
+                    // A marker outlives any call still running.
+                    in_flight_ttl: cfg.request_timeout * 2 + std::time::Duration::from_secs(5),
+                    max_request_bytes: max_message,
+                    body_timeout: cfg.request_timeout,
+                    grpc_writes: Some(stack::IDEMPOTENT_WRITES),
+                    ..IdempotencyConfig::default()
+                },
+                stack::GrpcReject,
+            ),
         ))
         .add_service(
             CoordinatorServer::new(service)

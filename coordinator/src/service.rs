@@ -141,6 +141,31 @@ fn require_admin<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// The write's idempotency key: the message's, or else the `idempotency-key` metadata (which the
+/// idempotency layer records the answer under); both given must agree.
+fn idempotency_key_of<T>(req: &Request<T>, in_message: String) -> Result<String, Status> {
+    let in_metadata = req
+        .metadata()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                status_of(
+                    ErrorKind::BadRequest,
+                    "idempotency-key metadata must be visible ASCII",
+                )
+            })
+        })
+        .transpose()?;
+    match in_metadata {
+        None => Ok(in_message),
+        Some(key) if in_message.is_empty() || in_message == key => Ok(key.to_owned()),
+        Some(_) => Err(status_of(
+            ErrorKind::BadRequest,
+            "the message's idempotency_key and the idempotency-key metadata differ",
+        )),
+    }
+}
+
 fn consistency_of<T>(req: &Request<T>) -> Consistency {
     req.extensions()
         .get::<Consistency>()
@@ -258,7 +283,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let consistency = consistency_of(&req);
-        let msg = req.into_inner();
+        let idempotency_key = idempotency_key_of(&req, req.get_ref().idempotency_key.clone())?;
+        let mut msg = req.into_inner();
+        msg.idempotency_key = idempotency_key;
         self.check_key(&msg.key)?;
         check_write_fields(&msg.idempotency_key, &msg.content_type)?;
         let max = self.replicator.cluster().config().max_value_bytes;
@@ -293,7 +320,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let consistency = consistency_of(&req);
-        let msg = req.into_inner();
+        let idempotency_key = idempotency_key_of(&req, req.get_ref().idempotency_key.clone())?;
+        let mut msg = req.into_inner();
+        msg.idempotency_key = idempotency_key;
         self.check_key(&msg.key)?;
         check_write_fields(&msg.idempotency_key, "")?;
         self.write(WriteOp {

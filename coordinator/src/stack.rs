@@ -3,14 +3,17 @@
 //! The coordinator's gRPC API is public, so it runs the same layers as the gateway for callers
 //! presenting a tenant or admin key; a gateway presents the internal credential and the principal
 //! and consistency it resolved, which the auth layer trusts (`trust_forwarded`): such a call was
-//! admitted by that gateway's rate limit, and passes this one untouched. Idempotency joins this
-//! stack in a later release.
+//! admitted by that gateway's rate limit, and passes this one untouched — and the same for
+//! idempotency: a gRPC client's `Put` or `Delete` carrying `idempotency-key` metadata is recorded
+//! here (fingerprint: the method and the message's SHA-256; outcome: `grpc-status`), a gateway's
+//! forwarded call was recorded by that gateway.
 
 use std::time::Duration;
 
 use pairdb_middleware::{
-    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, LayerError, Metrics, MetricsLayer,
-    RateLimitLayer, RateLimits, Reject, TenantCache, TenantLayer, TraceContext, TraceLayer,
+    AuthConfig, AuthLayer, Authenticator, ConsistencyLayer, IdempotencyLayer, LayerError, Metrics,
+    MetricsLayer, RateLimitLayer, RateLimits, Reject, TenantCache, TenantLayer, TraceContext,
+    TraceLayer,
 };
 use tower::layer::util::{Identity, Stack};
 
@@ -39,26 +42,50 @@ impl Reject for GrpcReject {
         }
         response
     }
+
+    /// A gRPC answer read whole (or replayed): the message, then its trailers (`grpc-status`).
+    fn body(&self, data: bytes::Bytes, trailers: Option<http::HeaderMap>) -> Self::Body {
+        let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+            data,
+        ))];
+        if let Some(trailers) = trailers {
+            frames.push(Ok(http_body::Frame::trailers(trailers)));
+        }
+        tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
 }
+
+/// The write RPCs a gRPC client's idempotency key is recorded for.
+pub const IDEMPOTENT_WRITES: &[&str] = &[
+    "/pairdb.coordinator.v1.Coordinator/Put",
+    "/pairdb.coordinator.v1.Coordinator/Delete",
+];
 
 /// The layer stack type [`layers`] builds.
 pub type CoordinatorLayers = Stack<
-    ConsistencyLayer<GrpcReject>,
+    IdempotencyLayer<GrpcReject>,
     Stack<
-        RateLimitLayer<GrpcReject>,
+        ConsistencyLayer<GrpcReject>,
         Stack<
-            TenantLayer<GrpcReject>,
-            Stack<AuthLayer<GrpcReject>, Stack<MetricsLayer, Stack<TraceLayer, Identity>>>,
+            RateLimitLayer<GrpcReject>,
+            Stack<
+                TenantLayer<GrpcReject>,
+                Stack<AuthLayer<GrpcReject>, Stack<MetricsLayer, Stack<TraceLayer, Identity>>>,
+            >,
         >,
     >,
 >;
 
-/// Builds the coordinator stack: trace → metrics → auth → tenant → rate limit → consistency.
+/// Builds the coordinator stack: trace → metrics → auth → tenant → rate limit → consistency →
+/// idempotency.
 pub fn layers(
     authenticator: Authenticator,
     tenants: TenantCache,
     limits: RateLimits,
     metrics: Metrics,
+    idempotency: IdempotencyLayer<GrpcReject>,
 ) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
@@ -71,8 +98,10 @@ pub fn layers(
         .layer(TenantLayer::new(tenants, GrpcReject))
         // Callers with a tenant key of their own (not a gateway's forwarded calls).
         .layer(RateLimitLayer::new(limits, GrpcReject))
-        // Last: the level may come from the tenant's default.
+        // The level may come from the tenant's default.
         .layer(ConsistencyLayer::new(GrpcReject))
+        // Innermost: what it replays must be what the service answered.
+        .layer(idempotency)
         .into_inner()
 }
 

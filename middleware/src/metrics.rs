@@ -339,28 +339,32 @@ impl<S> Layer<S> for MetricsLayer {
 /// The status a response is counted under: its HTTP status, or for a gRPC answer that carries
 /// its code in the head (every refusal, every failed call) the HTTP status of that code.
 fn status_of<B>(response: &Response<B>) -> u16 {
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u8>().ok());
-    match code {
-        None => response.status().as_u16(),
-        Some(code) => match code {
-            0 => 200,
-            1 => 499,
-            3 | 11 => 400,
-            4 => 504,
-            5 => 404,
-            6 => 409,
-            7 => 403,
-            8 => 429,
-            9 => 422,
-            14 => 503,
-            16 => 401,
-            _ => 500,
-        },
-    }
+    grpc_status_as_http(response.headers()).unwrap_or_else(|| response.status().as_u16())
+}
+
+/// The HTTP status of the gRPC code in `fields`' `grpc-status` (a response head, or trailers),
+/// as pairdb maps its error kinds both ways; `None` when there is none.
+pub fn grpc_status_as_http(fields: &http::HeaderMap) -> Option<u16> {
+    let code = fields
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<u8>()
+        .ok()?;
+    Some(match code {
+        0 => 200,
+        1 => 499,
+        3 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 => 409,
+        7 => 403,
+        8 => 429,
+        9 => 422,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    })
 }
 
 /// Service of [`MetricsLayer`]: counts and times every request it passes on.

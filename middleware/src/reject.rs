@@ -47,4 +47,15 @@ pub trait Reject: Clone + Send + Sync + 'static {
     /// The response refusing the request with `error`.
     fn reject(&self, error: LayerError, trace: Option<&TraceContext>)
     -> http::Response<Self::Body>;
+
+    /// A body of `data` then `trailers` (an answer the idempotency layer read whole, or
+    /// replays). The default serves HTTP answers, which have no trailers; a gRPC rejection
+    /// keeps them (they carry `grpc-status`).
+    fn body(&self, data: bytes::Bytes, trailers: Option<http::HeaderMap>) -> Self::Body
+    where
+        Self::Body: crate::idempotency::FromBytes,
+    {
+        let _ = trailers;
+        crate::idempotency::FromBytes::from_bytes(data)
+    }
 }

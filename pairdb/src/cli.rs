@@ -202,8 +202,9 @@ pub struct CoordinatorArgs {
     /// Default (and maximum) request deadline in milliseconds.
     #[arg(long, env = "PAIRDB_REQUEST_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout: u64,
-    /// Redis holding the tenant-config cache shared with the gateways (`redis://HOST:PORT/DB`):
-    /// a tenant change made here reaches them at once. Default: this coordinator's memory only.
+    /// Redis holding the tenant-config cache shared with the gateways, and gRPC clients'
+    /// idempotency records shared by every coordinator (`redis://HOST:PORT/DB`). Default: this
+    /// coordinator's memory only.
     #[arg(long, env = "PAIRDB_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Secrets shared by every role.

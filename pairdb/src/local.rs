@@ -638,6 +638,25 @@ impl Default for Admission {
     }
 }
 
+/// Where a coordinator keeps its gRPC clients' idempotency records: Redis at `redis_url`
+/// (shared with every coordinator using it), else `None`, its own memory.
+pub async fn coordinator_records(
+    redis_url: Option<&str>,
+) -> anyhow::Result<Option<Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>>> {
+    let Some(url) = redis_url else {
+        return Ok(None);
+    };
+    let store = pairdb_middleware::idempotency::RedisIdempotencyStore::connect(url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "idempotency store at {}: {e}",
+                pairdb_gateway::server::redacted(url)
+            )
+        })?;
+    Ok(Some(Arc::new(store)))
+}
+
 /// The tenant-config cache tier the roles of one process share: in Redis when `redis_url` is
 /// set (shared with every other process using it too), else in this process's memory.
 pub async fn shared_tenant_cache(
@@ -754,6 +773,7 @@ impl<N: LocalNode> LocalCluster<N> {
             );
             config.request_timeout = opts.request_timeout;
             config.tenant_cache = Some(tenant_cache.clone());
+            config.idempotency = coordinator_records(opts.admission.redis_url.as_deref()).await?;
             let coordinator =
                 CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
             let gateway = GatewayNode::start(

@@ -16,6 +16,7 @@
 //! this store alone. Calls a gateway [`Forwarded`](crate::Forwarded) pass untouched (the gateway
 //! ran this layer).
 
+mod body;
 pub mod redis;
 pub mod store;
 
@@ -34,10 +35,12 @@ use pairdb_metadata::TenantConfig;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
+use crate::metrics;
 use crate::principal::Forwarded;
 use crate::reject::{LayerError, Reject};
 use crate::trace::TraceContext;
 
+pub use body::FromBytes;
 pub use redis::RedisIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, MemoryIdempotencyStore, Recorded, StoreError};
 
@@ -64,6 +67,10 @@ pub struct IdempotencyConfig {
     pub max_record_bytes: usize,
     /// How long the layer waits for the request body.
     pub body_timeout: Duration,
+    /// `None`: the layer serves HTTP, and applies to every method but GET and HEAD. `Some`: it
+    /// serves gRPC, applies to the calls of these paths (`/package.Service/Method`, the writes),
+    /// fingerprints each by its path and message, and reads its outcome from `grpc-status`.
+    pub grpc_writes: Option<&'static [&'static str]>,
 }
 
 impl Default for IdempotencyConfig {
@@ -74,6 +81,7 @@ impl Default for IdempotencyConfig {
             max_request_bytes: 2 << 20,
             max_record_bytes: 64 << 10,
             body_timeout: Duration::from_secs(30),
+            grpc_writes: None,
         }
     }
 }
@@ -152,16 +160,20 @@ pub fn recorded(status: StatusCode) -> bool {
     status.is_success() || (status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429))
 }
 
+fn recorded_status(status: u16) -> bool {
+    StatusCode::from_u16(status).is_ok_and(recorded)
+}
+
 impl<S, B, R> Service<Request<B>> for IdempotencyService<S, R>
 where
     S: Service<Request<B>, Response = Response<R::Body>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,
-    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + FromBytes + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     R: Reject,
-    R::Body: Body<Data = Bytes> + From<Bytes> + Send,
-    <R::Body as Body>::Error: std::fmt::Display + Send,
+    R::Body: Body<Data = Bytes> + FromBytes + Send,
+    <R::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     type Response = Response<R::Body>;
     type Error = S::Error;
@@ -176,8 +188,10 @@ where
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let applies = !matches!(*request.method(), Method::GET | Method::HEAD)
-            && request.extensions().get::<Forwarded>().is_none();
+        let applies = match self.config.grpc_writes {
+            None => !matches!(*request.method(), Method::GET | Method::HEAD),
+            Some(writes) => writes.contains(&request.uri().path()),
+        } && request.extensions().get::<Forwarded>().is_none();
         let scope = request
             .extensions()
             .get::<TenantConfig>()
@@ -240,7 +254,7 @@ where
                     ))
                 }
                 Ok(Begin::Done(record)) if record.fingerprint == print => {
-                    Ok(replay::<R::Body>(record))
+                    Ok(replay(&reject, record))
                 }
                 Ok(Begin::InFlight { fingerprint }) if fingerprint == print => refuse(
                     LayerError::new(
@@ -262,7 +276,7 @@ where
                         key: key.clone(),
                         owner,
                     };
-                    let request = Request::from_parts(parts, B::from(body));
+                    let request = Request::from_parts(parts, B::from_bytes(body));
                     let response = match inner.call(request).await {
                         Ok(r) => r,
                         Err(e) => {
@@ -270,9 +284,10 @@ where
                             return Err(e);
                         }
                     };
-                    let response =
-                        finish::<R::Body>(&*store, &config, &scope, &key, owner, print, response)
-                            .await;
+                    let response = finish(
+                        &reject, &*store, &config, &scope, &key, owner, print, response,
+                    )
+                    .await;
                     // `finish` recorded or released the marker (a release after a record does
                     // nothing, should this be dropped while `finish` ran).
                     marker.store = None;
@@ -324,8 +339,24 @@ impl Drop for Marker {
 }
 
 /// The recorded response, marked as a replay.
-fn replay<RB: From<Bytes>>(record: Recorded) -> Response<RB> {
-    let mut response = Response::new(RB::from(record.body));
+fn replay<R>(reject: &R, record: Recorded) -> Response<R::Body>
+where
+    R: Reject,
+    R::Body: FromBytes,
+{
+    let trailers = (!record.trailers.is_empty()).then(|| {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &record.trailers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    });
+    let mut response = Response::new(reject.body(record.body, trailers));
     *response.status_mut() = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
     for (name, value) in record.headers {
         if let (Ok(n), Ok(v)) = (
@@ -342,60 +373,88 @@ fn replay<RB: From<Bytes>>(record: Recorded) -> Response<RB> {
 }
 
 /// Records `response` (or releases the key), and returns it.
-async fn finish<RB>(
+#[allow(clippy::too_many_arguments)]
+async fn finish<R>(
+    reject: &R,
     store: &dyn IdempotencyStore,
     config: &IdempotencyConfig,
     scope: &str,
     key: &str,
     owner: u128,
     print: [u8; 32],
-    response: Response<RB>,
-) -> Response<RB>
+    response: Response<R::Body>,
+) -> Response<R::Body>
 where
-    RB: Body<Data = Bytes> + From<Bytes> + Send,
-    RB::Error: std::fmt::Display + Send,
+    R: Reject,
+    R::Body: Body<Data = Bytes> + FromBytes + Send,
+    <R::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
-    if !recorded(response.status()) {
+    let release = || async {
         if let Err(e) = store.release(scope, key, owner).await {
             tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
         }
+    };
+    let grpc = config.grpc_writes.is_some();
+    // The outcome, when the head says it: always over HTTP; over gRPC only for an answer without
+    // a message (a refusal), the others saying it in their trailers.
+    let head = if grpc {
+        metrics::grpc_status_as_http(response.headers())
+    } else {
+        Some(response.status().as_u16())
+    };
+    if head.is_some_and(|status| !recorded_status(status)) {
+        release().await;
         return response;
     }
-    // Only a body of known, bounded size is read to be recorded; any other passes through and
-    // releases the key.
+    // Over HTTP only a body of known, bounded size is read to be recorded; any other passes
+    // through and releases the key. A gRPC answer's size is never announced: it is read within
+    // the bound (a unary write's answer is a few hundred bytes).
     let fits = response
         .body()
         .size_hint()
         .upper()
         .is_some_and(|n| n <= config.max_record_bytes as u64);
-    if !fits {
-        if let Err(e) = store.release(scope, key, owner).await {
-            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
-        }
+    if !fits && !grpc {
+        release().await;
         return response;
     }
+    let trace = response.extensions().get::<TraceContext>().copied();
     let (parts, body) = response.into_parts();
-    let bytes = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            tracing::warn!(error = %e, "a response body failed; not recorded for idempotency");
-            if let Err(e) = store.release(scope, key, owner).await {
-                tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
-            }
-            let mut response = Response::from_parts(parts, RB::from(Bytes::new()));
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            return response;
+    let (bytes, trailers) = match Limited::new(body, config.max_record_bytes).collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
         }
+        Err(e) => {
+            tracing::warn!(error = %e, "a response body failed or was too large; not recorded for idempotency");
+            release().await;
+            return reject.reject(
+                LayerError::new(
+                    ErrorKind::Internal,
+                    "the answer could not be read whole; the write may have been applied: retry with the same key",
+                ),
+                trace.as_ref(),
+            );
+        }
+    };
+    let status = head
+        .or_else(|| trailers.as_ref().and_then(metrics::grpc_status_as_http))
+        .unwrap_or(500);
+    if !recorded_status(status) {
+        release().await;
+        return Response::from_parts(parts, reject.body(bytes, trailers));
+    }
+    let fields = |map: &http::HeaderMap| {
+        map.iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
     };
     let record = Recorded {
         fingerprint: print,
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: fields(&parts.headers),
         body: bytes.clone(),
+        trailers: trailers.as_ref().map(fields).unwrap_or_default(),
     };
     #[cfg(feature = "failpoints")]
     crate::failpoint::hit(crate::failpoint::BEFORE_IDEMPOTENCY_RECORD);
@@ -404,9 +463,7 @@ where
         .await
     {
         tracing::warn!(error = %e, "cannot record a response for idempotency; a retry runs again (the leader deduplicates it)");
-        if let Err(e) = store.release(scope, key, owner).await {
-            tracing::warn!(error = %e, "cannot release an idempotency key; it frees at its TTL");
-        }
+        release().await;
     }
-    Response::from_parts(parts, RB::from(bytes))
+    Response::from_parts(parts, reject.body(bytes, trailers))
 }

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! marker:  'I' | owner (16 bytes) | fingerprint (32 bytes)
-//! record:  'D' | fingerprint (32) | status u16 LE | header count u16 LE
-//!              | per header: name length u16 LE, name, value length u32 LE, value
-//!              | body (the rest)
+//! record:  'D' | fingerprint (32) | status u16 LE | fields (the headers) | body (the rest)
+//!          'T' | fingerprint (32) | status u16 LE | fields (the headers)
+//!              | fields (the trailers: a gRPC answer's) | body (the rest)
+//! fields:  count u16 LE | per field: name length u16 LE, name, value length u32 LE, value
 //! ```
 //!
 //! The marker is taken with `SET NX PX`; completing and releasing compare the owner and replace
@@ -29,6 +30,7 @@ use crate::redis_pool::{bounded, unavailable};
 
 const MARKER: u8 = b'I';
 const RECORD: u8 = b'D';
+const RECORD_WITH_TRAILERS: u8 = b'T';
 
 /// Replaces the value with ARGV[2] (expiring in ARGV[3] ms) if it is still ARGV[1]'s marker.
 const COMPLETE: &str = "local v = redis.call('GET', KEYS[1]) \
@@ -84,24 +86,48 @@ fn millis(d: Duration) -> u64 {
 /// Encodes a record as the module docs say.
 pub fn encode_record(r: &Recorded) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + r.body.len());
-    out.push(RECORD);
+    out.push(if r.trailers.is_empty() {
+        RECORD
+    } else {
+        RECORD_WITH_TRAILERS
+    });
     out.extend_from_slice(&r.fingerprint);
     out.extend_from_slice(&r.status.to_le_bytes());
-    let headers: Vec<&(String, Vec<u8>)> = r
-        .headers
+    encode_fields(&mut out, &r.headers);
+    if !r.trailers.is_empty() {
+        encode_fields(&mut out, &r.trailers);
+    }
+    out.extend_from_slice(&r.body);
+    out
+}
+
+/// A count, then each field's name and value (fields too long to encode are left out).
+fn encode_fields(out: &mut Vec<u8>, fields: &[(String, Vec<u8>)]) {
+    let fields: Vec<&(String, Vec<u8>)> = fields
         .iter()
         .filter(|(n, v)| n.len() <= usize::from(u16::MAX) && u32::try_from(v.len()).is_ok())
         .take(usize::from(u16::MAX))
         .collect();
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
-    for (name, value) in headers {
+    out.extend_from_slice(&(fields.len() as u16).to_le_bytes());
+    for (name, value) in fields {
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         out.extend_from_slice(value);
     }
-    out.extend_from_slice(&r.body);
-    out
+}
+
+fn decode_fields(rest: &mut &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let count = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
+    let mut fields = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        let len = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
+        let name = std::str::from_utf8(take(rest, usize::from(len))?).ok()?;
+        let len = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
+        let value = take(rest, usize::try_from(len).ok()?)?;
+        fields.push((name.to_owned(), value.to_vec()));
+    }
+    Some(fields)
 }
 
 fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -119,23 +145,21 @@ pub fn decode(value: &[u8]) -> Option<Begin> {
             let fingerprint: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
             rest.is_empty().then_some(Begin::InFlight { fingerprint })
         }
-        [RECORD] => {
+        [tag @ (RECORD | RECORD_WITH_TRAILERS)] => {
             let fingerprint: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
             let status = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
-            let count = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
-            let mut headers = Vec::with_capacity(usize::from(count).min(64));
-            for _ in 0..count {
-                let len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
-                let name = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
-                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
-                let value = take(&mut rest, usize::try_from(len).ok()?)?;
-                headers.push((name.to_owned(), value.to_vec()));
-            }
+            let headers = decode_fields(&mut rest)?;
+            let trailers = if *tag == RECORD_WITH_TRAILERS {
+                decode_fields(&mut rest)?
+            } else {
+                Vec::new()
+            };
             Some(Begin::Done(Recorded {
                 fingerprint,
                 status,
                 headers,
                 body: Bytes::copy_from_slice(rest),
+                trailers,
             }))
         }
         _ => None,
@@ -277,11 +301,18 @@ mod tests {
                 ("content-type".into(), b"text/plain".to_vec()),
             ],
             body: Bytes::from_static(b"\x00body\xff"),
+            trailers: Vec::new(),
         };
-        let encoded = encode_record(&r);
-        assert_eq!(decode(&encoded), Some(Begin::Done(r)));
-        for cut in 0..encoded.len() {
-            let _ = decode(encoded.get(..cut).unwrap_or_default());
+        let with_trailers = Recorded {
+            trailers: vec![("grpc-status".into(), b"0".to_vec())],
+            ..r.clone()
+        };
+        for r in [r, with_trailers] {
+            let encoded = encode_record(&r);
+            assert_eq!(decode(&encoded), Some(Begin::Done(r)));
+            for cut in 0..encoded.len() {
+                let _ = decode(encoded.get(..cut).unwrap_or_default());
+            }
         }
         let mut marker = owner_prefix(9);
         marker.extend_from_slice(&[3; 32]);

@@ -20,6 +20,9 @@ pub struct Recorded {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Response body.
     pub body: Bytes,
+    /// Response trailers, in order (names lowercase): a gRPC answer's `grpc-status` and the
+    /// rest; empty for HTTP answers.
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl Recorded {
@@ -29,6 +32,7 @@ impl Recorded {
             + self
                 .headers
                 .iter()
+                .chain(&self.trailers)
                 .map(|(n, v)| n.len() + v.len() + 16)
                 .sum::<usize>()
             + 64

@@ -425,3 +425,140 @@ async fn gateways_sharing_redis_replay_each_others_answers() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A gRPC answer: the message in the body, the outcome in the trailers.
+#[derive(Clone)]
+struct GrpcReject;
+
+impl Reject for GrpcReject {
+    type Body = tonic::body::Body;
+
+    fn reject(&self, error: LayerError, _: Option<&TraceContext>) -> Response<tonic::body::Body> {
+        tonic::Status::new(tonic::Code::Unavailable, error.detail).into_http()
+    }
+
+    fn body(&self, data: Bytes, trailers: Option<http::HeaderMap>) -> tonic::body::Body {
+        let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+            data,
+        ))];
+        if let Some(trailers) = trailers {
+            frames.push(Ok(http_body::Frame::trailers(trailers)));
+        }
+        tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
+}
+
+/// Over gRPC the layer applies to the listed write paths only, records the message and its
+/// trailers when `grpc-status` (in the trailers) is OK, and releases the key when it is not.
+#[tokio::test]
+async fn grpc_answers_are_recorded_by_their_trailers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let code = Arc::new(AtomicUsize::new(0));
+    let inner = {
+        let (calls, code) = (calls.clone(), code.clone());
+        tower::service_fn(move |_: Request<tonic::body::Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let code = code.load(Ordering::SeqCst);
+            async move {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", code.to_string().parse().unwrap());
+                let body = GrpcReject.body(Bytes::from(format!("message {n}")), Some(trailers));
+                let mut response = Response::new(body);
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let config = IdempotencyConfig {
+        grpc_writes: Some(&["/svc/Put"]),
+        ..IdempotencyConfig::default()
+    };
+    let store = Arc::new(MemoryIdempotencyStore::default());
+    let mut svc = IdempotencyLayer::new(store, config, GrpcReject).layer(inner);
+    let call = |path: &str, message: &'static [u8]| {
+        let mut request = Request::post(path)
+            .header("content-type", "application/grpc")
+            .header("idempotency-key", "g1")
+            .body(tonic::body::Body::new(Full::new(Bytes::from_static(
+                message,
+            ))))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(tenant("acme", Consistency::Quorum));
+        request
+    };
+    let read = |response: Response<tonic::body::Body>| async move {
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let collected = response.into_body().collect().await.unwrap();
+        let status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_owned());
+        (collected.to_bytes(), status, replayed)
+    };
+
+    // UNAVAILABLE (14): passed through, trailers kept, the key released.
+    code.store(14, Ordering::SeqCst);
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/svc/Put", b"m"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read(first).await,
+        (Bytes::from("message 1"), Some("14".into()), false)
+    );
+    // OK: runs again, recorded with its trailers; the retry is replayed whole.
+    code.store(0, Ordering::SeqCst);
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/svc/Put", b"m"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read(second).await,
+        (Bytes::from("message 2"), Some("0".into()), false)
+    );
+    let replay = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/svc/Put", b"m"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read(replay).await,
+        (Bytes::from("message 2"), Some("0".into()), true)
+    );
+    // Another message with the key is refused; a path not listed is not the layer's.
+    let other = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/svc/Put", b"x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tonic::Status::from_header_map(other.headers()).map(|s| s.code()),
+        Some(tonic::Code::Unavailable),
+        "rendered by the rejection"
+    );
+    let get = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/svc/Get", b"m"))
+        .await
+        .unwrap();
+    assert_eq!(read(get).await.0, Bytes::from("message 3"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

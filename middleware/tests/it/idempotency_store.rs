@@ -22,6 +22,7 @@ fn record(fingerprint: u8, body: &'static [u8]) -> Recorded {
             ("x-binary".into(), vec![0, 0x80, 0xff]),
         ],
         body: Bytes::from_static(body),
+        trailers: vec![("grpc-status".into(), b"0".to_vec())],
     }
 }
 

@@ -168,3 +168,63 @@ async fn a_second_coordinator_catches_up_with_placement_changes() {
     b.stop().await;
     t.cluster.stop().await.expect("every node stops cleanly");
 }
+
+/// A gRPC client's write with `idempotency-key` metadata is recorded by the coordinator: a retry
+/// is answered from the record (`idempotent-replayed: true`, the same answer, one clock
+/// increment on every replica), and the key on another write is refused `FAILED_PRECONDITION`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_writes_with_an_idempotency_key_are_replayed() {
+    let t = start(3).await;
+    let key = t.create_tenant("acme", 3).await;
+    let mut c = CoordinatorClient::connect(format!("http://{}", t.cluster.coordinator.addr))
+        .await
+        .expect("connect");
+    let put = |value: &'static [u8]| {
+        let mut req = with_auth(
+            PutRequest {
+                key: b"once".to_vec(),
+                value: value.to_vec(),
+                ..PutRequest::default()
+            },
+            &key,
+            Some("all"),
+        );
+        req.metadata_mut()
+            .insert("idempotency-key", "grpc-once-1".parse().expect("header"));
+        req
+    };
+    let first = c.put(put(b"v")).await.expect("put");
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let first = first.into_inner();
+    assert_eq!(
+        first.idempotency_key, "grpc-once-1",
+        "the leader saw the key"
+    );
+
+    let again = c.put(put(b"v")).await.expect("retry");
+    assert_eq!(
+        again
+            .metadata()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(again.into_inner(), first, "the same answer");
+    for r in t.replicas("acme", b"once") {
+        let v = t.stored(&r, "acme", b"once").await.expect("stored");
+        let increments: u64 = v.clock.entries().map(|(_, c)| c).sum();
+        assert_eq!(increments, 1, "replica {r} minted once");
+    }
+
+    let other = c.put(put(b"other")).await.expect_err("reused key");
+    assert_eq!(other.code(), Code::FailedPrecondition, "{other:?}");
+    // The message's key and the metadata's must agree.
+    let mut mismatched = put(b"v");
+    mismatched
+        .metadata_mut()
+        .insert("idempotency-key", "grpc-mismatch".parse().expect("header"));
+    mismatched.get_mut().idempotency_key = "something-else".into();
+    let refused = c.put(mismatched).await.expect_err("mismatch");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    t.cluster.stop().await.expect("every node stops cleanly");
+}
