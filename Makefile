@@ -34,9 +34,9 @@ fmt:
 bench-http:
 	@for engine in $${ENGINES:-lsm memory}; do ENGINE=$$engine scripts/bench-http.sh || exit 1; done
 
-## What rate limiting and idempotency records cost: bench-http on the memory engine, every PUT with a client idempotency key, with the layers on and then off, in one run.
+## What rate limiting and idempotency records cost: bench-http on the memory engine, every PUT with a client idempotency key, with the layers on and then off, on the embedded stores and on PostgreSQL + Redis, in one run.
 bench-layers:
-	@for admission in on off; do ENGINE=memory IDEMPOTENCY_KEYS=1 ADMISSION=$$admission scripts/bench-http.sh || exit 1; done
+	@for stores in embedded postgres+redis; do for admission in on off; do STORES=$$stores ENGINE=memory IDEMPOTENCY_KEYS=1 ADMISSION=$$admission scripts/bench-http.sh || exit 1; done; done
 
 ## The LSM crash tests at length: its writer process SIGKILLed 500 times, and 500 simulated power cuts, per durability mode.
 soak-engine:

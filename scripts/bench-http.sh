@@ -5,6 +5,8 @@
 #   scripts/bench-http.sh                 # 30 s per phase, 2 threads, 32 connections
 #   DURATION=10s CONNECTIONS=64 scripts/bench-http.sh
 #   ENGINE=memory scripts/bench-http.sh    # the memory engine instead of the LSM engine
+#   STORES=postgres+redis scripts/bench-http.sh   # metadata in a throwaway PostgreSQL, idempotency
+#                                                 # records and the tenant cache in a throwaway Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,9 @@ FSYNC=${FSYNC:-always}
 ADMISSION=${ADMISSION:-on}
 # IDEMPOTENCY_KEYS=1: every PUT carries a key of its own, as the SDK's do (a store round trip each).
 IDEMPOTENCY_KEYS=${IDEMPOTENCY_KEYS:-0}
+# STORES=postgres+redis: the production stores (PostgreSQL from /usr/lib/postgresql, redis-server;
+# Redis without persistence, PostgreSQL with fsync on), else the embedded ones.
+STORES=${STORES:-embedded}
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -31,11 +36,37 @@ fi
 
 cargo build --release --bin pairdb
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+chmod 755 "$work"
+pid=
+pgbin=
+cleanup() {
+  [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  if [ -n "$pgbin" ]; then
+    as_postgres "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export PAIRDB_ADMIN_KEY=bench-admin-key
-admission_flag=()
-[ "$ADMISSION" = off ] && admission_flag=(--no-admission)
-./target/release/pairdb dev --engine "$ENGINE" --fsync "$FSYNC" --http 127.0.0.1:$PORT --data-dir "$work/data" "${admission_flag[@]}" >"$work/dev.log" 2>&1 &
+flags=()
+[ "$ADMISSION" = off ] && flags+=(--no-admission)
+if [ "$STORES" = postgres+redis ]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir "$work/pg"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$work/pg"
+  as_postgres "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust --no-sync >/dev/null
+  pg_port=$(free_port)
+  as_postgres "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
+    -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$work" --logfile "$work/redis.log" >/dev/null
+  flags+=(--metadata-url "postgres://postgres@127.0.0.1:$pg_port/postgres" --redis-url "redis://127.0.0.1:$redis_port")
+fi
+./target/release/pairdb dev --engine "$ENGINE" --fsync "$FSYNC" --http 127.0.0.1:$PORT --data-dir "$work/data" "${flags[@]}" >"$work/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
@@ -90,7 +121,7 @@ LUA
 echo "== baseline: GET /healthz (gateway only) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/healthz" | tee "$work/base.txt"
 echo
-echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys, engine ${ENGINE}, fsync ${FSYNC}, admission ${ADMISSION}, client idempotency keys ${IDEMPOTENCY_KEYS}) =="
+echo "== PUT (quorum, RF 3, ${VALUE_BYTES}-byte values, ${KEYS} keys, engine ${ENGINE}, fsync ${FSYNC}, stores ${STORES}, admission ${ADMISSION}, client idempotency keys ${IDEMPOTENCY_KEYS}) =="
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/put.lua" "http://127.0.0.1:$PORT" | tee "$work/put.txt"
 echo
 echo "== GET (quorum, RF 3) =="

@@ -144,14 +144,15 @@ fn require_admin<T>(req: &Request<T>) -> Result<(), Status> {
 /// The write's idempotency key: the message's, or else the `idempotency-key` metadata (which the
 /// idempotency layer records the answer under); both given must agree.
 fn idempotency_key_of<T>(req: &Request<T>, in_message: String) -> Result<String, Status> {
+    // Read as the idempotency layer reads it (a quoted key is the key without its quotes).
     let in_metadata = req
         .metadata()
         .get("idempotency-key")
         .map(|v| {
-            v.to_str().map_err(|_| {
+            pairdb_core::idempotency::parse(v.as_bytes()).ok_or_else(|| {
                 status_of(
                     ErrorKind::BadRequest,
-                    "idempotency-key metadata must be visible ASCII",
+                    "idempotency-key metadata must be 1–255 visible ASCII characters",
                 )
             })
         })

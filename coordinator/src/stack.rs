@@ -44,10 +44,18 @@ impl Reject for GrpcReject {
     }
 
     /// A gRPC answer read whole (or replayed): the message, then its trailers (`grpc-status`).
+    /// A refusal (its status in the head, no message, no trailers) stays trailers-only: an empty
+    /// body, never an empty data frame, which other gRPC clients take for a broken stream.
     fn body(&self, data: bytes::Bytes, trailers: Option<http::HeaderMap>) -> Self::Body {
-        let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
-            data,
-        ))];
+        if data.is_empty() && trailers.is_none() {
+            return tonic::body::Body::empty();
+        }
+        let mut frames = Vec::with_capacity(2);
+        if !data.is_empty() {
+            frames.push(Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                data,
+            )));
+        }
         if let Some(trailers) = trailers {
             frames.push(Ok(http_body::Frame::trailers(trailers)));
         }
@@ -89,7 +97,7 @@ pub fn layers(
 ) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
-        .layer(TraceLayer::new().role("coordinator"))
+        .layer(TraceLayer::new().role("coordinator").route_names(rpc_of))
         // Every call, refusals included, by RPC.
         .layer(MetricsLayer::new(metrics, rpc_of))
         // Before anything that depends on who is calling.

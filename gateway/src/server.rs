@@ -32,6 +32,7 @@ use pairdb_middleware::idempotency::{
     IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore,
 };
 use pairdb_middleware::metered::{MeteredIdempotencyStore, MeteredMetadataStore};
+use pairdb_middleware::rate_limit::Registration;
 use pairdb_middleware::tenant::DEFAULT_TENANT_TTL;
 use pairdb_middleware::tenant_cache::{RedisTenantConfigCache, TenantConfigCache};
 use pairdb_middleware::{
@@ -88,6 +89,16 @@ pub async fn build_router(
     config: GatewayConfig,
     store: Arc<dyn MetadataStore>,
 ) -> Result<Router, GatewayError> {
+    // Detached, the registration ends (and leaves) within a heartbeat of the router's drop.
+    Ok(build_router_registered(config, store).await?.0)
+}
+
+/// [`build_router`], and this gateway's entry in the registry of live gateways (with admission
+/// on): [`Registration::leave`] it on a clean stop, so the others take back its share at once.
+pub async fn build_router_registered(
+    config: GatewayConfig,
+    store: Arc<dyn MetadataStore>,
+) -> Result<(Router, Option<Registration>), GatewayError> {
     config.validate()?;
     let metrics = Metrics::new();
     let store = MeteredMetadataStore::wrap(store, &metrics);
@@ -139,7 +150,8 @@ pub async fn build_router(
         _ => Arc::new(MemoryIdempotencyStore::default()),
     };
     let records = MeteredIdempotencyStore::wrap(records, &metrics);
-    Ok(layers(
+    let mut registration = None;
+    let router = layers(
         v1,
         ops,
         authenticator,
@@ -147,8 +159,7 @@ pub async fn build_router(
         config.admission.then(|| {
             let limits = RateLimits::new();
             // Each gateway admits its share of a tenant's rate.
-            // Detached: it ends (and leaves) once the router is dropped.
-            drop(limits.share_among_live(registry, "gateway"));
+            registration = Some(limits.share_among_live(registry, "gateway"));
             (
                 limits,
                 records,
@@ -163,7 +174,8 @@ pub async fn build_router(
         }),
         metrics,
         config.request_timeout,
-    ))
+    );
+    Ok((router, registration))
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops

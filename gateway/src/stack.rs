@@ -66,6 +66,7 @@ pub fn layers(
         .layer(
             TraceLayer::new()
                 .role("gateway")
+                .route_names(route_of)
                 .redact_paths_after(&[KV_PREFIX]),
         )
         // received-at: outermost, so a request's deadline counts from its arrival.

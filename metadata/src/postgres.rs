@@ -341,12 +341,16 @@ impl MetadataStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE role = $1")
-            .bind(role)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
+        // Counted after the commit: two instances registering at once each see the other once
+        // both committed, rather than each missing the other's uncommitted row.
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE role = $1 AND expires_at > now()",
+        )
+        .bind(role)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
     }
 

@@ -79,4 +79,4 @@ pub use principal::{Forwarded, Principal};
 pub use rate_limit::{RateLimitLayer, RateLimitService, RateLimits};
 pub use reject::{LayerError, Reject};
 pub use tenant::{TenantCache, TenantLayer, TenantService};
-pub use trace::{TraceContext, TraceLayer, TraceService, current_traceparent};
+pub use trace::{TraceContext, TraceLayer, TraceService, background_span, current_traceparent};

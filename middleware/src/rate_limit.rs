@@ -2,8 +2,10 @@
 //! tenant's `requests_per_second` up to its `burst`.
 //!
 //! Each gateway instance enforces its share: the tenant's rate and burst divided by the number of
-//! live instances ([`RateLimits::set_instances`]), so the cluster admits about the tenant's limit
-//! whichever instances its requests reach. Every response to a tenant carries
+//! live instances ([`RateLimits::set_instances`], kept by [`RateLimits::share_among_live`]), so
+//! the cluster admits about the tenant's limit when its requests are spread evenly over the
+//! instances (as a load balancer spreads them; a client pinned to one instance gets that
+//! instance's share). A change in the count starts every tenant's bucket afresh, full. Every response to a tenant carries
 //! `RateLimit-Policy: "tenant";q=<burst>;w=<seconds>` and `RateLimit: "tenant";r=<remaining>;t=<seconds>`
 //! (the IETF RateLimit header fields); a request over the limit is refused `RateLimited` (429,
 //! gRPC `RESOURCE_EXHAUSTED`) with `Retry-After` and never reaches the inner service.
@@ -106,6 +108,8 @@ impl Registration {
     /// grow back at their next heartbeat.
     pub async fn leave(self) {
         self.task.abort();
+        // Once it has stopped: a heartbeat under way must not write the entry back.
+        let _ = self.task.await;
         leave(&*self.store, self.role, &self.instance).await;
     }
 }

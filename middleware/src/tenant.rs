@@ -7,7 +7,7 @@
 //! calls a gateway [`Forwarded`], whose tenant and level that gateway already resolved.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,8 +35,9 @@ pub const TENANT_CACHE_MAX_ENTRIES: usize = 10_000;
 #[derive(Clone)]
 pub struct TenantCache {
     store: Arc<dyn MetadataStore>,
+    ttl: Duration,
     entries: Arc<TtlCache<Option<TenantConfig>>>,
-    shared: Option<Arc<dyn TenantConfigCache>>,
+    shared: Option<Shared>,
 }
 
 impl fmt::Debug for TenantCache {
@@ -50,6 +51,7 @@ impl TenantCache {
     pub fn new(store: Arc<dyn MetadataStore>, ttl: Duration) -> Self {
         TenantCache {
             store,
+            ttl,
             entries: Arc::new(TtlCache::new(ttl, TENANT_CACHE_MAX_ENTRIES)),
             shared: None,
         }
@@ -58,54 +60,93 @@ impl TenantCache {
     /// Reads through `shared` before the store (and fills it), so the roles sharing it spare the
     /// store; [`invalidate`](Self::invalidate) then reaches every one of them.
     pub fn with_shared(mut self, shared: Arc<dyn TenantConfigCache>) -> Self {
-        self.shared = Some(shared);
+        self.shared = Some(Shared {
+            cache: shared,
+            skip_until: Arc::new(Mutex::new(None)),
+        });
         self
     }
 
-    /// The tenant `id` as it was at most `ttl` before the last change's
-    /// [`invalidate`](Self::invalidate) — or, without a shared tier, as the store held it at
-    /// most `ttl` ago; `None` if it did not exist. Store errors are returned, never cached; an
-    /// unreachable shared tier is skipped.
+    /// The tenant `id` as the store held it at most `ttl` (and at most [`SHARED_TENANT_TTL`])
+    /// ago; `None` if it did not exist. Store errors are returned, never cached. A shared tier
+    /// that fails is skipped for [`SHARED_TIER_BACKOFF`], so a hung Redis costs one bounded wait
+    /// per backoff, not one per request.
     pub async fn get(&self, id: &str) -> Result<Option<TenantConfig>, MetadataError> {
         if let Some(hit) = self.entries.get(id) {
             return Ok(hit);
         }
         let read_at = Instant::now();
         let mut fill = None;
-        if let Some(shared) = &self.shared {
-            match shared.lookup(id).await {
-                Ok(Lookup::Hit(tenant)) => {
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.usable()) {
+            match shared.cache.lookup(id).await {
+                Ok(Lookup::Hit { tenant, remaining }) => {
+                    // Served here no longer than there: as if read when the shared entry was.
+                    let read_at = self
+                        .ttl
+                        .checked_sub(remaining)
+                        .and_then(|age| read_at.checked_sub(age))
+                        .unwrap_or(read_at);
                     self.entries.insert(id, tenant.clone(), read_at);
                     return Ok(tenant);
                 }
                 Ok(Lookup::Miss { generation }) => fill = Some((shared, generation)),
-                Err(error) => {
-                    tracing::warn!(%error, "tenant-config cache unreachable; reading the metadata store");
-                }
+                Err(error) => shared.failed(&error),
             }
         }
         let tenant = self.store.get_tenant(id).await?;
+        // The shared entry expires a second after the store was read, whenever it is filled.
+        let ttl = SHARED_TENANT_TTL.saturating_sub(read_at.elapsed());
         if let Some((shared, generation)) = fill
-            && let Err(error) = shared
-                .fill(id, generation, &tenant, SHARED_TENANT_TTL)
-                .await
+            && !ttl.is_zero()
+            && let Err(error) = shared.cache.fill(id, generation, &tenant, ttl).await
         {
-            tracing::warn!(%error, "cannot fill the tenant-config cache");
+            shared.failed(&error);
         }
         self.entries.insert(id, tenant.clone(), read_at);
         Ok(tenant)
     }
 
-    /// Forgets `id` here and in the shared tier, so every role sharing it reads the store
-    /// within `ttl`. Call after the store changed. An unreachable shared tier is an error: the
-    /// change then shows on other roles only when their shared entries expire
-    /// ([`SHARED_TENANT_TTL`]).
+    /// Forgets `id` here and in the shared tier, so every role sharing it reads the store at
+    /// its next lookup. Call after the store changed. Even when this fails (the shared tier is
+    /// unreachable), every role sees the change within [`SHARED_TENANT_TTL`].
     pub async fn invalidate(&self, id: &str) -> Result<(), StoreError> {
         self.entries.remove(id);
         match &self.shared {
-            Some(shared) => shared.invalidate(id).await,
+            Some(shared) => shared.cache.invalidate(id).await,
             None => Ok(()),
         }
+    }
+}
+
+/// How long a shared tier that failed is left out of lookups.
+pub const SHARED_TIER_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The shared tier and when it may be asked again after a failure.
+#[derive(Clone)]
+struct Shared {
+    cache: Arc<dyn TenantConfigCache>,
+    skip_until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Shared {
+    fn usable(&self) -> bool {
+        let skip = self
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        skip.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let mut skip = self
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if skip.is_none_or(|until| now >= until) {
+            tracing::warn!(%error, backoff = ?SHARED_TIER_BACKOFF, "tenant-config cache unreachable; reading the metadata store meanwhile");
+        }
+        *skip = Some(now + SHARED_TIER_BACKOFF);
     }
 }
 

@@ -185,6 +185,23 @@ impl TraceContext {
     }
 }
 
+/// The span for work a request starts that outlives it (replication after the answer, repairs):
+/// exported as a child of the current span, named `name`, but not holding the request's span
+/// open — so the request's exported span ends with its answer. Without OpenTelemetry, the
+/// current span itself (its logs keep the request's fields).
+pub fn background_span(name: &'static str) -> tracing::Span {
+    let current = tracing::Span::current();
+    let parent = current.context();
+    if !parent.span().span_context().is_valid() {
+        return current;
+    }
+    let span = tracing::info_span!(parent: None, "background", otel.name = name);
+    if span.set_parent(parent).is_err() {
+        return current;
+    }
+    span
+}
+
 /// The `traceparent` for a call made now: the OpenTelemetry span the calling code runs in (the
 /// current `tracing` span) as the parent. `None` when no span is recorded with OpenTelemetry —
 /// the callee then starts a trace of its own.
@@ -219,6 +236,7 @@ fn parse_flags(s: &str) -> Option<[u8; 1]> {
 pub struct TraceLayer {
     redacted_prefixes: &'static [&'static str],
     role: &'static str,
+    route_of: Option<crate::metrics::RouteOf>,
 }
 
 impl TraceLayer {
@@ -240,6 +258,13 @@ impl TraceLayer {
         self.role = role;
         self
     }
+
+    /// Names exported spans by the request's route template (`/v1/kv/{key}`, an RPC name)
+    /// instead of its path, so span names stay few whatever paths clients send.
+    pub fn route_names(mut self, route_of: crate::metrics::RouteOf) -> Self {
+        self.route_of = Some(route_of);
+        self
+    }
 }
 
 impl<S> Layer<S> for TraceLayer {
@@ -250,6 +275,7 @@ impl<S> Layer<S> for TraceLayer {
             inner,
             redacted_prefixes: self.redacted_prefixes,
             role: self.role,
+            route_of: self.route_of,
         }
     }
 }
@@ -261,6 +287,7 @@ pub struct TraceService<S> {
     inner: S,
     redacted_prefixes: &'static [&'static str],
     role: &'static str,
+    route_of: Option<crate::metrics::RouteOf>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for TraceService<S>
@@ -286,9 +313,13 @@ where
             Some(prefix) => format!("{prefix}…"),
             None => path.to_owned(),
         };
+        let route = match self.route_of {
+            Some(route_of) => route_of(request.method(), request.uri().path()),
+            None => path.as_str(),
+        };
         let name = match self.role {
-            "" => format!("{} {path}", request.method()),
-            role => format!("{role} {} {path}", request.method()),
+            "" => format!("{} {route}", request.method()),
+            role => format!("{role} {} {route}", request.method()),
         };
         let span = tracing::info_span!(
             "request",

@@ -265,7 +265,9 @@ impl StorageNode {
                     let server = pairdb_storage::server::run_layered(
                         service,
                         listener,
-                        pairdb_middleware::TraceLayer::new().role("storage"),
+                        pairdb_middleware::TraceLayer::new()
+                            .role("storage")
+                            .route_names(storage_rpc_of),
                         async {
                             let _ = graceful_rx.await;
                         },
@@ -530,12 +532,27 @@ impl CoordinatorNode {
     }
 }
 
+/// The storage RPC a gRPC path names, for span names (`other` for an unknown one).
+fn storage_rpc_of(_: &axum::http::Method, path: &str) -> &'static str {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "Mint" => "Mint",
+        "Apply" => "Apply",
+        "Read" => "Read",
+        "Scan" => "Scan",
+        "Digest" => "Digest",
+        "PushPlacement" => "PushPlacement",
+        "Health" => "Health",
+        _ => "other",
+    }
+}
+
 /// A REST gateway running on the current runtime.
 pub struct GatewayNode {
     /// Bound HTTP address.
     pub addr: SocketAddr,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<()>,
+    registration: Option<pairdb_middleware::rate_limit::Registration>,
 }
 
 impl GatewayNode {
@@ -562,7 +579,8 @@ impl GatewayNode {
         config.redis_url = admission.redis_url;
         config.tenant_cache = admission.tenant_cache;
         let limits = config.connection_limits();
-        let router = pairdb_gateway::server::build_router(config, store).await?;
+        let (router, registration) =
+            pairdb_gateway::server::build_router_registered(config, store).await?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();
@@ -576,13 +594,17 @@ impl GatewayNode {
             addr,
             shutdown,
             task,
+            registration,
         })
     }
 
-    /// Stops gracefully and waits.
+    /// Stops gracefully and waits; then leaves the registry of live gateways.
     pub async fn stop(self) {
         self.shutdown.trigger();
         let _ = self.task.await;
+        if let Some(registration) = self.registration {
+            registration.leave().await;
+        }
     }
 }
 

@@ -83,7 +83,9 @@ impl Replicator {
                 handed,
             )
             // Its calls (and repairs) belong to this request's trace.
-            .in_current_span(),
+            .instrument(pairdb_middleware::background_span(
+                "coordinator read replicas",
+            )),
         );
 
         let mut answers: Vec<(String, Option<Version>)> = Vec::with_capacity(targets.len());

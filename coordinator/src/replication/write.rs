@@ -120,7 +120,11 @@ impl Replicator {
             }),
         };
         // Its calls belong to this request's trace.
-        tokio::spawn(pipeline.run().in_current_span());
+        tokio::spawn(
+            pipeline
+                .run()
+                .instrument(pairdb_middleware::background_span("coordinator replicate")),
+        );
 
         // The pipeline decides the answer — once W replicas hold the version durably (the
         // leader's own copy counts), or once they cannot — and wakes this request once.

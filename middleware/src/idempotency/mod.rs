@@ -157,7 +157,8 @@ pub fn fingerprint(
 
 /// Whether a response of `status` is recorded (and replayed) rather than released.
 pub fn recorded(status: StatusCode) -> bool {
-    status.is_success() || (status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429))
+    status.is_success()
+        || (status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429 | 499))
 }
 
 fn recorded_status(status: u16) -> bool {

@@ -8,8 +8,9 @@
 //!                          expiring after the fill's TTL
 //! ```
 //!
-//! A lookup reads both in one `MGET` and serves the entry only if its generation is the current
-//! one; a value it cannot decode is a miss (and is overwritten by the next fill).
+//! A lookup reads both and the entry's remaining time in one round trip, and serves the entry
+//! only if its generation is the current one; a value it cannot decode is a miss (and is
+//! overwritten by the next fill).
 
 use std::time::Duration;
 
@@ -74,15 +75,23 @@ impl TenantConfigCache for RedisTenantConfigCache {
     async fn lookup(&self, id: &str) -> Result<Lookup, StoreError> {
         bounded(async {
             let mut conn = self.conn().await?;
-            let (entry, generation): (Option<Vec<u8>>, Option<u64>) = redis::cmd("MGET")
-                .arg(entry_key(id))
-                .arg(generation_key(id))
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let ((entry, generation), remaining): ((Option<Vec<u8>>, Option<u64>), i64) =
+                redis::pipe()
+                    .cmd("MGET")
+                    .arg(entry_key(id))
+                    .arg(generation_key(id))
+                    .cmd("PTTL")
+                    .arg(entry_key(id))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
             let generation = generation.unwrap_or(0);
             Ok(match entry.as_deref().and_then(decode) {
-                Some((filled, tenant)) if filled == generation => Lookup::Hit(tenant),
+                // An entry always has a TTL; one without (PTTL -1) or already gone is a miss.
+                Some((filled, tenant)) if filled == generation && remaining > 0 => Lookup::Hit {
+                    tenant,
+                    remaining: Duration::from_millis(remaining.unsigned_abs()),
+                },
                 _ => Lookup::Miss { generation },
             })
         })

@@ -64,6 +64,13 @@ async fn a_write_whose_gateway_died_before_recording_is_applied_once() {
     // The retry through the second gateway waits out the dead one's in-flight marker (409 +
     // Retry-After), then runs: the leader recognises the key and answers the first write.
     let mut answer = put(&second_base).await.expect("retry");
+    // The second gateway sees the dead one's marker in the shared store: the proof that the
+    // record store, not only the leader, stands between the retry and a second apply.
+    assert_eq!(
+        answer.status(),
+        StatusCode::CONFLICT,
+        "the retry first meets the in-flight marker"
+    );
     for _ in 0..60 {
         if answer.status() != StatusCode::CONFLICT {
             break;

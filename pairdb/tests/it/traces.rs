@@ -163,31 +163,40 @@ async fn one_request_is_one_trace_across_gateway_coordinator_and_every_replica()
         g.parent_span_id, client_span,
         "the gateway's parent is the client"
     );
-    assert!(g.name.starts_with("gateway PUT /v1/kv/"), "{}", g.name);
-    assert!(
-        !g.name.contains("traced"),
-        "span names never hold keys: {}",
-        g.name
+    assert_eq!(
+        g.name, "gateway PUT /v1/kv/{key}",
+        "named by route, never by key"
     );
 
+    // The coordinator's request span, and the replication it started, as its child.
     let coordinator_spans = by_service("pairdb-coordinator");
-    assert_eq!(coordinator_spans.len(), 1, "{spans:#?}");
-    let c = &coordinator_spans[0];
+    assert_eq!(coordinator_spans.len(), 2, "{spans:#?}");
+    let c = coordinator_spans
+        .iter()
+        .find(|s| s.name == "coordinator POST Put")
+        .expect("the coordinator's request span");
     assert_eq!(
         c.parent_span_id, g.span_id,
         "the coordinator's parent is the gateway"
     );
-    assert!(c.name.contains("Put"), "{}", c.name);
+    let r = coordinator_spans
+        .iter()
+        .find(|s| s.name == "coordinator replicate")
+        .expect("the replication span");
+    assert_eq!(
+        r.parent_span_id, c.span_id,
+        "replication is the request's child"
+    );
 
-    // `all` on RF 3: the leader mints, the two others apply — each a child of the coordinator.
+    // `all` on RF 3: the leader mints, the two others apply — each under the replication.
     let storage_spans = by_service("pairdb-storage");
     let mut rpcs: HashMap<&str, usize> = HashMap::new();
     for s in &storage_spans {
         assert_eq!(
-            s.parent_span_id, c.span_id,
-            "{s:?} is the coordinator's child"
+            s.parent_span_id, r.span_id,
+            "{s:?} is the replication's child"
         );
-        let rpc = s.name.rsplit('/').next().unwrap_or_default();
+        let rpc = s.name.rsplit(' ').next().unwrap_or_default();
         *rpcs.entry(rpc).or_default() += 1;
     }
     assert_eq!(rpcs.get("Mint"), Some(&1), "{storage_spans:#?}");
