@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine
+.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine loadtest loadtest-ycsb
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -52,3 +52,11 @@ ifdef ROCKSDB
 else
 	cd bench && $(CARGO) run --release
 endif
+
+## The smoke scenario (loadtest/scenarios/smoke.toml) with pairdb-loadtest against a fresh `pairdb dev`; exits 99 if a threshold fails.
+loadtest:
+	@scripts/loadtest.sh $(SCENARIO)
+
+## YCSB A–F against a fresh `pairdb dev`, one table of them, and redis-benchmark on the same machine for scale.
+loadtest-ycsb:
+	@YCSB_TABLE=1 scripts/loadtest.sh loadtest/scenarios/ycsb-a.toml loadtest/scenarios/ycsb-b.toml loadtest/scenarios/ycsb-c.toml loadtest/scenarios/ycsb-d.toml loadtest/scenarios/ycsb-e.toml loadtest/scenarios/ycsb-f.toml

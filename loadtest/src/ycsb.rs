@@ -146,6 +146,16 @@ impl Workload {
         })
     }
 
+    /// Workload A (50 % reads, 50 % updates, scrambled zipfian).
+    pub fn a(records: u64) -> Workload {
+        Workload {
+            name: 'a',
+            mix: vec![(Operation::Read, 0.5), (Operation::Update, 0.5)],
+            chooser: KeyChooser::ScrambledZipfian(Zipfian::new(records, ZIPFIAN_CONSTANT)),
+            max_scan: 100,
+        }
+    }
+
     /// The next operation, drawn from the mix.
     pub fn operation(&self, rng: &mut impl Rng) -> Operation {
         let mut u: f64 = rng.random();

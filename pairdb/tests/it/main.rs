@@ -9,6 +9,7 @@ mod faults;
 mod grpc_api;
 mod http_errors;
 mod idempotency;
+mod loadtest;
 mod processes;
 mod read_repair;
 mod sdk;

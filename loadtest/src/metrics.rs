@@ -1,0 +1,432 @@
+//! What a run measured, with k6's metric names, kept per tag set so thresholds and the summary
+//! can narrow to any tags (`scenario`, `method`, `status`, a check's `check`, and the
+//! scenario's own tags).
+//!
+//! Durations go into HdrHistograms (microseconds, 3 significant digits, up to an hour), so
+//! percentiles are exact to 0.1 % however many samples a run takes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::threshold::{Selector, Stat, Statistics};
+
+/// A sample's tags, sorted by name.
+pub type Tags = Vec<(String, String)>;
+
+/// The longest duration recorded exactly (longer ones are recorded as this).
+const MAX_MICROS: u64 = 3_600_000_000;
+
+#[allow(clippy::expect_used)] // constant bounds, valid by construction: never fails
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("1 µs to an hour at 3 digits is valid")
+}
+
+/// One request's outcome.
+#[derive(Clone, Debug)]
+pub struct RequestSample {
+    /// Its tags (`scenario`, `method`, `status` and the scenario's).
+    pub tags: Tags,
+    /// From when it was due to its answer.
+    pub duration: Duration,
+    /// A failure: no answer, or a status the request did not expect.
+    pub failed: bool,
+    /// Bytes sent (key, value and headers as written by the client).
+    pub sent: u64,
+    /// Bytes received (the value read, or the answer's body).
+    pub received: u64,
+    /// The answer reported a conflict.
+    pub conflict: bool,
+    /// Replicas the answer said were repaired.
+    pub read_repairs: u64,
+    /// The HTTP status (0: no answer).
+    pub status: u16,
+}
+
+#[derive(Clone)]
+struct Http {
+    durations: Histogram<u64>,
+    reqs: u64,
+    failed: u64,
+    sent: u64,
+    received: u64,
+    conflicts: u64,
+    read_repairs: u64,
+    statuses: BTreeMap<u16, u64>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            durations: histogram(),
+            reqs: 0,
+            failed: 0,
+            sent: 0,
+            received: 0,
+            conflicts: 0,
+            read_repairs: 0,
+            statuses: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Iterations {
+    durations: Histogram<u64>,
+    count: u64,
+    dropped: u64,
+}
+
+impl Default for Iterations {
+    fn default() -> Self {
+        Iterations {
+            durations: histogram(),
+            count: 0,
+            dropped: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    http: HashMap<Tags, Http>,
+    iterations: HashMap<Tags, Iterations>,
+    /// `(passes, fails)` per tag set (the check's name is a tag).
+    checks: HashMap<Tags, (u64, u64)>,
+    vus: u64,
+    vus_max: u64,
+    vus_min: Option<u64>,
+}
+
+/// Everything a run recorded. Shared by every VU; each record takes one short lock.
+#[derive(Default)]
+pub struct Recorder {
+    state: Mutex<State>,
+    /// How long the run lasted (for per-second rates); set at its end.
+    elapsed: Mutex<Duration>,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_MICROS)
+}
+
+fn matches(tags: &Tags, selector: &[(String, String)]) -> bool {
+    selector.iter().all(|want| tags.contains(want))
+}
+
+impl Recorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one request.
+    pub fn request(&self, sample: RequestSample) {
+        let mut state = self.lock();
+        let http = state.http.entry(sample.tags).or_default();
+        http.durations.saturating_record(micros(sample.duration));
+        http.reqs += 1;
+        http.failed += u64::from(sample.failed);
+        http.sent += sample.sent;
+        http.received += sample.received;
+        http.conflicts += u64::from(sample.conflict);
+        http.read_repairs += sample.read_repairs;
+        *http.statuses.entry(sample.status).or_default() += 1;
+    }
+
+    /// Records one completed iteration of the scenario tagged `tags`.
+    pub fn iteration(&self, tags: &Tags, duration: Duration) {
+        let mut state = self.lock();
+        let it = state.iterations.entry(tags.clone()).or_default();
+        it.durations.saturating_record(micros(duration));
+        it.count += 1;
+    }
+
+    /// Records an iteration that was due while no VU was free (open-model executors).
+    pub fn dropped(&self, tags: &Tags) {
+        self.lock()
+            .iterations
+            .entry(tags.clone())
+            .or_default()
+            .dropped += 1;
+    }
+
+    /// Records a check's outcome; `tags` holds the `check` tag.
+    pub fn check(&self, tags: Tags, passed: bool) {
+        let mut state = self.lock();
+        let entry = state.checks.entry(tags).or_default();
+        if passed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// Records the VUs running now.
+    pub fn vus(&self, running: u64, allocated: u64) {
+        let mut state = self.lock();
+        state.vus = running;
+        state.vus_max = state.vus_max.max(allocated);
+        state.vus_min = Some(state.vus_min.map_or(running, |m| m.min(running)));
+    }
+
+    /// Sets the run's length, the denominator of per-second rates.
+    pub fn finish(&self, elapsed: Duration) {
+        *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner) = elapsed;
+    }
+
+    fn seconds(&self) -> f64 {
+        self.elapsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_secs_f64()
+            .max(1e-9)
+    }
+
+    /// The values of every metric named `metric` over the samples carrying every tag in
+    /// `tags`, as the summary shows them; `None` when no sample matches.
+    pub fn values(&self, metric: &str, tags: &[(String, String)]) -> Option<BTreeMap<String, f64>> {
+        let state = self.lock();
+        let seconds = self.seconds();
+        let mut out = BTreeMap::new();
+        let trend = |h: &Histogram<u64>, out: &mut BTreeMap<String, f64>| {
+            let ms = |v: u64| v as f64 / 1000.0;
+            out.insert("avg".into(), h.mean() / 1000.0);
+            out.insert("min".into(), ms(h.min()));
+            out.insert("med".into(), ms(h.value_at_quantile(0.5)));
+            out.insert("max".into(), ms(h.max()));
+            for p in [90.0, 95.0, 99.0, 99.9] {
+                out.insert(format!("p({p})"), ms(h.value_at_quantile(p / 100.0)));
+            }
+        };
+        let http: Vec<&Http> = state
+            .http
+            .iter()
+            .filter(|(t, _)| matches(t, tags))
+            .map(|(_, h)| h)
+            .collect();
+        let iterations: Vec<&Iterations> = state
+            .iterations
+            .iter()
+            .filter(|(t, _)| matches(t, tags))
+            .map(|(_, i)| i)
+            .collect();
+        let counter = |count: u64, out: &mut BTreeMap<String, f64>| {
+            out.insert("count".into(), count as f64);
+            out.insert("rate".into(), count as f64 / seconds);
+        };
+        match metric {
+            "http_req_duration" => {
+                let mut merged = histogram();
+                for h in &http {
+                    merged.add(&h.durations).ok()?;
+                }
+                if merged.is_empty() {
+                    return None;
+                }
+                trend(&merged, &mut out);
+            }
+            "iteration_duration" => {
+                let mut merged = histogram();
+                for i in &iterations {
+                    merged.add(&i.durations).ok()?;
+                }
+                if merged.is_empty() {
+                    return None;
+                }
+                trend(&merged, &mut out);
+            }
+            "http_reqs"
+            | "data_sent"
+            | "data_received"
+            | "pairdb_conflicts"
+            | "pairdb_read_repairs" => {
+                if http.is_empty() {
+                    return None;
+                }
+                let count = http
+                    .iter()
+                    .map(|h| match metric {
+                        "http_reqs" => h.reqs,
+                        "data_sent" => h.sent,
+                        "data_received" => h.received,
+                        "pairdb_conflicts" => h.conflicts,
+                        _ => h.read_repairs,
+                    })
+                    .sum();
+                counter(count, &mut out);
+            }
+            "http_req_failed" => {
+                let reqs: u64 = http.iter().map(|h| h.reqs).sum();
+                if reqs == 0 {
+                    return None;
+                }
+                let failed: u64 = http.iter().map(|h| h.failed).sum();
+                out.insert("rate".into(), failed as f64 / reqs as f64);
+                out.insert("passes".into(), failed as f64);
+                out.insert("fails".into(), (reqs - failed) as f64);
+            }
+            "iterations" | "dropped_iterations" => {
+                if iterations.is_empty() {
+                    return None;
+                }
+                let count = iterations
+                    .iter()
+                    .map(|i| {
+                        if metric == "iterations" {
+                            i.count
+                        } else {
+                            i.dropped
+                        }
+                    })
+                    .sum();
+                counter(count, &mut out);
+            }
+            "checks" => {
+                let (passes, fails) = state
+                    .checks
+                    .iter()
+                    .filter(|(t, _)| matches(t, tags))
+                    .fold((0, 0), |(p, f), (_, (cp, cf))| (p + cp, f + cf));
+                if passes + fails == 0 {
+                    return None;
+                }
+                out.insert("rate".into(), passes as f64 / (passes + fails) as f64);
+                out.insert("passes".into(), passes as f64);
+                out.insert("fails".into(), fails as f64);
+            }
+            "vus" | "vus_max" => {
+                let value = if metric == "vus" {
+                    state.vus
+                } else {
+                    state.vus_max
+                };
+                out.insert("value".into(), value as f64);
+                out.insert("min".into(), state.vus_min.unwrap_or(0) as f64);
+                out.insert("max".into(), state.vus_max as f64);
+            }
+            status => {
+                let code: u16 = status.strip_prefix("pairdb_status_")?.parse().ok()?;
+                let count: u64 = http.iter().filter_map(|h| h.statuses.get(&code)).sum();
+                if count == 0 {
+                    return None;
+                }
+                counter(count, &mut out);
+            }
+        }
+        Some(out)
+    }
+
+    /// Every status seen, for the `pairdb_status_<code>` lines.
+    pub fn statuses(&self) -> Vec<u16> {
+        let state = self.lock();
+        let mut codes: Vec<u16> = state
+            .http
+            .values()
+            .flat_map(|h| h.statuses.keys().copied())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+}
+
+impl Statistics for Recorder {
+    fn stat(&self, selector: &Selector, stat: Stat) -> Option<f64> {
+        let values = self.values(&selector.metric, &selector.tags)?;
+        let key = match stat {
+            Stat::P(p) => {
+                // Any percentile, not only the summary's.
+                let state = self.lock();
+                let mut merged = histogram();
+                let samples: Vec<&Histogram<u64>> = if selector.metric == "iteration_duration" {
+                    state
+                        .iterations
+                        .iter()
+                        .filter(|(t, _)| matches(t, &selector.tags))
+                        .map(|(_, i)| &i.durations)
+                        .collect()
+                } else {
+                    state
+                        .http
+                        .iter()
+                        .filter(|(t, _)| matches(t, &selector.tags))
+                        .map(|(_, h)| &h.durations)
+                        .collect()
+                };
+                for h in samples {
+                    merged.add(h).ok()?;
+                }
+                return (!merged.is_empty())
+                    .then(|| merged.value_at_quantile(p / 100.0) as f64 / 1000.0);
+            }
+            other => other.to_string(),
+        };
+        values.get(&key).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(scenario: &str, method: &str, ms: u64, status: u16) -> RequestSample {
+        RequestSample {
+            tags: vec![
+                ("method".into(), method.into()),
+                ("scenario".into(), scenario.into()),
+                ("status".into(), status.to_string()),
+            ],
+            duration: Duration::from_millis(ms),
+            failed: status >= 400,
+            sent: 100,
+            received: 10,
+            conflict: false,
+            read_repairs: 0,
+            status,
+        }
+    }
+
+    #[test]
+    fn statistics_narrow_by_tags() {
+        let r = Recorder::default();
+        for ms in 1..=100 {
+            r.request(sample("a", "GET", ms, 200));
+        }
+        r.request(sample("b", "PUT", 1000, 503));
+        r.finish(Duration::from_secs(10));
+        let sel = |metric: &str, tags: &[(&str, &str)]| Selector {
+            metric: metric.into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let d = sel("http_req_duration", &[("scenario", "a")]);
+        let p99 = r.stat(&d, Stat::P(99.0)).unwrap_or(0.0);
+        assert!((98.0..=100.0).contains(&p99), "{p99}");
+        assert_eq!(
+            r.stat(&sel("http_req_duration", &[]), Stat::Max)
+                .map(f64::round),
+            Some(1000.0)
+        );
+        assert_eq!(r.stat(&sel("http_reqs", &[]), Stat::Count), Some(101.0));
+        assert_eq!(r.stat(&sel("http_reqs", &[]), Stat::Rate), Some(10.1));
+        let failed = r
+            .stat(&sel("http_req_failed", &[]), Stat::Rate)
+            .unwrap_or(0.0);
+        assert!((failed - 1.0 / 101.0).abs() < 1e-9);
+        assert_eq!(
+            r.stat(&sel("pairdb_status_503", &[]), Stat::Count),
+            Some(1.0)
+        );
+        assert_eq!(
+            r.stat(&sel("http_reqs", &[("scenario", "c")]), Stat::Count),
+            None
+        );
+        assert_eq!(r.statuses(), vec![200, 503]);
+    }
+}

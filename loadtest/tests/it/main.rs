@@ -1,0 +1,3 @@
+//! The load tester against servers whose behaviour the tests control.
+
+mod omission;
