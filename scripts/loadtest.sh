@@ -51,7 +51,7 @@ if [ "${YCSB_TABLE:-0}" = 1 ]; then
   python3 - "$work" "${scenarios[@]}" <<'PY'
 import json, os, sys
 work, files = sys.argv[1], sys.argv[2:]
-print("\n| workload | offered ops/s | done ops/s | requests/s | p50 ms | p95 ms | p99 ms | p99.9 ms | failed | dropped |")
+print("\n| workload | ops due | ops done | dropped | HTTP requests | p50 ms | p95 ms | p99 ms | p99.9 ms | failed |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for f in files:
     name = os.path.basename(f)[:-5]
@@ -59,18 +59,19 @@ for f in files:
         m = json.load(open(os.path.join(work, name + ".json")))["metrics"]
     except Exception:
         continue
-    d, it, r = m.get("http_req_duration", {}), m.get("iterations", {}), m.get("http_reqs", {})
+    d = m.get("http_req_duration", {})
+    done = m.get("iterations", {}).get("count", 0)
     dropped = m.get("dropped_iterations", {}).get("count", 0)
-    offered = it.get("rate", 0) + m.get("dropped_iterations", {}).get("rate", 0)
-    print(f"| {name} | {offered:,.0f} | {it.get('rate', 0):,.0f} | {r.get('rate', 0):,.0f} | {d.get('med', 0):.2f} | {d.get('p(95)', 0):.2f} | "
-          f"{d.get('p(99)', 0):.2f} | {d.get('p(99.9)', 0):.2f} | {m.get('http_req_failed', {}).get('rate', 0) * 100:.2f} % | {dropped:.0f} |")
+    reqs = m.get("http_reqs", {}).get("count", 0)
+    failed = m.get("http_req_failed", {}).get("rate", 0) * 100
+    print(f"| {name} | {done + dropped:,.0f} | {done:,.0f} | {dropped:,.0f} | {reqs:,.0f} | {d.get('med', 0):.2f} | "
+          f"{d.get('p(95)', 0):.2f} | {d.get('p(99)', 0):.2f} | {d.get('p(99.9)', 0):.2f} | {failed:.2f} % |")
 path = os.path.join(work, "redis.txt")
 if os.path.exists(path):
     print("\nredis-benchmark, same machine (32 clients, 100-byte values):")
-    for line in open(path):
-        line = line.strip().replace("\r", "")
-        if line:
-            print("  " + line.split("\r")[-1])
+    for chunk in open(path).read().replace("\r", "\n").splitlines():
+        if "requests per second" in chunk:
+            print("  " + chunk.strip())
 PY
 fi
 exit $status

@@ -200,22 +200,17 @@ fn progress_line(recorder: &Recorder, vus: &Vus, elapsed: Duration, total: Durat
         metric: metric.to_owned(),
         tags: Vec::new(),
     };
-    recorder.finish(elapsed);
-    let reqs = recorder.stat(&all("http_reqs"), Stat::Rate).unwrap_or(0.0);
+    let (reqs, failed) = recorder.request_counts();
     let p95 = recorder
         .stat(&all("http_req_duration"), Stat::P(95.0))
         .unwrap_or(0.0);
-    let failed = recorder
-        .values("http_req_failed", &[])
-        .and_then(|v| v.get("passes").copied())
-        .unwrap_or(0.0);
     format!(
-        "running [{:>5.1}s / {:.0}s]  VUs {}/{}  {:.0} req/s  p(95) {:.2}ms  errors {}",
+        "running [{:>5.1}s / {:.0}s]  VUs {}/{}  {:.0} req/s (average)  p(95) {:.2}ms  errors {}",
         elapsed.as_secs_f64(),
         total.as_secs_f64(),
         vus.running.load(Ordering::Relaxed),
         vus.allocated.load(Ordering::Relaxed),
-        reqs,
+        reqs as f64 / elapsed.as_secs_f64().max(1e-9),
         p95,
         failed
     )

@@ -124,5 +124,5 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.passed() { 0 } else { 99 })
+    Ok(if report.exit_code() == 0 { 0 } else { 99 })
 }

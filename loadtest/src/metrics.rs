@@ -33,9 +33,9 @@ pub struct RequestSample {
     pub duration: Duration,
     /// A failure: no answer, or a status the request did not expect.
     pub failed: bool,
-    /// Bytes sent (key, value and headers as written by the client).
+    /// Payload bytes sent: the key and the value (not headers or framing).
     pub sent: u64,
-    /// Bytes received (the value read, or the answer's body).
+    /// Payload bytes received: the value read (not headers, framing or problem bodies).
     pub received: u64,
     /// The answer reported a conflict.
     pub conflict: bool,
@@ -98,6 +98,7 @@ struct State {
     vus: u64,
     vus_max: u64,
     vus_min: Option<u64>,
+    vus_peak: u64,
 }
 
 /// Everything a run recorded. Shared by every VU; each record takes one short lock.
@@ -171,11 +172,21 @@ impl Recorder {
         state.vus = running;
         state.vus_max = state.vus_max.max(allocated);
         state.vus_min = Some(state.vus_min.map_or(running, |m| m.min(running)));
+        state.vus_peak = state.vus_peak.max(running);
     }
 
     /// Sets the run's length, the denominator of per-second rates.
     pub fn finish(&self, elapsed: Duration) {
         *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner) = elapsed;
+    }
+
+    /// Requests so far, and those that failed (for the progress line; no per-second figure).
+    pub fn request_counts(&self) -> (u64, u64) {
+        let state = self.lock();
+        state
+            .http
+            .values()
+            .fold((0, 0), |(r, f), h| (r + h.reqs, f + h.failed))
     }
 
     fn seconds(&self) -> f64 {
@@ -298,22 +309,23 @@ impl Recorder {
                 out.insert("passes".into(), passes as f64);
                 out.insert("fails".into(), fails as f64);
             }
-            "vus" | "vus_max" => {
-                let value = if metric == "vus" {
-                    state.vus
-                } else {
-                    state.vus_max
-                };
-                out.insert("value".into(), value as f64);
+            "vus" => {
+                out.insert("value".into(), state.vus as f64);
                 out.insert("min".into(), state.vus_min.unwrap_or(0) as f64);
+                out.insert("max".into(), state.vus_peak as f64);
+            }
+            "vus_max" => {
+                out.insert("value".into(), state.vus_max as f64);
+                out.insert("min".into(), state.vus_max as f64);
                 out.insert("max".into(), state.vus_max as f64);
             }
             status => {
                 let code: u16 = status.strip_prefix("pairdb_status_")?.parse().ok()?;
-                let count: u64 = http.iter().filter_map(|h| h.statuses.get(&code)).sum();
-                if count == 0 {
+                // Requests that matched but never got this status count 0, not "no samples".
+                if http.is_empty() {
                     return None;
                 }
+                let count: u64 = http.iter().filter_map(|h| h.statuses.get(&code)).sum();
                 counter(count, &mut out);
             }
         }

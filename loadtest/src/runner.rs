@@ -32,6 +32,22 @@ pub struct Vus {
     pub allocated: AtomicU64,
 }
 
+/// Counts one running VU while it lives (an abandoned iteration stops counting too).
+struct Running(Arc<Vus>);
+
+impl Running {
+    fn start(vus: Arc<Vus>) -> Running {
+        vus.running.fetch_add(1, Ordering::Relaxed);
+        Running(vus)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `scenario` with `driver` from `start`, recording into `recorder`.
 pub async fn run_scenario(
     scenario: &Scenario,
@@ -58,10 +74,9 @@ pub async fn run_scenario(
                 tags.clone(),
             );
             async move {
-                vus.running.fetch_add(1, Ordering::Relaxed);
+                let _running = Running::start(vus);
                 driver.iteration(due.into_std(), &mut rng).await;
                 recorder.iteration(&tags, due.elapsed());
-                vus.running.fetch_sub(1, Ordering::Relaxed);
             }
         }
     };
@@ -76,6 +91,8 @@ pub async fn run_scenario(
                 .fetch_add(u64::from(*pre_allocated_vus), Ordering::Relaxed);
             let mut allocated = u64::from(*pre_allocated_vus);
             let pool = Arc::new(Semaphore::new(*max_vus as usize));
+            // Set once the graceful stop is over: iterations still running are abandoned.
+            let (abandon, abandoned) = tokio::sync::watch::channel(false);
             let mut n = 0u64;
             while let Some(due) = arrivals.due(n) {
                 n += 1;
@@ -89,8 +106,12 @@ pub async fn run_scenario(
                             allocated = busy;
                         }
                         let run = iteration(at, rng());
+                        let mut abandoned = abandoned.clone();
                         tokio::spawn(async move {
-                            run.await;
+                            tokio::select! {
+                                () = run => {}
+                                _ = abandoned.wait_for(|a| *a) => {}
+                            }
                             drop(permit);
                         });
                     }
@@ -98,7 +119,14 @@ pub async fn run_scenario(
                 }
             }
             // Let the iterations under way finish, within the graceful stop.
-            let _ = tokio::time::timeout(GRACEFUL_STOP, pool.acquire_many(*max_vus)).await;
+            if tokio::time::timeout(GRACEFUL_STOP, pool.acquire_many(*max_vus))
+                .await
+                .is_err()
+            {
+                let _ = abandon.send(true);
+                // They stop at their next poll; wait for their permits.
+                let _ = pool.acquire_many(*max_vus).await;
+            }
         }
         Executor::ConstantVus {
             vus: count,

@@ -59,7 +59,8 @@ pub struct Scenario {
     pub start_time: Duration,
     /// What each iteration does.
     pub workload: Workload,
-    /// Records loaded before the run (`load = false`: none), `user0`… as YCSB names them.
+    /// Records the workload works over (YCSB: loaded before the run unless `load = false`,
+    /// named `user<hash of n>` as YCSB names them; a request mix: the range of `{n}`).
     pub record_count: u64,
     /// Whether to load them.
     pub load: bool,
@@ -269,8 +270,13 @@ pub fn parse(text: &str) -> Result<Plan, ScenarioError> {
 }
 
 fn dur(field: &str, text: Option<&String>) -> Result<Option<Duration>, String> {
-    text.map(|t| duration::parse(t).map_err(|e| format!("{field}: {e}")))
-        .transpose()
+    let parsed = text
+        .map(|t| duration::parse(t).map_err(|e| format!("{field}: {e}")))
+        .transpose()?;
+    if parsed.is_some_and(|d| d.is_zero()) && field != "start_time" {
+        return Err(format!("{field} must be more than 0"));
+    }
+    Ok(parsed)
 }
 
 fn need<T>(field: &str, executor: &str, value: Option<T>) -> Result<T, String> {
@@ -282,7 +288,8 @@ fn stages(raw: Option<Vec<RawStage>>, executor: &str) -> Result<Vec<Stage>, Stri
     if raw.is_empty() {
         return Err(format!("{executor} needs at least one stage"));
     }
-    raw.into_iter()
+    let stages: Vec<Stage> = raw
+        .into_iter()
         .enumerate()
         .map(|(i, s)| {
             if !(s.target.is_finite() && s.target >= 0.0) {
@@ -294,11 +301,106 @@ fn stages(raw: Option<Vec<RawStage>>, executor: &str) -> Result<Vec<Stage>, Stri
                 target: s.target,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if stages.iter().all(|s| s.duration.is_zero()) {
+        return Err(format!("{executor}'s stages last no time at all"));
+    }
+    Ok(stages)
+}
+
+/// The most iterations per second a scenario may ask for.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The most VUs.
+pub const MAX_VUS: u32 = 100_000;
+/// The most records (YCSB's `latest` chooser walks them once to start).
+pub const MAX_RECORDS: u64 = 10_000_000;
+/// The largest value.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Tags the load tester sets itself.
+const RESERVED_TAGS: &[&str] = &["scenario", "method", "status", "check"];
+
+/// Refuses fields that mean nothing to `kind`, so a misplaced one is not silently ignored.
+fn check_fields(kind: &str, raw: &RawScenario) -> Result<(), String> {
+    let given = [
+        ("rate", raw.rate.is_some()),
+        ("time_unit", raw.time_unit.is_some()),
+        ("duration", raw.duration.is_some()),
+        ("pre_allocated_vus", raw.pre_allocated_vus.is_some()),
+        ("max_vus", raw.max_vus.is_some()),
+        ("vus", raw.vus.is_some()),
+        ("iterations", raw.iterations.is_some()),
+        ("max_duration", raw.max_duration.is_some()),
+        ("start_vus", raw.start_vus.is_some()),
+        ("start_rate", raw.start_rate.is_some()),
+        ("stages", raw.stages.is_some()),
+    ];
+    let allowed: &[&str] = match kind {
+        "constant-arrival-rate" => &[
+            "rate",
+            "time_unit",
+            "duration",
+            "pre_allocated_vus",
+            "max_vus",
+        ],
+        "ramping-arrival-rate" => &[
+            "start_rate",
+            "time_unit",
+            "stages",
+            "pre_allocated_vus",
+            "max_vus",
+        ],
+        "constant-vus" => &["vus", "duration"],
+        "ramping-vus" => &["start_vus", "stages"],
+        "shared-iterations" | "per-vu-iterations" => &["vus", "iterations", "max_duration"],
+        _ => return Ok(()),
+    };
+    match given
+        .iter()
+        .find(|(field, set)| *set && !allowed.contains(field))
+    {
+        Some((field, _)) => Err(format!("`{field}` does not apply to {kind}")),
+        None => Ok(()),
+    }
 }
 
 fn build(name: &str, raw: RawScenario) -> Result<Scenario, String> {
     let kind = raw.executor.as_str();
+    check_fields(kind, &raw)?;
+    if let Some(tag) = raw
+        .tags
+        .iter()
+        .flat_map(|t| t.keys())
+        .find(|t| RESERVED_TAGS.contains(&t.as_str()))
+    {
+        return Err(format!("tag `{tag}` is set by the load tester itself"));
+    }
+    for (what, v) in [
+        ("vus", raw.vus),
+        ("max_vus", raw.max_vus),
+        ("pre_allocated_vus", raw.pre_allocated_vus),
+        ("start_vus", raw.start_vus),
+    ] {
+        if let Some(v) = v
+            && v > MAX_VUS
+        {
+            return Err(format!("{what} {v} is more than {MAX_VUS}"));
+        }
+    }
+    if let Some(records) = raw.record_count
+        && !(1..=MAX_RECORDS).contains(&records)
+    {
+        return Err(format!("record_count must be 1–{MAX_RECORDS}"));
+    }
+    if raw.field_length.is_some_and(|f| f > MAX_VALUE_BYTES) {
+        return Err(format!("field_length is more than {MAX_VALUE_BYTES} bytes"));
+    }
+    if raw.iterations == Some(0) {
+        return Err("iterations must be at least 1".into());
+    }
+    if raw.requests.is_some() && raw.load.is_some() {
+        return Err("`load` applies to YCSB workloads only (a request mix loads nothing)".into());
+    }
     let time_unit = dur("time_unit", raw.time_unit.as_ref())?.unwrap_or(Duration::from_secs(1));
     if time_unit.is_zero() {
         return Err("time_unit must be more than 0".into());
@@ -322,8 +424,10 @@ fn build(name: &str, raw: RawScenario) -> Result<Scenario, String> {
     let executor = match kind {
         "constant-arrival-rate" => {
             let rate = need("rate", kind, raw.rate)?;
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err("rate must be more than 0".into());
+            if !(rate.is_finite() && rate > 0.0 && per_second(rate) <= MAX_RATE) {
+                return Err(format!(
+                    "rate must be more than 0 and at most {MAX_RATE} a second"
+                ));
             }
             let (pre_allocated_vus, max_vus) = vus_pool(&raw)?;
             Executor::ArrivalRate {
@@ -341,13 +445,16 @@ fn build(name: &str, raw: RawScenario) -> Result<Scenario, String> {
             if !(start.is_finite() && start >= 0.0) {
                 return Err("start_rate must be 0 or more".into());
             }
-            let stages = stages(raw.stages, kind)?
+            let stages: Vec<Stage> = stages(raw.stages, kind)?
                 .into_iter()
                 .map(|s| Stage {
                     target: per_second(s.target),
                     ..s
                 })
                 .collect();
+            if per_second(start) > MAX_RATE || stages.iter().any(|s| s.target > MAX_RATE) {
+                return Err(format!("rates must be at most {MAX_RATE} a second"));
+            }
             Executor::ArrivalRate {
                 arrivals: Arrivals::Ramping {
                     start_rate: per_second(start),
@@ -361,10 +468,16 @@ fn build(name: &str, raw: RawScenario) -> Result<Scenario, String> {
             vus: positive_vus(raw.vus.unwrap_or(1))?,
             duration: need("duration", kind, dur("duration", raw.duration.as_ref())?)?,
         },
-        "ramping-vus" => Executor::RampingVus {
-            start_vus: raw.start_vus.unwrap_or(1),
-            stages: stages(raw.stages, kind)?,
-        },
+        "ramping-vus" => {
+            let stages = stages(raw.stages, kind)?;
+            if stages.iter().any(|s| s.target > f64::from(MAX_VUS)) {
+                return Err(format!("stage targets must be at most {MAX_VUS} VUs"));
+            }
+            Executor::RampingVus {
+                start_vus: raw.start_vus.unwrap_or(1),
+                stages,
+            }
+        }
         "shared-iterations" | "per-vu-iterations" => {
             let vus = positive_vus(raw.vus.unwrap_or(1))?;
             let iterations = raw.iterations.unwrap_or(1);
@@ -450,6 +563,9 @@ fn request(raw: RawRequest) -> Result<Request, String> {
     }
     if raw.key.is_empty() {
         return Err("an empty key".into());
+    }
+    if raw.value_size.is_some_and(|v| v > MAX_VALUE_BYTES) {
+        return Err(format!("value_size is more than {MAX_VALUE_BYTES} bytes"));
     }
     let distribution = raw.distribution.unwrap_or_else(|| "uniform".into());
     if !matches!(distribution.as_str(), "uniform" | "zipfian" | "latest") {
@@ -678,6 +794,31 @@ checks = ["rate>0.99"]
                 "consistency",
             ),
             ("[scenarios.a\nexecutor = 1\n", 1, ""),
+            (
+                "[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"1s\"\nrate = 5\nworkload = \"ycsb-a\"\n",
+                1,
+                "`rate` does not apply",
+            ),
+            (
+                "[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"0s\"\nworkload = \"ycsb-a\"\n",
+                1,
+                "more than 0",
+            ),
+            (
+                "[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"1s\"\nworkload = \"ycsb-a\"\ntags = { status = \"x\" }\n",
+                1,
+                "tag `status`",
+            ),
+            (
+                "[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"1s\"\nvus = 1000000\nworkload = \"ycsb-a\"\n",
+                1,
+                "more than",
+            ),
+            (
+                "[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"1s\"\nworkload = \"ycsb-a\"\nrecord_count = 0\n",
+                1,
+                "record_count",
+            ),
             ("", 0, "no scenarios"),
         ];
         for (text, line, words) in cases {

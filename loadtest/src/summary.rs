@@ -1,12 +1,15 @@
-//! The end-of-test summary in k6's layout, and `--summary-export` JSON in k6's summary-export
-//! shape: `{"metrics": {"http_req_duration": {"avg": …, "p(95)": …}, "http_reqs": {"count": …,
-//! "rate": …}, …}}` plus each threshold's verdict.
+//! The end-of-test summary in k6's layout, and `--summary-export` JSON in k6's (legacy)
+//! summary-export shape: `{"metrics": {"http_req_duration": {"avg": …, "p(95)": …,
+//! "thresholds": {"p(95)<50": false}}, "http_reqs": {"count": …, "rate": …},
+//! "http_req_failed": {"passes": …, "fails": …, "value": …}, …}}` — as in k6, a threshold's
+//! boolean is whether it *failed*, and a rate metric's `passes` counts the samples that were
+//! true (for `http_req_failed`: the failed requests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::metrics::Recorder;
-use crate::threshold::{Selector, Verdict, kind_of};
+use crate::threshold::{MetricKind, Selector, Verdict, kind_of};
 
 /// The metrics every summary lists, in k6's (alphabetical) order, when they have samples.
 const METRICS: &[&str] = &[
@@ -134,25 +137,24 @@ pub fn text(recorder: &Recorder, verdicts: &[Verdict], header: &str) -> String {
 pub fn export(recorder: &Recorder, verdicts: &[Verdict]) -> serde_json::Value {
     let mut metrics = serde_json::Map::new();
     for (selector, values) in rows(recorder, verdicts) {
-        let mut entry: serde_json::Map<String, serde_json::Value> = values
+        let rate_metric = kind_of(&selector.metric) == Some(MetricKind::Rate);
+        let entry: serde_json::Map<String, serde_json::Value> = values
             .into_iter()
-            .map(|(k, v)| (k, serde_json::json!(v)))
+            .map(|(k, v)| {
+                // k6 names a rate metric's share `value`.
+                let k = if rate_metric && k == "rate" {
+                    "value".to_owned()
+                } else {
+                    k
+                };
+                (k, serde_json::json!(v))
+            })
             .collect();
-        if let Some(kind) = kind_of(&selector.metric) {
-            entry.insert(
-                "type".into(),
-                serde_json::json!(format!("{kind:?}").to_lowercase()),
-            );
-        }
+        let mut entry = entry;
         let thresholds: serde_json::Map<String, serde_json::Value> = verdicts
             .iter()
             .filter(|v| v.threshold.selector == selector)
-            .map(|v| {
-                (
-                    v.threshold.source.clone(),
-                    serde_json::json!({ "ok": v.passed }),
-                )
-            })
+            .map(|v| (v.threshold.source.clone(), serde_json::json!(!v.passed)))
             .collect();
         if !thresholds.is_empty() {
             entry.insert("thresholds".into(), serde_json::Value::Object(thresholds));

@@ -41,8 +41,9 @@ pub fn kind_of(name: &str) -> Option<MetricKind> {
     })
 }
 
+/// `0` (no answer) or a three-digit HTTP status.
 fn is_status_code(code: &str) -> bool {
-    code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit())
+    code == "0" || (code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A statistic of a metric.

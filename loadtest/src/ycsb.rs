@@ -9,6 +9,13 @@ use rand::Rng;
 /// YCSB's zipfian constant.
 pub const ZIPFIAN_CONSTANT: f64 = 0.99;
 
+/// The item count YCSB's scrambled zipfian draws ranks from before hashing them onto the
+/// records, so every record is reachable whatever the record count.
+pub const SCRAMBLED_ITEMS: u64 = 10_000_000_000;
+
+/// ζ(10¹⁰, 0.99), as YCSB precomputes it (`ScrambledZipfianGenerator.ZETAN`).
+pub const SCRAMBLED_ZETAN: f64 = 26.469_028_201_783_02;
+
 /// Ranks `0..items`, rank 0 the most popular, with probability ∝ 1 / (rank + 1)^θ.
 #[derive(Clone, Debug)]
 pub struct Zipfian {
@@ -38,6 +45,26 @@ impl Zipfian {
             zetan,
             eta,
         }
+    }
+
+    /// A zipfian over `items` ranks whose ζ(n) is known (no walk over the ranks).
+    pub fn with_zetan(items: u64, theta: f64, zetan: f64) -> Self {
+        let items = items.max(1);
+        let zeta2 = zeta(2, theta);
+        let alpha = 1.0 / (1.0 - theta);
+        let eta = (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipfian {
+            items,
+            theta,
+            alpha,
+            zetan,
+            eta,
+        }
+    }
+
+    /// YCSB's scrambled-zipfian rank source: 10¹⁰ ranks, ζ precomputed.
+    pub fn scrambled() -> Self {
+        Zipfian::with_zetan(SCRAMBLED_ITEMS, ZIPFIAN_CONSTANT, SCRAMBLED_ZETAN)
     }
 
     /// A rank in `0..items`.
@@ -124,7 +151,7 @@ impl Workload {
     /// another name.
     pub fn core(name: char, records: u64) -> Option<Workload> {
         use Operation::*;
-        let zipfian = || KeyChooser::ScrambledZipfian(Zipfian::new(records, ZIPFIAN_CONSTANT));
+        let zipfian = || KeyChooser::ScrambledZipfian(Zipfian::scrambled());
         let name = name.to_ascii_lowercase();
         let (mix, chooser) = match name {
             'a' => (vec![(Read, 0.5), (Update, 0.5)], zipfian()),
@@ -147,11 +174,11 @@ impl Workload {
     }
 
     /// Workload A (50 % reads, 50 % updates, scrambled zipfian).
-    pub fn a(records: u64) -> Workload {
+    pub fn a() -> Workload {
         Workload {
             name: 'a',
             mix: vec![(Operation::Read, 0.5), (Operation::Update, 0.5)],
-            chooser: KeyChooser::ScrambledZipfian(Zipfian::new(records, ZIPFIAN_CONSTANT)),
+            chooser: KeyChooser::ScrambledZipfian(Zipfian::scrambled()),
             max_scan: 100,
         }
     }
@@ -204,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn scrambled_zipfian_reaches_nearly_every_record() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let chooser = KeyChooser::ScrambledZipfian(Zipfian::scrambled());
+        let mut seen = [false; 100];
+        for _ in 0..50_000 {
+            if let Some(s) = seen.get_mut(chooser.next(100, &mut rng) as usize) {
+                *s = true;
+            }
+        }
+        let reached = seen.iter().filter(|s| **s).count();
+        assert!(reached >= 98, "only {reached} of 100 records reachable");
+    }
+
+    #[test]
     fn choosers_stay_in_range_and_latest_prefers_the_newest() {
         let mut rng = StdRng::seed_from_u64(1);
         let latest = KeyChooser::Latest(Zipfian::new(100, ZIPFIAN_CONSTANT));
@@ -213,7 +254,7 @@ mod tests {
         assert!(newest > 1000, "{newest}");
         for chooser in [
             KeyChooser::Uniform,
-            KeyChooser::ScrambledZipfian(Zipfian::new(100, ZIPFIAN_CONSTANT)),
+            KeyChooser::ScrambledZipfian(Zipfian::scrambled()),
             latest,
         ] {
             for records in [1, 7, 100] {

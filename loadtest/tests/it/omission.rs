@@ -45,7 +45,6 @@ rate = 100
 duration = "3s"
 pre_allocated_vus = 10
 max_vus = {max_vus}
-load = false
 [[scenarios.steady.requests]]
 method = "GET"
 key = "k{{n}}"
@@ -117,4 +116,34 @@ async fn a_stall_shows_as_dropped_iterations_when_vus_run_out() {
     );
     let max = r.stat(&all("http_req_duration"), Stat::Max).unwrap_or(0.0);
     assert!(max >= 800.0, "max {max} ms");
+}
+
+/// An iteration that starts late (its VU's runtime was busy, its timer fired late) is measured
+/// from when it was due, not from when it started.
+#[tokio::test]
+async fn latency_counts_from_the_due_time() {
+    use std::sync::Arc;
+
+    use pairdb_loadtest::driver::Driver;
+    use pairdb_loadtest::metrics::Recorder;
+    use rand::SeedableRng;
+
+    let url = stalling_server().await;
+    let plan = plan(10);
+    let scenario = plan.scenarios.first().expect("scenario");
+    let client = pairdb_client::Client::builder(url, "pdb_test_key")
+        .build()
+        .expect("client");
+    let recorder = Arc::new(Recorder::default());
+    let driver = Driver::new(scenario, client, Arc::clone(&recorder));
+    let due = std::time::Instant::now() - Duration::from_millis(500);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    driver.iteration(due, &mut rng).await;
+    let took = recorder
+        .stat(&all("http_req_duration"), Stat::Max)
+        .unwrap_or(0.0);
+    assert!(
+        took >= 500.0,
+        "measured {took} ms from the start, not the due time"
+    );
 }
