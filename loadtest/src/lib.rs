@@ -20,6 +20,7 @@
 pub mod driver;
 pub mod duration;
 pub mod metrics;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;
@@ -149,6 +150,7 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let mut n = 0u64;
+            let mut window_start = Duration::ZERO;
             loop {
                 tick.tick().await;
                 recorder.vus(
@@ -156,8 +158,13 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
                     vus.allocated.load(Ordering::Relaxed),
                 );
                 n += 1;
-                if progress && n.is_multiple_of(5) {
-                    eprintln!("{}", progress_line(&recorder, &vus, start.elapsed(), total));
+                if n.is_multiple_of(5) {
+                    let now = start.elapsed();
+                    recorder.roll(window_start, now);
+                    window_start = now;
+                    if progress {
+                        eprintln!("{}", progress_line(&recorder, &vus, now, total));
+                    }
                 }
             }
         })
@@ -167,6 +174,11 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
     }
     sampler.abort();
     let elapsed = start.elapsed();
+    let last = recorder
+        .windows()
+        .last()
+        .map_or(Duration::ZERO, |w| Duration::from_secs_f64(w.end));
+    recorder.roll(last, elapsed);
     recorder.finish(elapsed);
     let verdicts = threshold::evaluate(&plan.thresholds, &*recorder);
     Ok(Report {

@@ -42,9 +42,27 @@ struct RunArgs {
     /// Write the summary as JSON (k6's summary-export shape) to this file.
     #[arg(long)]
     summary_export: Option<PathBuf>,
+    /// More output: `json=FILE` (one JSON line per one-second sample window) or `html=FILE`
+    /// (a self-contained report with charts). Repeatable.
+    #[arg(long = "out", value_parser = parse_out)]
+    outs: Vec<Out>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone)]
+enum Out {
+    Json(PathBuf),
+    Html(PathBuf),
+}
+
+fn parse_out(text: &str) -> Result<Out, String> {
+    match text.split_once('=') {
+        Some(("json", path)) if !path.is_empty() => Ok(Out::Json(path.into())),
+        Some(("html", path)) if !path.is_empty() => Ok(Out::Html(path.into())),
+        _ => Err(format!("`{text}`: write json=FILE or html=FILE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,10 +133,32 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
             .join(", "),
         report.elapsed.as_secs_f64()
     );
-    print!(
-        "{}",
-        summary::text(&report.recorder, &report.verdicts, &header)
-    );
+    let text = summary::text(&report.recorder, &report.verdicts, &header);
+    print!("{text}");
+    for out in &args.outs {
+        match out {
+            Out::Json(path) => {
+                let mut lines = String::new();
+                for row in report.recorder.windows() {
+                    lines.push_str(&serde_json::to_string(&row)?);
+                    lines.push('\n');
+                }
+                std::fs::write(path, lines)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Out::Html(path) => {
+                let title = format!("pairdb-loadtest: {}", args.scenario.display());
+                let page = pairdb_loadtest::report::html(
+                    &report.recorder,
+                    &report.verdicts,
+                    &title,
+                    &text,
+                );
+                std::fs::write(path, page)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
     if let Some(path) = &args.summary_export {
         let json = summary::export(&report.recorder, &report.verdicts);
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)

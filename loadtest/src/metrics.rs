@@ -20,6 +20,11 @@ pub type Tags = Vec<(String, String)>;
 const MAX_MICROS: u64 = 3_600_000_000;
 
 #[allow(clippy::expect_used)] // constant bounds, valid by construction: never fails
+fn coarse_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("1 µs to an hour at 2 digits is valid")
+}
+
+#[allow(clippy::expect_used)] // constant bounds, valid by construction: never fails
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("1 µs to an hour at 3 digits is valid")
 }
@@ -99,6 +104,58 @@ struct State {
     vus_max: u64,
     vus_min: Option<u64>,
     vus_peak: u64,
+    /// The window being filled, and the rows of those closed.
+    window: Window,
+    windows: Vec<WindowRow>,
+}
+
+/// The samples of the current window (coarse: 2 significant digits).
+struct Window {
+    durations: Histogram<u64>,
+    reqs: u64,
+    failed: u64,
+    iterations: u64,
+    dropped: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            durations: coarse_histogram(),
+            reqs: 0,
+            failed: 0,
+            iterations: 0,
+            dropped: 0,
+        }
+    }
+}
+
+/// One closed sample window: what the run did between `start` and `end` (seconds from the
+/// run's start). `--out json` writes one per line; the HTML report plots them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WindowRow {
+    /// Window start, seconds since the run started.
+    pub start: f64,
+    /// Window end.
+    pub end: f64,
+    /// Requests answered in the window.
+    pub http_reqs: u64,
+    /// Of which failed.
+    pub http_req_failed: u64,
+    /// Iterations completed.
+    pub iterations: u64,
+    /// Iterations dropped.
+    pub dropped_iterations: u64,
+    /// VUs running at the window's end.
+    pub vus: u64,
+    /// Request latency in the window, milliseconds (absent without requests).
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
 }
 
 /// Everything a run recorded. Shared by every VU; each record takes one short lock.
@@ -136,6 +193,63 @@ impl Recorder {
         http.conflicts += u64::from(sample.conflict);
         http.read_repairs += sample.read_repairs;
         *http.statuses.entry(sample.status).or_default() += 1;
+        state
+            .window
+            .durations
+            .saturating_record(micros(sample.duration));
+        state.window.reqs += 1;
+        state.window.failed += u64::from(sample.failed);
+    }
+
+    /// Closes the current sample window, which ran from `start` to `end` (since the run's
+    /// start), and opens the next.
+    pub fn roll(&self, start: Duration, end: Duration) {
+        let mut state = self.lock();
+        let window = std::mem::take(&mut state.window);
+        let ms = |q: f64| {
+            (!window.durations.is_empty())
+                .then(|| window.durations.value_at_quantile(q) as f64 / 1000.0)
+        };
+        let row = WindowRow {
+            start: start.as_secs_f64(),
+            end: end.as_secs_f64(),
+            http_reqs: window.reqs,
+            http_req_failed: window.failed,
+            iterations: window.iterations,
+            dropped_iterations: window.dropped,
+            vus: state.vus,
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: ms(1.0),
+        };
+        state.windows.push(row);
+    }
+
+    /// Every closed window, in order.
+    pub fn windows(&self) -> Vec<WindowRow> {
+        self.lock().windows.clone()
+    }
+
+    /// The run's latency distribution (every request): `(percentile, milliseconds)` points from
+    /// the median to the maximum, for the HTML report.
+    pub fn percentile_curve(&self) -> Vec<(f64, f64)> {
+        let state = self.lock();
+        let mut merged = histogram();
+        for h in state.http.values() {
+            if merged.add(&h.durations).is_err() {
+                return Vec::new();
+            }
+        }
+        if merged.is_empty() {
+            return Vec::new();
+        }
+        [
+            0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+        ]
+        .iter()
+        .map(|p| (*p, merged.value_at_quantile(p / 100.0) as f64 / 1000.0))
+        .collect()
     }
 
     /// Records one completed iteration of the scenario tagged `tags`.
@@ -144,15 +258,14 @@ impl Recorder {
         let it = state.iterations.entry(tags.clone()).or_default();
         it.durations.saturating_record(micros(duration));
         it.count += 1;
+        state.window.iterations += 1;
     }
 
     /// Records an iteration that was due while no VU was free (open-model executors).
     pub fn dropped(&self, tags: &Tags) {
-        self.lock()
-            .iterations
-            .entry(tags.clone())
-            .or_default()
-            .dropped += 1;
+        let mut state = self.lock();
+        state.iterations.entry(tags.clone()).or_default().dropped += 1;
+        state.window.dropped += 1;
     }
 
     /// Records a check's outcome; `tags` holds the `check` tag.
