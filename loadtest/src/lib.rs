@@ -56,7 +56,7 @@ pub struct Options {
     pub load_concurrency: usize,
     /// Each request's deadline.
     pub timeout: Duration,
-    /// Print a progress line on stderr every second.
+    /// Draw a live progress line on stderr, refreshed every second (on a terminal).
     pub progress: bool,
 }
 
@@ -143,9 +143,19 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
             runner::run_scenario(&scenario, driver, recorder, vus, start).await;
         }));
     }
+    // The live line: redrawn in place on a terminal (indicatif draws to stderr only when it is
+    // one), cleared when the run ends.
+    let bar = options.progress.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
     let sampler = {
         let (recorder, vus) = (Arc::clone(&recorder), Arc::clone(&vus));
-        let progress = options.progress;
+        let bar = bar.clone();
         let total = plan_length(plan);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -162,8 +172,9 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
                     let now = start.elapsed();
                     recorder.roll(window_start, now);
                     window_start = now;
-                    if progress {
-                        eprintln!("{}", progress_line(&recorder, &vus, now, total));
+                    if let Some(bar) = &bar {
+                        bar.set_message(progress_line(&recorder, &vus, now, total));
+                        bar.tick();
                     }
                 }
             }
@@ -173,6 +184,9 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
         let _ = task.await;
     }
     sampler.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let elapsed = start.elapsed();
     let last = recorder
         .windows()

@@ -445,6 +445,24 @@ impl Recorder {
         Some(out)
     }
 
+    /// Every scenario that recorded something, by name.
+    pub fn scenarios(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut names: Vec<String> = state
+            .http
+            .keys()
+            .chain(state.iterations.keys())
+            .filter_map(|tags| {
+                tags.iter()
+                    .find(|(k, _)| k == "scenario")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every status seen, for the `pairdb_status_<code>` lines.
     pub fn statuses(&self) -> Vec<u16> {
         let state = self.lock();

@@ -42,6 +42,24 @@ pub fn rows(recorder: &Recorder, verdicts: &[Verdict]) -> Vec<(Selector, BTreeMa
             tags: Vec::new(),
         }))
         .collect();
+    // Per scenario, when there are several: the headline metrics of each.
+    let scenarios = recorder.scenarios();
+    if scenarios.len() > 1 {
+        for scenario in &scenarios {
+            for metric in [
+                "http_req_duration",
+                "http_req_failed",
+                "http_reqs",
+                "iterations",
+                "dropped_iterations",
+            ] {
+                selectors.push(Selector {
+                    metric: metric.to_owned(),
+                    tags: vec![("scenario".to_owned(), scenario.clone())],
+                });
+            }
+        }
+    }
     for v in verdicts {
         if !selectors.contains(&v.threshold.selector) {
             selectors.push(v.threshold.selector.clone());
