@@ -63,7 +63,7 @@ for f in files:
     done = m.get("iterations", {}).get("count", 0)
     dropped = m.get("dropped_iterations", {}).get("count", 0)
     reqs = m.get("http_reqs", {}).get("count", 0)
-    failed = m.get("http_req_failed", {}).get("rate", 0) * 100
+    failed = m.get("http_req_failed", {}).get("value", 0) * 100
     print(f"| {name} | {done + dropped:,.0f} | {done:,.0f} | {dropped:,.0f} | {reqs:,.0f} | {d.get('med', 0):.2f} | "
           f"{d.get('p(95)', 0):.2f} | {d.get('p(99)', 0):.2f} | {d.get('p(99.9)', 0):.2f} | {failed:.2f} % |")
 path = os.path.join(work, "redis.txt")

@@ -32,11 +32,8 @@ pub struct Driver {
     level: Option<Consistency>,
     field_length: usize,
     workload: Kind,
-    /// Records that exist: the loaded ones, then every acknowledged insert (reads never aim at
-    /// a record whose insert is still in flight).
-    records: AtomicU64,
-    /// The next record an insert writes.
-    next_insert: AtomicU64,
+    /// Records that exist: the loaded ones, then inserts up to the first still in flight.
+    records: ycsb::AcknowledgedCounter,
 }
 
 enum Kind {
@@ -86,8 +83,7 @@ impl Driver {
             level: level_of(scenario.consistency.as_ref()),
             field_length: scenario.field_length,
             workload,
-            records: AtomicU64::new(records),
-            next_insert: AtomicU64::new(records),
+            records: ycsb::AcknowledgedCounter::new(records),
         }
     }
 
@@ -145,16 +141,18 @@ impl Driver {
     /// (a late start is the system's delay, not the client's), later ones from their own start.
     /// A start later than `due` by no more than [`TIMER_SLACK`] counts from the start: that
     /// much is the timer's own granularity (a millisecond), not a delay of the system.
-    pub async fn iteration(&self, due: Instant, rng: &mut SmallRng) {
+    /// Returns the moment the iteration is measured from.
+    pub async fn iteration(&self, due: Instant, rng: &mut SmallRng) -> Instant {
         let now = Instant::now();
-        let mut start = if now.saturating_duration_since(due) <= TIMER_SLACK {
+        let measured_from = if now.saturating_duration_since(due) <= TIMER_SLACK {
             now
         } else {
             due
         };
+        let mut start = measured_from;
         match &self.workload {
             Kind::Ycsb(workload) => {
-                let records = self.records.load(Ordering::Relaxed);
+                let records = self.records.limit();
                 match workload.operation(rng) {
                     Operation::Read => {
                         let n = workload.chooser.next(records, rng);
@@ -167,14 +165,11 @@ impl Driver {
                             .await;
                     }
                     Operation::Insert => {
-                        let n = self.next_insert.fetch_add(1, Ordering::Relaxed);
+                        let n = self.records.take();
                         let value = self.value(rng);
-                        if self
-                            .put(&ycsb::key_of(n), value, None, self.level, start, &[])
-                            .await
-                        {
-                            self.records.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.put(&ycsb::key_of(n), value, None, self.level, start, &[])
+                            .await;
+                        self.records.acknowledge(n);
                     }
                     Operation::Scan => {
                         let first = workload.chooser.next(records, rng);
@@ -210,9 +205,9 @@ impl Driver {
                         false
                     }
                 }) else {
-                    return;
+                    return measured_from;
                 };
-                let records = self.records.load(Ordering::Relaxed);
+                let records = self.records.limit();
                 let n = match request.distribution.as_str() {
                     "zipfian" => zipfian.next(records, rng),
                     "latest" => latest.next(records, rng),
@@ -239,6 +234,7 @@ impl Driver {
                 }
             }
         }
+        measured_from
     }
 
     fn record(

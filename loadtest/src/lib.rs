@@ -159,6 +159,8 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
         let total = plan_length(plan);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            // A stalled sampler does not fire its missed ticks back to back (near-empty windows).
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0u64;
             let mut window_start = Duration::ZERO;
             loop {
@@ -184,6 +186,8 @@ pub async fn execute(plan: &Plan, target: &Target, options: &Options) -> Result<
         let _ = task.await;
     }
     sampler.abort();
+    // Stopped for sure: it must not roll a window after the last one below.
+    let _ = sampler.await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

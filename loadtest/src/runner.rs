@@ -75,8 +75,8 @@ pub async fn run_scenario(
             );
             async move {
                 let _running = Running::start(vus);
-                driver.iteration(due.into_std(), &mut rng).await;
-                recorder.iteration(&tags, due.elapsed());
+                let started = driver.iteration(due.into_std(), &mut rng).await;
+                recorder.iteration(&tags, started.elapsed());
             }
         }
     };
@@ -245,8 +245,11 @@ pub async fn run_scenario(
 async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, deadline: Instant) {
     for task in tasks {
         let abort = task.abort_handle();
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
+        let mut task = task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             abort.abort();
+            // Stopped for sure before the run's figures are read.
+            let _ = task.await;
         }
     }
 }

@@ -89,7 +89,8 @@ pub fn fnv1a64(value: u64) -> u64 {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    // YCSB returns `Math.abs` of the signed hash.
+    (hash as i64).wrapping_abs() as u64
 }
 
 /// How a workload picks the record an operation touches.
@@ -199,7 +200,57 @@ impl Workload {
 /// The key of record `n`, as YCSB names them (`user` + the record's hash), so neighbouring
 /// records are not neighbouring keys.
 pub fn key_of(n: u64) -> String {
-    format!("user{}", fnv1a64(n))
+    // As Java prints YCSB's (signed) hash.
+    format!("user{}", fnv1a64(n) as i64)
+}
+
+/// YCSB's acknowledged counter: inserts take numbers in order, finish in any order (or fail),
+/// and reads may only aim below [`limit`](Self::limit), the first number not yet acknowledged —
+/// so a read never picks a record whose insert is still in flight.
+#[derive(Debug)]
+pub struct AcknowledgedCounter {
+    next: std::sync::atomic::AtomicU64,
+    window: std::sync::Mutex<(u64, std::collections::BTreeSet<u64>)>,
+}
+
+impl AcknowledgedCounter {
+    /// A counter whose records `0..start` exist.
+    pub fn new(start: u64) -> Self {
+        AcknowledgedCounter {
+            next: std::sync::atomic::AtomicU64::new(start),
+            window: std::sync::Mutex::new((start, std::collections::BTreeSet::new())),
+        }
+    }
+
+    /// The number the next insert writes.
+    pub fn take(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks insert `n` finished (written or failed: a failed one is a gap reads may hit, as in
+    /// YCSB, but never holds back those after it).
+    pub fn acknowledge(&self, n: u64) {
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (limit, pending) = &mut *window;
+        if n < *limit {
+            return;
+        }
+        pending.insert(n);
+        while pending.remove(limit) {
+            *limit += 1;
+        }
+    }
+
+    /// Records below this number are acknowledged.
+    pub fn limit(&self) -> u64 {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +279,26 @@ mod tests {
         let head: u32 = counts.iter().take(10).sum();
         let tail: u32 = counts.iter().skip(990).sum();
         assert!(head > 20 * tail.max(1), "head {head}, tail {tail}");
+    }
+
+    #[test]
+    fn the_acknowledged_limit_waits_for_every_earlier_insert() {
+        let c = AcknowledgedCounter::new(10);
+        let (a, b, d) = (c.take(), c.take(), c.take());
+        assert_eq!((a, b, d), (10, 11, 12));
+        c.acknowledge(11);
+        c.acknowledge(12);
+        assert_eq!(c.limit(), 10, "10 is still in flight");
+        c.acknowledge(10);
+        assert_eq!(c.limit(), 13);
+        c.acknowledge(5);
+        assert_eq!(c.limit(), 13);
+    }
+
+    #[test]
+    fn keys_are_ycsbs() {
+        // fnvhash64(0) in YCSB: Math.abs of 0xa8c7f832281a39c5 as a signed long.
+        assert_eq!(key_of(0), "user6284781860667377211");
     }
 
     #[test]
