@@ -31,6 +31,11 @@ const WRITE_LOCK: i64 = 0x7064_622d_6d65_7461;
 /// [`MetadataError::Unavailable`].
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Every session's `statement_timeout` and `lock_timeout`: a metadata call never takes longer
+/// (a hung lock or query fails the call instead of holding a request, and its connection, for
+/// ever); `idle_in_transaction_session_timeout` is 3 times as long.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         Migration::new(
@@ -64,14 +69,31 @@ impl PostgresStore {
     /// applied, and with [`MetadataError::Corrupt`] if the database holds a schema this build
     /// does not know.
     pub async fn open(url: &str) -> Result<Self, MetadataError> {
+        let millis = STATEMENT_TIMEOUT.as_millis();
+        let options = url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(map_err)?
+            .options([
+                ("statement_timeout", format!("{millis}ms")),
+                ("lock_timeout", format!("{millis}ms")),
+                (
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", millis * 3),
+                ),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(map_err)?;
         migrator().run(&pool).await.map_err(map_migrate_err)?;
         Ok(PostgresStore { pool })
+    }
+
+    /// The connection pool, for what the trait does not cover (inspection, maintenance).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Closes every connection; later calls fail with [`MetadataError::Unavailable`].

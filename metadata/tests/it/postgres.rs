@@ -24,3 +24,17 @@ async fn reopening_keeps_the_schema_and_the_data() {
     let again = PostgresStore::open(&server.url).await.expect("reopen");
     assert_eq!(again.list_tenants().await.expect("list"), tenants);
 }
+
+/// Sessions run with the store's statement and lock timeouts.
+#[tokio::test]
+async fn sessions_carry_the_statement_and_lock_timeouts() {
+    let server = PgServer::start().await;
+    let store = PostgresStore::open(&server.url).await.expect("open");
+    let (statement, lock): (String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("settings");
+    assert_eq!((statement.as_str(), lock.as_str()), ("10s", "10s"));
+}
