@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine loadtest loadtest-ycsb
+.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -60,3 +60,7 @@ loadtest:
 ## YCSB A–F against a fresh `pairdb dev`, one table of them, and redis-benchmark on the same machine for scale.
 loadtest-ycsb:
 	@YCSB_TABLE=1 scripts/loadtest.sh loadtest/scenarios/ycsb-a.toml loadtest/scenarios/ycsb-b.toml loadtest/scenarios/ycsb-c.toml loadtest/scenarios/ycsb-d.toml loadtest/scenarios/ycsb-e.toml loadtest/scenarios/ycsb-f.toml
+
+## pairdb dev (memory, LSM fsync never, LSM fsync always) against a bare hyper server, redis and a 3-member etcd cluster, same wrk settings, one table with the ratios (installs wrk, redis-server and etcd-server when missing, as root).
+bench-compare:
+	@scripts/bench-compare.sh
