@@ -115,9 +115,13 @@ pub async fn build_router_registered(
     );
     let shared = match (&config.tenant_cache, &config.redis_url) {
         (Some(shared), _) => Some(shared.clone()),
-        (None, Some(url)) => Some(Arc::new(RedisTenantConfigCache::connect(url).await.map_err(
-            |e| GatewayError::Config(format!("tenant-config cache at {}: {e}", redacted(url))),
-        )?) as Arc<dyn TenantConfigCache>),
+        (None, Some(url)) => Some(Arc::new(
+            RedisTenantConfigCache::connect_lazy(url)
+                .await
+                .map_err(|e| {
+                    GatewayError::Config(format!("tenant-config cache at {}: {e}", redacted(url)))
+                })?,
+        ) as Arc<dyn TenantConfigCache>),
         (None, None) => None,
     };
     let mut tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
@@ -142,11 +146,13 @@ pub async fn build_router_registered(
         .with_state(state.clone());
     let ops = ops::routes().with_state(state);
     let records: Arc<dyn IdempotencyStore> = match &config.redis_url {
-        Some(url) if config.admission => {
-            Arc::new(RedisIdempotencyStore::connect(url).await.map_err(|e| {
-                GatewayError::Config(format!("idempotency store at {}: {e}", redacted(url)))
-            })?)
-        }
+        Some(url) if config.admission => Arc::new(
+            RedisIdempotencyStore::connect_lazy(url)
+                .await
+                .map_err(|e| {
+                    GatewayError::Config(format!("idempotency store at {}: {e}", redacted(url)))
+                })?,
+        ),
         _ => Arc::new(MemoryIdempotencyStore::default()),
     };
     let records = MeteredIdempotencyStore::wrap(records, &metrics);

@@ -16,8 +16,18 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// A pool for `url` (`redis://host:port/db`), once the server answered a `PING`.
-pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
+/// A pool for `url` (`redis://host:port/db`) without asking the server anything yet: only a
+/// malformed URL fails. If the server does not answer a `PING` now, that is logged — calls fail
+/// (bounded) until it answers — so a role can start before its Redis does.
+pub(crate) async fn connect_lazy(url: &str, what: &'static str) -> Result<Pool, StoreError> {
+    let pool = pool(url)?;
+    if let Err(error) = ping(&pool).await {
+        tracing::warn!(store = what, %error, "Redis does not answer yet; its calls fail until it does");
+    }
+    Ok(pool)
+}
+
+fn pool(url: &str) -> Result<Pool, StoreError> {
     let mut config = Config::from_url(url);
     config.pool = Some(deadpool_redis::PoolConfig {
         timeouts: deadpool_redis::Timeouts {
@@ -27,9 +37,12 @@ pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
         },
         ..deadpool_redis::PoolConfig::default()
     });
-    let pool = config
+    config
         .create_pool(Some(Runtime::Tokio1))
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+}
+
+async fn ping(pool: &Pool) -> Result<(), StoreError> {
     bounded(async {
         let mut conn = pool.get().await.map_err(unavailable)?;
         redis::cmd("PING")
@@ -37,7 +50,13 @@ pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
             .await
             .map_err(unavailable)
     })
-    .await?;
+    .await
+}
+
+/// A pool for `url` (`redis://host:port/db`), once the server answered a `PING`.
+pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
+    let pool = pool(url)?;
+    ping(&pool).await?;
     Ok(pool)
 }
 

@@ -668,7 +668,7 @@ pub async fn coordinator_records(
     let Some(url) = redis_url else {
         return Ok(None);
     };
-    let store = pairdb_middleware::idempotency::RedisIdempotencyStore::connect(url)
+    let store = pairdb_middleware::idempotency::RedisIdempotencyStore::connect_lazy(url)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -685,12 +685,16 @@ pub async fn shared_tenant_cache(
     redis_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn TenantConfigCache>> {
     Ok(match redis_url {
-        Some(url) => Arc::new(RedisTenantConfigCache::connect(url).await.map_err(|e| {
-            anyhow::anyhow!(
-                "tenant-config cache at {}: {e}",
-                pairdb_gateway::server::redacted(url)
-            )
-        })?),
+        Some(url) => Arc::new(
+            RedisTenantConfigCache::connect_lazy(url)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "tenant-config cache at {}: {e}",
+                        pairdb_gateway::server::redacted(url)
+                    )
+                })?,
+        ),
         None => Arc::new(MemoryTenantConfigCache::default()),
     })
 }

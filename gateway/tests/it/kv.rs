@@ -315,3 +315,33 @@ async fn a_retried_write_is_replayed_and_reaches_the_coordinator_once() {
         .count();
     assert_eq!(puts, 3);
 }
+
+/// A gateway starts while its Redis does not answer (an operator may start them in any order):
+/// reads and writes without a client key are served — the tenant cache skips Redis — and a
+/// write with a client key is refused 503, since its record cannot be kept.
+#[tokio::test]
+async fn a_gateway_starts_and_serves_while_its_redis_is_down() {
+    // Port 1 refuses connections at once.
+    let h = Harness::start_with(|c, _| c.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let put = h
+        .tenant(reqwest::Method::PUT, "/v1/kv/k")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "{:?}", put.text().await);
+    let keyed = h
+        .tenant(reqwest::Method::PUT, "/v1/kv/k")
+        .header("Idempotency-Key", "down-1")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 503);
+    let problem: serde_json::Value = keyed.json().await.unwrap();
+    assert_eq!(
+        problem["type"].as_str().map(|t| t.ends_with("not-ready")),
+        Some(true),
+        "{problem}"
+    );
+}

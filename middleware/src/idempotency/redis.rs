@@ -63,6 +63,14 @@ impl RedisIdempotencyStore {
         })
     }
 
+    /// A store for `url` that does not wait for the server: only a malformed URL fails, and a
+    /// server not answering yet is logged (keyed writes are then refused 503 until it answers).
+    pub async fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        Ok(RedisIdempotencyStore {
+            pool: crate::redis_pool::connect_lazy(url, "idempotency records").await?,
+        })
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
         self.pool.get().await.map_err(unavailable)
     }

@@ -65,6 +65,14 @@ impl RedisTenantConfigCache {
         })
     }
 
+    /// A cache for `url` that does not wait for the server: only a malformed URL fails, and a
+    /// server not answering yet is logged (lookups skip it until it answers).
+    pub async fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        Ok(RedisTenantConfigCache {
+            pool: crate::redis_pool::connect_lazy(url, "tenant-config cache").await?,
+        })
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
         self.pool.get().await.map_err(unavailable)
     }
