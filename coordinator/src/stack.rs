@@ -43,25 +43,11 @@ impl Reject for GrpcReject {
         response
     }
 
-    /// A gRPC answer read whole (or replayed): the message, then its trailers (`grpc-status`).
-    /// A refusal (its status in the head, no message, no trailers) stays trailers-only: an empty
-    /// body, never an empty data frame, which other gRPC clients take for a broken stream.
+    /// A gRPC answer read whole (or replayed), as [`grpc_answer`] builds it.
+    ///
+    /// [`grpc_answer`]: pairdb_middleware::idempotency::grpc_answer
     fn body(&self, data: bytes::Bytes, trailers: Option<http::HeaderMap>) -> Self::Body {
-        if data.is_empty() && trailers.is_none() {
-            return tonic::body::Body::empty();
-        }
-        let mut frames = Vec::with_capacity(2);
-        if !data.is_empty() {
-            frames.push(Ok::<_, std::convert::Infallible>(http_body::Frame::data(
-                data,
-            )));
-        }
-        if let Some(trailers) = trailers {
-            frames.push(Ok(http_body::Frame::trailers(trailers)));
-        }
-        tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
-            frames,
-        )))
+        pairdb_middleware::idempotency::grpc_answer(data, trailers)
     }
 }
 

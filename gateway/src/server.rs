@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pairdb_metadata::MetadataStore;
+use pairdb_middleware::Redis;
 use pairdb_middleware::idempotency::{
     IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore,
 };
@@ -113,15 +114,20 @@ pub async fn build_router_registered(
             trust_forwarded: false,
         },
     );
-    let shared = match (&config.tenant_cache, &config.redis_url) {
-        (Some(shared), _) => Some(shared.clone()),
-        (None, Some(url)) => Some(Arc::new(
-            RedisTenantConfigCache::connect_lazy(url)
+    // One pool to this gateway's Redis, for its records and its tenant-cache tier.
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            Redis::connect_lazy(url)
                 .await
-                .map_err(|e| {
-                    GatewayError::Config(format!("tenant-config cache at {}: {e}", redacted(url)))
-                })?,
-        ) as Arc<dyn TenantConfigCache>),
+                .map_err(|e| GatewayError::Config(format!("Redis at {}: {e}", redacted(url))))?,
+        ),
+        None => None,
+    };
+    let shared = match (&config.tenant_cache, &redis) {
+        (Some(shared), _) => Some(shared.clone()),
+        (None, Some(redis)) => {
+            Some(Arc::new(RedisTenantConfigCache::new(redis)) as Arc<dyn TenantConfigCache>)
+        }
         (None, None) => None,
     };
     let mut tenant_cache = TenantCache::new(store.clone(), DEFAULT_TENANT_TTL);
@@ -145,14 +151,8 @@ pub async fn build_router_registered(
         .merge(admin::routes())
         .with_state(state.clone());
     let ops = ops::routes().with_state(state);
-    let records: Arc<dyn IdempotencyStore> = match &config.redis_url {
-        Some(url) if config.admission => Arc::new(
-            RedisIdempotencyStore::connect_lazy(url)
-                .await
-                .map_err(|e| {
-                    GatewayError::Config(format!("idempotency store at {}: {e}", redacted(url)))
-                })?,
-        ),
+    let records: Arc<dyn IdempotencyStore> = match &redis {
+        Some(redis) if config.admission => Arc::new(RedisIdempotencyStore::new(redis)),
         _ => Arc::new(MemoryIdempotencyStore::default()),
     };
     let records = MeteredIdempotencyStore::wrap(records, &metrics);

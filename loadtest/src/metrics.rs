@@ -235,15 +235,9 @@ impl Recorder {
     /// the median to the maximum, for the HTML report.
     pub fn percentile_curve(&self) -> Vec<(f64, f64)> {
         let state = self.lock();
-        let mut merged = histogram();
-        for h in state.http.values() {
-            if merged.add(&h.durations).is_err() {
-                return Vec::new();
-            }
-        }
-        if merged.is_empty() {
+        let Some(merged) = durations(&state, "http_req_duration", &[]) else {
             return Vec::new();
-        }
+        };
         [
             0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
         ]
@@ -343,25 +337,8 @@ impl Recorder {
             out.insert("rate".into(), count as f64 / seconds);
         };
         match metric {
-            "http_req_duration" => {
-                let mut merged = histogram();
-                for h in &http {
-                    merged.add(&h.durations).ok()?;
-                }
-                if merged.is_empty() {
-                    return None;
-                }
-                trend(&merged, &mut out);
-            }
-            "iteration_duration" => {
-                let mut merged = histogram();
-                for i in &iterations {
-                    merged.add(&i.durations).ok()?;
-                }
-                if merged.is_empty() {
-                    return None;
-                }
-                trend(&merged, &mut out);
+            "http_req_duration" | "iteration_duration" => {
+                trend(&durations(&state, metric, tags)?, &mut out);
             }
             "http_reqs"
             | "data_sent"
@@ -479,37 +456,31 @@ impl Recorder {
 
 impl Statistics for Recorder {
     fn stat(&self, selector: &Selector, stat: Stat) -> Option<f64> {
+        if let Stat::P(p) = stat {
+            // Any percentile, not only the summary's.
+            let state = self.lock();
+            let merged = durations(&state, &selector.metric, &selector.tags)?;
+            return Some(merged.value_at_quantile(p / 100.0) as f64 / 1000.0);
+        }
         let values = self.values(&selector.metric, &selector.tags)?;
-        let key = match stat {
-            Stat::P(p) => {
-                // Any percentile, not only the summary's.
-                let state = self.lock();
-                let mut merged = histogram();
-                let samples: Vec<&Histogram<u64>> = if selector.metric == "iteration_duration" {
-                    state
-                        .iterations
-                        .iter()
-                        .filter(|(t, _)| matches(t, &selector.tags))
-                        .map(|(_, i)| &i.durations)
-                        .collect()
-                } else {
-                    state
-                        .http
-                        .iter()
-                        .filter(|(t, _)| matches(t, &selector.tags))
-                        .map(|(_, h)| &h.durations)
-                        .collect()
-                };
-                for h in samples {
-                    merged.add(h).ok()?;
-                }
-                return (!merged.is_empty())
-                    .then(|| merged.value_at_quantile(p / 100.0) as f64 / 1000.0);
-            }
-            other => other.to_string(),
-        };
-        values.get(&key).copied()
+        values.get(&stat.to_string()).copied()
     }
+}
+
+/// The durations of trend `metric` (`http_req_duration`, else `iteration_duration`) over the
+/// samples carrying every tag in `tags`, merged; `None` when there are none.
+fn durations(state: &State, metric: &str, tags: &[(String, String)]) -> Option<Histogram<u64>> {
+    let mut merged = histogram();
+    if metric == "iteration_duration" {
+        for (_, i) in state.iterations.iter().filter(|(t, _)| matches(t, tags)) {
+            merged.add(&i.durations).ok()?;
+        }
+    } else {
+        for (_, h) in state.http.iter().filter(|(t, _)| matches(t, tags)) {
+            merged.add(&h.durations).ok()?;
+        }
+    }
+    (!merged.is_empty()).then_some(merged)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The Redis connection pool shared by the Redis-backed stores (idempotency records, the
-//! tenant-config cache): every call bounded by [`CALL_TIMEOUT`], so a hung server fails calls
-//! instead of holding requests.
+//! [`Redis`]: one connection pool to one Redis, shared by the Redis-backed stores of a process
+//! (idempotency records, the tenant-config cache); every call bounded by [`CALL_TIMEOUT`], so a
+//! hung server fails calls instead of holding requests.
 
 use std::time::Duration;
 
@@ -16,15 +16,37 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// A pool for `url` (`redis://host:port/db`) without asking the server anything yet: only a
-/// malformed URL fails. If the server does not answer a `PING` now, that is logged — calls fail
-/// (bounded) until it answers — so a role can start before its Redis does.
-pub(crate) async fn connect_lazy(url: &str, what: &'static str) -> Result<Pool, StoreError> {
-    let pool = pool(url)?;
-    if let Err(error) = ping(&pool).await {
-        tracing::warn!(store = what, %error, "Redis does not answer yet; its calls fail until it does");
+/// A connection pool to one Redis. Cheap to clone (clones share the pool): a process makes one
+/// per URL and builds every Redis-backed store on it.
+#[derive(Clone)]
+pub struct Redis {
+    pub(crate) pool: Pool,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").finish_non_exhaustive()
     }
-    Ok(pool)
+}
+
+impl Redis {
+    /// A pool for `url` (`redis://host:port/db`), once the server answered a `PING`.
+    pub async fn connect(url: &str) -> Result<Redis, StoreError> {
+        let pool = pool(url)?;
+        ping(&pool).await?;
+        Ok(Redis { pool })
+    }
+
+    /// A pool for `url` without waiting for the server: only a malformed URL fails. If the
+    /// server does not answer a `PING` now, that is logged — calls fail (bounded) until it
+    /// answers — so a role can start before its Redis does.
+    pub async fn connect_lazy(url: &str) -> Result<Redis, StoreError> {
+        let pool = pool(url)?;
+        if let Err(error) = ping(&pool).await {
+            tracing::warn!(%error, "Redis does not answer yet; its calls fail until it does");
+        }
+        Ok(Redis { pool })
+    }
 }
 
 fn pool(url: &str) -> Result<Pool, StoreError> {
@@ -51,13 +73,6 @@ async fn ping(pool: &Pool) -> Result<(), StoreError> {
             .map_err(unavailable)
     })
     .await
-}
-
-/// A pool for `url` (`redis://host:port/db`), once the server answered a `PING`.
-pub(crate) async fn connect(url: &str) -> Result<Pool, StoreError> {
-    let pool = pool(url)?;
-    ping(&pool).await?;
-    Ok(pool)
 }
 
 /// `call`, failed with [`StoreError`] if Redis takes longer than [`CALL_TIMEOUT`].

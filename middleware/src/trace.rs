@@ -148,8 +148,10 @@ impl TraceContext {
 
     /// Makes `span` the span of this hop. When OpenTelemetry records `span`, it becomes the child
     /// of the caller's span (a new root when there is none) and the returned context carries its
-    /// ids, so what this hop reports is what is exported; otherwise `self` is returned unchanged.
-    fn adopt(self, span: &tracing::Span) -> Self {
+    /// ids, so what this hop reports is what is exported, and it is named `name()` (only then
+    /// computed: a process that exports nothing formats no span names); otherwise `self` is
+    /// returned unchanged.
+    fn adopt(self, span: &tracing::Span, name: impl FnOnce() -> String) -> Self {
         let parent = match self.parent_span_id {
             Some(parent) => {
                 opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
@@ -171,6 +173,8 @@ impl TraceContext {
         if span.set_parent(parent).is_err() {
             return self;
         }
+        // Before the span starts (its context is read below): the exported name.
+        span.record("otel.name", name().as_str());
         let context = span.context();
         let exported = context.span().span_context().clone();
         if !exported.is_valid() {
@@ -313,23 +317,24 @@ where
             Some(prefix) => format!("{prefix}…"),
             None => path.to_owned(),
         };
-        let route = match self.route_of {
-            Some(route_of) => route_of(request.method(), request.uri().path()),
-            None => path.as_str(),
-        };
-        let name = match self.role {
-            "" => format!("{} {route}", request.method()),
-            role => format!("{role} {} {route}", request.method()),
-        };
         let span = tracing::info_span!(
             "request",
-            otel.name = name.as_str(),
+            otel.name = tracing::field::Empty,
             otel.kind = "server",
             method = %request.method(),
             path = %path,
             trace_id = tracing::field::Empty,
         );
-        let trace = trace.adopt(&span);
+        let trace = trace.adopt(&span, || {
+            let route = match self.route_of {
+                Some(route_of) => route_of(request.method(), request.uri().path()),
+                None => path.as_str(),
+            };
+            match self.role {
+                "" => format!("{} {route}", request.method()),
+                role => format!("{role} {} {route}", request.method()),
+            }
+        });
         span.record("trace_id", trace.trace_id_hex().as_str());
         let header = HeaderValue::try_from(trace.traceresponse()).ok();
         request.extensions_mut().insert(trace);

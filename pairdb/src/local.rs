@@ -7,6 +7,7 @@
 //! it locks first) fails having changed nothing.
 
 use pairdb_gateway::server::redacted;
+use pairdb_middleware::Redis;
 use pairdb_middleware::tenant_cache::{
     MemoryTenantConfigCache, RedisTenantConfigCache, TenantConfigCache,
 };
@@ -660,43 +661,35 @@ impl Default for Admission {
     }
 }
 
-/// Where a coordinator keeps its gRPC clients' idempotency records: Redis at `redis_url`
-/// (shared with every coordinator using it), else `None`, its own memory.
-pub async fn coordinator_records(
-    redis_url: Option<&str>,
-) -> anyhow::Result<Option<Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>>> {
-    let Some(url) = redis_url else {
-        return Ok(None);
-    };
-    let store = pairdb_middleware::idempotency::RedisIdempotencyStore::connect_lazy(url)
+/// One connection pool to the Redis at `url`, for every Redis-backed store of this process;
+/// it does not wait for the server (a role may start before its Redis).
+pub async fn redis(url: Option<&str>) -> anyhow::Result<Option<Redis>> {
+    let Some(url) = url else { return Ok(None) };
+    let redis = Redis::connect_lazy(url)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "idempotency store at {}: {e}",
-                pairdb_gateway::server::redacted(url)
-            )
-        })?;
-    Ok(Some(Arc::new(store)))
+        .map_err(|e| anyhow::anyhow!("Redis at {}: {e}", pairdb_gateway::server::redacted(url)))?;
+    Ok(Some(redis))
 }
 
-/// The tenant-config cache tier the roles of one process share: in Redis when `redis_url` is
-/// set (shared with every other process using it too), else in this process's memory.
-pub async fn shared_tenant_cache(
-    redis_url: Option<&str>,
-) -> anyhow::Result<Arc<dyn TenantConfigCache>> {
-    Ok(match redis_url {
-        Some(url) => Arc::new(
-            RedisTenantConfigCache::connect_lazy(url)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "tenant-config cache at {}: {e}",
-                        pairdb_gateway::server::redacted(url)
-                    )
-                })?,
-        ),
-        None => Arc::new(MemoryTenantConfigCache::default()),
+/// Where a coordinator keeps its gRPC clients' idempotency records: in `redis` (shared with
+/// every coordinator using it), else `None`, its own memory.
+pub fn coordinator_records(
+    redis: Option<&Redis>,
+) -> Option<Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>> {
+    redis.map(|r| {
+        Arc::new(pairdb_middleware::idempotency::RedisIdempotencyStore::new(
+            r,
+        )) as Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>
     })
+}
+
+/// The tenant-config cache tier the roles of one process share: in `redis` when given (shared
+/// with every other process using it too), else in this process's memory.
+pub fn shared_tenant_cache(redis: Option<&Redis>) -> Arc<dyn TenantConfigCache> {
+    match redis {
+        Some(r) => Arc::new(RedisTenantConfigCache::new(r)),
+        None => Arc::new(MemoryTenantConfigCache::default()),
+    }
 }
 
 /// A whole cluster in this process: storage nodes, one coordinator, one gateway.
@@ -791,7 +784,8 @@ impl<N: LocalNode> LocalCluster<N> {
             reconcile_placement(store.as_ref(), &addrs, opts.vnodes).await?;
             // The gateway and the coordinator share one tier: a tenant change the coordinator
             // makes reaches the gateway at once.
-            let tenant_cache = shared_tenant_cache(opts.admission.redis_url.as_deref()).await?;
+            let redis = redis(opts.admission.redis_url.as_deref()).await?;
+            let tenant_cache = shared_tenant_cache(redis.as_ref());
             let mut config = CoordinatorConfig::new(
                 secrets.internal_token.clone(),
                 secrets.key_secret.clone(),
@@ -799,7 +793,7 @@ impl<N: LocalNode> LocalCluster<N> {
             );
             config.request_timeout = opts.request_timeout;
             config.tenant_cache = Some(tenant_cache.clone());
-            config.idempotency = coordinator_records(opts.admission.redis_url.as_deref()).await?;
+            config.idempotency = coordinator_records(redis.as_ref());
             let coordinator =
                 CoordinatorNode::start(store.clone(), coordinator_listener, config).await?;
             let gateway = GatewayNode::start(

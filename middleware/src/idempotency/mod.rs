@@ -40,7 +40,7 @@ use crate::principal::Forwarded;
 use crate::reject::{LayerError, Reject};
 use crate::trace::TraceContext;
 
-pub use body::FromBytes;
+pub use body::{FromBytes, grpc_answer};
 pub use redis::RedisIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, MemoryIdempotencyStore, Recorded, StoreError};
 

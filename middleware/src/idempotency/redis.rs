@@ -58,17 +58,14 @@ impl std::fmt::Debug for RedisIdempotencyStore {
 impl RedisIdempotencyStore {
     /// Connects to `url` (`redis://host:port/db`), checking the server answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(RedisIdempotencyStore {
-            pool: crate::redis_pool::connect(url).await?,
-        })
+        Ok(Self::new(&crate::Redis::connect(url).await?))
     }
 
-    /// A store for `url` that does not wait for the server: only a malformed URL fails, and a
-    /// server not answering yet is logged (keyed writes are then refused 503 until it answers).
-    pub async fn connect_lazy(url: &str) -> Result<Self, StoreError> {
-        Ok(RedisIdempotencyStore {
-            pool: crate::redis_pool::connect_lazy(url, "idempotency records").await?,
-        })
+    /// The idempotency records on `redis` (sharing its pool).
+    pub fn new(redis: &crate::Redis) -> Self {
+        RedisIdempotencyStore {
+            pool: redis.pool.clone(),
+        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {

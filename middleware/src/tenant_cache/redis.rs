@@ -60,17 +60,14 @@ fn encode(generation: u64, tenant: &Option<TenantConfig>) -> Result<Vec<u8>, Sto
 impl RedisTenantConfigCache {
     /// Connects to `url` (`redis://host:port/db`), checking the server answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(RedisTenantConfigCache {
-            pool: crate::redis_pool::connect(url).await?,
-        })
+        Ok(Self::new(&crate::Redis::connect(url).await?))
     }
 
-    /// A cache for `url` that does not wait for the server: only a malformed URL fails, and a
-    /// server not answering yet is logged (lookups skip it until it answers).
-    pub async fn connect_lazy(url: &str) -> Result<Self, StoreError> {
-        Ok(RedisTenantConfigCache {
-            pool: crate::redis_pool::connect_lazy(url, "tenant-config cache").await?,
-        })
+    /// The tenant-config cache on `redis` (sharing its pool).
+    pub fn new(redis: &crate::Redis) -> Self {
+        RedisTenantConfigCache {
+            pool: redis.pool.clone(),
+        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {

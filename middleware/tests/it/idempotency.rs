@@ -438,15 +438,7 @@ impl Reject for GrpcReject {
     }
 
     fn body(&self, data: Bytes, trailers: Option<http::HeaderMap>) -> tonic::body::Body {
-        let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
-            data,
-        ))];
-        if let Some(trailers) = trailers {
-            frames.push(Ok(http_body::Frame::trailers(trailers)));
-        }
-        tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
-            frames,
-        )))
+        pairdb_middleware::idempotency::grpc_answer(data, trailers)
     }
 }
 

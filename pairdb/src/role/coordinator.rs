@@ -55,8 +55,9 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     );
     config.request_timeout = Duration::from_millis(args.request_timeout);
     if let Some(url) = &args.redis_url {
-        config.tenant_cache = Some(local::shared_tenant_cache(Some(url)).await?);
-        config.idempotency = local::coordinator_records(Some(url)).await?;
+        let redis = local::redis(Some(url)).await?;
+        config.tenant_cache = Some(local::shared_tenant_cache(redis.as_ref()));
+        config.idempotency = local::coordinator_records(redis.as_ref());
     }
     tracing::info!(listen = %args.listen, metadata = %pairdb_gateway::server::redacted(&args.metadata_url), request_timeout_ms = args.request_timeout,
         admin_key = if secrets.admin_key.is_empty() { "unset" } else { "set" }, "starting coordinator");
