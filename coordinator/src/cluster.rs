@@ -20,10 +20,11 @@ use pairdb_proto::storage::{ApplyRequest, HealthRequest, PushPlacementRequest, R
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::calls::StorageCalls;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::hints::Hints;
-use crate::pool::{Failure, NodeHandle, NodePool, StorageRpc, classify};
+use crate::pool::{Failure, NodeHandle, NodePool, classify};
 
 /// A placement with its ring, built once.
 #[derive(Debug)]
@@ -371,13 +372,13 @@ impl Cluster {
     /// our epoch is pushed the placement (within the deadline) and called once more.
     pub async fn rpc<T, F, Fut>(&self, node: &str, deadline: Instant, f: F) -> Result<T, RpcError>
     where
-        F: Fn(StorageRpc) -> Fut,
+        F: Fn(StorageCalls) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let handle = self.pool.get(node).ok_or(RpcError::UnknownNode)?;
         let started = Instant::now();
         for attempt in 0..2 {
-            let status = match tokio::time::timeout_at(deadline, f(handle.client())).await {
+            let status = match tokio::time::timeout_at(deadline, f(handle.calls(deadline))).await {
                 Err(_) => {
                     // A client's short deadline says nothing about the node; only a call that
                     // had a fair budget and still got no answer counts against it.

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod calls;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -18,6 +18,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::calls::{CallStreams, STREAMS_PER_NODE, StorageCalls};
+
 /// Adds `authorization: Bearer <internal token>` to every storage RPC, and the `traceparent` of
 /// the span the call is made in, so the storage node's span joins the caller's trace.
 #[derive(Clone)]
@@ -48,6 +50,7 @@ pub struct NodeHandle {
     /// gRPC address.
     pub address: String,
     client: StorageRpc,
+    calls: Arc<CallStreams>,
     failures: AtomicU32,
     down: AtomicBool,
 }
@@ -56,6 +59,12 @@ impl NodeHandle {
     /// A clone of the node's client (cheap: clients share one HTTP/2 connection).
     pub fn client(&self) -> StorageRpc {
         self.client.clone()
+    }
+
+    /// Data calls (Mint, Apply, Read) to the node over its call streams, giving up at
+    /// `deadline`.
+    pub fn calls(&self, deadline: tokio::time::Instant) -> StorageCalls {
+        StorageCalls::new(Arc::clone(&self.calls), deadline)
     }
 
     /// True unless the node is marked down.
@@ -106,6 +115,8 @@ pub fn classify(status: &Status) -> Failure {
 /// True when the error proves the request was never processed by the node:
 ///
 /// * the connection could not be established (`tonic::ConnectError`);
+/// * the call was still queued on its call stream when the stream failed
+///   ([`NotSent`](crate::calls::NotSent));
 /// * the request was dropped before it was written to a connection (hyper's "canceled": the
 ///   connection closed while the request was still queued);
 /// * the node reset the stream with `REFUSED_STREAM` or sent a `GOAWAY` that excludes it — by
@@ -115,7 +126,7 @@ pub fn classify(status: &Status) -> Failure {
 pub fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
-        if err.is::<tonic::ConnectError>() {
+        if err.is::<tonic::ConnectError>() || err.is::<crate::calls::NotSent>() {
             return true;
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>()
@@ -193,6 +204,7 @@ impl NodePool {
                 Arc::new(NodeHandle {
                     id: n.id.clone(),
                     address: n.address.clone(),
+                    calls: Arc::new(CallStreams::new(client.clone(), STREAMS_PER_NODE)),
                     client,
                     failures: AtomicU32::new(0),
                     down: AtomicBool::new(false),

@@ -80,4 +80,6 @@ pub use rate_limit::{RateLimitLayer, RateLimitService, RateLimits};
 pub use redis_pool::Redis;
 pub use reject::{LayerError, Reject};
 pub use tenant::{TenantCache, TenantLayer, TenantService};
-pub use trace::{TraceContext, TraceLayer, TraceService, background_span, current_traceparent};
+pub use trace::{
+    TraceContext, TraceLayer, TraceService, background_span, call_span, current_traceparent,
+};

@@ -206,6 +206,25 @@ pub fn background_span(name: &'static str) -> tracing::Span {
     span
 }
 
+/// The span of one call of a call stream: what [`TraceLayer`] makes for a unary call — named
+/// `{role} POST {rpc}`, exported as the child of the caller's `traceparent` when it is a valid
+/// one (else as a new root), and carrying its trace id in the `trace_id` field.
+pub fn call_span(role: &'static str, rpc: &'static str, traceparent: &str) -> tracing::Span {
+    let trace = TraceContext::from_traceparent(traceparent).unwrap_or_else(TraceContext::new_root);
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        method = "POST",
+        path = rpc,
+        trace_id = tracing::field::Empty,
+    );
+    let trace = trace.adopt(&span, || format!("{role} POST {rpc}"));
+    span.record("trace_id", trace.trace_id_hex().as_str());
+    span
+}
+
 /// The `traceparent` for a call made now: the OpenTelemetry span the calling code runs in (the
 /// current `tracing` span) as the parent. `None` when no span is recorded with OpenTelemetry —
 /// the callee then starts a trace of its own.
@@ -239,6 +258,7 @@ fn parse_flags(s: &str) -> Option<[u8; 1]> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceLayer {
     redacted_prefixes: &'static [&'static str],
+    untraced: &'static [&'static str],
     role: &'static str,
     route_of: Option<crate::metrics::RouteOf>,
 }
@@ -253,6 +273,13 @@ impl TraceLayer {
     /// never holds what follows (e.g. user keys under `/v1/kv/`; logs never contain keys).
     pub fn redact_paths_after(mut self, prefixes: &'static [&'static str]) -> Self {
         self.redacted_prefixes = prefixes;
+        self
+    }
+
+    /// Passes requests to exactly these paths through untouched: no span, no `traceresponse`
+    /// (long-lived streams whose messages are traced one by one, as [`call_span`]s).
+    pub fn untraced(mut self, paths: &'static [&'static str]) -> Self {
+        self.untraced = paths;
         self
     }
 
@@ -278,6 +305,7 @@ impl<S> Layer<S> for TraceLayer {
         TraceService {
             inner,
             redacted_prefixes: self.redacted_prefixes,
+            untraced: self.untraced,
             role: self.role,
             route_of: self.route_of,
         }
@@ -290,6 +318,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct TraceService<S> {
     inner: S,
     redacted_prefixes: &'static [&'static str],
+    untraced: &'static [&'static str],
     role: &'static str,
     route_of: Option<crate::metrics::RouteOf>,
 }
@@ -307,6 +336,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if self.untraced.contains(&request.uri().path()) {
+            return ResponseFuture {
+                inner: self.inner.call(request).instrument(tracing::Span::none()),
+                header: None,
+            };
+        }
         let trace = TraceContext::from_headers(request.headers());
         let path = request.uri().path();
         let path = match self

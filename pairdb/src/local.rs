@@ -141,7 +141,10 @@ impl NodeSpec {
             Arc::clone(&state),
             &self.internal_token,
         )
-        .with_max_clock_skew(self.max_clock_skew);
+        .with_max_clock_skew(self.max_clock_skew)
+        .with_call_spans(Arc::new(|rpc, traceparent| {
+            pairdb_middleware::call_span("storage", rpc, traceparent)
+        }));
         Ok(OpenNode {
             listener: self.listener,
             engine,
@@ -268,7 +271,8 @@ impl StorageNode {
                         listener,
                         pairdb_middleware::TraceLayer::new()
                             .role("storage")
-                            .route_names(storage_rpc_of),
+                            .route_names(storage_rpc_of)
+                            .untraced(&[CALLS_PATH]),
                         async {
                             let _ = graceful_rx.await;
                         },
@@ -534,6 +538,9 @@ impl CoordinatorNode {
 }
 
 /// The storage RPC a gRPC path names, for span names (`other` for an unknown one).
+/// The call-stream RPC: its calls are traced one by one, the stream itself not at all.
+const CALLS_PATH: &str = "/pairdb.storage.v1.Storage/Calls";
+
 fn storage_rpc_of(_: &axum::http::Method, path: &str) -> &'static str {
     match path.rsplit('/').next().unwrap_or_default() {
         "Mint" => "Mint",
@@ -543,6 +550,7 @@ fn storage_rpc_of(_: &axum::http::Method, path: &str) -> &'static str {
         "Digest" => "Digest",
         "PushPlacement" => "PushPlacement",
         "Health" => "Health",
+        "Calls" => "Calls",
         _ => "other",
     }
 }

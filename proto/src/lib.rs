@@ -62,6 +62,26 @@ pub fn refused(
     tonic::Status::with_details(code, message, refusal.encode_to_vec().into())
 }
 
+/// The wire form of a call's failure on a call stream: its code, message and details (a
+/// [`storage::Refusal`] travels unchanged).
+pub fn call_error(status: &tonic::Status) -> storage::CallError {
+    storage::CallError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: status.details().to_vec(),
+    }
+}
+
+/// The status a call's failure on a call stream stands for: exactly what its unary RPC would have
+/// answered (an unknown code reads as `UNKNOWN`).
+pub fn call_status(error: storage::CallError) -> tonic::Status {
+    tonic::Status::with_details(
+        tonic::Code::from_i32(error.code),
+        error.message,
+        error.details.into(),
+    )
+}
+
 /// The `authorization` value of internal calls, `Bearer <internal token>`; `None` if the token
 /// cannot travel in a header.
 pub fn internal_credential(internal_token: &str) -> Option<tonic::metadata::AsciiMetadataValue> {

@@ -14,6 +14,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![warn(missing_docs)]
 
+pub mod calls;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;

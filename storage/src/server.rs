@@ -77,6 +77,13 @@ where
     // The generated server wraps our service: it decodes protobuf, dispatches to the method of
     // the `Storage` trait, and encodes the answer. Bound message sizes both ways, so a peer
     // cannot make us buffer an arbitrarily large request.
+    // Call streams end when the server stops, so the graceful stop below never waits on them.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let service = service.stopping_on(stopping);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let storage = StorageServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -55,7 +55,16 @@ pub const SCAN_PAGE_BYTES: usize = crate::server::MAX_MESSAGE_BYTES / 2;
 
 /// The storage-node service: checks credentials and epochs, mints as leader under per-key locks,
 /// and applies, reads, scans and digests through its [`StorageEngine`].
+///
+/// Cheap to clone: clones share one node's state (a call stream runs each call on a clone).
+#[derive(Clone)]
 pub struct StorageService {
+    inner: Arc<Inner>,
+}
+
+/// What every clone of a [`StorageService`] shares.
+#[derive(Clone)]
+struct Inner {
     /// The clock actor minted as: `(node id, this run's incarnation)`.
     actor: Actor,
     engine: Arc<dyn StorageEngine>,
@@ -65,14 +74,22 @@ pub struct StorageService {
     hlc: Arc<Hlc>,
     /// How far ahead of wall time an applied version's timestamp may be.
     max_ahead_ms: u64,
-    key_locks: Box<[Arc<tokio::sync::Mutex<()>>]>,
+    key_locks: Arc<[Arc<tokio::sync::Mutex<()>>]>,
+    /// The span each call of a call stream runs in (see [`StorageService::with_call_spans`]).
+    call_span: Option<CallSpan>,
+    /// Turns true when the server stops: call streams then end (see [`crate::calls`]).
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
+
+/// Makes the span a call of a call stream runs in, from its RPC name (`Mint`, `Apply`, `Read`)
+/// and the caller's `traceparent` ("" for none).
+pub type CallSpan = Arc<dyn Fn(&'static str, &str) -> tracing::Span + Send + Sync>;
 
 impl std::fmt::Debug for StorageService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageService")
-            .field("node_id", &self.node.node_id())
-            .field("incarnation", &self.node.incarnation())
+            .field("node_id", &self.inner.node.node_id())
+            .field("incarnation", &self.inner.node.incarnation())
             .finish_non_exhaustive()
     }
 }
@@ -107,15 +124,42 @@ impl StorageService {
         let expected_authorization =
             (!internal_token.is_empty()).then(|| format!("Bearer {internal_token}").into_bytes());
         StorageService {
-            actor: node.actor(),
-            engine,
-            node,
-            expected_authorization,
-            hlc: Arc::new(Hlc::new()),
-            max_ahead_ms: DEFAULT_MAX_AHEAD_MS,
-            key_locks: (0..KEY_LOCK_STRIPES)
-                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
-                .collect(),
+            inner: Arc::new(Inner {
+                actor: node.actor(),
+                engine,
+                node,
+                expected_authorization,
+                hlc: Arc::new(Hlc::new()),
+                max_ahead_ms: DEFAULT_MAX_AHEAD_MS,
+                key_locks: (0..KEY_LOCK_STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
+                call_span: None,
+                // Never stops until `server::run_layered` gives it its server's signal.
+                stopping: tokio::sync::watch::channel(false).1,
+            }),
+        }
+    }
+
+    /// Runs each call of a call stream in the span `span` makes (the binary's: exported, a child
+    /// of the caller's `traceparent`), as a unary call runs in its trace layer's. Without it,
+    /// calls run in a plain `call` span.
+    pub fn with_call_spans(mut self, span: CallSpan) -> Self {
+        Arc::make_mut(&mut self.inner).call_span = Some(span);
+        self
+    }
+
+    /// Ends call streams once `stopping` turns true (the server's shutdown signal).
+    pub(crate) fn stopping_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Arc::make_mut(&mut self.inner).stopping = stopping;
+        self
+    }
+
+    /// What a call stream over this service needs: its call spans and its stop signal.
+    pub fn call_hooks(&self) -> crate::calls::CallHooks {
+        crate::calls::CallHooks {
+            span: self.inner.call_span.clone(),
+            stopping: self.inner.stopping.clone(),
         }
     }
 
@@ -123,7 +167,8 @@ impl StorageService {
     /// clock (default [`DEFAULT_MAX_AHEAD_MS`]), so no peer can drag this node's clock into the
     /// future.
     pub fn with_max_clock_skew(mut self, skew: Duration) -> Self {
-        self.max_ahead_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+        Arc::make_mut(&mut self.inner).max_ahead_ms =
+            u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
@@ -133,7 +178,7 @@ impl StorageService {
             .metadata()
             .get(pairdb_proto::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        let accepted = match (&self.expected_authorization, presented) {
+        let accepted = match (&self.inner.expected_authorization, presented) {
             (Some(expected), Some(presented)) => bool::from(expected.as_slice().ct_eq(presented)),
             _ => false,
         };
@@ -157,14 +202,14 @@ impl StorageService {
             clippy::indexing_slicing,
             reason = "stripe < KEY_LOCK_STRIPES == key_locks.len()"
         )]
-        let lock = Arc::clone(&self.key_locks[stripe]);
+        let lock = Arc::clone(&self.inner.key_locks[stripe]);
         lock.lock_owned().await
     }
 
     /// Takes the key's lock, then admits the call at `epoch` (checked under the lock).
     async fn hold(&self, key: &StorageKey, epoch: u64) -> Result<Held, Status> {
         let key_lock = self.lock_key(key).await;
-        let admission = self.node.admit(epoch).await.map_err(epoch_refusal)?;
+        let admission = self.inner.node.admit(epoch).await.map_err(epoch_refusal)?;
         Ok(Held {
             _key_lock: key_lock,
             _admission: admission,
@@ -178,7 +223,7 @@ impl StorageService {
         T: Send + 'static,
         F: FnOnce(&dyn StorageEngine) -> Result<T, EngineError> + Send + 'static,
     {
-        let engine = Arc::clone(&self.engine);
+        let engine = Arc::clone(&self.inner.engine);
         match tokio::task::spawn_blocking(move || call(engine.as_ref())).await {
             Ok(result) => result.map_err(|error| engine_refusal(rpc, &error)),
             Err(error) => {
@@ -195,10 +240,10 @@ impl StorageService {
         T: Send + 'static,
         F: FnOnce(&dyn StorageEngine) -> Result<T, EngineError> + Send + 'static,
     {
-        if self.engine.point_calls_block() {
+        if self.inner.engine.point_calls_block() {
             self.blocking(rpc, call).await
         } else {
-            call(self.engine.as_ref()).map_err(|error| engine_refusal(rpc, &error))
+            call(self.inner.engine.as_ref()).map_err(|error| engine_refusal(rpc, &error))
         }
     }
 
@@ -211,8 +256,8 @@ impl StorageService {
         request: MintRequest,
     ) -> Result<pb::MintResponse, Status> {
         let held = self.hold(&key, epoch).await?;
-        let actor = self.actor.clone();
-        let hlc = Arc::clone(&self.hlc);
+        let actor = self.inner.actor.clone();
+        let hlc = Arc::clone(&self.inner.hlc);
         let minted = self
             .point("mint", move |engine| {
                 let _held = held;
@@ -404,6 +449,22 @@ fn outcome_to_pb(outcome: ApplyOutcome) -> pb::ApplyOutcome {
 
 #[tonic::async_trait]
 impl Storage for StorageService {
+    type CallsStream = crate::calls::ReplyStream;
+
+    /// Serves a call stream ([`crate::calls`]): refused `UNAUTHENTICATED` without the internal
+    /// credential; each call then runs as its unary RPC.
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::CallBatch>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        self.authenticate(&request)?;
+        Ok(Response::new(crate::calls::serve(
+            self.clone(),
+            request,
+            self.call_hooks(),
+        )))
+    }
+
     /// Mints as the key's leader. Repeating an idempotency key with the same write returns the
     /// version the first request produced, with `deduplicated` set and what it reported, and
     /// mints nothing; repeating it with a different write is refused (`ALREADY_EXISTS`).
@@ -458,7 +519,11 @@ impl Storage for StorageService {
             ));
         }
         let held = self.hold(&key, req.epoch).await?;
-        if let Err(skew) = self.hlc.observe(incoming.timestamp, self.max_ahead_ms) {
+        if let Err(skew) = self
+            .inner
+            .hlc
+            .observe(incoming.timestamp, self.inner.max_ahead_ms)
+        {
             tracing::warn!(minted_by = %incoming.minted_by, %skew,
                 "refused a version from the future: the minting node's clock is ahead");
             return Err(refused(
@@ -488,7 +553,10 @@ impl Storage for StorageService {
         self.authenticate(&request)?;
         let req = request.into_inner();
         let key = storage_key(req.key)?;
-        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
+        self.inner
+            .node
+            .check_epoch(req.epoch)
+            .map_err(epoch_refusal)?;
         let version = self.point("read", move |engine| engine.get(&key)).await?;
         Ok(Response::new(pb::ReadResponse {
             version: version.map(convert::version_into_pb),
@@ -504,7 +572,10 @@ impl Storage for StorageService {
         self.authenticate(&request)?;
         let req = request.into_inner();
         let range = token_range(req.range)?;
-        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
+        self.inner
+            .node
+            .check_epoch(req.epoch)
+            .map_err(epoch_refusal)?;
         let after = req.after.map(|c| StorageKey {
             namespace: range.namespace.clone(),
             token: c.token,
@@ -544,7 +615,10 @@ impl Storage for StorageService {
         self.authenticate(&request)?;
         let req = request.into_inner();
         let range = token_range(req.range)?;
-        self.node.check_epoch(req.epoch).map_err(epoch_refusal)?;
+        self.inner
+            .node
+            .check_epoch(req.epoch)
+            .map_err(epoch_refusal)?;
         let digest = self
             .blocking("digest", move |engine| engine.digest(&range))
             .await?;
@@ -571,7 +645,7 @@ impl Storage for StorageService {
             return Err(invalid("placement epoch must be at least 1"));
         }
         // In a task of its own: a push cancelled by its caller still publishes what it persisted.
-        let node = Arc::clone(&self.node);
+        let node = Arc::clone(&self.inner.node);
         let epoch = tokio::spawn(async move { node.install(placement).await })
             .await
             .map_err(|e| {
@@ -594,9 +668,9 @@ impl Storage for StorageService {
         self.authenticate(&request)?;
         let stats = self.blocking("health", |engine| Ok(engine.stats())).await?;
         Ok(Response::new(pb::HealthResponse {
-            node_id: self.node.node_id().to_owned(),
-            incarnation: self.node.incarnation(),
-            epoch: self.node.epoch().unwrap_or(0),
+            node_id: self.inner.node.node_id().to_owned(),
+            incarnation: self.inner.node.incarnation(),
+            epoch: self.inner.node.epoch().unwrap_or(0),
             load_bytes: stats.bytes,
         }))
     }

@@ -112,6 +112,7 @@ fn refusal_code(reason: RefusalReason) -> Code {
     }
 }
 
+#[derive(Clone)]
 struct FakeService {
     inner: StorageService,
     script: Arc<Script>,
@@ -169,6 +170,21 @@ impl FakeService {
 
 #[tonic::async_trait]
 impl Storage for FakeService {
+    type CallsStream = pairdb_storage::calls::ReplyStream;
+
+    /// The coordinator's data path: each call of the stream runs through the scripted unary
+    /// methods below.
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::CallBatch>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        Ok(Response::new(pairdb_storage::calls::serve(
+            self.clone(),
+            request,
+            self.inner.call_hooks(),
+        )))
+    }
+
     async fn mint(
         &self,
         request: Request<pb::MintRequest>,
