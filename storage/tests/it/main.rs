@@ -6,6 +6,8 @@
 //!   outcomes, reads, scans, digests, restarts, and the refusals errors carry;
 //! * [`epochs`] — placement pushes against data calls: a push blocked in its fsyncs stalls
 //!   nothing, and an old-epoch call racing a push lands before it or is refused;
+//! * [`calls`] — call streams spoken by hand: the credential at open, replies under their ids,
+//!   bad calls refused one by one, cancellation, and a stopping node ending its streams;
 //! * [`concurrency`] — many writers minting and replicating the same keys at once;
 //! * [`crash`] — the LSM engine's writer process SIGKILLed at random moments, then checked;
 //! * [`idempotency`] — exact deduplication by idempotency key, and reuse refused;
@@ -19,6 +21,7 @@
 //!
 //! [`MemoryEngine`]: pairdb_storage::memory::MemoryEngine
 
+mod calls;
 mod concurrency;
 mod conformance;
 mod crash;
