@@ -110,8 +110,9 @@ pub struct NodeLimitArgs {
     /// a version from further in the future is refused and logged.
     #[arg(long, env = "PAIRDB_MAX_CLOCK_SKEW", default_value_t = pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub max_clock_skew: u64,
-    /// Worker threads of each storage node's runtime (default: 1 per node under `dev`, where the
-    /// nodes share the machine with the other roles; one per core for `pairdb storage`).
+    /// Worker threads of each storage node's runtime (default: under `dev`, none — the nodes run
+    /// on the process's runtime with the other roles, one worker per core; one per core for
+    /// `pairdb storage`).
     #[arg(long, env = "PAIRDB_NODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub node_workers: Option<u16>,
     /// When the `lsm` engine's acknowledged writes are on stable storage: `always` (fsynced

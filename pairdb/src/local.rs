@@ -178,8 +178,9 @@ pub trait LocalNode: Send + Sized + 'static {
 }
 
 /// A storage node serving on a runtime and thread of its own, as if it were a process of its
-/// own: its calls are scheduled apart from the other roles of this process, and engine calls
-/// that may block run on that runtime's blocking pool, never on its workers.
+/// own — its calls scheduled apart from the other roles of this process — or on the process's
+/// runtime ([`start`](Self::start) with no workers). Engine calls that may block run on a
+/// blocking pool, never on async workers.
 ///
 /// Stop it with [`shutdown`](Self::shutdown) (or [`LocalNode::stop`]). A node dropped without
 /// either is stopped gracefully in the background, and nothing waits for that stop.
@@ -217,9 +218,58 @@ const BLOCKING_DRAIN: Duration = Duration::from_secs(10);
 
 impl StorageNode {
     /// Starts the node `spec` describes on a multi-threaded runtime of its own with `workers`
-    /// worker threads.
+    /// worker threads — or, with `workers == 0`, on the current runtime beside the other roles of
+    /// the process (it still serves its own gRPC port over TCP; only the scheduler is shared).
     pub fn start(spec: NodeSpec, workers: usize) -> anyhow::Result<StorageNode> {
+        if workers == 0 {
+            return Self::start_here(spec);
+        }
         Self::start_until(spec, workers, std::future::pending())
+    }
+
+    /// Starts the node on the current runtime: `pairdb dev`'s default, so one process's roles
+    /// share one scheduler sized to the machine instead of a runtime per node. Stops only
+    /// gracefully (no abort).
+    fn start_here(spec: NodeSpec) -> anyhow::Result<StorageNode> {
+        let id = spec.id.clone();
+        let OpenNode {
+            listener,
+            engine,
+            state,
+            service,
+        } = spec.open()?;
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)
+            .with_context(|| format!("registering the listener of storage node {id}"))?;
+        let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+        let (ended_tx, ended_rx) = oneshot::channel::<bool>();
+        let (task_engine, task_state) = (Arc::clone(&engine), Arc::clone(&state));
+        let node = id.clone();
+        tokio::spawn(async move {
+            // Dropping the sender (the node dropped without a stop) stops it gracefully.
+            let served = serve(service, listener, async {
+                let _ = graceful_rx.await;
+            })
+            .await;
+            let clean = match served {
+                Ok(()) => stop_cleanly(task_engine, task_state).await,
+                Err(e) => {
+                    tracing::error!(%node, error = %e, "storage node stopped with an error");
+                    false
+                }
+            };
+            let _ = ended_tx.send(clean);
+        });
+        Ok(StorageNode {
+            id,
+            addr,
+            engine,
+            state,
+            graceful: Some(graceful_tx),
+            ended: Some(ended_rx),
+            outcome: None,
+            thread: None,
+        })
     }
 
     /// Like [`start`](Self::start), but the node is dropped abruptly — listener and every open
@@ -266,17 +316,9 @@ impl StorageNode {
                 };
                 let clean = rt.block_on(async move {
                     // Dropping the sender (the node dropped without a stop) stops it gracefully.
-                    let server = pairdb_storage::server::run_layered(
-                        service,
-                        listener,
-                        pairdb_middleware::TraceLayer::new()
-                            .role("storage")
-                            .route_names(storage_rpc_of)
-                            .untraced(&[CALLS_PATH]),
-                        async {
-                            let _ = graceful_rx.await;
-                        },
-                    );
+                    let server = serve(service, listener, async {
+                        let _ = graceful_rx.await;
+                    });
                     tokio::select! {
                         biased;
                         () = abort => None,
@@ -538,6 +580,24 @@ impl CoordinatorNode {
 }
 
 /// The storage RPC a gRPC path names, for span names (`other` for an unknown one).
+/// Serves a storage node's gRPC behind the storage trace layer until `shutdown` completes.
+async fn serve(
+    service: StorageService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    pairdb_storage::server::run_layered(
+        service,
+        listener,
+        pairdb_middleware::TraceLayer::new()
+            .role("storage")
+            .route_names(storage_rpc_of)
+            .untraced(&[CALLS_PATH]),
+        shutdown,
+    )
+    .await
+}
+
 /// The call-stream RPC: its calls are traced one by one, the stream itself not at all.
 const CALLS_PATH: &str = "/pairdb.storage.v1.Storage/Calls";
 
@@ -640,7 +700,7 @@ pub struct LocalOptions {
     pub edge: ConnectionLimits,
     /// The gateway's rate limiting and idempotency records.
     pub admission: Admission,
-    /// Worker threads of each storage node's runtime.
+    /// Worker threads of each storage node's runtime; 0: the nodes run on the process's runtime.
     pub node_workers: usize,
     /// When the storage nodes' acknowledged writes are on stable storage (`lsm` engine).
     pub durability: Durability,

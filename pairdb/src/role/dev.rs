@@ -33,7 +33,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             tenant_cache: None,
         },
         // Like a process of its own, each node schedules its calls on its own runtime.
-        node_workers: args.node_limits.workers(1),
+        // Unless told otherwise, every role shares the process's runtime (one worker per core).
+        node_workers: args.node_limits.workers(0),
         durability: args.node_limits.fsync,
     };
     tracing::info!(
