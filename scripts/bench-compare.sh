@@ -17,6 +17,8 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 VALUE_BYTES=${VALUE_BYTES:-100}
 KEYS=${KEYS:-1000}
+# The offered rate of the constant-rate latency row (pairdb-loadtest, open model).
+RATE=${RATE:-10000}
 
 need() {
   local cmd=$1 pkg=$2
@@ -31,7 +33,7 @@ need wrk wrk
 need redis-server redis-server
 need etcd etcd-server
 
-cargo build --release --bin pairdb --example hello
+cargo build --release --bin pairdb --bin pairdb-loadtest --example hello
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -117,6 +119,37 @@ LUA
   BENCH_KEY=$one BENCH_LEVEL=one wrk_row "pairdb $label GET RF1 one" -s "$work/get.lua" "$base"
   BENCH_KEY=$three BENCH_LEVEL=quorum wrk_row "pairdb $label GET RF3 quorum" -s "$work/get.lua" "$base"
   BENCH_KEY=$three wrk_row "pairdb $label PUT RF3 quorum" -s "$work/put.lua" "$base"
+  # Latency at a constant offered rate (open model: latency counts from when each request was
+  # due, so a stall is not hidden by the load tool waiting for it).
+  cat >"$work/rate.toml" <<TOML
+[scenarios.rate]
+executor = "constant-arrival-rate"
+rate = $RATE
+time_unit = "1s"
+duration = "$DURATION"
+pre_allocated_vus = 256
+max_vus = 2048
+record_count = $KEYS
+consistency = "quorum"
+
+[[scenarios.rate.requests]]
+weight = 1
+method = "GET"
+key = "key-{n}"
+distribution = "uniform"
+checks = ["status == 200"]
+TOML
+  ./target/release/pairdb-loadtest run "$work/rate.toml" --url "$base" --api-key "$three" --quiet \
+    --summary-export "$work/rate-$port.json" >"$work/rate-$port.txt" 2>&1 || true
+  python3 - "$work/rate-$port.json" "pairdb $label GET RF3 quorum at $RATE/s" >>"$results" <<'PY' || true
+import json, sys
+m = json.load(open(sys.argv[1]))["metrics"]
+d = m.get("http_req_duration", {})
+reqs = m.get("http_reqs", {}).get("rate", 0)
+dropped = m.get("dropped_iterations", {}).get("count", 0)
+print(f"{sys.argv[2]} ({dropped:.0f} dropped)|{reqs}|{d.get('med', 0):.3f}|{d.get('p(99)', 0):.3f}")
+PY
+  tail -1 "$results" >&2
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 pairdb_rows "memory" --engine memory
@@ -200,16 +233,20 @@ def rps(name):
         return float(by[name][1])
     except (KeyError, ValueError):
         return 0.0
-print("\n| system | req/s | p50 ms | p99 ms | vs etcd | vs hyper |")
-print("|---|---|---|---|---|---|")
+print("\n| system | req/s | p50 ms | p99 ms | vs etcd | vs Redis | vs hyper |")
+print("|---|---|---|---|---|---|---|")
 for name, r, p50, p99 in rows:
-    ratio_etcd = ratio_hyper = ""
-    if name.startswith("pairdb"):
-        other = "etcd PUT" if "PUT" in name else "etcd GET (linearizable)"
+    ratio_etcd = ratio_redis = ratio_hyper = ""
+    if name.startswith("pairdb") and "/s" not in name:
+        put = "PUT" in name
+        other = "etcd PUT" if put else "etcd GET (linearizable)"
         if rps(other):
             ratio_etcd = f"{rps(name) / rps(other):.2f}×"
+        redis = "redis SET" if put else "redis GET"
+        if rps(redis):
+            ratio_redis = f"{rps(name) / rps(redis):.1%}"
         if rps("hyper hello"):
             ratio_hyper = f"{rps(name) / rps('hyper hello'):.1%}"
-    print(f"| {name} | {float(r or 0):,.0f} | {p50} | {p99} | {ratio_etcd} | {ratio_hyper} |")
+    print(f"| {name} | {float(r or 0):,.0f} | {p50} | {p99} | {ratio_etcd} | {ratio_redis} | {ratio_hyper} |")
 PY
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $VALUE_BYTES-byte values, $KEYS keys; redis-benchmark -c $CONNECTIONS -n 200000 (p99 not printed by -q)."
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $VALUE_BYTES-byte values, $KEYS keys; redis-benchmark -c $CONNECTIONS -n 200000 (p99 not printed by -q); the '/s' rows: pairdb-loadtest, constant arrival rate, latency from each request's due time."

@@ -34,6 +34,7 @@ use std::task::{Context, Poll};
 use pairdb_proto::storage as pb;
 use pairdb_proto::storage::call::Op;
 use pairdb_proto::storage::reply::Result as ReplyResult;
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
@@ -44,8 +45,11 @@ use crate::pool::StorageRpc;
 pub const STREAMS_PER_NODE: usize = 2;
 /// Calls queued on one stream before callers wait for room.
 pub const QUEUE_DEPTH: usize = 1024;
-/// Most calls (and cancellations) in one message.
+/// Most calls (and, apart, cancellations) in one message.
 pub const MAX_CALLS_PER_MESSAGE: usize = 128;
+/// Bytes of calls a message takes at most (a larger call goes alone): well under the message
+/// limit of any node (tonic's default is 4 MiB; a pairdb node's 8 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
 
 /// The error source of a call that was provably never written to a stream: the caller may send
 /// it elsewhere.
@@ -100,39 +104,56 @@ impl CallStreams {
         {
             return Arc::clone(stream);
         }
-        let (stream, queue) = Stream::new();
-        tokio::spawn(run(Arc::clone(&stream), self.client.clone(), queue));
+        let (stream, outbound) = Stream::new();
+        tokio::spawn(run(Arc::clone(&stream), self.client.clone(), outbound));
         *slot = Some(Arc::clone(&stream));
         stream
     }
 
-    /// Makes the call `op` and waits for its reply until `deadline` (the caller's own timeout
-    /// bounds the wait too: dropping the future cancels the call).
+    /// Makes the call `op` and waits for its reply. The node gives up on it at `deadline`
+    /// (counted from when the call is written); dropping the future cancels it sooner.
     pub async fn call(&self, op: Op, deadline: Instant) -> Result<ReplyResult, Status> {
         let stream = self.stream();
         let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         {
             let mut state = stream.state();
             if state.closed {
                 return Err(not_sent("the stream closed before the call was queued"));
             }
-            state.pending.insert(id, Pending { tx, sent: false });
+            state.pending.insert(
+                id,
+                Pending {
+                    tx,
+                    sent: false,
+                    deadline,
+                },
+            );
         }
         let mut guard = Cancel {
             stream: &stream,
             id,
             armed: true,
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let call = pb::Call {
             id,
-            timeout_ms: u32::try_from(remaining.as_millis().max(1)).unwrap_or(u32::MAX),
+            // Set when the call is written, from `deadline`.
+            timeout_ms: 0,
             traceparent: pairdb_middleware::current_traceparent().unwrap_or_default(),
             op: Some(op),
         };
-        if stream.queue.send(Outgoing::Call(call)).await.is_err() {
-            return Err(not_sent("the stream ended before the call was queued"));
+        tokio::select! {
+            biased;
+            // The stream failed while the call waited for room: it was never written.
+            failed = &mut rx => {
+                guard.armed = false;
+                return failed.unwrap_or_else(|_| Err(broken("the stream dropped the call")));
+            }
+            queued = stream.queue.send(call) => {
+                if queued.is_err() {
+                    return Err(not_sent("the stream ended before the call was queued"));
+                }
+            }
         }
         let result = match rx.await {
             Ok(result) => result,
@@ -163,25 +184,25 @@ impl Drop for Cancel<'_> {
             .remove(&self.id)
             .is_some_and(|p| p.sent);
         if sent {
-            // Best effort: if the queue is full the node's own timeout ends the call.
-            let _ = self.stream.queue.try_send(Outgoing::Cancel(self.id));
+            // Never waits, even when the call queue is full: overload is when cancels matter.
+            let _ = self.stream.control.send(Control::Cancel(self.id));
         }
     }
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "calls are nearly every item: boxing would allocate for each"
-)]
-enum Outgoing {
-    Call(pb::Call),
+/// What travels beside the calls: cancellations, and the end of a failed stream.
+enum Control {
     Cancel(u64),
+    /// The stream failed: end its request half.
+    Close,
 }
 
 struct Pending {
     tx: oneshot::Sender<Result<ReplyResult, Status>>,
     /// Written to the stream: it may run even if the stream fails.
     sent: bool,
+    /// When the caller stops waiting; the node is told the time left when the call is written.
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -193,7 +214,10 @@ struct State {
 
 /// One call stream.
 struct Stream {
-    queue: mpsc::Sender<Outgoing>,
+    /// Calls to write, bounded: callers wait for room.
+    queue: mpsc::Sender<pb::Call>,
+    /// Cancellations and the close, unbounded (at most one cancellation per call).
+    control: mpsc::UnboundedSender<Control>,
     state: Mutex<State>,
     next_id: AtomicU64,
     /// Mirrors `State::closed` for picking a stream without its lock.
@@ -205,15 +229,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Stream {
-    fn new() -> (Arc<Stream>, mpsc::Receiver<Outgoing>) {
-        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+    fn new() -> (Arc<Stream>, Outbound) {
+        let (queue, calls) = mpsc::channel(QUEUE_DEPTH);
+        let (control, controls) = mpsc::unbounded_channel();
         let stream = Arc::new(Stream {
             queue,
+            control,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
-        (stream, rx)
+        let outbound = Outbound {
+            stream: Arc::clone(&stream),
+            calls,
+            controls,
+            carry: None,
+            loaded: false,
+            yielded: false,
+        };
+        (stream, outbound)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -252,6 +286,7 @@ impl Stream {
             state.closed = true;
             state.pending.drain().map(|(_, p)| p).collect()
         };
+        let _ = self.control.send(Control::Close);
         for p in pending {
             let status = if refused {
                 failure.clone()
@@ -266,13 +301,7 @@ impl Stream {
 }
 
 /// Opens the stream, reads its replies until it ends, then fails what is left.
-async fn run(stream: Arc<Stream>, mut client: StorageRpc, queue: mpsc::Receiver<Outgoing>) {
-    let outbound = Outbound {
-        stream: Arc::clone(&stream),
-        queue,
-        loaded: false,
-        yielded: false,
-    };
+async fn run(stream: Arc<Stream>, mut client: StorageRpc, outbound: Outbound) {
     let mut replies = match client.calls(outbound).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
@@ -295,11 +324,15 @@ async fn run(stream: Arc<Stream>, mut client: StorageRpc, queue: mpsc::Receiver<
     stream.fail(&failure, false);
 }
 
-/// The calls written on a stream: each message takes every call queued when the transport asks
-/// for one (see the module's "batching without waiting").
+/// The calls written on a stream: each message takes every cancellation and call queued when
+/// the transport asks for one, up to [`MAX_CALLS_PER_MESSAGE`] and [`MAX_MESSAGE_BYTES`] (see
+/// the module's "batching without waiting"). Ends when the stream fails.
 struct Outbound {
     stream: Arc<Stream>,
-    queue: mpsc::Receiver<Outgoing>,
+    calls: mpsc::Receiver<pb::Call>,
+    controls: mpsc::UnboundedReceiver<Control>,
+    /// A call taken from the queue that did not fit the previous message.
+    carry: Option<pb::Call>,
     /// The last message carried more than one call.
     loaded: bool,
     /// Already yielded once for the message being collected.
@@ -310,58 +343,79 @@ impl futures::Stream for Outbound {
     type Item = pb::CallBatch;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<pb::CallBatch>> {
+        let this = &mut *self;
         loop {
-            if self.loaded && !self.yielded {
+            if this.stream.closed.load(Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            if this.loaded && !this.yielded {
                 // Under load: let callers about to queue join this message.
-                self.yielded = true;
+                this.yielded = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let first = match self.queue.poll_recv(cx) {
-                Poll::Ready(Some(first)) => first,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {
-                    // Idle: the next call goes out at once.
-                    self.loaded = false;
-                    self.yielded = false;
-                    return Poll::Pending;
-                }
-            };
             let mut batch = pb::CallBatch::default();
-            add(&mut batch, first);
-            while batch.calls.len() + batch.cancel.len() < MAX_CALLS_PER_MESSAGE {
-                match self.queue.try_recv() {
-                    Ok(out) => add(&mut batch, out),
-                    Err(_) => break,
+            while batch.cancel.len() < MAX_CALLS_PER_MESSAGE {
+                match this.controls.poll_recv(cx) {
+                    Poll::Ready(Some(Control::Cancel(id))) => batch.cancel.push(id),
+                    Poll::Ready(Some(Control::Close) | None) => return Poll::Ready(None),
+                    Poll::Pending => break,
                 }
             }
+            let mut bytes = 0;
+            if let Some(call) = this.carry.take() {
+                bytes += call.encoded_len();
+                batch.calls.push(call);
+            }
+            while batch.calls.len() < MAX_CALLS_PER_MESSAGE && bytes < MAX_MESSAGE_BYTES {
+                match this.calls.poll_recv(cx) {
+                    Poll::Ready(Some(call)) => {
+                        let len = call.encoded_len();
+                        if !batch.calls.is_empty() && bytes + len > MAX_MESSAGE_BYTES {
+                            this.carry = Some(call);
+                            break;
+                        }
+                        bytes += len;
+                        batch.calls.push(call);
+                    }
+                    // Every handle to the queue is gone only with the stream itself.
+                    Poll::Ready(None) if batch.calls.is_empty() && batch.cancel.is_empty() => {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if batch.calls.is_empty() && batch.cancel.is_empty() {
+                // Idle: the next call goes out at once (both queues will wake this).
+                this.loaded = false;
+                this.yielded = false;
+                return Poll::Pending;
+            }
             {
-                // Calls whose callers gave up before they were written are not sent at all.
-                let mut state = self.stream.state();
+                // Calls whose callers gave up before they were written are not sent at all; the
+                // others are marked sent, and told the time their callers have left.
+                let mut state = this.stream.state();
+                let now = Instant::now();
                 batch
                     .calls
-                    .retain(|call| match state.pending.get_mut(&call.id) {
+                    .retain_mut(|call| match state.pending.get_mut(&call.id) {
                         Some(pending) => {
                             pending.sent = true;
+                            let left = pending.deadline.saturating_duration_since(now);
+                            call.timeout_ms =
+                                u32::try_from(left.as_millis().max(1)).unwrap_or(u32::MAX);
                             true
                         }
                         None => false,
                     });
             }
-            self.yielded = false;
+            this.yielded = false;
             if batch.calls.is_empty() && batch.cancel.is_empty() {
                 continue;
             }
-            self.loaded = batch.calls.len() > 1;
+            this.loaded = batch.calls.len() > 1;
             return Poll::Ready(Some(batch));
         }
-    }
-}
-
-fn add(batch: &mut pb::CallBatch, out: Outgoing) {
-    match out {
-        Outgoing::Call(call) => batch.calls.push(call),
-        Outgoing::Cancel(id) => batch.cancel.push(id),
     }
 }
 
@@ -416,4 +470,126 @@ impl StorageCalls {
 /// A reply of another kind than its call: the node is broken, and the call may have run.
 fn mismatched() -> Status {
     broken("the node answered a call with a reply of another kind")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{Failure, classify};
+
+    fn pending(
+        stream: &Stream,
+        id: u64,
+        sent: bool,
+    ) -> oneshot::Receiver<Result<ReplyResult, Status>> {
+        let (tx, rx) = oneshot::channel();
+        stream.state().pending.insert(
+            id,
+            Pending {
+                tx,
+                sent,
+                deadline: Instant::now(),
+            },
+        );
+        rx
+    }
+
+    fn failure_of(mut rx: oneshot::Receiver<Result<ReplyResult, Status>>) -> Failure {
+        match rx.try_recv() {
+            Ok(Err(status)) => classify(&status),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// The rule the replication core stands on: when a stream fails, a call still queued was
+    /// never sent (a write may go to another leader), one written may have run.
+    #[tokio::test]
+    async fn a_failed_stream_fails_queued_calls_as_not_sent_and_written_ones_as_unknown() {
+        let (stream, _outbound) = Stream::new();
+        let queued = pending(&stream, 1, false);
+        let written = pending(&stream, 2, true);
+        stream.fail(&Status::unavailable("connection reset"), false);
+        assert_eq!(failure_of(queued), Failure::NotSent);
+        assert_eq!(failure_of(written), Failure::Unknown);
+        assert!(stream.closed.load(Ordering::Acquire));
+        assert!(stream.state().pending.is_empty());
+    }
+
+    /// A stream the node refused at open ran none of its calls: each gets the node's refusal.
+    #[tokio::test]
+    async fn a_refused_stream_passes_the_refusal_to_every_call() {
+        use pairdb_proto::storage::RefusalReason;
+        let (stream, _outbound) = Stream::new();
+        let queued = pending(&stream, 1, false);
+        let written = pending(&stream, 2, true);
+        let refusal = pairdb_proto::refused(
+            tonic::Code::Unauthenticated,
+            RefusalReason::Unauthenticated,
+            "no credential",
+            0,
+        );
+        stream.fail(&refusal, true);
+        for rx in [queued, written] {
+            assert!(matches!(
+                failure_of(rx),
+                Failure::Refused(r) if r.reason() == RefusalReason::Unauthenticated
+            ));
+        }
+    }
+
+    /// Written calls are marked sent and told their time left; calls whose callers gave up are
+    /// not written; a call too large to join a message goes in the next one.
+    #[tokio::test]
+    async fn outbound_marks_what_it_writes_and_skips_abandoned_calls() {
+        use futures::StreamExt as _;
+        let (stream, mut outbound) = Stream::new();
+        let call = |id: u64, bytes: usize| pb::Call {
+            id,
+            op: Some(Op::Read(pb::ReadRequest {
+                epoch: 1,
+                key: Some(pb::KeyRef {
+                    namespace: "t".into(),
+                    key: vec![b'k'; bytes],
+                }),
+            })),
+            ..pb::Call::default()
+        };
+        let later = Instant::now() + std::time::Duration::from_secs(5);
+        for id in [1, 3, 4] {
+            let (tx, _rx) = oneshot::channel();
+            stream.state().pending.insert(
+                id,
+                Pending {
+                    tx,
+                    sent: false,
+                    deadline: later,
+                },
+            );
+        }
+        stream.queue.try_send(call(1, 10)).expect("room");
+        // Abandoned before it was written: no pending entry.
+        stream.queue.try_send(call(2, 10)).expect("room");
+        stream
+            .queue
+            .try_send(call(3, MAX_MESSAGE_BYTES))
+            .expect("room");
+        stream.queue.try_send(call(4, 10)).expect("room");
+        let first = outbound.next().await.expect("a message");
+        assert_eq!(first.calls.iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
+        assert!(
+            first.calls[0].timeout_ms > 4_000,
+            "{}",
+            first.calls[0].timeout_ms
+        );
+        let second = outbound.next().await.expect("a message");
+        assert_eq!(second.calls.iter().map(|c| c.id).collect::<Vec<_>>(), [3]);
+        let third = outbound.next().await.expect("a message");
+        assert_eq!(third.calls.iter().map(|c| c.id).collect::<Vec<_>>(), [4]);
+        assert!(stream.state().pending.values().all(|p| p.sent));
+        stream.fail(&Status::unavailable("done"), false);
+        assert!(
+            outbound.next().await.is_none(),
+            "a failed stream ends its request half"
+        );
+    }
 }

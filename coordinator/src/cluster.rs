@@ -18,7 +18,7 @@ use pairdb_metadata::{MetadataStore, NodeRecord, NodeState};
 use pairdb_proto::convert::{placement_to_pb, version_to_pb, write_record_to_pb};
 use pairdb_proto::storage::{ApplyRequest, HealthRequest, PushPlacementRequest, RefusalReason};
 use tokio::time::Instant;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::calls::StorageCalls;
 use crate::config::CoordinatorConfig;
@@ -391,6 +391,15 @@ impl Cluster {
                 Ok(Ok(resp)) => {
                     self.pool.record_success(&handle);
                     return Ok(resp.into_inner());
+                }
+                // The node gave up at the call's deadline: a timeout like the one above (it may
+                // have run), said by a node that answers.
+                Ok(Err(status))
+                    if status.code() == Code::DeadlineExceeded
+                        && std::error::Error::source(&status).is_none() =>
+                {
+                    self.pool.record_success(&handle);
+                    return Err(RpcError::Timeout);
                 }
                 Ok(Err(status)) => status,
             };

@@ -579,7 +579,6 @@ impl CoordinatorNode {
     }
 }
 
-/// The storage RPC a gRPC path names, for span names (`other` for an unknown one).
 /// Serves a storage node's gRPC behind the storage trace layer until `shutdown` completes.
 async fn serve(
     service: StorageService,
@@ -601,6 +600,7 @@ async fn serve(
 /// The call-stream RPC: its calls are traced one by one, the stream itself not at all.
 const CALLS_PATH: &str = "/pairdb.storage.v1.Storage/Calls";
 
+/// The storage RPC a gRPC path names, for span names (`other` for an unknown one).
 fn storage_rpc_of(_: &axum::http::Method, path: &str) -> &'static str {
     match path.rsplit('/').next().unwrap_or_default() {
         "Mint" => "Mint",

@@ -231,7 +231,9 @@ async fn a_slow_node_holds_callers_back_and_loses_none() {
     let tasks: Vec<_> = (0..total)
         .map(|i| {
             let calls = Arc::clone(&calls);
-            tokio::spawn(async move { calls.call(read(&format!("k{i}")), later()).await })
+            // Generous: thousands of calls on a shared two-core machine.
+            let deadline = Instant::now() + 6 * PATIENCE;
+            tokio::spawn(async move { calls.call(read(&format!("k{i}")), deadline).await })
         })
         .collect();
     until("the node to fill its bound", || {
@@ -261,6 +263,37 @@ async fn a_slow_node_holds_callers_back_and_loses_none() {
     }
     released.abort();
     assert_eq!(Counters::get(&fake.counters.reads), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_share_a_stream_without_breaking_it() {
+    let (fake, pool) = node(TOKEN).await;
+    let calls = streams(&pool, 1);
+    // Twelve 1 MiB writes at once: far past one message's worth, so they must be spread over
+    // several.
+    let value = "v".repeat(1 << 20);
+    let minted = futures::future::join_all((0..12).map(|i| {
+        let calls = Arc::clone(&calls);
+        let value = value.clone();
+        async move { calls.call(mint(&format!("big{i}"), &value), later()).await }
+    }))
+    .await;
+    for (i, result) in minted.into_iter().enumerate() {
+        assert!(
+            matches!(result, Ok(ReplyResult::Mint(_))),
+            "write {i}: {result:?}"
+        );
+    }
+    // And read back at once: the replies, too, are spread over messages.
+    let read = futures::future::join_all((0..12).map(|i| {
+        let calls = Arc::clone(&calls);
+        async move { calls.call(read(&format!("big{i}")), later()).await }
+    }))
+    .await;
+    for result in read {
+        assert_eq!(value_of(result).map(|v| v.len()), Some(1 << 20));
+    }
+    assert_eq!(fake.stored("big11").map(|v| v.value.len()), Some(1 << 20));
 }
 
 #[tokio::test]
