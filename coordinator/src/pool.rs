@@ -116,7 +116,7 @@ pub fn classify(status: &Status) -> Failure {
 ///
 /// * the connection could not be established (`tonic::ConnectError`);
 /// * the call was still queued on its call stream when the stream failed
-///   ([`NotSent`](crate::calls::NotSent));
+///   ([`NotSent`](pairdb_mux::NotSent));
 /// * the request was dropped before it was written to a connection (hyper's "canceled": the
 ///   connection closed while the request was still queued);
 /// * the node reset the stream with `REFUSED_STREAM` or sent a `GOAWAY` that excludes it — by
@@ -126,7 +126,7 @@ pub fn classify(status: &Status) -> Failure {
 pub fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
-        if err.is::<tonic::ConnectError>() || err.is::<crate::calls::NotSent>() {
+        if err.is::<tonic::ConnectError>() || err.is::<pairdb_mux::NotSent>() {
             return true;
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>()
@@ -204,7 +204,7 @@ impl NodePool {
                 Arc::new(NodeHandle {
                     id: n.id.clone(),
                     address: n.address.clone(),
-                    calls: Arc::new(CallStreams::new(client.clone(), STREAMS_PER_NODE)),
+                    calls: Arc::new(crate::calls::streams(client.clone(), STREAMS_PER_NODE)),
                     client,
                     failures: AtomicU32::new(0),
                     down: AtomicBool::new(false),

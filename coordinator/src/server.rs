@@ -41,10 +41,17 @@ pub async fn run(
     if let Some(shared) = &cfg.tenant_cache {
         tenants = tenants.with_shared(shared.clone());
     }
+    // Call streams end when the server stops, so the graceful stop never waits on them.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let service = CoordinatorService::new(
         Replicator::new(cluster.clone()),
         Admin::new(cluster.clone(), default_rate_limit, tenants.clone()),
-    );
+    )
+    .stopping_on(stopping);
     let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
     let maintenance = tokio::spawn(cluster.clone().maintain());
     // Callers with keys of their own (gRPC clients) get each coordinator's share of their rate.

@@ -12,6 +12,7 @@ use pairdb_middleware::principal::Principal;
 use pairdb_proto::coordinator as pb;
 use pairdb_proto::coordinator::coordinator_server::Coordinator;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::error::CoordinatorError;
 use tonic::{Request, Response, Status};
@@ -26,6 +27,8 @@ pub struct CoordinatorService {
     replicator: Replicator,
     admin: Admin,
     events: Events,
+    /// Turns true when the server stops: call streams then end.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Replication events, counted into the cluster's metrics.
@@ -59,7 +62,75 @@ impl CoordinatorService {
             replicator,
             admin,
             events,
+            // Never stops until `server::run` gives it its server's signal.
+            stopping: tokio::sync::watch::channel(false).1,
         }
+    }
+
+    /// Ends call streams once `stopping` turns true (the server's shutdown signal).
+    pub fn stopping_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Runs one call of a gateway's call stream as the unary RPC it carries, for the tenant and
+    /// level the gateway resolved, in a span and metrics of its own like a unary call's.
+    async fn run_call(&self, call: pb::Call) -> Result<pb::reply::Result, Status> {
+        use pb::call::Op;
+        let rpc = match &call.op {
+            Some(Op::Get(_)) => "Get",
+            Some(Op::Put(_)) => "Put",
+            Some(Op::Delete(_)) => "Delete",
+            None => "other",
+        };
+        let span = pairdb_middleware::call_span("coordinator", rpc, &call.traceparent);
+        let started = std::time::Instant::now();
+        let level = call.consistency.parse::<Consistency>().ok();
+        let result = async {
+            let level = level.ok_or_else(|| {
+                status_of(
+                    ErrorKind::BadRequest,
+                    "a forwarded call names its level: one, quorum or all",
+                )
+            })?;
+            pairdb_core::tenant::validate_tenant_id(&call.tenant)
+                .map_err(|e| status_of(ErrorKind::BadRequest, e.to_string()))?;
+            let principal = Principal::Tenant {
+                tenant_id: call.tenant,
+                key_id: pairdb_middleware::auth::INTERNAL_KEY_ID.to_owned(),
+            };
+            match call.op {
+                Some(Op::Get(m)) => self
+                    .get(forwarded(m, &principal, level))
+                    .await
+                    .map(|r| pb::reply::Result::Get(r.into_inner())),
+                Some(Op::Put(m)) => self
+                    .put(forwarded(m, &principal, level))
+                    .await
+                    .map(|r| pb::reply::Result::Write(r.into_inner())),
+                Some(Op::Delete(m)) => self
+                    .delete(forwarded(m, &principal, level))
+                    .await
+                    .map(|r| pb::reply::Result::Write(r.into_inner())),
+                None => Err(status_of(
+                    ErrorKind::BadRequest,
+                    "call without an operation",
+                )),
+            }
+        }
+        .instrument(span)
+        .await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.replicator.cluster().config().metrics.observe_call(
+            rpc,
+            code,
+            level.map_or("none", Consistency::as_str),
+            started.elapsed(),
+        );
+        result
     }
 
     /// Counts what a read or write that failed says about its level.
@@ -167,6 +238,16 @@ fn idempotency_key_of<T>(req: &Request<T>, in_message: String) -> Result<String,
     }
 }
 
+/// A forwarded call's request, carrying what the middleware stack gives a unary one.
+fn forwarded<T>(message: T, principal: &Principal, level: Consistency) -> Request<T> {
+    let mut request = Request::new(message);
+    let extensions = request.extensions_mut();
+    extensions.insert(principal.clone());
+    extensions.insert(level);
+    extensions.insert(pairdb_middleware::principal::Forwarded);
+    request
+}
+
 fn consistency_of<T>(req: &Request<T>) -> Consistency {
     req.extensions()
         .get::<Consistency>()
@@ -231,6 +312,42 @@ impl CoordinatorService {
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
+    type CallsStream = pairdb_mux::ReplyStream<pb::ReplyBatch>;
+
+    /// The gateways' data path ([`pairdb_mux::server`]): only a caller presenting the internal
+    /// credential may open a stream; each call then runs as its unary RPC for the tenant and level
+    /// it names.
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::CallBatch>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        if request
+            .extensions()
+            .get::<pairdb_middleware::principal::Forwarded>()
+            .is_none()
+        {
+            return Err(status_of(
+                ErrorKind::Forbidden,
+                "call streams are for gateways: they need the internal credential",
+            ));
+        }
+        let service = self.clone();
+        let handle = move |call: pb::Call| {
+            let service = service.clone();
+            async move { service.run_call(call).await }
+        };
+        Ok(Response::new(pairdb_mux::serve(
+            request.into_inner(),
+            handle,
+            pairdb_mux::ServeOptions {
+                stopping: self.stopping.clone(),
+                shutting_down: status_of(ErrorKind::NotReady, "the coordinator is shutting down"),
+                // Gateways decode replies up to 16 MiB.
+                max_reply_bytes: 4 << 20,
+            },
+        )))
+    }
+
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let consistency = consistency_of(&req);

@@ -83,7 +83,13 @@ pub fn layers(
 ) -> CoordinatorLayers {
     tower::ServiceBuilder::new()
         // Outermost, so every response (refusals included) names its trace.
-        .layer(TraceLayer::new().role("coordinator").route_names(rpc_of))
+        // Call streams are traced call by call, not as a whole.
+        .layer(
+            TraceLayer::new()
+                .role("coordinator")
+                .route_names(rpc_of)
+                .untraced(&[CALLS_PATH]),
+        )
         // Every call, refusals included, by RPC.
         .layer(MetricsLayer::new(metrics, rpc_of))
         // Before anything that depends on who is calling.
@@ -98,6 +104,9 @@ pub fn layers(
         .layer(idempotency)
         .into_inner()
 }
+
+/// The gateways' call-stream RPC.
+pub const CALLS_PATH: &str = "/pairdb.coordinator.v1.Coordinator/Calls";
 
 /// The RPC a gRPC path names, for metrics labels (`other` for an unknown one).
 pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
@@ -114,6 +123,7 @@ pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
         "DeleteApiKey" => "DeleteApiKey",
         "ListNodes" => "ListNodes",
         "Ready" => "Ready",
+        "Calls" => "Calls",
         _ => "other",
     }
 }

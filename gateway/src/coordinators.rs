@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pairdb_core::Consistency;
 use pairdb_middleware::{Principal, TraceContext};
+use pairdb_proto::coordinator as pb;
 use pairdb_proto::coordinator::coordinator_client::CoordinatorClient;
 use pairdb_proto::{AUTHORIZATION, CONSISTENCY_HEADER, PRINCIPAL_HEADER, TENANT_HEADER};
 use tonic::Status;
@@ -46,11 +47,54 @@ pub struct Coordinators {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     clients: Vec<CoordinatorClient<Channel>>,
+    /// The call streams to each coordinator (same order as `clients`): the data path.
+    streams: Vec<CallStreams>,
     next: AtomicUsize,
     authorization: AsciiMetadataValue,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("coordinators", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Call streams opened per coordinator.
+pub const STREAMS_PER_COORDINATOR: usize = 2;
+/// Bytes of calls one message of a call stream takes at most; a larger call (a large value) goes
+/// alone, within the coordinator's limit for one request.
+const MAX_CALL_MESSAGE_BYTES: usize = 256 << 10;
+/// The largest reply message a gateway decodes (a coordinator batches replies up to 4 MiB; one
+/// reply alone stays within its own limit).
+const MAX_REPLY_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The call streams to one coordinator.
+type CallStreams = pairdb_mux::CallStreams<pb::CallBatch, pb::ReplyBatch, Opener>;
+
+/// Opens call streams to one coordinator with the internal credential (as `admin`: each call
+/// names its own tenant).
+#[derive(Clone)]
+struct Opener {
+    client: CoordinatorClient<Channel>,
+    authorization: AsciiMetadataValue,
+}
+
+impl pairdb_mux::Opener<pb::CallBatch, pb::ReplyBatch> for Opener {
+    fn open(
+        &self,
+        outbound: pairdb_mux::Outbound<pb::CallBatch>,
+    ) -> futures::future::BoxFuture<'static, Result<tonic::Streaming<pb::ReplyBatch>, Status>> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(outbound);
+        let metadata = request.metadata_mut();
+        metadata.insert(AUTHORIZATION, self.authorization.clone());
+        metadata.insert(PRINCIPAL_HEADER, MetadataValue::from_static("admin"));
+        Box::pin(async move { Ok(client.calls(request).await?.into_inner()) })
+    }
 }
 
 /// A transport failure: no coordinator answered (a coordinator's own `Unavailable` carries an
@@ -74,7 +118,7 @@ impl Coordinators {
         let authorization = pairdb_proto::internal_credential(internal_token).ok_or_else(|| {
             GatewayError::Config("the internal token is not a valid header value".into())
         })?;
-        let clients = addresses
+        let clients: Vec<CoordinatorClient<Channel>> = addresses
             .iter()
             .map(|address| {
                 let uri = if address.contains("://") {
@@ -92,9 +136,25 @@ impl Coordinators {
                 Ok(CoordinatorClient::new(endpoint.connect_lazy()))
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
+        let streams = clients
+            .iter()
+            .map(|client| {
+                CallStreams::new(
+                    Opener {
+                        client: client
+                            .clone()
+                            .max_decoding_message_size(MAX_REPLY_MESSAGE_BYTES),
+                        authorization: authorization.clone(),
+                    },
+                    STREAMS_PER_COORDINATOR,
+                )
+                .max_message_bytes(MAX_CALL_MESSAGE_BYTES)
+            })
+            .collect();
         Ok(Coordinators {
             inner: Arc::new(Inner {
                 clients,
+                streams,
                 next: AtomicUsize::new(0),
                 authorization,
             }),
@@ -175,4 +235,134 @@ impl Coordinators {
             None => attempts.await,
         }
     }
+
+    /// `Coordinator.Get` over the call streams.
+    pub async fn get(
+        &self,
+        context: &CallContext,
+        message: pb::GetRequest,
+    ) -> Result<pb::GetResponse, Status> {
+        let Some(call) = stream_call(context) else {
+            return self
+                .call(context, message, |mut c, r| async move { c.get(r).await })
+                .await;
+        };
+        let call = pb::Call {
+            op: Some(pb::call::Op::Get(message)),
+            ..call
+        };
+        match self.stream(context, call).await? {
+            pb::reply::Result::Get(r) => Ok(r),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// `Coordinator.Put` over the call streams.
+    pub async fn put(
+        &self,
+        context: &CallContext,
+        message: pb::PutRequest,
+    ) -> Result<pb::WriteResponse, Status> {
+        let Some(call) = stream_call(context) else {
+            return self
+                .call(context, message, |mut c, r| async move { c.put(r).await })
+                .await;
+        };
+        let call = pb::Call {
+            op: Some(pb::call::Op::Put(message)),
+            ..call
+        };
+        match self.stream(context, call).await? {
+            pb::reply::Result::Write(r) => Ok(r),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// `Coordinator.Delete` over the call streams.
+    pub async fn delete(
+        &self,
+        context: &CallContext,
+        message: pb::DeleteRequest,
+    ) -> Result<pb::WriteResponse, Status> {
+        let Some(call) = stream_call(context) else {
+            return self
+                .call(
+                    context,
+                    message,
+                    |mut c, r| async move { c.delete(r).await },
+                )
+                .await;
+        };
+        let call = pb::Call {
+            op: Some(pb::call::Op::Delete(message)),
+            ..call
+        };
+        match self.stream(context, call).await? {
+            pb::reply::Result::Write(r) => Ok(r),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Makes `call` on the next coordinator's call streams, failing over once to the following
+    /// coordinator on a transport failure, exactly as [`call`](Self::call) does.
+    async fn stream(
+        &self,
+        context: &CallContext,
+        call: pb::Call,
+    ) -> Result<pb::reply::Result, Status> {
+        let budget = context.timeout.unwrap_or(UNBOUNDED_CALL) + DEADLINE_MARGIN;
+        let deadline = tokio::time::Instant::now() + budget;
+        let attempts = async {
+            let streams = &self.inner.streams;
+            let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+            let tries = streams.len().min(2);
+            let mut last = Status::unavailable("no coordinator configured");
+            for attempt in 0..tries {
+                let Some(to) = streams.get((start + attempt) % streams.len()) else {
+                    break;
+                };
+                match to.call(call.clone(), deadline).await {
+                    Ok(result) => return Ok(result),
+                    Err(status) if is_transport_failure(&status) => {
+                        tracing::debug!(message = status.message(), "coordinator unreachable");
+                        last = status;
+                    }
+                    Err(status) => return Err(status),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout_at(deadline, attempts)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the request deadline passed")))
+    }
+}
+
+/// How long a call without a deadline of its own may take on a call stream.
+const UNBOUNDED_CALL: Duration = Duration::from_secs(300);
+
+/// The call stream call (without its operation) under `context`: `None` when the context cannot
+/// travel on a stream (no tenant, or no resolved level), and the unary RPC must carry it.
+fn stream_call(context: &CallContext) -> Option<pb::Call> {
+    let Principal::Tenant { tenant_id, .. } = &context.principal else {
+        return None;
+    };
+    let level = context.consistency?;
+    Some(pb::Call {
+        id: 0,
+        timeout_ms: 0,
+        traceparent: context
+            .trace
+            .as_ref()
+            .map(TraceContext::traceparent)
+            .unwrap_or_default(),
+        tenant: tenant_id.clone(),
+        consistency: level.as_str().to_owned(),
+        op: None,
+    })
+}
+
+/// A reply of another kind than its call: the coordinator is broken (nothing is proven).
+fn mismatched() -> Status {
+    pairdb_mux::broken("the coordinator answered a call with a reply of another kind")
 }

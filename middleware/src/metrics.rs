@@ -283,6 +283,24 @@ impl Metrics {
         out
     }
 
+    /// Records one call of a call stream as the metrics layer records a unary request: `route`
+    /// (the RPC), `POST`, the HTTP status of its gRPC `code`, its `level`.
+    pub fn observe_call(
+        &self,
+        route: &'static str,
+        code: tonic::Code,
+        level: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.observe(
+            route,
+            "POST",
+            grpc_code_as_http(code as u8),
+            level,
+            took.as_secs_f64(),
+        );
+    }
+
     fn observe(
         &self,
         route: &'static str,
@@ -351,7 +369,12 @@ pub fn grpc_status_as_http(fields: &http::HeaderMap) -> Option<u16> {
         .ok()?
         .parse::<u8>()
         .ok()?;
-    Some(match code {
+    Some(grpc_code_as_http(code))
+}
+
+/// The HTTP status of gRPC code `code`, as pairdb maps its error kinds both ways.
+fn grpc_code_as_http(code: u8) -> u16 {
+    match code {
         0 => 200,
         1 => 499,
         3 | 11 => 400,
@@ -364,7 +387,7 @@ pub fn grpc_status_as_http(fields: &http::HeaderMap) -> Option<u16> {
         14 => 503,
         16 => 401,
         _ => 500,
-    })
+    }
 }
 
 /// Service of [`MetricsLayer`]: counts and times every request it passes on.

@@ -62,25 +62,83 @@ pub fn refused(
     tonic::Status::with_details(code, message, refusal.encode_to_vec().into())
 }
 
-/// The wire form of a call's failure on a call stream: its code, message and details (a
-/// [`storage::Refusal`] travels unchanged).
-pub fn call_error(status: &tonic::Status) -> storage::CallError {
-    storage::CallError {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        details: status.details().to_vec(),
-    }
+/// Ties a service's call-stream messages (`Call`, `CallBatch`, `Reply`, `ReplyBatch`) to
+/// [`pairdb_mux`]: a reply's failure carries its status's code, message and details unchanged.
+macro_rules! call_stream {
+    ($service:ident) => {
+        impl pairdb_mux::CallMessage for $service::Call {
+            fn id(&self) -> u64 {
+                self.id
+            }
+            fn set_id(&mut self, id: u64) {
+                self.id = id;
+            }
+            fn timeout_ms(&self) -> u32 {
+                self.timeout_ms
+            }
+            fn set_timeout_ms(&mut self, ms: u32) {
+                self.timeout_ms = ms;
+            }
+        }
+
+        impl pairdb_mux::BatchMessage for $service::CallBatch {
+            type Call = $service::Call;
+            fn new(calls: Vec<$service::Call>, cancel: Vec<u64>) -> Self {
+                $service::CallBatch { calls, cancel }
+            }
+            fn into_parts(self) -> (Vec<$service::Call>, Vec<u64>) {
+                (self.calls, self.cancel)
+            }
+        }
+
+        impl pairdb_mux::ReplyMessage for $service::Reply {
+            type Output = $service::reply::Result;
+            fn id(&self) -> u64 {
+                self.id
+            }
+            fn ok(id: u64, output: $service::reply::Result) -> Self {
+                $service::Reply {
+                    id,
+                    result: Some(output),
+                }
+            }
+            fn failed(id: u64, status: &tonic::Status) -> Self {
+                $service::Reply {
+                    id,
+                    result: Some($service::reply::Result::Error($service::CallError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                        details: status.details().to_vec(),
+                    })),
+                }
+            }
+            fn outcome(self) -> Result<$service::reply::Result, tonic::Status> {
+                match self.result {
+                    Some($service::reply::Result::Error(e)) => Err(tonic::Status::with_details(
+                        tonic::Code::from_i32(e.code),
+                        e.message,
+                        e.details.into(),
+                    )),
+                    Some(result) => Ok(result),
+                    None => Err(pairdb_mux::broken("a reply without a result")),
+                }
+            }
+        }
+
+        impl pairdb_mux::RepliesMessage for $service::ReplyBatch {
+            type Reply = $service::Reply;
+            fn new(replies: Vec<$service::Reply>) -> Self {
+                $service::ReplyBatch { replies }
+            }
+            fn into_replies(self) -> Vec<$service::Reply> {
+                self.replies
+            }
+        }
+    };
 }
 
-/// The status a call's failure on a call stream stands for: exactly what its unary RPC would have
-/// answered (an unknown code reads as `UNKNOWN`).
-pub fn call_status(error: storage::CallError) -> tonic::Status {
-    tonic::Status::with_details(
-        tonic::Code::from_i32(error.code),
-        error.message,
-        error.details.into(),
-    )
-}
+call_stream!(storage);
+call_stream!(coordinator);
 
 /// The `authorization` value of internal calls, `Bearer <internal token>`; `None` if the token
 /// cannot travel in a header.

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pairdb_coordinator::calls::CallStreams;
+use pairdb_coordinator::calls::{CallStreams, call_of};
 use pairdb_coordinator::pool::{Failure, NodePool, classify};
 use pairdb_core::{NodeAddr, Placement};
+use pairdb_mux::server::MAX_CALLS_IN_FLIGHT;
 use pairdb_proto::storage as pb;
 use pairdb_proto::storage::RefusalReason;
 use pairdb_proto::storage::call::Op;
 use pairdb_proto::storage::reply::Result as ReplyResult;
-use pairdb_storage::calls::MAX_CALLS_IN_FLIGHT;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::Code;
@@ -48,7 +48,7 @@ async fn node(token: &str) -> (FakeNode, NodePool) {
 
 /// `n` streams to the pool's node.
 fn streams(pool: &NodePool, n: usize) -> Arc<CallStreams> {
-    Arc::new(CallStreams::new(
+    Arc::new(pairdb_coordinator::calls::streams(
         pool.get("n1").expect("node in pool").client(),
         n,
     ))
@@ -61,21 +61,21 @@ fn key(k: &str) -> Option<pb::KeyRef> {
     })
 }
 
-fn read(k: &str) -> Op {
-    Op::Read(pb::ReadRequest {
+fn read(k: &str) -> pb::Call {
+    call_of(Op::Read(pb::ReadRequest {
         epoch: EPOCH,
         key: key(k),
-    })
+    }))
 }
 
-fn mint(k: &str, value: &str) -> Op {
-    Op::Mint(pb::MintRequest {
+fn mint(k: &str, value: &str) -> pb::Call {
+    call_of(Op::Mint(pb::MintRequest {
         epoch: EPOCH,
         key: key(k),
         value: value.as_bytes().to_vec(),
         content_type: "text/plain".into(),
         ..pb::MintRequest::default()
-    })
+    }))
 }
 
 fn later() -> Instant {

@@ -276,7 +276,7 @@ pub async fn put_value(
     };
     let written = state
         .coordinators
-        .call(&call, message, |mut c, r| async move { c.put(r).await })
+        .put(&call, message)
         .await
         .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
     let headers = write_headers(&written, call.consistency);
@@ -332,7 +332,7 @@ pub async fn get_value(
     };
     let read = state
         .coordinators
-        .call(&call, message, |mut c, r| async move { c.get(r).await })
+        .get(&call, message)
         .await
         .map_err(|s| traced(Problem::from_status(&s)))?;
     let mut out = HeaderMap::new();
@@ -423,7 +423,7 @@ pub async fn delete_value(
     };
     let written = state
         .coordinators
-        .call(&call, message, |mut c, r| async move { c.delete(r).await })
+        .delete(&call, message)
         .await
         .map_err(|s| traced(Problem::from_status(&s).for_write()))?;
     let headers = write_headers(&written, call.consistency);

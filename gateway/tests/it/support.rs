@@ -320,7 +320,60 @@ impl FakeCoordinator {
 }
 
 /// The served face of a [`FakeCoordinator`] (a local type, so the foreign trait can be implemented).
+#[derive(Clone)]
 pub struct FakeService(pub Arc<FakeCoordinator>);
+
+impl FakeService {
+    /// One call of a gateway's call stream, made as the unary call it stands for: the stream's
+    /// credential, and the call's tenant, level, trace and deadline as the metadata a unary call
+    /// carries them in, so every test sees what travelled whichever way it went.
+    async fn run_call(
+        self,
+        authorization: Option<tonic::metadata::AsciiMetadataValue>,
+        call: pb::Call,
+    ) -> Result<pb::reply::Result, Status> {
+        fn request<M>(
+            message: M,
+            authorization: Option<tonic::metadata::AsciiMetadataValue>,
+            call: &pb::Call,
+        ) -> Request<M> {
+            let mut request = Request::new(message);
+            let metadata = request.metadata_mut();
+            if let Some(a) = authorization {
+                metadata.insert("authorization", a);
+            }
+            let mut set = |name: &'static str, value: &str| {
+                if let Ok(v) = value.parse() {
+                    metadata.insert(name, v);
+                }
+            };
+            set("x-pairdb-tenant", &call.tenant);
+            set("x-consistency", &call.consistency);
+            if !call.traceparent.is_empty() {
+                set("traceparent", &call.traceparent);
+            }
+            if call.timeout_ms > 0 {
+                set("grpc-timeout", &format!("{}m", call.timeout_ms));
+            }
+            request
+        }
+        match call.op.clone() {
+            Some(pb::call::Op::Get(m)) => self
+                .get(request(m, authorization, &call))
+                .await
+                .map(|r| pb::reply::Result::Get(r.into_inner())),
+            Some(pb::call::Op::Put(m)) => self
+                .put(request(m, authorization, &call))
+                .await
+                .map(|r| pb::reply::Result::Write(r.into_inner())),
+            Some(pb::call::Op::Delete(m)) => self
+                .delete(request(m, authorization, &call))
+                .await
+                .map(|r| pb::reply::Result::Write(r.into_inner())),
+            None => Err(Status::invalid_argument("call without an operation")),
+        }
+    }
+}
 
 impl std::ops::Deref for FakeService {
     type Target = FakeCoordinator;
@@ -331,6 +384,26 @@ impl std::ops::Deref for FakeService {
 
 #[tonic::async_trait]
 impl Coordinator for FakeService {
+    type CallsStream = pairdb_mux::ReplyStream<pb::ReplyBatch>;
+
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::CallBatch>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        let authorization = request.metadata().get("authorization").cloned();
+        let service = self.clone();
+        let handle = move |call: pb::Call| service.clone().run_call(authorization.clone(), call);
+        Ok(Response::new(pairdb_mux::serve(
+            request.into_inner(),
+            handle,
+            pairdb_mux::ServeOptions {
+                stopping: tokio::sync::watch::channel(false).1,
+                shutting_down: Status::unavailable("stopping"),
+                max_reply_bytes: 4 << 20,
+            },
+        )))
+    }
+
     async fn get(
         &self,
         request: Request<pb::GetRequest>,

@@ -61,9 +61,10 @@ fn call(id: u64, op: Op) -> pb::Call {
 }
 
 fn error_of(reply: &pb::Reply) -> tonic::Status {
-    match &reply.result {
-        Some(ReplyResult::Error(e)) => pairdb_proto::call_status(e.clone()),
-        other => panic!("expected an error, got {other:?}"),
+    use pairdb_mux::ReplyMessage as _;
+    match reply.clone().outcome() {
+        Err(status) => status,
+        Ok(other) => panic!("expected an error, got {other:?}"),
     }
 }
 
