@@ -228,3 +228,57 @@ async fn grpc_writes_with_an_idempotency_key_are_replayed() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     t.cluster.stop().await.expect("every node stops cleanly");
 }
+
+/// Call streams carry calls for any tenant a gateway names: only the internal credential opens
+/// one. A tenant's key (or the admin key) is refused before any call runs, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_internal_credential_opens_a_call_stream() {
+    use pairdb_proto::coordinator as pb;
+    let t = start(3).await;
+    let key = t.create_tenant("acme", 3).await;
+    let victim_key = t.create_tenant("victim", 3).await;
+    let mut c = CoordinatorClient::connect(format!("http://{}", t.cluster.coordinator.addr))
+        .await
+        .expect("connect");
+    let forged = pb::CallBatch {
+        calls: vec![pb::Call {
+            id: 1,
+            tenant: "victim".into(),
+            consistency: "all".into(),
+            op: Some(pb::call::Op::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"forged".to_vec(),
+                ..PutRequest::default()
+            })),
+            ..pb::Call::default()
+        }],
+        cancel: vec![],
+    };
+    for credential in [key.as_str(), t.cluster.secrets.admin_key.as_str()] {
+        let outcome = c
+            .calls(with_auth(
+                tokio_stream::iter([forged.clone()]),
+                credential,
+                None,
+            ))
+            .await;
+        let status = match outcome {
+            Ok(_) => panic!("a call stream opened without the internal credential"),
+            Err(status) => status,
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let read = c
+        .get(with_auth(
+            GetRequest {
+                key: b"k".to_vec(),
+                timeout_ms: 0,
+            },
+            &victim_key,
+            Some("all"),
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!read.found, "a forged call was written");
+}
