@@ -17,8 +17,8 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 VALUE_BYTES=${VALUE_BYTES:-100}
 KEYS=${KEYS:-1000}
-# The offered rate of the constant-rate latency row (pairdb-loadtest, open model).
-RATE=${RATE:-10000}
+# The offered rates of the constant-rate latency rows (pairdb-loadtest, open model).
+RATES=${RATES:-2000 10000}
 
 need() {
   local cmd=$1 pkg=$2
@@ -119,8 +119,9 @@ LUA
   BENCH_KEY=$one BENCH_LEVEL=one wrk_row "pairdb $label GET RF1 one" -s "$work/get.lua" "$base"
   BENCH_KEY=$three BENCH_LEVEL=quorum wrk_row "pairdb $label GET RF3 quorum" -s "$work/get.lua" "$base"
   BENCH_KEY=$three wrk_row "pairdb $label PUT RF3 quorum" -s "$work/put.lua" "$base"
-  # Latency at a constant offered rate (open model: latency counts from when each request was
+  # Latency at constant offered rates (open model: latency counts from when each request was
   # due, so a stall is not hidden by the load tool waiting for it).
+  for RATE in $RATES; do
   cat >"$work/rate.toml" <<TOML
 [scenarios.rate]
 executor = "constant-arrival-rate"
@@ -140,8 +141,8 @@ distribution = "uniform"
 checks = ["status == 200"]
 TOML
   ./target/release/pairdb-loadtest run "$work/rate.toml" --url "$base" --api-key "$three" --quiet \
-    --summary-export "$work/rate-$port.json" >"$work/rate-$port.txt" 2>&1 || true
-  python3 - "$work/rate-$port.json" "pairdb $label GET RF3 quorum at $RATE/s" >>"$results" <<'PY' || true
+    --summary-export "$work/rate-$port-$RATE.json" >"$work/rate-$port-$RATE.txt" 2>&1 || true
+  python3 - "$work/rate-$port-$RATE.json" "pairdb $label GET RF3 quorum at $RATE/s" >>"$results" <<'PY' || true
 import json, sys
 m = json.load(open(sys.argv[1]))["metrics"]
 d = m.get("http_req_duration", {})
@@ -150,6 +151,7 @@ dropped = m.get("dropped_iterations", {}).get("count", 0)
 print(f"{sys.argv[2]} ({dropped:.0f} dropped)|{reqs}|{d.get('med', 0):.3f}|{d.get('p(99)', 0):.3f}")
 PY
   tail -1 "$results" >&2
+  done
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 pairdb_rows "memory" --engine memory

@@ -38,6 +38,11 @@ impl pairdb_mux::Opener<pb::CallBatch, pb::ReplyBatch> for Opener {
         let mut client = self.0.clone();
         Box::pin(async move { Ok(client.calls(outbound).await?.into_inner()) })
     }
+
+    /// A refusal the node sent (not one built from a transport error): it ran none of the calls.
+    fn is_refusal(&self, status: &Status) -> bool {
+        std::error::Error::source(status).is_none() && pairdb_proto::refusal(status).is_some()
+    }
 }
 
 /// `streams` call streams to the node `client` calls; none is opened before the first call.
@@ -108,5 +113,5 @@ impl StorageCalls {
 
 /// A reply of another kind than its call: the node is broken, and the call may have run.
 fn mismatched() -> Status {
-    pairdb_mux::broken("the node answered a call with a reply of another kind")
+    Status::internal("the node answered a call with a reply of another kind")
 }

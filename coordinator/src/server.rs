@@ -50,9 +50,12 @@ pub async fn run(
     let service = CoordinatorService::new(
         Replicator::new(cluster.clone()),
         Admin::new(cluster.clone(), default_rate_limit, tenants.clone()),
-    )
-    .stopping_on(stopping);
+    );
     let max_message = cfg.max_value_bytes + cfg.max_key_bytes + (64 << 10);
+    // Half the message limit: one reply alone (at most a whole value) always fits it.
+    let service = service
+        .stopping_on(stopping)
+        .max_reply_bytes(max_message / 2);
     let maintenance = tokio::spawn(cluster.clone().maintain());
     // Callers with keys of their own (gRPC clients) get each coordinator's share of their rate.
     let limits = pairdb_middleware::RateLimits::new();

@@ -29,6 +29,8 @@ pub struct CoordinatorService {
     events: Events,
     /// Turns true when the server stops: call streams then end.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Bytes of replies one message of a call stream takes at most.
+    max_reply_bytes: usize,
 }
 
 /// Replication events, counted into the cluster's metrics.
@@ -64,7 +66,15 @@ impl CoordinatorService {
             events,
             // Never stops until `server::run` gives it its server's signal.
             stopping: tokio::sync::watch::channel(false).1,
+            max_reply_bytes: 1 << 20,
         }
+    }
+
+    /// Caps each message of replies on a call stream at `bytes`: at most the server's message
+    /// limit, less room for framing.
+    pub fn max_reply_bytes(mut self, bytes: usize) -> Self {
+        self.max_reply_bytes = bytes;
+        self
     }
 
     /// Ends call streams once `stopping` turns true (the server's shutdown signal).
@@ -84,8 +94,19 @@ impl CoordinatorService {
             None => "other",
         };
         let span = pairdb_middleware::call_span("coordinator", rpc, &call.traceparent);
-        let started = std::time::Instant::now();
         let level = call.consistency.parse::<Consistency>().ok();
+        // Recorded however the call ends, dropped at its deadline or cancelled included.
+        let mut observed = Observed {
+            metrics: self.replicator.cluster().config().metrics.clone(),
+            rpc,
+            level: level.map_or("none", Consistency::as_str),
+            started: std::time::Instant::now(),
+            deadline: (call.timeout_ms > 0).then(|| {
+                std::time::Instant::now()
+                    + std::time::Duration::from_millis(u64::from(call.timeout_ms))
+            }),
+            code: None,
+        };
         let result = async {
             let level = level.ok_or_else(|| {
                 status_of(
@@ -120,16 +141,10 @@ impl CoordinatorService {
         }
         .instrument(span)
         .await;
-        let code = match &result {
+        observed.code = Some(match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
-        };
-        self.replicator.cluster().config().metrics.observe_call(
-            rpc,
-            code,
-            level.map_or("none", Consistency::as_str),
-            started.elapsed(),
-        );
+        });
         result
     }
 
@@ -238,6 +253,28 @@ fn idempotency_key_of<T>(req: &Request<T>, in_message: String) -> Result<String,
     }
 }
 
+/// Records a call of a call stream in the request metrics when it ends: with its status, or
+/// — dropped before it answered — `DEADLINE_EXCEEDED` past its deadline, else `CANCELLED`.
+struct Observed {
+    metrics: pairdb_middleware::Metrics,
+    rpc: &'static str,
+    level: &'static str,
+    started: std::time::Instant,
+    deadline: Option<std::time::Instant>,
+    code: Option<tonic::Code>,
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or_else(|| match self.deadline {
+            Some(d) if std::time::Instant::now() >= d => tonic::Code::DeadlineExceeded,
+            _ => tonic::Code::Cancelled,
+        });
+        self.metrics
+            .observe_call(self.rpc, code, self.level, self.started.elapsed());
+    }
+}
+
 /// A forwarded call's request, carrying what the middleware stack gives a unary one.
 fn forwarded<T>(message: T, principal: &Principal, level: Consistency) -> Request<T> {
     let mut request = Request::new(message);
@@ -341,9 +378,11 @@ impl Coordinator for CoordinatorService {
             handle,
             pairdb_mux::ServeOptions {
                 stopping: self.stopping.clone(),
-                shutting_down: status_of(ErrorKind::NotReady, "the coordinator is shutting down"),
-                // Gateways decode replies up to 16 MiB.
-                max_reply_bytes: 4 << 20,
+                // Without an error detail: a transport failure to the gateway, which sends the
+                // call (it never ran) to another coordinator.
+                shutting_down: Status::unavailable("the coordinator is shutting down"),
+                // Under this server's own message limit (one reply alone always fits it).
+                max_reply_bytes: self.max_reply_bytes,
             },
         )))
     }

@@ -132,7 +132,11 @@ impl Coordinators {
                         source,
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    // A coordinator that stops answering is noticed, and its streams fail.
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
                 Ok(CoordinatorClient::new(endpoint.connect_lazy()))
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
@@ -364,5 +368,5 @@ fn stream_call(context: &CallContext) -> Option<pb::Call> {
 
 /// A reply of another kind than its call: the coordinator is broken (nothing is proven).
 fn mismatched() -> Status {
-    pairdb_mux::broken("the coordinator answered a call with a reply of another kind")
+    Status::internal("the coordinator answered a call with a reply of another kind")
 }

@@ -50,6 +50,15 @@ pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
 pub trait Opener<B: BatchMessage, R: RepliesMessage>: Clone + Send + Sync + 'static {
     /// Opens a stream; resolves once the peer answered with its response head.
     fn open(&self, outbound: Outbound<B>) -> BoxFuture<'static, Result<Streaming<R>, Status>>;
+
+    /// True when `status`, the failure to open a stream, proves the peer ran none of its calls
+    /// and is what each of them should fail with (a refusal of the peer's own). Otherwise calls
+    /// never written fail [`NotSent`](crate::NotSent), the others
+    /// [`StreamBroken`](crate::StreamBroken). By default nothing is such a refusal.
+    fn is_refusal(&self, status: &Status) -> bool {
+        let _ = status;
+        false
+    }
 }
 
 /// Where one stream of a [`CallStreams`] lives: empty until opened, replaced once failed.
@@ -146,6 +155,17 @@ impl<B: BatchMessage, R: RepliesMessage, O: Opener<B, R>> CallStreams<B, R, O> {
         };
         guard.armed = false;
         result
+    }
+}
+
+impl<B: BatchMessage, R: RepliesMessage, O> Drop for CallStreams<B, R, O> {
+    /// Ends every open stream's request half: the peer answers what runs, then the stream ends.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            if let Some(stream) = lock(slot).as_ref() {
+                let _ = stream.control.send(Control::Close);
+            }
+        }
     }
 }
 
@@ -292,9 +312,7 @@ async fn run<B: BatchMessage, R: RepliesMessage, O: Opener<B, R>>(
     let mut replies = match opener.open(outbound).await {
         Ok(replies) => replies,
         Err(status) => {
-            // A status the peer sent (not one built from a transport error) at open means it
-            // ran none of the stream's calls.
-            let refused = std::error::Error::source(&status).is_none();
+            let refused = opener.is_refusal(&status);
             tracing::debug!(error = %status, "cannot open a call stream");
             stream.fail(&status, refused);
             return;

@@ -120,7 +120,7 @@ macro_rules! call_stream {
                         e.details.into(),
                     )),
                     Some(result) => Ok(result),
-                    None => Err(pairdb_mux::broken("a reply without a result")),
+                    None => Err(tonic::Status::internal("a reply without a result")),
                 }
             }
         }

@@ -325,8 +325,8 @@ pub struct FakeService(pub Arc<FakeCoordinator>);
 
 impl FakeService {
     /// One call of a gateway's call stream, made as the unary call it stands for: the stream's
-    /// credential, and the call's tenant, level, trace and deadline as the metadata a unary call
-    /// carries them in, so every test sees what travelled whichever way it went.
+    /// credential, and the call's tenant, level and trace as the metadata a unary call carries
+    /// them in (its deadline as `x-call-timeout-ms`), so tests see what travelled.
     async fn run_call(
         self,
         authorization: Option<tonic::metadata::AsciiMetadataValue>,
@@ -352,9 +352,8 @@ impl FakeService {
             if !call.traceparent.is_empty() {
                 set("traceparent", &call.traceparent);
             }
-            if call.timeout_ms > 0 {
-                set("grpc-timeout", &format!("{}m", call.timeout_ms));
-            }
+            // The call's own deadline field, under a name no unary call uses.
+            set("x-call-timeout-ms", &call.timeout_ms.to_string());
             request
         }
         match call.op.clone() {

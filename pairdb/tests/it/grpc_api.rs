@@ -282,3 +282,45 @@ async fn only_the_internal_credential_opens_a_call_stream() {
         .into_inner();
     assert!(!read.found, "a forged call was written");
 }
+
+/// Large values travel the call streams of both hops side by side: many reads of 600 KB values
+/// at once are spread over messages each within every server's limit, and each gets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_values_at_once_cross_the_call_streams() {
+    use reqwest::Method;
+    let t = start(3).await;
+    let key = t.create_tenant("big", 3).await;
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 600_000];
+    let writes = futures::future::join_all((0..8).map(|i| {
+        let (t, key) = (&t, &key);
+        async move {
+            t.kv(
+                Method::PUT,
+                &format!("big-{i}"),
+                key,
+                &[("x-consistency", "all")],
+                Some(value(i)),
+            )
+            .await
+            .status()
+        }
+    }))
+    .await;
+    assert!(writes.iter().all(|s| s.as_u16() == 200), "{writes:?}");
+    let reads = futures::future::join_all((0..16).map(|n| {
+        let (t, key) = (&t, &key);
+        async move {
+            let i = n % 8;
+            let resp = t.kv(Method::GET, &format!("big-{i}"), key, &[], None).await;
+            (i, resp.status().as_u16(), resp.bytes().await.expect("body"))
+        }
+    }))
+    .await;
+    for (i, status, body) in reads {
+        assert_eq!(status, 200, "read of big-{i}");
+        assert!(
+            body.as_ref() == value(i).as_slice(),
+            "big-{i} came back whole"
+        );
+    }
+}
