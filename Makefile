@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb
+.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -64,3 +64,7 @@ loadtest-ycsb:
 ## pairdb dev (memory, LSM fsync never, LSM fsync always) against a bare hyper server, redis and a 3-member etcd cluster, same wrk settings, one table with the ratios (installs wrk, redis-server and etcd-server when missing, as root).
 bench-compare:
 	@scripts/bench-compare.sh
+
+# Ring balance at 10-1,000 nodes and the data one node added or removed moves (issue 10).
+ring-sim:
+	cargo run --release -p pairdb-core --example ring_sim

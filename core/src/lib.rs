@@ -9,6 +9,7 @@
 //! * [`version`] — versions, minting, and resolution as a join (DESIGN §2.1);
 //! * [`context`] — authenticated context tokens handed to clients;
 //! * [`ring`] and [`placement`] — consistent hashing with deterministic virtual nodes;
+//!   [`balance`] — how evenly a ring spreads replicas, and what a ring change moves;
 //! * [`consistency`] — one / quorum / all;
 //! * [`tenant`] — tenant id rules;
 //! * [`problem`] — the stable error kinds every role reports;
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod balance;
 pub mod consistency;
 pub mod context;
 pub mod headers;
