@@ -65,6 +65,6 @@ loadtest-ycsb:
 bench-compare:
 	@scripts/bench-compare.sh
 
-# Ring balance at 10-1,000 nodes and the data one node added or removed moves (issue 10).
+## Ring balance at 10–1,000 nodes (max/mean, min/mean ownership) and what one node added or removed moves, against the ideal 1/N.
 ring-sim:
-	cargo run --release -p pairdb-core --example ring_sim
+	@cargo run --release -q -p pairdb-core --example ring_sim
