@@ -123,7 +123,8 @@ pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
         "DeleteApiKey" => "DeleteApiKey",
         "ListNodes" => "ListNodes",
         "Ready" => "Ready",
-        "Calls" => "Calls",
+        // Call streams are metered call by call (`Metrics::observe_call`), not as a whole.
+        "Calls" => "",
         _ => "other",
     }
 }

@@ -321,11 +321,19 @@ impl Coordinators {
             let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
             let tries = streams.len().min(2);
             let mut last = Status::unavailable("no coordinator configured");
+            let mut call = Some(call);
             for attempt in 0..tries {
                 let Some(to) = streams.get((start + attempt) % streams.len()) else {
                     break;
                 };
-                match to.call(call.clone(), deadline).await {
+                // Copied only when another attempt may follow (a value can be large).
+                let this = if attempt + 1 < tries {
+                    call.clone()
+                } else {
+                    call.take()
+                };
+                let Some(this) = this else { break };
+                match to.call(this, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(status) if is_transport_failure(&status) => {
                         tracing::debug!(message = status.message(), "coordinator unreachable");

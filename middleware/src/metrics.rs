@@ -25,7 +25,8 @@ use crate::idempotency::IDEMPOTENT_REPLAYED;
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Names a request's route template from its method and path (`"other"` for anything unknown).
+/// Names a request's route template from its method and path (`"other"` for anything unknown;
+/// `""` leaves the request out of the metrics, e.g. a stream metered call by call).
 pub type RouteOf = fn(&Method, &str) -> &'static str;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -421,7 +422,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
+        if let Ok(response) = &result
+            && !this.route.is_empty()
+        {
             if response.headers().contains_key(IDEMPOTENT_REPLAYED) {
                 this.metrics.inner.replayed.inc();
             }
@@ -475,9 +478,37 @@ mod tests {
     fn route(_: &Method, path: &str) -> &'static str {
         if path.starts_with("/v1/kv/") {
             "/v1/kv/{key}"
+        } else if path == "/stream" {
+            ""
         } else {
             "other"
         }
+    }
+
+    /// A stream metered call by call is left out as a whole; its calls count like requests.
+    #[tokio::test]
+    async fn unnamed_routes_are_left_out_and_calls_count_like_requests() {
+        use tower::ServiceExt;
+        let metrics = Metrics::new();
+        let svc = MetricsLayer::new(metrics.clone(), route).layer(tower::service_fn(
+            |_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new(())) },
+        ));
+        let request = Request::post("/stream").body(()).unwrap_or_default();
+        let _ = svc.oneshot(request).await;
+        metrics.observe_call(
+            "Get",
+            tonic::Code::DeadlineExceeded,
+            "quorum",
+            std::time::Duration::from_millis(3),
+        );
+        let text = metrics.encode();
+        assert!(!text.contains("route=\"\""), "{text}");
+        assert!(
+            text.contains(
+                "pairdb_requests_total{route=\"Get\",method=\"POST\",status=\"504\",level=\"quorum\"} 1"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
