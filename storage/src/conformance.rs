@@ -76,6 +76,20 @@ fn ok<T>(result: Result<T, EngineError>, what: &str) -> T {
     }
 }
 
+/// `engine.get(key)`, checking on the way that an answer from memory alone, when the engine
+/// gives one, is the same.
+fn got(engine: &dyn StorageEngine, key: &StorageKey) -> Option<Version> {
+    let stored = ok(engine.get(key), "get");
+    if let Some(in_memory) = engine.get_in_memory(key) {
+        assert_eq!(
+            ok(in_memory, "get_in_memory"),
+            stored,
+            "get_in_memory answered differently from get"
+        );
+    }
+    stored
+}
+
 fn key(namespace: &str, user_key: &str) -> StorageKey {
     match StorageKey::new(namespace, user_key.as_bytes()) {
         Ok(k) => k,
@@ -222,7 +236,7 @@ pub fn apply_order_does_not_matter(make: EngineFactory<'_>) {
     for (i, order) in apply_orders(history.len()).iter().enumerate() {
         let k = key("conv", &format!("key-{i}"));
         let last = apply_all(engine.as_ref(), &k, &pick(&history, order));
-        let stored = ok(engine.get(&k), "get");
+        let stored = got(&*engine, &k);
         assert_eq!(stored, expected, "apply order {order:?} diverged");
         assert_eq!(
             last, stored,
@@ -235,8 +249,8 @@ pub fn apply_order_does_not_matter(make: EngineFactory<'_>) {
     apply_all(engine.as_ref(), &k1, half);
     let reversed: Vec<Version> = half.iter().rev().cloned().collect();
     apply_all(engine.as_ref(), &k2, &reversed);
-    assert_eq!(ok(engine.get(&k1), "get"), ok(engine.get(&k2), "get"));
-    assert_eq!(ok(engine.get(&k1), "get"), expected_resolution(half));
+    assert_eq!(got(&*engine, &k1), got(&*engine, &k2));
+    assert_eq!(got(&*engine, &k1), expected_resolution(half));
 }
 
 /// `apply` answers `Applied` when the incoming version wins, `Merged` when it was concurrent and
@@ -254,7 +268,7 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
     let a2 = mint(Some(&a1), write("a2"), &a, &hlc);
 
     let k = key("outcomes", "chain");
-    assert_eq!(ok(engine.get(&k), "get"), None);
+    assert_eq!(got(&*engine, &k), None);
     assert_eq!(
         ok(engine.apply(&k, a1.clone(), None), "apply"),
         (ApplyOutcome::Applied, a1.clone())
@@ -271,7 +285,7 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
         ok(engine.apply(&k, a2.clone(), None), "apply"),
         (ApplyOutcome::Superseded, a2.clone())
     );
-    assert_eq!(ok(engine.get(&k), "get"), Some(a2));
+    assert_eq!(got(&*engine, &k), Some(a2));
 
     // Two siblings of a1: x minted first, so y has the greater timestamp and wins.
     let x = mint(Some(&a1), write("x"), &b, &hlc);
@@ -290,7 +304,7 @@ pub fn apply_reports_outcomes(make: EngineFactory<'_>) {
         (&merged.value, merged.timestamp, &merged.minted_by),
         (&y.value, y.timestamp, &y.minted_by)
     );
-    assert_eq!(ok(engine.get(&k), "get"), Some(merged.clone()));
+    assert_eq!(got(&*engine, &k), Some(merged.clone()));
     assert_eq!(
         ok(engine.apply(&k, y.clone(), None), "apply").0,
         ApplyOutcome::Superseded
@@ -323,7 +337,7 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
 
     let k = key("tomb", "deleted");
     apply_all(engine.as_ref(), &k, &[v1.clone(), gone.clone()]);
-    assert_eq!(ok(engine.get(&k), "get"), Some(gone.clone()));
+    assert_eq!(got(&*engine, &k), Some(gone.clone()));
 
     // The concurrent write minted before the delete loses; the key stays deleted.
     let (outcome, kept) = ok(engine.apply(&k, stale.clone(), None), "apply");
@@ -333,7 +347,7 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
     // And in the other order.
     let k_other = key("tomb", "deleted-other-order");
     apply_all(engine.as_ref(), &k_other, &[stale, gone, v1]);
-    assert_eq!(ok(engine.get(&k_other), "get"), Some(kept));
+    assert_eq!(got(&*engine, &k_other), Some(kept));
 
     // A blind delete of a key never written is stored too.
     let k_blind = key("tomb", "never-written");
@@ -342,7 +356,7 @@ pub fn tombstones_are_stored_and_returned(make: EngineFactory<'_>) {
         ok(engine.apply(&k_blind, blind.clone(), None), "apply").0,
         ApplyOutcome::Applied
     );
-    assert_eq!(ok(engine.get(&k_blind), "get"), Some(blind));
+    assert_eq!(got(&*engine, &k_blind), Some(blind));
 
     let page = ok(
         engine.scan(&TokenRange::full("tomb"), None, PageLimit::entries(100)),
@@ -424,13 +438,9 @@ pub fn watermarks_never_purge_what_they_must_keep(make: EngineFactory<'_>) {
     ));
     ok(engine.flush(), "flush");
     for (k, v) in &must_stay {
-        assert_eq!(
-            ok(engine.get(k), "get").as_ref(),
-            Some(v),
-            "{k:?} must stay"
-        );
+        assert_eq!(got(&*engine, k).as_ref(), Some(v), "{k:?} must stay");
     }
-    let left = ok(engine.get(&may_go.0), "get");
+    let left = got(&*engine, &may_go.0);
     assert!(left.is_none() || left.as_ref() == Some(&may_go.1));
 }
 
@@ -510,7 +520,7 @@ pub fn scans_respect_ranges_and_pages(make: EngineFactory<'_>) {
     assert!(!full.more);
     for (k, v) in &full.entries {
         assert_eq!(
-            ok(engine.get(k), "get").as_ref(),
+            got(&*engine, k).as_ref(),
             Some(v),
             "scan returned another version"
         );
@@ -659,7 +669,7 @@ pub fn delete_range_drops_only_the_range(make: EngineFactory<'_>) {
     );
     for k in &keys {
         let dropped = k.namespace == "a" && (10..=20).contains(&k.token);
-        assert_eq!(ok(engine.get(k), "get").is_none(), dropped, "key {k:?}");
+        assert_eq!(got(&*engine, k).is_none(), dropped, "key {k:?}");
     }
     assert_eq!(engine.stats().keys, keys.len() as u64 - 3);
     assert_eq!(

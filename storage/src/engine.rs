@@ -301,6 +301,14 @@ pub trait StorageEngine: Send + Sync + 'static {
         None
     }
 
+    /// [`get`](Self::get) when the engine can answer from memory alone (no file read, no lock
+    /// held for long): an async caller may then answer inline. `None` when only `get` can tell.
+    /// When it answers, it answers exactly what `get` would. The default never answers.
+    fn get_in_memory(&self, key: &StorageKey) -> Option<Result<Option<Version>, EngineError>> {
+        let _ = key;
+        None
+    }
+
     /// False when the engine's point calls (`get`, `apply`, `applied`) will neither wait on I/O
     /// nor on a long-held lock now, so an async caller may run them inline rather than pay a
     /// hand-off to a blocking thread. Asked before every point call; the default, `true`, is

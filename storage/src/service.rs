@@ -557,7 +557,12 @@ impl Storage for StorageService {
             .node
             .check_epoch(req.epoch)
             .map_err(epoch_refusal)?;
-        let version = self.point("read", move |engine| engine.get(&key)).await?;
+        // Inline when the engine can answer from memory; a read that needs the disk goes to the
+        // blocking pool.
+        let version = match self.inner.engine.get_in_memory(&key) {
+            Some(answer) => answer.map_err(|error| engine_refusal("read", &error))?,
+            None => self.point("read", move |engine| engine.get(&key)).await?,
+        };
         Ok(Response::new(pb::ReadResponse {
             version: version.map(convert::version_into_pb),
         }))

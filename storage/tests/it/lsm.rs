@@ -557,3 +557,57 @@ fn point_reads_are_served_from_the_caches() {
         "blocks read once, then cached: {stats:?}"
     );
 }
+
+/// A read from memory alone answers from the memtable, and from tables only once their block
+/// is cached; what it answers is always what `get` answers.
+#[test]
+fn reads_from_memory_need_the_block_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(
+        dir.path(),
+        LsmOptions {
+            // Only cached blocks answer: no row cache in the way.
+            row_cache_bytes: 0,
+            ..tiny()
+        },
+    );
+    let (actor, hlc) = (Actor::new("n1", 1), Hlc::new());
+    let k = key(1);
+    let v = put(None, "in the memtable", &actor, &hlc);
+    engine.apply(&k, v.clone(), None).expect("apply");
+    let in_memory = engine
+        .get_in_memory(&k)
+        .expect("a memtable answers from memory");
+    assert_eq!(in_memory.expect("read"), Some(v.clone()));
+    // Absent everywhere in memory, and no table yet: answered too.
+    assert_eq!(
+        engine.get_in_memory(&key(2)).map(|r| r.ok()),
+        Some(Some(None))
+    );
+
+    // Reopened after enough writes to flush it out, the key lives only in a table whose blocks
+    // nobody has read yet.
+    for i in 10..400 {
+        let other = put(None, &format!("filler {i}"), &actor, &hlc);
+        engine.apply(&key(i), other, None).expect("apply");
+    }
+    engine.flush().expect("flush");
+    drop(engine);
+    let engine = open(
+        dir.path(),
+        LsmOptions {
+            row_cache_bytes: 0,
+            ..tiny()
+        },
+    );
+    assert!(
+        engine.get_in_memory(&k).is_none(),
+        "an uncached block needs a file read"
+    );
+    assert_eq!(engine.get(&k).expect("read"), Some(v.clone()));
+    // The read cached the block: now memory answers, the same.
+    let in_memory = engine
+        .get_in_memory(&k)
+        .expect("a cached block answers from memory");
+    assert_eq!(in_memory.expect("read"), Some(v));
+}

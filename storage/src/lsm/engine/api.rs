@@ -24,6 +24,12 @@ impl StorageEngine for LsmEngine {
         self.inner.get_version(&data_key(key))
     }
 
+    /// From the memtables, the row cache and cached blocks: `None` as soon as a table's block
+    /// would have to be read.
+    fn get_in_memory(&self, key: &StorageKey) -> Option<Result<Option<Version>, EngineError>> {
+        self.inner.get_version_in_memory(&data_key(key))
+    }
+
     fn apply(
         &self,
         key: &StorageKey,

@@ -50,6 +50,17 @@ mod background;
 mod encoding;
 mod errors;
 mod merge;
+
+/// What a lookup found.
+enum Found {
+    /// The newest value.
+    Value(Vec<u8>),
+    /// Nothing under the key.
+    Absent,
+    /// A memory-only lookup met a table whose block is not cached: only a file read can tell.
+    NotInMemory,
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -706,59 +717,108 @@ impl Inner {
         key: &[u8],
         snapshot: u64,
     ) -> Result<Option<Vec<u8>>, EngineError> {
+        match self.find(view, key, snapshot, false)? {
+            Found::Value(v) => Ok(Some(v)),
+            Found::Absent | Found::NotInMemory => Ok(None),
+        }
+    }
+
+    /// [`lookup`](Self::lookup), reading no file when `memory_only`: then it stops at the first
+    /// table whose block is not cached ([`Found::NotInMemory`]).
+    fn find(
+        &self,
+        view: &View,
+        key: &[u8],
+        snapshot: u64,
+        memory_only: bool,
+    ) -> Result<Found, EngineError> {
         if let Some(v) = view.mem.get(key, snapshot) {
-            return Ok(Some(v));
+            return Ok(Found::Value(v));
         }
         for m in &view.frozen {
             if let Some(v) = m.get(key, snapshot) {
-                return Ok(Some(v));
+                return Ok(Found::Value(v));
             }
         }
         let hash = KeyHash::of(key);
         for (level, tables) in view.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
-                    if let Some(v) = self.table_get(t, key, hash)? {
-                        return Ok(Some(v));
+                    match self.table_get(t, key, hash, memory_only)? {
+                        Found::Absent => {}
+                        found => return Ok(found),
                     }
                 }
             } else {
                 let i = tables.partition_point(|t| t.meta.last_key.as_slice() < key);
-                if let Some(t) = tables.get(i)
-                    && let Some(v) = self.table_get(t, key, hash)?
-                {
-                    return Ok(Some(v));
+                if let Some(t) = tables.get(i) {
+                    match self.table_get(t, key, hash, memory_only)? {
+                        Found::Absent => {}
+                        found => return Ok(found),
+                    }
                 }
             }
         }
-        Ok(None)
+        Ok(Found::Absent)
     }
 
-    /// The value table `t` holds under `key`: through its bloom filter, then the row cache.
+    /// The value table `t` holds under `key`: through its bloom filter, then the row cache, then
+    /// the block (from the block cache only when `memory_only`).
     fn table_get(
         &self,
         t: &LiveTable,
         key: &[u8],
         hash: KeyHash,
-    ) -> Result<Option<Vec<u8>>, EngineError> {
+        memory_only: bool,
+    ) -> Result<Found, EngineError> {
         if !covers(&t.meta, key) || !t.table.may_contain_hash(hash) {
-            return Ok(None);
+            return Ok(Found::Absent);
         }
         let id = t.table.cache_id();
         if let Some(v) = self.rows.as_ref().and_then(|rows| rows.get(id, key)) {
-            return Ok(Some(v.to_vec()));
+            return Ok(Found::Value(v.to_vec()));
         }
-        let found = t.table.get_unfiltered(key)?;
-        if let (Some(rows), Some(v)) = (&self.rows, &found) {
-            rows.insert(id, key, Arc::from(v.as_slice()));
+        let found = if memory_only {
+            match t.table.get_if_cached(key)? {
+                Some(found) => found,
+                None => return Ok(Found::NotInMemory),
+            }
+        } else {
+            t.table.get_unfiltered(key)?
+        };
+        match found {
+            Some(v) => {
+                if let Some(rows) = &self.rows {
+                    rows.insert(id, key, Arc::from(v.as_slice()));
+                }
+                Ok(Found::Value(v))
+            }
+            None => Ok(Found::Absent),
         }
-        Ok(found)
     }
 
     fn get_version(&self, key: &[u8]) -> Result<Option<Version>, EngineError> {
         let view = self.current();
         let snapshot = self.visible.load(Ordering::Acquire);
-        match self.lookup(&view, key, snapshot)? {
+        let value = self.lookup(&view, key, snapshot)?;
+        self.version_of(value)
+    }
+
+    /// [`get_version`](Self::get_version) if it needs no file read: `None` when it would.
+    fn get_version_in_memory(&self, key: &[u8]) -> Option<Result<Option<Version>, EngineError>> {
+        let view = self.current();
+        let snapshot = self.visible.load(Ordering::Acquire);
+        match self.find(&view, key, snapshot, true) {
+            Ok(Found::Value(v)) => Some(self.version_of(Some(v))),
+            Ok(Found::Absent) => Some(Ok(None)),
+            Ok(Found::NotInMemory) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The version a stored value under a version key holds (none for an erased one).
+    fn version_of(&self, value: Option<Vec<u8>>) -> Result<Option<Version>, EngineError> {
+        match value {
             None => Ok(None),
             Some(v) => match decode_value(&v, "version")? {
                 Stored::Version(v) => Ok(Some(v)),

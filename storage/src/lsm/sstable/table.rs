@@ -493,6 +493,28 @@ impl Table {
         self.lookup(key, true)
     }
 
+    /// [`get_unfiltered`](Self::get_unfiltered) if the data block that may hold `key` is in the
+    /// block cache: `None` when answering would read the file.
+    pub fn get_if_cached(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, TableError> {
+        let Some(entry) = self.index.iter_from(Some(key)).next() else {
+            return Ok(Some(None));
+        };
+        let (_, handle_bytes) = entry.map_err(|e| self.corrupt(e.offset as u64, e.detail))?;
+        let handle = Handle::decode(handle_bytes)
+            .ok_or_else(|| self.corrupt(0, "bad block handle in the index"))?;
+        let Some(block) = self
+            .blocks
+            .as_ref()
+            .and_then(|c| c.get(self.id, handle.offset, true))
+        else {
+            return Ok(None);
+        };
+        block
+            .get(key)
+            .map(|v| Some(v.map(<[u8]>::to_vec)))
+            .map_err(|e| self.block_error(handle, &e))
+    }
+
     /// [`get`](Self::get) for background work: neither counted in the block cache's hit rate
     /// nor filling it.
     pub fn peek(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
