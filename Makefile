@@ -67,4 +67,4 @@ bench-compare:
 
 ## Ring balance at 10–1,000 nodes (max/mean, min/mean ownership) and what one node added or removed moves, against the ideal 1/N.
 ring-sim:
-	@cargo run --release -q -p pairdb-core --example ring_sim
+	@$(CARGO) run --release -q -p pairdb-core --example ring_sim

@@ -108,8 +108,13 @@ pub fn layers(
 /// The gateways' call-stream RPC.
 pub const CALLS_PATH: &str = "/pairdb.coordinator.v1.Coordinator/Calls";
 
-/// The RPC a gRPC path names, for metrics labels (`other` for an unknown one).
+/// The RPC a gRPC path names, for metrics labels (`other` for an unknown one; `""` for the
+/// call-stream RPC, which is not metered as a whole).
 pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
+    if path == CALLS_PATH {
+        // Call streams are metered call by call (`Metrics::observe_call`), not as a whole.
+        return "";
+    }
     match path.rsplit('/').next().unwrap_or_default() {
         "Get" => "Get",
         "Put" => "Put",
@@ -123,8 +128,7 @@ pub fn rpc_of(_: &http::Method, path: &str) -> &'static str {
         "DeleteApiKey" => "DeleteApiKey",
         "ListNodes" => "ListNodes",
         "Ready" => "Ready",
-        // Call streams are metered call by call (`Metrics::observe_call`), not as a whole.
-        "Calls" => "",
+
         _ => "other",
     }
 }

@@ -20,8 +20,15 @@ fn share(start: u64, end: u64) -> f64 {
 /// `rf`: summed over nodes, `min(rf, nodes)`.
 pub fn ownership(ring: &Ring, rf: usize) -> HashMap<String, f64> {
     let mut owned: HashMap<String, f64> = ring.nodes().iter().map(|n| (n.clone(), 0.0)).collect();
-    for (start, end) in ring.arcs() {
-        let w = share(start, end);
+    let arcs = ring.arcs();
+    let whole = arcs.len() == 1;
+    for (start, end) in arcs {
+        // Two nodes' tokens may collide: their arc between is empty, not the whole ring.
+        let w = if start == end && !whole {
+            0.0
+        } else {
+            share(start, end)
+        };
         for node in ring.preference_list(end, rf) {
             if let Some(o) = owned.get_mut(node) {
                 *o += w;
@@ -81,6 +88,9 @@ pub fn spread(owned: &HashMap<String, f64>) -> (f64, f64) {
         return (1.0, 1.0);
     }
     let mean = owned.values().sum::<f64>() / owned.len() as f64;
+    if mean <= 0.0 {
+        return (1.0, 1.0);
+    }
     let max = owned.values().copied().fold(f64::MIN, f64::max);
     let min = owned.values().copied().fold(f64::MAX, f64::min);
     (max / mean, min / mean)

@@ -79,8 +79,10 @@ fn ok<T>(result: Result<T, EngineError>, what: &str) -> T {
 /// `engine.get(key)`, checking on the way that an answer from memory alone, when the engine
 /// gives one, is the same.
 fn got(engine: &dyn StorageEngine, key: &StorageKey) -> Option<Version> {
+    // Before the read (nothing it caches yet) and after it.
+    let before = engine.get_in_memory(key);
     let stored = ok(engine.get(key), "get");
-    if let Some(in_memory) = engine.get_in_memory(key) {
+    for in_memory in [before, engine.get_in_memory(key)].into_iter().flatten() {
         assert_eq!(
             ok(in_memory, "get_in_memory"),
             stored,

@@ -22,7 +22,8 @@
 //!
 //! Engine calls may block on I/O, so they run on tokio's blocking pool, never on the async
 //! workers — except point calls of an engine that declares they never block
-//! ([`StorageEngine::point_calls_block`]), which run inline. Engine failures are logged without
+//! ([`StorageEngine::point_calls_block`]), and reads the engine can answer from memory alone
+//! ([`StorageEngine::get_in_memory`]), which run inline. Engine failures are logged without
 //! keys or values.
 
 use std::sync::Arc;

@@ -59,6 +59,11 @@ impl Counters {
         found
     }
 
+    fn add(&self, hits: u64, misses: u64) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
+    }
+
     fn read(&self) -> (u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),
@@ -92,6 +97,11 @@ impl BlockCache {
         } else {
             found
         }
+    }
+
+    /// Counts lookups made uncounted (`count` false) that are to count after all.
+    pub fn count(&self, hits: u64, misses: u64) {
+        self.counters.add(hits, misses);
     }
 
     /// Caches the block at `offset` of table `table`.
@@ -163,7 +173,17 @@ impl RowCache {
 
     /// The value table `table` holds under `key`, if cached.
     pub fn get(&self, table: u64, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.counters.count(self.cache.get(&RowRef(table, key)))
+        self.counters.count(self.peek(table, key))
+    }
+
+    /// [`get`](Self::get), not counted as a hit or a miss.
+    pub fn peek(&self, table: u64, key: &[u8]) -> Option<Arc<[u8]>> {
+        self.cache.get(&RowRef(table, key))
+    }
+
+    /// Counts lookups made with [`peek`](Self::peek) that are to count after all.
+    pub fn count(&self, hits: u64, misses: u64) {
+        self.counters.add(hits, misses);
     }
 
     /// Caches the value table `table` holds under `key`.

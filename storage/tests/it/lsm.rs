@@ -30,6 +30,9 @@ impl StorageEngine for TempLsm {
     fn get(&self, key: &StorageKey) -> Result<Option<Version>, EngineError> {
         self.engine.get(key)
     }
+    fn get_in_memory(&self, key: &StorageKey) -> Option<Result<Option<Version>, EngineError>> {
+        self.engine.get_in_memory(key)
+    }
     fn apply(
         &self,
         key: &StorageKey,
@@ -585,8 +588,8 @@ fn reads_from_memory_need_the_block_cached() {
         Some(Some(None))
     );
 
-    // Reopened after enough writes to flush it out, the key lives only in a table whose blocks
-    // nobody has read yet.
+    // Reopened after enough writes to push it out of the memtables, the key lives only in a
+    // table whose blocks nobody has read yet.
     for i in 10..400 {
         let other = put(None, &format!("filler {i}"), &actor, &hlc);
         engine.apply(&key(i), other, None).expect("apply");
@@ -600,6 +603,8 @@ fn reads_from_memory_need_the_block_cached() {
             ..tiny()
         },
     );
+    // No compaction may swap the table (and its cache entries) under the checks below.
+    engine.wait_idle().expect("idle");
     assert!(
         engine.get_in_memory(&k).is_none(),
         "an uncached block needs a file read"

@@ -51,6 +51,20 @@ mod encoding;
 mod errors;
 mod merge;
 
+/// Values larger than this are read on the blocking pool even when in memory: copying and
+/// decoding them is not work for an async worker.
+const MAX_IN_MEMORY_VALUE: usize = 64 << 10;
+
+/// The cache lookups of a memory-only lookup, counted once it answers.
+#[derive(Default)]
+struct Tally {
+    /// Row-cache hits and misses.
+    row_hits: u64,
+    row_misses: u64,
+    /// Block-cache hits (a miss ends a memory-only lookup).
+    block_hits: u64,
+}
+
 /// What a lookup found.
 enum Found {
     /// The newest value.
@@ -717,20 +731,27 @@ impl Inner {
         key: &[u8],
         snapshot: u64,
     ) -> Result<Option<Vec<u8>>, EngineError> {
-        match self.find(view, key, snapshot, false)? {
+        match self.find(view, key, snapshot, None)? {
             Found::Value(v) => Ok(Some(v)),
-            Found::Absent | Found::NotInMemory => Ok(None),
+            Found::Absent => Ok(None),
+            // Only a memory-only lookup gives up.
+            Found::NotInMemory => Err(corruption(
+                &self.dir,
+                0,
+                "a lookup allowed to read files gave up",
+            )),
         }
     }
 
-    /// [`lookup`](Self::lookup), reading no file when `memory_only`: then it stops at the first
-    /// table whose block is not cached ([`Found::NotInMemory`]).
+    /// [`lookup`](Self::lookup); with a `tally`, it reads no file — it stops at the first table
+    /// whose block is not cached ([`Found::NotInMemory`]) — and counts its cache lookups there
+    /// instead of in the caches.
     fn find(
         &self,
         view: &View,
         key: &[u8],
         snapshot: u64,
-        memory_only: bool,
+        mut tally: Option<&mut Tally>,
     ) -> Result<Found, EngineError> {
         if let Some(v) = view.mem.get(key, snapshot) {
             return Ok(Found::Value(v));
@@ -744,7 +765,7 @@ impl Inner {
         for (level, tables) in view.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
-                    match self.table_get(t, key, hash, memory_only)? {
+                    match self.table_get(t, key, hash, tally.as_deref_mut())? {
                         Found::Absent => {}
                         found => return Ok(found),
                     }
@@ -752,7 +773,7 @@ impl Inner {
             } else {
                 let i = tables.partition_point(|t| t.meta.last_key.as_slice() < key);
                 if let Some(t) = tables.get(i) {
-                    match self.table_get(t, key, hash, memory_only)? {
+                    match self.table_get(t, key, hash, tally.as_deref_mut())? {
                         Found::Absent => {}
                         found => return Ok(found),
                     }
@@ -763,28 +784,49 @@ impl Inner {
     }
 
     /// The value table `t` holds under `key`: through its bloom filter, then the row cache, then
-    /// the block (from the block cache only when `memory_only`).
+    /// the block — from the block cache only, and counted in `tally`, when there is one.
     fn table_get(
         &self,
         t: &LiveTable,
         key: &[u8],
         hash: KeyHash,
-        memory_only: bool,
+        tally: Option<&mut Tally>,
     ) -> Result<Found, EngineError> {
         if !covers(&t.meta, key) || !t.table.may_contain_hash(hash) {
             return Ok(Found::Absent);
         }
         let id = t.table.cache_id();
-        if let Some(v) = self.rows.as_ref().and_then(|rows| rows.get(id, key)) {
-            return Ok(Found::Value(v.to_vec()));
-        }
-        let found = if memory_only {
-            match t.table.get_if_cached(key)? {
-                Some(found) => found,
-                None => return Ok(Found::NotInMemory),
+        let row = match (&self.rows, &tally) {
+            (Some(rows), Some(_)) => rows.peek(id, key),
+            (Some(rows), None) => rows.get(id, key),
+            (None, _) => None,
+        };
+        let found = match tally {
+            Some(tally) => {
+                if self.rows.is_some() {
+                    if row.is_some() {
+                        tally.row_hits += 1;
+                    } else {
+                        tally.row_misses += 1;
+                    }
+                }
+                if let Some(v) = row {
+                    return Ok(Found::Value(v.to_vec()));
+                }
+                match t.table.get_if_cached(key)? {
+                    Some(found) => {
+                        tally.block_hits += 1;
+                        found
+                    }
+                    None => return Ok(Found::NotInMemory),
+                }
             }
-        } else {
-            t.table.get_unfiltered(key)?
+            None => {
+                if let Some(v) = row {
+                    return Ok(Found::Value(v.to_vec()));
+                }
+                t.table.get_unfiltered(key)?
+            }
         };
         match found {
             Some(v) => {
@@ -804,16 +846,27 @@ impl Inner {
         self.version_of(value)
     }
 
-    /// [`get_version`](Self::get_version) if it needs no file read: `None` when it would.
+    /// [`get_version`](Self::get_version) if it needs no file read and the value is small
+    /// (at most [`MAX_IN_MEMORY_VALUE`]): `None` otherwise. Its cache lookups count only when it
+    /// answers (otherwise the read that follows counts them).
     fn get_version_in_memory(&self, key: &[u8]) -> Option<Result<Option<Version>, EngineError>> {
         let view = self.current();
         let snapshot = self.visible.load(Ordering::Acquire);
-        match self.find(&view, key, snapshot, true) {
-            Ok(Found::Value(v)) => Some(self.version_of(Some(v))),
-            Ok(Found::Absent) => Some(Ok(None)),
-            Ok(Found::NotInMemory) => None,
-            Err(e) => Some(Err(e)),
+        let mut tally = Tally::default();
+        let answer = match self.find(&view, key, snapshot, Some(&mut tally)) {
+            Ok(Found::Value(v)) if v.len() > MAX_IN_MEMORY_VALUE => return None,
+            Ok(Found::Value(v)) => self.version_of(Some(v)),
+            Ok(Found::Absent) => Ok(None),
+            Ok(Found::NotInMemory) => return None,
+            Err(e) => Err(e),
+        };
+        if let Some(rows) = &self.rows {
+            rows.count(tally.row_hits, tally.row_misses);
         }
+        if let Some(blocks) = &self.blocks {
+            blocks.count(tally.block_hits, 0);
+        }
+        Some(answer)
     }
 
     /// The version a stored value under a version key holds (none for an erased one).

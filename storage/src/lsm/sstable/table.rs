@@ -494,7 +494,8 @@ impl Table {
     }
 
     /// [`get_unfiltered`](Self::get_unfiltered) if the data block that may hold `key` is in the
-    /// block cache: `None` when answering would read the file.
+    /// block cache: `None` when answering would read the file. Not counted in the cache's hit
+    /// rate (the caller counts what it answers with).
     pub fn get_if_cached(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, TableError> {
         let Some(entry) = self.index.iter_from(Some(key)).next() else {
             return Ok(Some(None));
@@ -505,7 +506,7 @@ impl Table {
         let Some(block) = self
             .blocks
             .as_ref()
-            .and_then(|c| c.get(self.id, handle.offset, true))
+            .and_then(|c| c.get(self.id, handle.offset, false))
         else {
             return Ok(None);
         };
