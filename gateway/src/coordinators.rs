@@ -51,6 +51,9 @@ struct Inner {
     clients: Vec<CoordinatorClient<Channel>>,
     /// The call streams to each coordinator (same order as `clients`): the data path.
     streams: Vec<CallStreams>,
+    /// Whether each coordinator serves call streams: [`UNKNOWN`] until its first answer, then
+    /// [`STREAMS`], or [`UNARY`] for a coordinator older than call streams (a rolling upgrade).
+    modes: Vec<std::sync::atomic::AtomicU8>,
     next: AtomicUsize,
     authorization: AsciiMetadataValue,
 }
@@ -94,6 +97,12 @@ impl pairdb_mux::Opener<pb::CallBatch, pb::ReplyBatch> for Opener {
         metadata.insert(AUTHORIZATION, self.authorization.clone());
         metadata.insert(PRINCIPAL_HEADER, MetadataValue::from_static("admin"));
         Box::pin(async move { Ok(client.calls(request).await?.into_inner()) })
+    }
+
+    /// A coordinator that does not know the call-stream RPC ran none of the calls: each gets its
+    /// `UNIMPLEMENTED`, and goes to it as a unary call instead.
+    fn is_refusal(&self, status: &Status) -> bool {
+        std::error::Error::source(status).is_none() && is_unimplemented(status)
     }
 }
 
@@ -155,10 +164,15 @@ impl Coordinators {
                 .max_message_bytes(MAX_CALL_MESSAGE_BYTES)
             })
             .collect();
+        let modes = addresses
+            .iter()
+            .map(|_| std::sync::atomic::AtomicU8::new(UNKNOWN))
+            .collect();
         Ok(Coordinators {
             inner: Arc::new(Inner {
                 clients,
                 streams,
+                modes,
                 next: AtomicUsize::new(0),
                 authorization,
             }),
@@ -323,7 +337,8 @@ impl Coordinators {
             let mut last = Status::unavailable("no coordinator configured");
             let mut call = Some(call);
             for attempt in 0..tries {
-                let Some(to) = streams.get((start + attempt) % streams.len()) else {
+                let i = (start + attempt) % streams.len();
+                let Some(to) = streams.get(i) else {
                     break;
                 };
                 // Copied only when another attempt may follow (a value can be large).
@@ -333,7 +348,7 @@ impl Coordinators {
                     call.take()
                 };
                 let Some(this) = this else { break };
-                match to.call(this, deadline).await {
+                match self.call_on(i, to, context, this, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(status) if is_transport_failure(&status) => {
                         tracing::debug!(message = status.message(), "coordinator unreachable");
@@ -348,6 +363,91 @@ impl Coordinators {
             .await
             .unwrap_or_else(|_| Err(Status::deadline_exceeded("the request deadline passed")))
     }
+}
+
+impl Coordinators {
+    /// Makes `call` on coordinator `i`: on its call streams, or as the unary RPC when it has
+    /// none. Until a coordinator has answered on a stream once, the call is kept, so that one
+    /// answering `UNIMPLEMENTED` (older than call streams) gets it as a unary call instead.
+    async fn call_on(
+        &self,
+        i: usize,
+        to: &CallStreams,
+        context: &CallContext,
+        call: pb::Call,
+        deadline: tokio::time::Instant,
+    ) -> Result<pb::reply::Result, Status> {
+        let mode = self
+            .inner
+            .modes
+            .get(i)
+            .map_or(STREAMS, |m| m.load(Ordering::Relaxed));
+        if mode == UNARY {
+            return self.unary_on(i, context, call).await;
+        }
+        let kept = (mode == UNKNOWN).then(|| call.clone());
+        match to.call(call, deadline).await {
+            Err(status) if is_unimplemented(&status) => {
+                let Some(kept) = kept else {
+                    // It served streams before (replaced by an older build since): the call never
+                    // ran; send it elsewhere, and learn this coordinator's mode again.
+                    if let Some(m) = self.inner.modes.get(i) {
+                        m.store(UNKNOWN, Ordering::Relaxed);
+                    }
+                    return Err(Status::unavailable(status.message().to_owned()));
+                };
+                tracing::info!("a coordinator without call streams: calling it unary");
+                if let Some(m) = self.inner.modes.get(i) {
+                    m.store(UNARY, Ordering::Relaxed);
+                }
+                self.unary_on(i, context, kept).await
+            }
+            answered => {
+                if let (Some(m), Ok(_)) = (self.inner.modes.get(i), &answered) {
+                    m.store(STREAMS, Ordering::Relaxed);
+                }
+                answered
+            }
+        }
+    }
+
+    /// `call`'s operation as the unary RPC, on coordinator `i`.
+    async fn unary_on(
+        &self,
+        i: usize,
+        context: &CallContext,
+        call: pb::Call,
+    ) -> Result<pb::reply::Result, Status> {
+        let Some(client) = self.inner.clients.get(i) else {
+            return Err(Status::unavailable("no such coordinator"));
+        };
+        let mut client = client.clone();
+        match call.op {
+            Some(pb::call::Op::Get(m)) => Ok(pb::reply::Result::Get(
+                client.get(self.request(context, m)?).await?.into_inner(),
+            )),
+            Some(pb::call::Op::Put(m)) => Ok(pb::reply::Result::Write(
+                client.put(self.request(context, m)?).await?.into_inner(),
+            )),
+            Some(pb::call::Op::Delete(m)) => Ok(pb::reply::Result::Write(
+                client.delete(self.request(context, m)?).await?.into_inner(),
+            )),
+            None => Err(Status::internal("a call without an operation")),
+        }
+    }
+}
+
+/// A coordinator's call-stream mode: not known yet.
+const UNKNOWN: u8 = 0;
+/// It serves call streams.
+const STREAMS: u8 = 1;
+/// It does not (older than call streams): unary calls only.
+const UNARY: u8 = 2;
+
+/// The coordinator does not know the call-stream RPC (gRPC's answer for an unknown method,
+/// without an error detail of pairdb's).
+fn is_unimplemented(status: &Status) -> bool {
+    status.code() == tonic::Code::Unimplemented && status.details().is_empty()
 }
 
 /// How long a call without a deadline of its own may take on a call stream.

@@ -146,3 +146,31 @@ async fn serve_stops_gracefully() {
     );
     h.shutdown().await.unwrap();
 }
+
+/// A coordinator older than call streams (a rolling upgrade) answers them `UNIMPLEMENTED`: the
+/// gateway sends the same requests to it as unary calls, and the client never sees a difference.
+#[tokio::test]
+async fn a_coordinator_without_call_streams_gets_unary_calls() {
+    let h = Harness::start().await;
+    h.coordinator
+        .no_call_streams
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for round in 0..2 {
+        let put = h
+            .tenant(Method::PUT, "/v1/kv/old")
+            .body(format!("v{round}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200, "round {round}");
+        let call = h.last_call();
+        assert_eq!(call.method, "put");
+        assert!(
+            call.header("grpc-timeout").is_some() && call.header("x-call-timeout-ms").is_none(),
+            "a unary call, round {round}"
+        );
+        let get = h.tenant(Method::GET, "/v1/kv/old").send().await.unwrap();
+        assert_eq!(get.status(), 200);
+        assert_eq!(get.text().await.unwrap(), format!("v{round}"));
+    }
+}

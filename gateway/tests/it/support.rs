@@ -184,6 +184,8 @@ pub struct FakeCoordinator {
     pub calls: Mutex<Vec<Call>>,
     pub values: Mutex<HashMap<Vec<u8>, Stored>>,
     pub not_ready: AtomicBool,
+    /// Answers call streams `UNIMPLEMENTED`, as a coordinator older than them would.
+    pub no_call_streams: AtomicBool,
 }
 
 fn detail_status(code: Code, message: &str, detail: pb::ErrorDetail) -> Status {
@@ -389,6 +391,14 @@ impl Coordinator for FakeService {
         &self,
         request: Request<tonic::Streaming<pb::CallBatch>>,
     ) -> Result<Response<Self::CallsStream>, Status> {
+        if self
+            .no_call_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Status::unimplemented(
+                "Operation is not implemented or not supported",
+            ));
+        }
         let authorization = request.metadata().get("authorization").cloned();
         let service = self.clone();
         let handle = move |call: pb::Call| service.clone().run_call(authorization.clone(), call);
