@@ -73,8 +73,14 @@ impl StorageCalls {
         StorageCalls { streams, deadline }
     }
 
-    async fn call(&self, op: Op) -> Result<ReplyResult, Status> {
-        self.streams.call(call_of(op), self.deadline).await
+    /// Makes the call for `op`; its reply must be the kind `pick` takes.
+    async fn call<T>(
+        &self,
+        op: Op,
+        pick: fn(ReplyResult) -> Option<T>,
+    ) -> Result<tonic::Response<T>, Status> {
+        let reply = self.streams.call(call_of(op), self.deadline).await?;
+        pick(reply).map(tonic::Response::new).ok_or_else(mismatched)
     }
 
     /// `Storage.Mint`.
@@ -82,10 +88,11 @@ impl StorageCalls {
         &mut self,
         request: pb::MintRequest,
     ) -> Result<tonic::Response<pb::MintResponse>, Status> {
-        match self.call(Op::Mint(request)).await? {
-            ReplyResult::Mint(r) => Ok(tonic::Response::new(r)),
-            _ => Err(mismatched()),
-        }
+        self.call(Op::Mint(request), |r| match r {
+            ReplyResult::Mint(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     /// `Storage.Apply`.
@@ -93,10 +100,11 @@ impl StorageCalls {
         &mut self,
         request: pb::ApplyRequest,
     ) -> Result<tonic::Response<pb::ApplyResponse>, Status> {
-        match self.call(Op::Apply(request)).await? {
-            ReplyResult::Apply(r) => Ok(tonic::Response::new(r)),
-            _ => Err(mismatched()),
-        }
+        self.call(Op::Apply(request), |r| match r {
+            ReplyResult::Apply(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     /// `Storage.Read`.
@@ -104,10 +112,11 @@ impl StorageCalls {
         &mut self,
         request: pb::ReadRequest,
     ) -> Result<tonic::Response<pb::ReadResponse>, Status> {
-        match self.call(Op::Read(request)).await? {
-            ReplyResult::Read(r) => Ok(tonic::Response::new(r)),
-            _ => Err(mismatched()),
-        }
+        self.call(Op::Read(request), |r| match r {
+            ReplyResult::Read(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 }
 

@@ -96,15 +96,14 @@ impl CoordinatorService {
         let span = pairdb_middleware::call_span("coordinator", rpc, &call.traceparent);
         let level = call.consistency.parse::<Consistency>().ok();
         // Recorded however the call ends, dropped at its deadline or cancelled included.
+        let started = std::time::Instant::now();
         let mut observed = Observed {
             metrics: self.replicator.cluster().config().metrics.clone(),
             rpc,
             level: level.map_or("none", Consistency::as_str),
-            started: std::time::Instant::now(),
-            deadline: (call.timeout_ms > 0).then(|| {
-                std::time::Instant::now()
-                    + std::time::Duration::from_millis(u64::from(call.timeout_ms))
-            }),
+            started,
+            deadline: (call.timeout_ms > 0)
+                .then(|| started + std::time::Duration::from_millis(u64::from(call.timeout_ms))),
             code: None,
         };
         let result = async {

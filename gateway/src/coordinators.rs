@@ -254,70 +254,58 @@ impl Coordinators {
         }
     }
 
-    /// `Coordinator.Get` over the call streams.
+    /// `Coordinator.Get`, over the call streams.
     pub async fn get(
         &self,
         context: &CallContext,
         message: pb::GetRequest,
     ) -> Result<pb::GetResponse, Status> {
-        let Some(call) = stream_call(context) else {
-            return self
-                .call(context, message, |mut c, r| async move { c.get(r).await })
-                .await;
-        };
-        let call = pb::Call {
-            op: Some(pb::call::Op::Get(message)),
-            ..call
-        };
-        match self.stream(context, call).await? {
+        match self.kv(context, pb::call::Op::Get(message)).await? {
             pb::reply::Result::Get(r) => Ok(r),
             _ => Err(mismatched()),
         }
     }
 
-    /// `Coordinator.Put` over the call streams.
+    /// `Coordinator.Put`, over the call streams.
     pub async fn put(
         &self,
         context: &CallContext,
         message: pb::PutRequest,
     ) -> Result<pb::WriteResponse, Status> {
-        let Some(call) = stream_call(context) else {
-            return self
-                .call(context, message, |mut c, r| async move { c.put(r).await })
-                .await;
-        };
-        let call = pb::Call {
-            op: Some(pb::call::Op::Put(message)),
-            ..call
-        };
-        match self.stream(context, call).await? {
+        match self.kv(context, pb::call::Op::Put(message)).await? {
             pb::reply::Result::Write(r) => Ok(r),
             _ => Err(mismatched()),
         }
     }
 
-    /// `Coordinator.Delete` over the call streams.
+    /// `Coordinator.Delete`, over the call streams.
     pub async fn delete(
         &self,
         context: &CallContext,
         message: pb::DeleteRequest,
     ) -> Result<pb::WriteResponse, Status> {
-        let Some(call) = stream_call(context) else {
-            return self
-                .call(
-                    context,
-                    message,
-                    |mut c, r| async move { c.delete(r).await },
-                )
-                .await;
-        };
-        let call = pb::Call {
-            op: Some(pb::call::Op::Delete(message)),
-            ..call
-        };
-        match self.stream(context, call).await? {
+        match self.kv(context, pb::call::Op::Delete(message)).await? {
             pb::reply::Result::Write(r) => Ok(r),
             _ => Err(mismatched()),
+        }
+    }
+
+    /// `op` on a call stream, or as its unary RPC when `context` cannot travel on one (no tenant,
+    /// or no resolved level); either way with failover as [`call`](Self::call) does.
+    async fn kv(
+        &self,
+        context: &CallContext,
+        op: pb::call::Op,
+    ) -> Result<pb::reply::Result, Status> {
+        match stream_call(context) {
+            Some(call) => {
+                let call = pb::Call {
+                    op: Some(op),
+                    ..call
+                };
+                self.stream(context, call).await
+            }
+            None => self.call(context, op, unary).await,
         }
     }
 
@@ -421,20 +409,41 @@ impl Coordinators {
         let Some(client) = self.inner.clients.get(i) else {
             return Err(Status::unavailable("no such coordinator"));
         };
-        let mut client = client.clone();
-        match call.op {
-            Some(pb::call::Op::Get(m)) => Ok(pb::reply::Result::Get(
-                client.get(self.request(context, m)?).await?.into_inner(),
-            )),
-            Some(pb::call::Op::Put(m)) => Ok(pb::reply::Result::Write(
-                client.put(self.request(context, m)?).await?.into_inner(),
-            )),
-            Some(pb::call::Op::Delete(m)) => Ok(pb::reply::Result::Write(
-                client.delete(self.request(context, m)?).await?.into_inner(),
-            )),
-            None => Err(Status::internal("a call without an operation")),
-        }
+        let op = call
+            .op
+            .ok_or_else(|| Status::internal("a call without an operation"))?;
+        let request = self.request(context, op)?;
+        Ok(unary(client.clone(), request).await?.into_inner())
     }
+}
+
+/// The operation `request` carries, as its unary RPC on `client` (with `request`'s metadata).
+async fn unary(
+    mut client: CoordinatorClient<Channel>,
+    request: tonic::Request<pb::call::Op>,
+) -> Result<tonic::Response<pb::reply::Result>, Status> {
+    fn with<M>(
+        metadata: tonic::metadata::MetadataMap,
+        extensions: tonic::Extensions,
+        message: M,
+    ) -> tonic::Request<M> {
+        tonic::Request::from_parts(metadata, extensions, message)
+    }
+    let (metadata, extensions, op) = request.into_parts();
+    Ok(match op {
+        pb::call::Op::Get(m) => client
+            .get(with(metadata, extensions, m))
+            .await?
+            .map(pb::reply::Result::Get),
+        pb::call::Op::Put(m) => client
+            .put(with(metadata, extensions, m))
+            .await?
+            .map(pb::reply::Result::Write),
+        pb::call::Op::Delete(m) => client
+            .delete(with(metadata, extensions, m))
+            .await?
+            .map(pb::reply::Result::Write),
+    })
 }
 
 /// A coordinator's call-stream mode: not known yet.

@@ -251,13 +251,7 @@ impl StorageNode {
                 let _ = graceful_rx.await;
             })
             .await;
-            let clean = match served {
-                Ok(()) => stop_cleanly(task_engine, task_state).await,
-                Err(e) => {
-                    tracing::error!(%node, error = %e, "storage node stopped with an error");
-                    false
-                }
-            };
+            let clean = after_serving(node, served, task_engine, task_state).await;
             let _ = ended_tx.send(clean);
         });
         Ok(StorageNode {
@@ -324,15 +318,7 @@ impl StorageNode {
                         () = abort => None,
                         r = server => Some(r),
                     }
-                    .map(|r| async move {
-                        match r {
-                            Ok(()) => stop_cleanly(task_engine, task_state).await,
-                            Err(e) => {
-                                tracing::error!(%node, error = %e, "storage node stopped with an error");
-                                false
-                            }
-                        }
-                    })
+                    .map(|served| after_serving(node, served, task_engine, task_state))
                 });
                 let clean = match clean {
                     // Aborted: every connection task goes with the runtime, at once.
@@ -424,6 +410,23 @@ impl LocalNode for StorageNode {
 
     async fn stop(self) -> anyhow::Result<()> {
         self.shutdown().await
+    }
+}
+
+/// After a node's server returned: [`stop_cleanly`] if it stopped as asked, else logs why it
+/// ended (an unclean stop). Returns whether the stop was clean.
+async fn after_serving(
+    node: String,
+    served: Result<(), tonic::transport::Error>,
+    engine: Arc<dyn StorageEngine>,
+    state: Arc<NodeState>,
+) -> bool {
+    match served {
+        Ok(()) => stop_cleanly(engine, state).await,
+        Err(e) => {
+            tracing::error!(%node, error = %e, "storage node stopped with an error");
+            false
+        }
     }
 }
 
