@@ -16,7 +16,7 @@ mod rows;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
-pub use model::{ApiKeyRecord, NodeRecord, NodeState, RateLimit, TenantConfig};
+pub use model::{ApiKeyRecord, JobRecord, NodeRecord, NodeState, RateLimit, TenantConfig};
 
 use async_trait::async_trait;
 use pairdb_core::Placement;
@@ -119,4 +119,46 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), MetadataError>;
+
+    /// Creates `job` (unowned, or failing with `Unavailable` if its id exists) and, with
+    /// `placement = Some((expected_epoch, next))`, installs `next` in the same transaction,
+    /// provided the stored epoch is still `expected_epoch` — else it fails with
+    /// [`MetadataError::PlacementConflict`] and writes nothing.
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError>;
+
+    /// The job `id`, if it exists.
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, MetadataError>;
+
+    /// Every job (only unfinished ones when `unfinished`), oldest first.
+    async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError>;
+
+    /// Saves `job`'s body and `done` flag as `owner`, who then holds the job's lease for `ttl`
+    /// from now. Succeeds when the job is unowned, owned by `owner`, or its lease ran out (the
+    /// clock is the store's where it has one); answers `false`, writing nothing, when another
+    /// owner's lease holds or the job does not exist. With `placement = Some((expected_epoch,
+    /// next))` it installs `next` in the same transaction, as [`start_job`](Self::start_job).
+    async fn save_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        ttl: std::time::Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError>;
+
+    /// Deletes tenant `id` with its API keys; `false` if it did not exist.
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError>;
+
+    /// Records that coordinator `instance` routes with placement epoch `epoch`, for `ttl` from
+    /// now; forgets coordinators whose time ran out; returns the lowest epoch a live coordinator
+    /// reports, this one included.
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: std::time::Duration,
+    ) -> Result<u64, MetadataError>;
 }

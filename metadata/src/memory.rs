@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use pairdb_core::Placement;
 
-use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, TenantConfig};
+use crate::{ApiKeyRecord, JobRecord, MetadataError, MetadataStore, NodeRecord, TenantConfig};
 
 /// A [`MetadataStore`] kept in process memory, with the semantics of
 /// [`SqliteStore`](crate::sqlite::SqliteStore).
@@ -46,6 +46,10 @@ struct State {
     placement: Option<Placement>,
     /// Live instances by `(role, instance)`, with the moment each expires.
     instances: BTreeMap<(String, String), std::time::Instant>,
+    /// Jobs by id, with their owner and the moment the owner's lease runs out.
+    jobs: BTreeMap<String, (JobRecord, String, std::time::Instant)>,
+    /// Coordinators' epochs by instance, with the moment each expires.
+    epoch_acks: BTreeMap<String, (u64, std::time::Instant)>,
 }
 
 impl MemoryStore {
@@ -66,6 +70,16 @@ impl State {
     /// The stored placement's epoch.
     fn epoch(&self) -> Option<u64> {
         self.placement.as_ref().map(|p| p.epoch)
+    }
+
+    /// Refuses to install `next` unless the stored epoch is `expected` and `next` advances it.
+    fn check_swap(&self, expected: u64, next: &Placement) -> Result<(), MetadataError> {
+        if self.epoch() != Some(expected) || next.epoch <= expected {
+            return Err(MetadataError::PlacementConflict {
+                expected: Some(expected),
+            });
+        }
+        check_epoch(next.epoch)
     }
 
     /// Refuses `key` as the `api_keys` constraints would: a taken key id (primary key) first, then
@@ -275,5 +289,102 @@ impl MetadataStore for MemoryStore {
     /// See [`MetadataStore::ping`]: always answers.
     async fn ping(&self) -> Result<(), MetadataError> {
         Ok(())
+    }
+
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        let mut state = self.lock();
+        if let Some((expected, next)) = placement {
+            state.check_swap(expected, next)?;
+        }
+        if state.jobs.contains_key(&job.id) {
+            return Err(MetadataError::Unavailable(format!(
+                "job id {} is already taken",
+                job.id
+            )));
+        }
+        if let Some((_, next)) = placement {
+            state.placement = Some(next.clone());
+        }
+        let now = std::time::Instant::now();
+        state
+            .jobs
+            .insert(job.id.clone(), (job.clone(), String::new(), now));
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, MetadataError> {
+        Ok(self.lock().jobs.get(id).map(|(j, _, _)| j.clone()))
+    }
+
+    async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
+        let mut jobs: Vec<JobRecord> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|(j, _, _)| !unfinished || !j.done)
+            .map(|(j, _, _)| j.clone())
+            .collect();
+        jobs.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(jobs)
+    }
+
+    async fn save_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        ttl: std::time::Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        let holds = state
+            .jobs
+            .get(&job.id)
+            .is_some_and(|(_, o, until)| o.is_empty() || o == owner || *until <= now);
+        if !holds {
+            return Ok(false);
+        }
+        if let Some((expected, next)) = placement {
+            state.check_swap(expected, next)?;
+            state.placement = Some(next.clone());
+        }
+        if let Some(entry) = state.jobs.get_mut(&job.id) {
+            entry.0.body = job.body.clone();
+            entry.0.done = job.done;
+            entry.1 = owner.to_owned();
+            entry.2 = now + ttl;
+        }
+        Ok(true)
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        let mut state = self.lock();
+        state.api_keys.retain(|_, k| k.tenant_id != id);
+        Ok(state.tenants.remove(id).is_some())
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: std::time::Duration,
+    ) -> Result<u64, MetadataError> {
+        check_epoch(epoch)?;
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        state.epoch_acks.retain(|_, (_, expires)| *expires > now);
+        state
+            .epoch_acks
+            .insert(instance.to_owned(), (epoch, now + ttl));
+        Ok(state
+            .epoch_acks
+            .values()
+            .map(|(e, _)| *e)
+            .min()
+            .unwrap_or(epoch))
     }
 }

@@ -94,6 +94,23 @@ pub struct NodeRecord {
     pub created_at: String,
 }
 
+/// A long-running cluster job (a migration or a repair) as stored. The body is the coordinator's
+/// to define; the store keeps it whole and hands out leases on it (see
+/// [`MetadataStore::save_job`](crate::MetadataStore::save_job)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Unique id.
+    pub id: String,
+    /// What it is (`migration`, `repair`).
+    pub kind: String,
+    /// Its state, as the coordinator encodes it.
+    pub body: String,
+    /// Finished (successfully or not): nobody runs it any more.
+    pub done: bool,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
 /// Now as RFC 3339 UTC with second precision, e.g. `2026-11-22T01:02:03Z`.
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()

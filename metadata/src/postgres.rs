@@ -19,10 +19,12 @@ use sqlx::{Postgres, SqlStr, Transaction};
 
 use crate::rows::{api_key_from_row, node_from_row, placement_from_row, tenant_from_row};
 use crate::sqlite::{
-    INSERT_TENANT, SELECT_TENANT, SELECT_TENANTS, UPDATE_TENANT, epoch_from_sql, epoch_to_sql,
-    is_unique_violation, map_err, map_migrate_err,
+    INSERT_TENANT, SELECT_JOB, SELECT_JOBS, SELECT_TENANT, SELECT_TENANTS, UPDATE_TENANT,
+    epoch_from_sql, epoch_to_sql, is_unique_violation, job_from_row, map_err, map_migrate_err,
 };
-use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig};
+use crate::{
+    ApiKeyRecord, JobRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig,
+};
 
 /// The advisory lock every placement-changing transaction takes ("pdb-meta").
 const WRITE_LOCK: i64 = 0x7064_622d_6d65_7461;
@@ -50,6 +52,13 @@ fn migrator() -> Migrator {
             "instances".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../../migrations/postgres/0002_instances.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            "jobs".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/postgres/0003_jobs.sql")),
             false,
         ),
     ])
@@ -393,4 +402,142 @@ impl MetadataStore for PostgresStore {
             .map_err(map_err)?;
         Ok(())
     }
+
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        let mut tx = self.begin_write().await?;
+        if let Some((expected, next)) = placement {
+            swap_in(&mut tx, expected, next).await?;
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, body, done, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(&job.body)
+        .bind(job.done)
+        .bind(&job.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, MetadataError> {
+        let row = sqlx::query(SELECT_JOB)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
+        let rows = sqlx::query(SELECT_JOBS)
+            .bind(unfinished)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn save_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        ttl: Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        let saved = sqlx::query(
+            "UPDATE jobs SET body = $1, done = $2, owner = $3, \
+             lease_until = now() + $4 * interval '1 millisecond' \
+             WHERE id = $5 AND (owner = '' OR owner = $3 OR lease_until <= now())",
+        )
+        .bind(&job.body)
+        .bind(job.done)
+        .bind(owner)
+        .bind(ttl_ms)
+        .bind(&job.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if saved.rows_affected() == 0 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        if let Some((expected, next)) = placement {
+            swap_in(&mut tx, expected, next).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let gone = sqlx::query("DELETE FROM tenants WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(gone.rows_affected() > 0)
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: Duration,
+    ) -> Result<u64, MetadataError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM epoch_acks WHERE expires_at <= now()")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO epoch_acks (instance_id, epoch, expires_at) \
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+             ON CONFLICT (instance_id) DO UPDATE SET epoch = excluded.epoch, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(instance)
+        .bind(epoch_to_sql(epoch)?)
+        .bind(ttl_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        let lowest: i64 =
+            sqlx::query_scalar("SELECT MIN(epoch) FROM epoch_acks WHERE expires_at > now()")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+        epoch_from_sql(lowest)
+    }
+}
+
+/// Installs `next` inside `tx` if the stored epoch is `expected` and `next` advances it.
+async fn swap_in(
+    tx: &mut Transaction<'_, Postgres>,
+    expected: u64,
+    next: &Placement,
+) -> Result<(), MetadataError> {
+    let stored = stored_epoch(tx).await?;
+    if stored != Some(expected) || next.epoch <= expected {
+        return Err(MetadataError::PlacementConflict {
+            expected: Some(expected),
+        });
+    }
+    write_placement(tx, next).await
 }

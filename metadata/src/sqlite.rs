@@ -19,7 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{SqlStr, Sqlite, Transaction};
 
 use crate::rows::{api_key_from_row, node_from_row, placement_from_row, tenant_from_row};
-use crate::{ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig};
+use crate::{
+    ApiKeyRecord, JobRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig,
+};
 
 /// How long a statement waits for another connection's write lock before failing with
 /// [`MetadataError::Unavailable`].
@@ -48,6 +50,13 @@ fn migrator() -> Migrator {
             "instances".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../../migrations/sqlite/0002_instances.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            "jobs".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/sqlite/0003_jobs.sql")),
             false,
         ),
     ])
@@ -495,4 +504,174 @@ impl MetadataStore for SqliteStore {
             .map_err(map_err)?;
         Ok(())
     }
+
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        let mut tx = self.begin_write().await?;
+        if let Some((expected, next)) = placement {
+            swap_in(&mut tx, expected, next).await?;
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, body, done, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(&job.body)
+        .bind(job.done)
+        .bind(&job.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, MetadataError> {
+        let row = sqlx::query(SELECT_JOB)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
+        let rows = sqlx::query(SELECT_JOBS)
+            .bind(unfinished)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn save_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        ttl: Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.begin_write().await?;
+        let saved = sqlx::query(
+            "UPDATE jobs SET body = $1, done = $2, owner = $3, lease_until_ms = $4 \
+             WHERE id = $5 AND (owner = '' OR owner = $3 OR lease_until_ms <= $6)",
+        )
+        .bind(&job.body)
+        .bind(job.done)
+        .bind(owner)
+        .bind(until)
+        .bind(&job.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if saved.rows_affected() == 0 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        if let Some((expected, next)) = placement {
+            swap_in(&mut tx, expected, next).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let gone = sqlx::query("DELETE FROM tenants WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(gone.rows_affected() > 0)
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: Duration,
+    ) -> Result<u64, MetadataError> {
+        let now = now_ms();
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM epoch_acks WHERE expires_at_ms <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO epoch_acks (instance_id, epoch, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id) DO UPDATE SET epoch = excluded.epoch, \
+             expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(instance)
+        .bind(epoch_to_sql(epoch)?)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let lowest: i64 = sqlx::query_scalar("SELECT MIN(epoch) FROM epoch_acks")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        epoch_from_sql(lowest)
+    }
+}
+
+/// Installs `next` inside `tx` if the stored epoch is `expected` and `next` advances it.
+async fn swap_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    expected: u64,
+    next: &Placement,
+) -> Result<(), MetadataError> {
+    let stored = stored_epoch(tx).await?;
+    if stored != Some(expected) || next.epoch <= expected {
+        return Err(MetadataError::PlacementConflict {
+            expected: Some(expected),
+        });
+    }
+    write_placement(tx, next).await
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (SQLite is shared only by
+/// processes on one host).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The columns of a job, by id.
+pub(crate) const SELECT_JOB: &str =
+    "SELECT id, kind, body, done, created_at FROM jobs WHERE id = $1";
+/// Every job (or only unfinished ones when `$1`), oldest first.
+pub(crate) const SELECT_JOBS: &str = "SELECT id, kind, body, done, created_at FROM jobs \
+     WHERE (NOT $1) OR (NOT done) ORDER BY created_at, id";
+
+pub(crate) fn job_from_row<R>(row: &R) -> Result<JobRecord, MetadataError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(JobRecord {
+        id: row.try_get("id").map_err(map_err)?,
+        kind: row.try_get("kind").map_err(map_err)?,
+        body: row.try_get("body").map_err(map_err)?,
+        done: row.try_get("done").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+    })
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pairdb_core::{Consistency, Placement};
 use pairdb_metadata::{
-    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig,
+    ApiKeyRecord, JobRecord, MetadataError, MetadataStore, NodeRecord, RateLimit, TenantConfig,
 };
 
 use crate::idempotency::{Begin, IdempotencyStore, Recorded, StoreError};
@@ -143,6 +143,48 @@ impl MetadataStore for MeteredMetadataStore {
 
     async fn ping(&self) -> Result<(), MetadataError> {
         timed(&self.calls, "ping", self.inner.ping()).await
+    }
+
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        let call = self.inner.start_job(job, placement);
+        timed(&self.calls, "start_job", call).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, MetadataError> {
+        timed(&self.calls, "get_job", self.inner.get_job(id)).await
+    }
+
+    async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
+        timed(&self.calls, "list_jobs", self.inner.list_jobs(unfinished)).await
+    }
+
+    async fn save_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        ttl: Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        let call = self.inner.save_job(job, owner, ttl, placement);
+        timed(&self.calls, "save_job", call).await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        timed(&self.calls, "delete_tenant", self.inner.delete_tenant(id)).await
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: Duration,
+    ) -> Result<u64, MetadataError> {
+        let call = self.inner.ack_epoch(instance, epoch, ttl);
+        timed(&self.calls, "ack_epoch", call).await
     }
 }
 

@@ -147,7 +147,42 @@ pub fn placement_to_pb(p: &Placement) -> pb::Placement {
                 replication_factor: *rf,
             })
             .collect(),
+        transition: p.transition.as_ref().map(|t| pb::Transition {
+            migration_id: t.migration_id.clone(),
+            nodes: nodes_to_pb(&t.nodes),
+            tenants: tenants_to_pb(&t.tenants),
+        }),
     }
+}
+
+fn nodes_to_pb(nodes: &[NodeAddr]) -> Vec<pb::NodeInfo> {
+    nodes
+        .iter()
+        .map(|n| pb::NodeInfo {
+            id: n.id.clone(),
+            address: n.address.clone(),
+        })
+        .collect()
+}
+
+fn tenants_to_pb(tenants: &std::collections::BTreeMap<String, u32>) -> Vec<pb::TenantReplication> {
+    tenants
+        .iter()
+        .map(|(t, rf)| pb::TenantReplication {
+            tenant: t.clone(),
+            replication_factor: *rf,
+        })
+        .collect()
+}
+
+fn nodes_from_pb(nodes: Vec<pb::NodeInfo>) -> Vec<NodeAddr> {
+    nodes
+        .into_iter()
+        .map(|n| NodeAddr {
+            id: n.id,
+            address: n.address,
+        })
+        .collect()
 }
 
 /// Wire placement → model placement.
@@ -168,6 +203,15 @@ pub fn placement_from_pb(p: pb::Placement) -> Placement {
             .into_iter()
             .map(|t| (t.tenant, t.replication_factor))
             .collect(),
+        transition: p.transition.map(|t| pairdb_core::Transition {
+            migration_id: t.migration_id,
+            nodes: nodes_from_pb(t.nodes),
+            tenants: t
+                .tenants
+                .into_iter()
+                .map(|t| (t.tenant, t.replication_factor))
+                .collect(),
+        }),
     }
 }
 

@@ -50,6 +50,8 @@ pub const KEY_LOCK_STRIPES: usize = 1024;
 pub const DEFAULT_SCAN_LIMIT: usize = 100;
 /// Largest scan page served, whatever the request asks.
 pub const MAX_SCAN_LIMIT: usize = 1000;
+/// Most entries in one ingest request.
+pub const MAX_INGEST_ENTRIES: usize = 1000;
 /// Byte budget of a scan page: half the gRPC message limit, so a page always fits a response
 /// (a page holds one entry at least, and one entry is far below the limit).
 pub const SCAN_PAGE_BYTES: usize = crate::server::MAX_MESSAGE_BYTES / 2;
@@ -632,6 +634,98 @@ impl Storage for StorageService {
             digest: digest.digest.to_vec(),
             keys: digest.keys,
         }))
+    }
+
+    /// Stores streamed versions: each entry as the resolution of what the node holds and the
+    /// version, under the key's lock (a migration or repair never overwrites a newer write). At
+    /// most [`MAX_INGEST_ENTRIES`] entries; a malformed entry refuses the whole request before
+    /// anything is stored.
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        self.authenticate(&request)?;
+        let req = request.into_inner();
+        if req.entries.len() > MAX_INGEST_ENTRIES {
+            return Err(invalid("ingest: more than 1000 entries"));
+        }
+        if req.namespace.len() > 255 {
+            return Err(invalid("ingest: namespace longer than 255 bytes"));
+        }
+        let mut decoded = Vec::with_capacity(req.entries.len());
+        for (i, entry) in req.entries.into_iter().enumerate() {
+            let key = StorageKey::new(&req.namespace, &entry.key)
+                .map_err(|e| invalid(format!("ingest: entry {i}: {e}")))?;
+            if key.token != entry.token {
+                return Err(invalid(format!(
+                    "ingest: entry {i}: token does not match its key"
+                )));
+            }
+            let version = entry
+                .version
+                .ok_or_else(|| invalid("ingest: entry without a version"))
+                .and_then(|v| {
+                    convert::version_from_pb(v).map_err(|e| invalid_field("ingest version", &e))
+                })?;
+            if version.clock.latest() > version.timestamp {
+                return Err(invalid(format!(
+                    "ingest: entry {i}: its clock records an event later than its timestamp"
+                )));
+            }
+            decoded.push((key, version));
+        }
+        let mut applied = 0u64;
+        for (key, version) in decoded {
+            let held = self.hold(&key, req.epoch).await?;
+            // A version from a node whose clock ran ahead is refused as a live apply would be;
+            // anti-entropy carries it once the clock catches up.
+            if self
+                .inner
+                .hlc
+                .observe(version.timestamp, self.inner.max_ahead_ms)
+                .is_err()
+            {
+                continue;
+            }
+            let (outcome, _) = self
+                .point("ingest", move |engine| {
+                    let _held = held;
+                    apply_in(engine, &key, version, None)
+                })
+                .await?;
+            applied += u64::from(outcome == ApplyOutcome::Applied);
+        }
+        Ok(Response::new(pb::IngestResponse { applied }))
+    }
+
+    /// Drops every key of the given ranges (ranges the node no longer owns).
+    async fn drop_ranges(
+        &self,
+        request: Request<pb::DropRangesRequest>,
+    ) -> Result<Response<pb::DropRangesResponse>, Status> {
+        self.authenticate(&request)?;
+        let req = request.into_inner();
+        let ranges = req
+            .ranges
+            .into_iter()
+            .map(|r| token_range(Some(r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let _admission = self
+            .inner
+            .node
+            .admit(req.epoch)
+            .await
+            .map_err(epoch_refusal)?;
+        let dropped = self
+            .blocking("drop_ranges", move |engine| {
+                let mut dropped = 0;
+                for range in &ranges {
+                    dropped += engine.delete_range(range)?;
+                }
+                Ok(dropped)
+            })
+            .await?;
+        Ok(Response::new(pb::DropRangesResponse { dropped }))
     }
 
     /// Installs a newer placement, persisted before the answer; returns the newest epoch held.

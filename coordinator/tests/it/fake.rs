@@ -233,6 +233,20 @@ impl Storage for FakeService {
         self.inner.digest(request).await
     }
 
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        self.inner.ingest(request).await
+    }
+
+    async fn drop_ranges(
+        &self,
+        request: Request<pb::DropRangesRequest>,
+    ) -> Result<Response<pb::DropRangesResponse>, Status> {
+        self.inner.drop_ranges(request).await
+    }
+
     async fn push_placement(
         &self,
         request: Request<pb::PushPlacementRequest>,
@@ -441,6 +455,48 @@ impl MetadataStore for CountingStore {
 
     async fn ping(&self) -> Result<(), MetadataError> {
         self.inner.ping().await
+    }
+
+    async fn start_job(
+        &self,
+        job: &pairdb_metadata::JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        self.inner.start_job(job, placement).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<pairdb_metadata::JobRecord>, MetadataError> {
+        self.inner.get_job(id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        unfinished: bool,
+    ) -> Result<Vec<pairdb_metadata::JobRecord>, MetadataError> {
+        self.inner.list_jobs(unfinished).await
+    }
+
+    async fn save_job(
+        &self,
+        job: &pairdb_metadata::JobRecord,
+        owner: &str,
+        ttl: std::time::Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        self.inner.save_job(job, owner, ttl, placement).await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        self.inner.delete_tenant(id).await
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: std::time::Duration,
+    ) -> Result<u64, MetadataError> {
+        self.inner.ack_epoch(instance, epoch, ttl).await
     }
 }
 

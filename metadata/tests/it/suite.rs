@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use pairdb_core::Consistency;
 use pairdb_core::placement::{NodeAddr, Placement};
 use pairdb_metadata::{
-    ApiKeyRecord, MetadataError, MetadataStore, NodeRecord, NodeState, RateLimit, TenantConfig,
+    ApiKeyRecord, JobRecord, MetadataError, MetadataStore, NodeRecord, NodeState, RateLimit,
+    TenantConfig,
 };
 
 /// Expands to one `#[tokio::test]` per suite check, each on its own store from `$fresh`.
@@ -33,6 +34,9 @@ macro_rules! metadata_store_suite {
             delete_api_key_only_deletes_the_tenants_own_key,
             nodes_upsert_and_list_by_id,
             instances_heartbeat_are_counted_per_role_and_expire,
+            jobs_start_with_their_placement_and_lease_to_one_owner,
+            delete_tenant_removes_it_with_its_keys,
+            epoch_acks_report_the_lowest_live_epoch,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {$(
@@ -85,6 +89,7 @@ fn placement(epoch: u64) -> Placement {
             },
         ],
         tenants: BTreeMap::new(),
+        transition: None,
     }
 }
 
@@ -684,4 +689,188 @@ pub async fn instances_heartbeat_are_counted_per_role_and_expire(store: &dyn Met
     }
     assert_eq!(live, 1, "the silent instance expired");
     assert_eq!(beat("coordinator", "c", long).await, 1);
+}
+
+fn job(id: &str, created_at: &str) -> JobRecord {
+    JobRecord {
+        id: id.to_owned(),
+        kind: "migration".to_owned(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        done: false,
+        created_at: created_at.to_owned(),
+    }
+}
+
+pub async fn jobs_start_with_their_placement_and_lease_to_one_owner(store: &dyn MetadataStore) {
+    use std::time::Duration;
+    install(store, 1).await;
+    // A job whose placement moved is refused whole.
+    let refused = store
+        .start_job(&job("j0", "2026-01-01T00:00:00Z"), Some((7, &placement(8))))
+        .await;
+    assert!(
+        matches!(refused, Err(MetadataError::PlacementConflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.get_job("j0").await.expect("get"), None);
+    store
+        .start_job(&job("j1", "2026-01-01T00:00:01Z"), Some((1, &placement(2))))
+        .await
+        .expect("start");
+    assert_eq!(
+        store.placement().await.expect("placement").map(|p| p.epoch),
+        Some(2)
+    );
+    store
+        .start_job(&job("j2", "2026-01-01T00:00:02Z"), None)
+        .await
+        .expect("start without a placement");
+    assert!(
+        store
+            .start_job(&job("j2", "2026-01-01T00:00:03Z"), None)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.get_job("j1").await.expect("get"),
+        Some(job("j1", "2026-01-01T00:00:01Z"))
+    );
+    let ids = |jobs: Vec<JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_jobs(false).await.expect("list")),
+        ["j1", "j2"]
+    );
+
+    // One owner at a time: another's save fails while the lease holds, and succeeds after.
+    let mut j1 = job("j1", "2026-01-01T00:00:01Z");
+    j1.body = "{\"step\":1}".to_owned();
+    assert!(
+        store
+            .save_job(&j1, "a", Duration::from_millis(300), None)
+            .await
+            .expect("save")
+    );
+    j1.body = "{\"step\":2}".to_owned();
+    assert!(
+        !store
+            .save_job(&j1, "b", Duration::from_secs(60), None)
+            .await
+            .expect("save")
+    );
+    let stored = store.get_job("j1").await.expect("get").map(|j| j.body);
+    assert_eq!(stored.as_deref(), Some("{\"step\":1}"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store
+            .save_job(&j1, "b", Duration::from_secs(60), None)
+            .await
+            .expect("take over")
+    );
+    assert!(
+        !store
+            .save_job(&j1, "a", Duration::from_secs(60), None)
+            .await
+            .expect("save")
+    );
+    // A save with a placement that moved writes neither.
+    j1.done = true;
+    let moved = store
+        .save_job(&j1, "b", Duration::from_secs(60), Some((1, &placement(3))))
+        .await;
+    assert!(
+        matches!(moved, Err(MetadataError::PlacementConflict { .. })),
+        "{moved:?}"
+    );
+    assert_eq!(
+        store.get_job("j1").await.expect("get").map(|j| j.done),
+        Some(false)
+    );
+    assert!(
+        store
+            .save_job(&j1, "b", Duration::from_secs(60), Some((2, &placement(3))))
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        store.placement().await.expect("placement").map(|p| p.epoch),
+        Some(3)
+    );
+    assert_eq!(ids(store.list_jobs(true).await.expect("list")), ["j2"]);
+    assert_eq!(
+        ids(store.list_jobs(false).await.expect("list")),
+        ["j1", "j2"]
+    );
+    // A job that does not exist is not saved.
+    assert!(
+        !store
+            .save_job(&job("nope", "x"), "b", Duration::from_secs(1), None)
+            .await
+            .expect("save")
+    );
+}
+
+pub async fn delete_tenant_removes_it_with_its_keys(store: &dyn MetadataStore) {
+    install(store, 1).await;
+    store
+        .create_tenant(
+            &tenant("t", 1),
+            &key("t", "k1", "2026-01-01T00:00:00Z"),
+            1,
+            &placement(2),
+        )
+        .await
+        .expect("create");
+    store
+        .insert_api_key(&key("t", "k2", "2026-01-01T00:00:01Z"))
+        .await
+        .expect("key");
+    assert!(store.delete_tenant("t").await.expect("delete"));
+    assert_eq!(store.get_tenant("t").await.expect("get"), None);
+    assert_eq!(store.get_api_key("k1").await.expect("get"), None);
+    assert!(store.list_api_keys("t").await.expect("list").is_empty());
+    assert!(!store.delete_tenant("t").await.expect("delete again"));
+    // The id can be taken again.
+    store
+        .create_tenant(
+            &tenant("t", 1),
+            &key("t", "k3", "2026-01-01T00:00:02Z"),
+            2,
+            &placement(3),
+        )
+        .await
+        .expect("create again");
+}
+
+pub async fn epoch_acks_report_the_lowest_live_epoch(store: &dyn MetadataStore) {
+    use std::time::Duration;
+    assert_eq!(
+        store
+            .ack_epoch("a", 5, Duration::from_millis(300))
+            .await
+            .expect("ack"),
+        5
+    );
+    assert_eq!(
+        store
+            .ack_epoch("b", 7, Duration::from_secs(60))
+            .await
+            .expect("ack"),
+        5
+    );
+    assert_eq!(
+        store
+            .ack_epoch("a", 6, Duration::from_millis(300))
+            .await
+            .expect("ack"),
+        6
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // "a" is gone: only "b" (and the caller) count.
+    assert_eq!(
+        store
+            .ack_epoch("b", 8, Duration::from_secs(60))
+            .await
+            .expect("ack"),
+        8
+    );
 }

@@ -158,6 +158,48 @@ impl MetadataStore for TestStore {
     async fn ping(&self) -> Result<(), MetadataError> {
         self.up()?.ping().await
     }
+
+    async fn start_job(
+        &self,
+        job: &pairdb_metadata::JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<(), MetadataError> {
+        self.up()?.start_job(job, placement).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<pairdb_metadata::JobRecord>, MetadataError> {
+        self.up()?.get_job(id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        unfinished: bool,
+    ) -> Result<Vec<pairdb_metadata::JobRecord>, MetadataError> {
+        self.up()?.list_jobs(unfinished).await
+    }
+
+    async fn save_job(
+        &self,
+        job: &pairdb_metadata::JobRecord,
+        owner: &str,
+        ttl: std::time::Duration,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        self.up()?.save_job(job, owner, ttl, placement).await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError> {
+        self.up()?.delete_tenant(id).await
+    }
+
+    async fn ack_epoch(
+        &self,
+        instance: &str,
+        epoch: u64,
+        ttl: std::time::Duration,
+    ) -> Result<u64, MetadataError> {
+        self.up()?.ack_epoch(instance, epoch, ttl).await
+    }
 }
 
 /// Renders a rejection as plain text: status from the kind, body = slug, `x-trace-id` = the
