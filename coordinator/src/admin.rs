@@ -9,11 +9,12 @@ use std::sync::Arc;
 use pairdb_core::tenant::validate_tenant_id;
 use pairdb_core::{Consistency, ErrorKind};
 use pairdb_metadata::model::now_rfc3339;
-use pairdb_metadata::{ApiKeyRecord, MetadataError, NodeState, RateLimit, TenantConfig, api_key};
+use pairdb_metadata::{ApiKeyRecord, MetadataError, RateLimit, TenantConfig, api_key};
 use pairdb_proto::storage::HealthRequest;
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
+use crate::migration::Migrations;
 
 /// Highest replication factor a tenant may ask for.
 pub const MAX_REPLICATION_FACTOR: u32 = 7;
@@ -54,6 +55,7 @@ pub struct Admin {
     cluster: Arc<Cluster>,
     default_rate_limit: RateLimit,
     tenants: pairdb_middleware::TenantCache,
+    migrations: Migrations,
 }
 
 impl Admin {
@@ -66,10 +68,48 @@ impl Admin {
         tenants: pairdb_middleware::TenantCache,
     ) -> Self {
         Admin {
+            migrations: Migrations::new(Arc::clone(&cluster)),
             cluster,
             default_rate_limit,
             tenants,
         }
+    }
+
+    /// Membership and replication changes.
+    pub fn migrations(&self) -> &Migrations {
+        &self.migrations
+    }
+
+    /// Starts changing tenant `id`'s replication factor (see
+    /// [`Migrations::set_replication_factor`]); other roles see the new factor once it is in
+    /// force.
+    pub async fn set_replication_factor(
+        &self,
+        id: &str,
+        rf: u32,
+    ) -> Result<String, CoordinatorError> {
+        self.get_tenant(id).await?;
+        self.migrations.set_replication_factor(id, rf).await
+    }
+
+    /// Deletes tenant `id` (see [`Migrations::delete_tenant`]): its API keys stop working at
+    /// once, on every role within its tenant cache's TTL.
+    pub async fn delete_tenant(&self, id: &str) -> Result<String, CoordinatorError> {
+        self.get_tenant(id).await?;
+        let migration = self.migrations.delete_tenant(id).await?;
+        self.invalidate(id).await;
+        Ok(migration)
+    }
+
+    /// The replication factor in force for each tenant (the placement's: a change in progress
+    /// shows once it completes).
+    fn with_placement_rf(&self, mut tenant: TenantConfig) -> TenantConfig {
+        if let Ok(view) = self.cluster.view()
+            && let Some(rf) = view.placement.tenants.get(&tenant.tenant_id)
+        {
+            tenant.replication_factor = *rf;
+        }
+        tenant
     }
 
     /// Invalidates tenant `id` everywhere after a change. The change is made: a shared tier that
@@ -118,8 +158,19 @@ impl Admin {
                     ),
                 ));
             }
-            if store.get_tenant(&req.tenant_id).await?.is_some() {
+            if store.get_tenant(&req.tenant_id).await?.is_some()
+                || current.tenants.contains_key(&req.tenant_id)
+            {
                 return Err(CoordinatorError::TenantExists);
+            }
+            if self.migrations.deleting(&req.tenant_id).await? {
+                return Err(CoordinatorError::invalid(
+                    ErrorKind::ClusterConflict,
+                    format!(
+                        "tenant {} is still being deleted; its id is free once its data is gone",
+                        req.tenant_id
+                    ),
+                ));
             }
             let tenant = TenantConfig {
                 tenant_id: req.tenant_id.clone(),
@@ -163,6 +214,7 @@ impl Admin {
             .store()
             .get_tenant(id)
             .await?
+            .map(|t| self.with_placement_rf(t))
             .ok_or(CoordinatorError::TenantNotFound)
     }
 
@@ -199,7 +251,11 @@ impl Admin {
 
     /// Every tenant, by id.
     pub async fn list_tenants(&self) -> Result<Vec<TenantConfig>, CoordinatorError> {
-        Ok(self.cluster.store().list_tenants().await?)
+        let tenants = self.cluster.store().list_tenants().await?;
+        Ok(tenants
+            .into_iter()
+            .map(|t| self.with_placement_rf(t))
+            .collect())
     }
 
     /// Mints another API key for tenant `id`: `(key id, full key)`.
@@ -237,36 +293,39 @@ impl Admin {
     /// Every storage node with its observed state and load.
     pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>, CoordinatorError> {
         let view = self.cluster.view()?;
-        let records = self.cluster.store().list_nodes().await?;
-        let mut out = Vec::with_capacity(view.placement.nodes.len());
-        for n in &view.placement.nodes {
+        let nodes = view.placement.all_nodes();
+        // Every node is asked at once, each within its own bound.
+        let probes = nodes.iter().map(|n| {
             let handle = self.cluster.pool().get(&n.id);
-            let live = handle.as_ref().is_some_and(|h| h.is_live());
-            let mut load_bytes = 0;
-            if let (true, Some(h)) = (live, &handle) {
+            async move {
+                let h = handle.filter(|h| h.is_live())?;
                 let mut c = h.client();
                 let probe = tokio::time::timeout(
                     std::time::Duration::from_millis(500),
                     c.health(HealthRequest {}),
                 );
-                if let Ok(Ok(resp)) = probe.await {
-                    load_bytes = resp.into_inner().load_bytes;
+                match probe.await {
+                    Ok(Ok(resp)) => Some(resp.into_inner().load_bytes),
+                    _ => None,
                 }
             }
-            let stored = records
-                .iter()
-                .find(|r| r.node_id == n.id)
-                .map_or(NodeState::Active, |r| r.state);
+        });
+        let loads = futures::future::join_all(probes).await;
+        let mut out = Vec::with_capacity(nodes.len());
+        for (n, load) in nodes.iter().zip(loads) {
+            let membership = view
+                .placement
+                .membership(&n.id)
+                .unwrap_or(pairdb_core::Membership::Active);
             out.push(NodeStatus {
                 node_id: n.id.clone(),
                 address: n.address.clone(),
-                state: if live {
-                    stored.as_str().to_owned()
-                } else {
-                    "down".to_owned()
+                state: match load {
+                    Some(_) => membership.as_str().to_owned(),
+                    None => "down".to_owned(),
                 },
                 tokens: view.placement.vnodes,
-                load_bytes,
+                load_bytes: load.unwrap_or(0),
             });
         }
         Ok(out)

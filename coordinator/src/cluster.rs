@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
-use pairdb_core::{NodeAddr, Placement, Ring};
+use pairdb_core::{NodeAddr, Placement, Replicas, Ring};
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState};
 use pairdb_proto::convert::{placement_to_pb, version_to_pb, write_record_to_pb};
 use pairdb_proto::storage::{ApplyRequest, HealthRequest, PushPlacementRequest, RefusalReason};
@@ -26,20 +26,53 @@ use crate::error::CoordinatorError;
 use crate::hints::Hints;
 use crate::pool::{Failure, NodeHandle, NodePool, classify};
 
-/// A placement with its ring, built once.
+/// A placement with its rings, built once.
 #[derive(Debug)]
 pub struct PlacementView {
     /// The placement.
     pub placement: Placement,
     /// Its ring.
     pub ring: Ring,
+    /// The ring its transition moves to, if one is in progress.
+    pub next_ring: Option<Ring>,
 }
 
 impl PlacementView {
-    /// Builds the ring of `placement`.
+    /// Builds the rings of `placement`.
     pub fn new(placement: Placement) -> Self {
         let ring = placement.ring();
-        PlacementView { placement, ring }
+        let next_ring = placement.next_ring();
+        PlacementView {
+            placement,
+            ring,
+            next_ring,
+        }
+    }
+
+    /// The replicas of `key` for `tenant`: the natural ones (which serve reads), and during a
+    /// transition those afterwards (which writes must reach too). Fails with `TenantNotFound`
+    /// for a tenant the placement does not know.
+    pub fn replicas(&self, tenant: &str, key: &[u8]) -> Result<Replicas, CoordinatorError> {
+        let natural = self.preference_list(tenant, key)?;
+        let next = match (&self.next_ring, &self.placement.transition) {
+            (Some(ring), Some(t)) => {
+                let rf = t
+                    .tenants
+                    .get(tenant)
+                    .or_else(|| self.placement.tenants.get(tenant))
+                    .copied()
+                    .unwrap_or(0);
+                let token = pairdb_core::key::token(tenant, key);
+                Some(
+                    ring.preference_list(token, rf as usize)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        Ok(Replicas { natural, next })
     }
 
     /// The preference list of `key` for `tenant`: the first RF distinct nodes clockwise from the
@@ -157,6 +190,10 @@ pub struct Cluster {
     /// so reads of large values cannot starve writes.
     repairs_in_flight: Arc<tokio::sync::Semaphore>,
     config: CoordinatorConfig,
+    /// This coordinator's id among the live ones (epoch acks, migration leases).
+    instance: String,
+    /// Wakes the migration runner (a migration was started here).
+    migrations: tokio::sync::Notify,
 }
 
 impl Cluster {
@@ -187,11 +224,46 @@ impl Cluster {
                 (config.max_in_flight_bytes / 1024).max(1),
             )),
             config,
+            instance: format!("coordinator-{:016x}", rand::random::<u64>()),
+            migrations: tokio::sync::Notify::new(),
         });
         metrics.register_collector(Box::new(crate::metrics::ClusterCollector(Arc::downgrade(
             &cluster,
         ))));
         Ok(cluster)
+    }
+
+    /// This coordinator's instance id: unique among the coordinators sharing a metadata store.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Wakes the migration runner at once (a migration was just started).
+    pub fn kick_migrations(&self) {
+        self.migrations.notify_one();
+    }
+
+    /// Waits until [`kick_migrations`](Self::kick_migrations) or `timeout`.
+    pub async fn wait_for_migrations(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.migrations.notified()).await;
+    }
+
+    /// Records in the metadata store that this coordinator routes with the epoch it has
+    /// installed, and answers the lowest epoch any live coordinator routes with.
+    pub async fn ack_epoch(&self) -> Result<u64, CoordinatorError> {
+        let epoch = self.current_epoch().unwrap_or(0);
+        Ok(self
+            .store
+            .ack_epoch(&self.instance, epoch, EPOCH_ACK_TTL)
+            .await?)
+    }
+
+    /// Pushes the placement in use to `node` (it refused a call for want of it).
+    pub async fn push_to(&self, node: &str) {
+        let (Ok(view), Some(handle)) = (self.view(), self.pool.get(node)) else {
+            return;
+        };
+        push(&handle, &view.placement, Instant::now() + PUSH_TIMEOUT).await;
     }
 
     /// The metadata store.
@@ -482,8 +554,28 @@ impl Cluster {
         tokio::join!(
             Arc::clone(&self).probe_loop(),
             Arc::clone(&self).hint_loop(),
+            Arc::clone(&self).ack_loop(),
+            crate::migration::run_migrations(Arc::clone(&self)),
             self.refresh_loop(),
         );
+    }
+
+    /// Acknowledges the epoch in use every [`EPOCH_ACK_INTERVAL`], so migrations know when
+    /// every live coordinator has moved on.
+    async fn ack_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(EPOCH_ACK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.current_epoch().is_none() {
+                continue;
+            }
+            match tokio::time::timeout(EPOCH_ACK_INTERVAL, self.ack_epoch()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot acknowledge the epoch"),
+                Err(_) => tracing::debug!("epoch acknowledgement timed out"),
+            }
+        }
     }
 
     async fn probe_loop(self: Arc<Self>) {
@@ -561,8 +653,8 @@ impl Cluster {
         while let Some(queued) = batch.next() {
             let hint = &queued.hint;
             let still_replica = view
-                .preference_list(&hint.tenant, &hint.key)
-                .is_ok_and(|prefs| prefs.contains(&hint.node));
+                .replicas(&hint.tenant, &hint.key)
+                .is_ok_and(|r| r.all().contains(&hint.node));
             if !still_replica {
                 continue;
             }
@@ -622,6 +714,11 @@ impl Cluster {
     }
 }
 
+/// How long a coordinator's epoch acknowledgement lasts: one that stops acknowledging (it died)
+/// holds migrations back at most this long.
+const EPOCH_ACK_TTL: Duration = Duration::from_secs(10);
+/// How often a coordinator acknowledges its epoch.
+const EPOCH_ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a placement push may take.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a health probe may take.

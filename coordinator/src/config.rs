@@ -39,6 +39,9 @@ pub struct CoordinatorConfig {
     /// memory); a tenant change invalidates it. `None`: this coordinator's memory only.
     pub tenant_cache:
         Option<std::sync::Arc<dyn pairdb_middleware::tenant_cache::TenantConfigCache>>,
+    /// Most bytes per second a migration streams (0: unpaced), so moving data never starves
+    /// the foreground.
+    pub stream_bytes_per_sec: u64,
     /// Where gRPC clients' idempotency records live (Redis, shared by every coordinator);
     /// `None`: this coordinator's memory.
     pub idempotency: Option<std::sync::Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>>,
@@ -60,6 +63,7 @@ impl std::fmt::Debug for CoordinatorConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("stream_bytes_per_sec", &self.stream_bytes_per_sec)
             .field("shared_tenant_cache", &self.tenant_cache.is_some())
             .field("shared_idempotency_store", &self.idempotency.is_some())
             .finish_non_exhaustive()
@@ -85,6 +89,7 @@ impl CoordinatorConfig {
             metrics: pairdb_middleware::Metrics::new(),
             tenant_cache: None,
             idempotency: None,
+            stream_bytes_per_sec: 32 << 20,
         }
     }
 }

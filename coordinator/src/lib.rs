@@ -10,7 +10,8 @@
 //! * [`hints`] — replicas that missed a write, replayed when they are live again;
 //! * [`replication`] — the write and read paths of DESIGN §2: leader minting with in-request
 //!   failover, `W` durable acks, reads from all replicas answering after `R`, read repair;
-//! * [`admin`] — tenants, API keys and nodes;
+//! * [`admin`] — tenants, API keys and nodes; [`migration`] — adding and removing nodes,
+//!   changing replication factors and deleting tenants, with data streamed first;
 //! * [`service`] — the coordinator gRPC service; [`status`] maps every error to a `Status` in one
 //!   place; [`stack`] builds its middleware stack; [`server`] runs it.
 #![deny(clippy::unwrap_used)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod hints;
 pub mod metrics;
+pub mod migration;
 pub mod pool;
 pub mod replication;
 pub mod server;

@@ -176,12 +176,37 @@ impl NodePool {
         })
     }
 
+    /// Asks the storage node at `address` (not necessarily a member) for its health, with the
+    /// internal credential, within `timeout`: how an administrator's new node is checked before
+    /// it joins.
+    pub async fn health_at(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<pairdb_proto::storage::HealthResponse, String> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("invalid address {address:?}: {e}"))?
+            .connect_timeout(timeout);
+        let call = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let mut client = StorageClient::with_interceptor(channel, self.auth.clone());
+            client
+                .health(pairdb_proto::storage::HealthRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_owned())
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| format!("no answer from {address} within {timeout:?}"))?
+    }
+
     /// Makes the pool hold exactly the nodes of `placement`, keeping existing clients (and their
     /// liveness) for nodes whose address did not change.
     pub fn sync(&self, placement: &Placement) {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
         nodes.retain(|id, h| placement.address_of(id) == Some(h.address.as_str()));
-        for n in &placement.nodes {
+        for n in &placement.all_nodes() {
             if nodes.contains_key(&n.id) {
                 continue;
             }

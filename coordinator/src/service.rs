@@ -635,6 +635,81 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        require_admin(&req)?;
+        let msg = req.into_inner();
+        let migration_id = self
+            .admin
+            .migrations()
+            .add_node(&msg.node_id, &msg.address)
+            .await?;
+        Ok(Response::new(pb::MigrationStarted { migration_id }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        require_admin(&req)?;
+        let migration_id = self
+            .admin
+            .migrations()
+            .remove_node(&req.into_inner().node_id)
+            .await?;
+        Ok(Response::new(pb::MigrationStarted { migration_id }))
+    }
+
+    async fn set_replication_factor(
+        &self,
+        req: Request<pb::SetReplicationFactorRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        require_admin(&req)?;
+        let msg = req.into_inner();
+        let migration_id = self
+            .admin
+            .set_replication_factor(&msg.tenant_id, msg.replication_factor)
+            .await?;
+        Ok(Response::new(pb::MigrationStarted { migration_id }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        req: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        require_admin(&req)?;
+        let migration_id = self
+            .admin
+            .delete_tenant(&req.into_inner().tenant_id)
+            .await?;
+        Ok(Response::new(pb::MigrationStarted { migration_id }))
+    }
+
+    async fn get_migration(
+        &self,
+        req: Request<pb::GetMigrationRequest>,
+    ) -> Result<Response<pb::Migration>, Status> {
+        require_admin(&req)?;
+        let m = self
+            .admin
+            .migrations()
+            .get(&req.into_inner().migration_id)
+            .await?;
+        Ok(Response::new(pb::Migration {
+            migration_id: m.id,
+            kind: m.change.kind().to_owned(),
+            state: m.phase.as_str().to_owned(),
+            ranges_total: m.ranges_total,
+            ranges_done: m.ranges_done,
+            keys_streamed: m.keys_streamed,
+            bytes_streamed: m.bytes_streamed,
+            error: m.error.unwrap_or_default(),
+            created_at: m.created_at,
+        }))
+    }
+
     async fn ready(
         &self,
         _req: Request<pb::ReadyRequest>,

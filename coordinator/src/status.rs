@@ -18,6 +18,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         401 => Code::Unauthenticated,
         403 => Code::PermissionDenied,
         404 => Code::NotFound,
+        409 if kind == ErrorKind::ClusterConflict => Code::FailedPrecondition,
         409 => Code::AlreadyExists,
         413 => Code::InvalidArgument,
         422 => Code::FailedPrecondition,

@@ -53,11 +53,19 @@ pub enum ErrorKind {
     NotReady,
     /// A fault inside pairdb.
     Internal,
+    /// The membership or replication change conflicts with the cluster's state (another
+    /// migration runs, the node is already a member, or the change would leave a tenant with
+    /// more replicas than nodes).
+    ClusterConflict,
+    /// The storage node is not a member of the cluster.
+    NodeNotFound,
+    /// No migration or repair has this id.
+    JobNotFound,
 }
 
 impl ErrorKind {
     /// Every kind, for documentation.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::BadRequest,
         ErrorKind::BadKey,
         ErrorKind::BadConsistency,
@@ -79,6 +87,9 @@ impl ErrorKind {
         ErrorKind::Timeout,
         ErrorKind::NotReady,
         ErrorKind::Internal,
+        ErrorKind::ClusterConflict,
+        ErrorKind::NodeNotFound,
+        ErrorKind::JobNotFound,
     ];
 
     /// The stable slug, e.g. `quorum-unavailable`.
@@ -105,6 +116,9 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::NotReady => "not-ready",
             ErrorKind::Internal => "internal",
+            ErrorKind::ClusterConflict => "cluster-conflict",
+            ErrorKind::NodeNotFound => "node-not-found",
+            ErrorKind::JobNotFound => "job-not-found",
         }
     }
 
@@ -125,9 +139,13 @@ impl ErrorKind {
             ErrorKind::KeyNotFound
             | ErrorKind::TenantNotFound
             | ErrorKind::ApiKeyNotFound
-            | ErrorKind::RouteNotFound => 404,
+            | ErrorKind::RouteNotFound
+            | ErrorKind::NodeNotFound
+            | ErrorKind::JobNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::TenantExists | ErrorKind::IdempotencyInFlight => 409,
+            ErrorKind::TenantExists
+            | ErrorKind::IdempotencyInFlight
+            | ErrorKind::ClusterConflict => 409,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::IdempotencyKeyReused => 422,
@@ -162,6 +180,9 @@ impl ErrorKind {
             ErrorKind::Timeout => "Replicas did not answer in time",
             ErrorKind::NotReady => "Not ready",
             ErrorKind::Internal => "Internal error",
+            ErrorKind::ClusterConflict => "The change conflicts with the cluster's state",
+            ErrorKind::NodeNotFound => "Storage node not found",
+            ErrorKind::JobNotFound => "Migration or repair not found",
         }
     }
 

@@ -9,12 +9,12 @@ use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::ProblemBody;
-use crate::routes::admin::NodeBody;
+use crate::routes::admin::{AddNodeBody, MigrationBody, NodeBody};
 use crate::routes::kv::WriteResult;
 use crate::routes::ops::StatusBody;
 use crate::routes::tenants::{
-    ApiKeyInfoBody, CreateTenantBody, CreatedApiKeyBody, CreatedTenantBody, RateLimitBody,
-    TenantBody, UpdateTenantBody,
+    ApiKeyInfoBody, CreateTenantBody, CreatedApiKeyBody, CreatedTenantBody, MigrationStartedBody,
+    RateLimitBody, ReplicationFactorBody, TenantBody, UpdateTenantBody,
 };
 use crate::routes::{admin, kv, ops, tenants};
 
@@ -33,10 +33,15 @@ use crate::routes::{admin, kv, ops, tenants};
         tenants::list_tenants,
         tenants::get_tenant,
         tenants::update_tenant,
+        tenants::set_replication_factor,
+        tenants::delete_tenant,
         tenants::create_api_key,
         tenants::list_api_keys,
         tenants::delete_api_key,
         admin::list_nodes,
+        admin::add_node,
+        admin::remove_node,
+        admin::get_migration,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -53,6 +58,10 @@ use crate::routes::{admin, kv, ops, tenants};
         CreatedApiKeyBody,
         ApiKeyInfoBody,
         NodeBody,
+        AddNodeBody,
+        MigrationBody,
+        MigrationStartedBody,
+        ReplicationFactorBody,
         StatusBody,
     )),
     modifiers(&ProblemTypes, &ApiKeyAuth),

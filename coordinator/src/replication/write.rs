@@ -60,22 +60,40 @@ impl Replicator {
         op: &WriteOp,
         context: Option<pairdb_proto::storage::Context>,
     ) -> Result<WriteOutcome, AttemptError> {
-        let prefs = view.preference_list(&op.tenant, &op.key)?;
-        let n = prefs.len();
+        let replicas = view.replicas(&op.tenant, &op.key)?;
+        let n = replicas.natural.len();
         let w = op.consistency.required(n);
         let pool = self.cluster.pool();
-        let leaders: Vec<String> = prefs
+        // Only natural replicas lead: a pending one may not hold the key's history yet.
+        let leaders: Vec<String> = replicas
+            .natural
             .iter()
             .filter(|id| pool.is_live(id))
             .cloned()
             .collect();
-        if leaders.len() < w || w == 0 {
+        let targets = replicas.all();
+        // During a transition the write needs the level in both replica sets.
+        let quorums: Vec<(Vec<usize>, usize)> = replicas
+            .quorums(op.consistency)
+            .into_iter()
+            .map(|(members, required)| {
+                let idx = members
+                    .iter()
+                    .filter_map(|m| targets.iter().position(|t| t == m))
+                    .collect();
+                (idx, required)
+            })
+            .collect();
+        let reachable = quorums.iter().all(|(members, required)| {
+            members.iter().filter(|&&i| pool.is_live(&targets[i])).count() >= *required
+        });
+        if !reachable || w == 0 {
             return Err(unavailable(0, w, Applied::None).into());
         }
 
         // The pipeline outlives the answer: it holds its value — in the mint request, the
         // minted version and each replica's apply — until the last replica answers.
-        let held = (op.value.len() + op.key.len() + op.content_type.len() + 512) * (n + 2);
+        let held = (op.value.len() + op.key.len() + op.content_type.len() + 512) * (targets.len() + 2);
         let Some(budget) = self.cluster.reserve_write(held) else {
             return Err(CoordinatorError::NotReady {
                 detail: "too many writes in flight on this coordinator; retry".into(),
@@ -91,7 +109,7 @@ impl Replicator {
             epoch: view.placement.epoch,
             tenant: op.tenant.clone(),
             key: op.key.clone(),
-            prefs,
+            targets: targets.clone(),
             leaders,
             mint: MintRequest {
                 epoch: view.placement.epoch,
@@ -107,12 +125,10 @@ impl Replicator {
                 .deadline
                 .max(Instant::now() + self.cluster.config().replication_timeout),
             tally: Mutex::new(Tally {
-                replicas: n,
-                required: w,
+                natural: (0..n).collect(),
+                quorums,
+                states: vec![Reply::Waiting; targets.len()],
                 minted: None,
-                acks: 0,
-                failed: 0,
-                uncertain: 0,
                 lost: false,
                 concurrent: false,
                 verdict: Some(verdict),
@@ -215,17 +231,29 @@ struct Written {
     concurrent: bool,
 }
 
+/// How one replica has answered so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    /// No answer yet.
+    Waiting,
+    /// Holds the version durably.
+    Stored,
+    /// Did not acknowledge; `true` when it may still have stored the version.
+    Missed(bool),
+}
+
 /// What the pipeline has seen so far, and the answer until it is sent.
 struct Tally {
-    replicas: usize,
-    required: usize,
+    /// Indexes (into `states`) of the natural replicas: their acks are the ones reported.
+    natural: Vec<usize>,
+    /// The replica sets the write must reach, as indexes into `states`, each with the acks it
+    /// needs: the natural set, and during a transition the next one too.
+    quorums: Vec<(Vec<usize>, usize)>,
+    /// Each target's answer, in target order.
+    states: Vec<Reply>,
     /// The version, whether the leader reported a conflict, and whether it was a replay; until
     /// the answer takes it.
     minted: Option<(Version, bool, bool)>,
-    acks: usize,
-    failed: usize,
-    /// Replicas that did not acknowledge but may still have stored the version.
-    uncertain: usize,
     lost: bool,
     concurrent: bool,
     /// Taken when the answer is sent.
@@ -235,37 +263,71 @@ struct Tally {
 }
 
 impl Tally {
+    /// Acks among the natural replicas (what the answer reports).
+    fn acks(&self) -> usize {
+        self.natural
+            .iter()
+            .filter(|&&i| self.states.get(i) == Some(&Reply::Stored))
+            .count()
+    }
+
+    fn count(&self, members: &[usize], f: impl Fn(Reply) -> bool) -> usize {
+        members
+            .iter()
+            .filter(|&&i| self.states.get(i).is_some_and(|s| f(*s)))
+            .count()
+    }
+
+    fn set(&mut self, node: usize, reply: Reply) {
+        if let Some(s) = self.states.get_mut(node) {
+            *s = reply;
+        }
+    }
+
     fn observe(&mut self, event: Event) {
         match event {
             Event::Minted {
+                node,
                 version,
                 conflict,
                 deduplicated,
             } => {
                 self.minted = Some((version, conflict, deduplicated));
-                self.acks = 1;
+                self.set(node, Reply::Stored);
             }
             Event::NoLeader => self.decide(Verdict::NoLeader),
             Event::Stale => self.decide(Verdict::Stale),
             Event::KeyReused => self.decide(Verdict::KeyReused),
             // A leader whose answer was lost or unreadable may have minted: unknown.
             Event::LeaderUnknown => self.decide(Verdict::Unknown { acks: 0 }),
-            Event::Stored { merged, concurrent } => {
-                self.acks += 1;
+            Event::Stored {
+                node,
+                merged,
+                concurrent,
+            } => {
+                self.set(node, Reply::Stored);
                 self.lost |= merged;
                 self.concurrent |= concurrent;
             }
-            Event::Missed { may_have_stored } => {
-                self.failed += 1;
-                self.uncertain += usize::from(may_have_stored);
-            }
+            Event::Missed {
+                node,
+                may_have_stored,
+            } => self.set(node, Reply::Missed(may_have_stored)),
         }
-        self.progress.store(self.acks as u32, Ordering::Release);
+        let acks = self.acks() as u32;
+        self.progress.store(acks, Ordering::Release);
         if self.minted.is_none() || self.verdict.is_none() {
             return;
         }
-        let acks = self.acks as u32;
-        if self.acks >= self.required {
+        let met = self
+            .quorums
+            .iter()
+            .all(|(m, required)| self.count(m, |s| s == Reply::Stored) >= *required);
+        // A set that can no longer reach its count with the replicas still answering.
+        let short = self.quorums.iter().find(|(m, required)| {
+            self.count(m, |s| matches!(s, Reply::Stored | Reply::Waiting)) < *required
+        });
+        if met {
             // Answered once: the version moves into the answer.
             if let Some((version, minted_conflict, replayed)) = self.minted.take() {
                 let written = Written {
@@ -278,9 +340,11 @@ impl Tally {
                 };
                 self.decide(Verdict::Written(written));
             }
-        } else if self.acks + (self.replicas - self.acks - self.failed) < self.required {
-            let remaining = self.replicas - self.acks - self.failed;
-            if self.acks + remaining + self.uncertain >= self.required {
+        } else if let Some((members, required)) = short {
+            let possible = self.count(members, |s| {
+                matches!(s, Reply::Stored | Reply::Waiting | Reply::Missed(true))
+            });
+            if possible >= *required {
                 // Replicas that failed without proof may hold it: whether W do is unknown.
                 self.decide(Verdict::Unknown { acks });
             } else {
@@ -303,6 +367,7 @@ enum Event {
     /// A leader minted (or, `deduplicated`, had already minted) the version; `conflict` is what
     /// it reported (for a deduplicated write, what it reported the first time).
     Minted {
+        node: usize,
         version: Version,
         conflict: bool,
         deduplicated: bool,
@@ -318,11 +383,15 @@ enum Event {
     LeaderUnknown,
     /// A replica stored the version durably; `merged` when a concurrent stored version won
     /// there, `concurrent` when it held a version concurrent with it (won or lost).
-    Stored { merged: bool, concurrent: bool },
+    Stored {
+        node: usize,
+        merged: bool,
+        concurrent: bool,
+    },
     /// A replica did not acknowledge it (hinted); `may_have_stored` unless its failure proves it
     /// stored nothing (it refused, or the call never reached it) — no answer in time, a broken
     /// stream.
-    Missed { may_have_stored: bool },
+    Missed { node: usize, may_have_stored: bool },
 }
 
 /// One write, from the mint to the last replica's answer.
@@ -333,8 +402,8 @@ struct Pipeline {
     epoch: u64,
     tenant: String,
     key: Vec<u8>,
-    /// Every replica of the key.
-    prefs: Vec<String>,
+    /// Every replica the write goes to: the natural ones, then those a transition adds.
+    targets: Vec<String>,
     /// The replicas believed live, in preference order: leader candidates.
     leaders: Vec<String>,
     mint: MintRequest,
@@ -351,6 +420,11 @@ impl Pipeline {
             return;
         };
         self.replicate(&leader, version, record).await;
+    }
+
+    /// The index of `node` among the targets (leaders are always targets).
+    fn index_of(&self, node: &str) -> usize {
+        self.targets.iter().position(|t| t == node).unwrap_or(usize::MAX)
     }
 
     fn tell(&self, event: Event) {
@@ -419,6 +493,7 @@ impl Pipeline {
             return match decoded {
                 Ok((version, pb, record)) => {
                     self.tell(Event::Minted {
+                        node: self.index_of(leader),
                         version,
                         conflict: response.conflict,
                         deduplicated: response.deduplicated,
@@ -454,20 +529,25 @@ impl Pipeline {
         };
         let request = &request;
         let mut applies = FuturesUnordered::new();
-        for node in self.prefs.iter().filter(|id| *id != leader) {
+        for (i, node) in self.targets.iter().enumerate() {
+            if node == leader {
+                continue;
+            }
             if !self.cluster.pool().is_live(node) {
                 // Down nodes are not tried; the hint catches them up when they are back.
                 self.hint(node, request, record);
                 self.tell(Event::Missed {
+                    node: i,
                     may_have_stored: false,
                 });
                 continue;
             }
-            applies.push(async move { (node, self.apply_to(node, request).await) });
+            applies.push(async move { (i, node, self.apply_to(node, request).await) });
         }
-        while let Some((node, result)) = applies.next().await {
+        while let Some((i, node, result)) = applies.next().await {
             match result {
                 Ok(response) => self.tell(Event::Stored {
+                    node: i,
                     merged: response.outcome == ApplyOutcome::Merged as i32,
                     concurrent: response.concurrent,
                 }),
@@ -475,6 +555,7 @@ impl Pipeline {
                     tracing::debug!(%node, error = %e, "replica did not apply");
                     self.hint(node, request, record);
                     self.tell(Event::Missed {
+                        node: i,
                         may_have_stored: !e.changed_nothing(),
                     });
                 }
@@ -506,8 +587,8 @@ impl Pipeline {
                     return Err(RpcError::StaleEpoch { node_epoch });
                 };
                 let still_replica = view
-                    .preference_list(&self.tenant, &self.key)
-                    .is_ok_and(|prefs| prefs.iter().any(|id| id == node));
+                    .replicas(&self.tenant, &self.key)
+                    .is_ok_and(|r| r.all().iter().any(|id| id == node));
                 if !still_replica {
                     return Err(RpcError::StaleEpoch { node_epoch });
                 }

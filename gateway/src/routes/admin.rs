@@ -3,12 +3,16 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
-use pairdb_proto::coordinator::ListNodesRequest;
+use axum::response::Response;
+use axum::routing::{delete, get};
+use pairdb_proto::coordinator::{
+    AddNodeRequest, GetMigrationRequest, ListNodesRequest, RemoveNodeRequest,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::Caller;
+use crate::extract::{Caller, JsonBody, PathParams};
+use crate::routes::tenants::{MigrationStartedBody, accepted};
 use crate::problem::{Problem, ProblemBody};
 use crate::state::AppState;
 
@@ -27,9 +31,140 @@ pub struct NodeBody {
     pub load_bytes: u64,
 }
 
+/// Body of `POST /v1/admin/nodes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeBody {
+    /// The node's id, as it reports it (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`).
+    pub node_id: String,
+    /// Its gRPC `host:port`, reachable from the coordinators.
+    pub address: String,
+}
+
+/// A migration's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationBody {
+    /// The migration's id.
+    pub migration_id: String,
+    /// `add_node`, `remove_node`, `replication_factor` or `delete_tenant`.
+    pub kind: String,
+    /// `streaming`, `completing`, `dropping`, `done` or `failed`.
+    pub state: String,
+    /// Ranges whose replicas change.
+    pub ranges_total: u64,
+    /// Ranges streamed so far.
+    pub ranges_done: u64,
+    /// Versions streamed so far.
+    pub keys_streamed: u64,
+    /// Bytes of keys and values streamed so far.
+    pub bytes_streamed: u64,
+    /// The last error met, if any (transient errors are retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
 /// The admin routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/admin/nodes", get(list_nodes))
+    Router::new()
+        .route("/v1/admin/nodes", get(list_nodes).post(add_node))
+        .route("/v1/admin/nodes/{node_id}", delete(remove_node))
+        .route("/v1/admin/migrations/{migration_id}", get(get_migration))
+}
+
+/// Adds a storage node: it takes over its share of every tenant's ranges, streamed to it
+/// before it serves reads.
+#[utoipa::path(post, path = "/v1/admin/nodes", tag = "admin",
+    request_body = AddNodeBody,
+    responses(
+        (status = 202, description = "The migration started", body = MigrationStartedBody),
+        (status = 400, description = "Malformed body, or the node at the address reports another id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Already a member, or another migration is running", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The node does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn add_node(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    JsonBody(body): JsonBody<AddNodeBody>,
+) -> Result<Response, Problem> {
+    let request = AddNodeRequest {
+        node_id: body.node_id,
+        address: body.address,
+    };
+    let started = state
+        .coordinators
+        .call(&call, request, |mut c, r| async move { c.add_node(r).await })
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(accepted(started))
+}
+
+/// Decommissions a storage node: its ranges stream to the nodes that take them over before it
+/// leaves the ring; stop it once the migration is done.
+#[utoipa::path(delete, path = "/v1/admin/nodes/{node_id}", tag = "admin",
+    params(("node_id" = String, Path, description = "The node id")),
+    responses(
+        (status = 202, description = "The migration started", body = MigrationStartedBody),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Not a member", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A tenant's replication factor would exceed the nodes left, or another migration is running", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn remove_node(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(node_id): PathParams<String>,
+) -> Result<Response, Problem> {
+    let started = state
+        .coordinators
+        .call(&call, RemoveNodeRequest { node_id }, |mut c, r| async move {
+            c.remove_node(r).await
+        })
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(accepted(started))
+}
+
+/// A migration's progress.
+#[utoipa::path(get, path = "/v1/admin/migrations/{migration_id}", tag = "admin",
+    params(("migration_id" = String, Path, description = "The migration id")),
+    responses(
+        (status = 200, description = "Its progress", body = MigrationBody),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such migration", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn get_migration(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(migration_id): PathParams<String>,
+) -> Result<Json<MigrationBody>, Problem> {
+    let m = state
+        .coordinators
+        .call(
+            &call,
+            GetMigrationRequest { migration_id },
+            |mut c, r| async move { c.get_migration(r).await },
+        )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(Json(MigrationBody {
+        migration_id: m.migration_id,
+        kind: m.kind,
+        state: m.state,
+        ranges_total: m.ranges_total,
+        ranges_done: m.ranges_done,
+        keys_streamed: m.keys_streamed,
+        bytes_streamed: m.bytes_streamed,
+        error: (!m.error.is_empty()).then_some(m.error),
+        created_at: m.created_at,
+    }))
 }
 
 /// Lists the storage nodes.

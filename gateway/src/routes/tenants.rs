@@ -6,7 +6,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use http::StatusCode;
 use pairdb_core::{Consistency, ErrorKind};
 use pairdb_proto::coordinator as pb;
@@ -54,6 +54,22 @@ pub struct UpdateTenantBody {
     /// The new limit (both fields at least 1).
     #[serde(default)]
     pub rate_limit: Option<RateLimitBody>,
+}
+
+/// Body of `PUT /v1/tenants/{tenant_id}/replication-factor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFactorBody {
+    /// Replicas per key, 1–7 and at most the storage nodes.
+    pub replication_factor: u32,
+}
+
+/// A migration started by a membership or replication change (`202 Accepted`); follow it at
+/// `GET /v1/admin/migrations/{migration_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationStartedBody {
+    /// The migration's id.
+    pub migration_id: String,
 }
 
 /// A tenant.
@@ -121,7 +137,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route(
             "/v1/tenants/{tenant_id}",
-            get(get_tenant).patch(update_tenant),
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{tenant_id}/replication-factor",
+            put(set_replication_factor),
         )
         .route(
             "/v1/tenants/{tenant_id}/api-keys",
@@ -278,6 +298,80 @@ pub async fn update_tenant(
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
     Ok(Json(tenant.into()))
+}
+
+/// Changes a tenant's replication factor online: new replicas receive the data before they
+/// serve reads, replicas no longer needed drop it afterwards.
+#[utoipa::path(put, path = "/v1/tenants/{tenant_id}/replication-factor", tag = "tenants",
+    params(("tenant_id" = String, Path, description = "The tenant id")),
+    request_body = ReplicationFactorBody,
+    responses(
+        (status = 202, description = "The migration started", body = MigrationStartedBody),
+        (status = 400, description = "Malformed JSON, or a factor outside 1–7 or above the storage nodes", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Another migration is running", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn set_replication_factor(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(tenant_id): PathParams<String>,
+    JsonBody(body): JsonBody<ReplicationFactorBody>,
+) -> Result<Response, Problem> {
+    let request = pb::SetReplicationFactorRequest {
+        tenant_id,
+        replication_factor: body.replication_factor,
+    };
+    let started = state
+        .coordinators
+        .call(&call, request, |mut c, r| async move {
+            c.set_replication_factor(r).await
+        })
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(accepted(started))
+}
+
+/// Deletes a tenant: its API keys stop working at once and its data is removed from every node
+/// in the background.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}", tag = "tenants",
+    params(("tenant_id" = String, Path, description = "The tenant id")),
+    responses(
+        (status = 202, description = "The deletion started", body = MigrationStartedBody),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Another migration is running", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(tenant_id): PathParams<String>,
+) -> Result<Response, Problem> {
+    let started = state
+        .coordinators
+        .call(
+            &call,
+            pb::DeleteTenantRequest { tenant_id },
+            |mut c, r| async move { c.delete_tenant(r).await },
+        )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(accepted(started))
+}
+
+/// `202 Accepted` with the migration's id.
+pub fn accepted(started: pb::MigrationStarted) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(MigrationStartedBody {
+            migration_id: started.migration_id,
+        }),
+    )
+        .into_response()
 }
 
 /// Mints a new API key for the tenant.

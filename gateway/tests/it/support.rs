@@ -653,6 +653,72 @@ impl Coordinator for FakeService {
         }))
     }
 
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        self.record("add_node", &request, |_| {});
+        if request.get_ref().node_id == "n1" {
+            return Err(kind_status(Code::FailedPrecondition, "cluster-conflict"));
+        }
+        Ok(Response::new(pb::MigrationStarted {
+            migration_id: format!("mig-add-{}", request.get_ref().node_id),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        self.record("remove_node", &request, |_| {});
+        Ok(Response::new(pb::MigrationStarted {
+            migration_id: format!("mig-remove-{}", request.get_ref().node_id),
+        }))
+    }
+
+    async fn set_replication_factor(
+        &self,
+        request: Request<pb::SetReplicationFactorRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        self.record("set_replication_factor", &request, |_| {});
+        let r = request.get_ref();
+        Ok(Response::new(pb::MigrationStarted {
+            migration_id: format!("mig-rf-{}-{}", r.tenant_id, r.replication_factor),
+        }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::MigrationStarted>, Status> {
+        self.record("delete_tenant", &request, |_| {});
+        Ok(Response::new(pb::MigrationStarted {
+            migration_id: format!("mig-delete-{}", request.get_ref().tenant_id),
+        }))
+    }
+
+    async fn get_migration(
+        &self,
+        request: Request<pb::GetMigrationRequest>,
+    ) -> Result<Response<pb::Migration>, Status> {
+        self.record("get_migration", &request, |_| {});
+        let id = request.into_inner().migration_id;
+        if id == "missing" {
+            return Err(kind_status(Code::NotFound, "job-not-found"));
+        }
+        Ok(Response::new(pb::Migration {
+            migration_id: id,
+            kind: "add_node".into(),
+            state: "streaming".into(),
+            ranges_total: 10,
+            ranges_done: 4,
+            keys_streamed: 400,
+            bytes_streamed: 40_000,
+            error: String::new(),
+            created_at: "2026-11-30T00:00:00Z".into(),
+        }))
+    }
+
     async fn ready(
         &self,
         request: Request<pb::ReadyRequest>,
