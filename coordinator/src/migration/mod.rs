@@ -536,7 +536,16 @@ mod tests {
         for ok in ["127.0.0.1:7000", "storage-3.pairdb:7000", "[::1]:7000"] {
             assert!(validate_address(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "host", "host:", ":7000", "http://h:1", "h:0", "h:99999", "a b:1"] {
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":7000",
+            "http://h:1",
+            "h:0",
+            "h:99999",
+            "a b:1",
+        ] {
             assert!(validate_address(bad).is_err(), "{bad}");
         }
     }

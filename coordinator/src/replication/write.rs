@@ -85,7 +85,11 @@ impl Replicator {
             })
             .collect();
         let reachable = quorums.iter().all(|(members, required)| {
-            members.iter().filter(|&&i| pool.is_live(&targets[i])).count() >= *required
+            members
+                .iter()
+                .filter(|&&i| pool.is_live(&targets[i]))
+                .count()
+                >= *required
         });
         if !reachable || w == 0 {
             return Err(unavailable(0, w, Applied::None).into());
@@ -93,7 +97,8 @@ impl Replicator {
 
         // The pipeline outlives the answer: it holds its value — in the mint request, the
         // minted version and each replica's apply — until the last replica answers.
-        let held = (op.value.len() + op.key.len() + op.content_type.len() + 512) * (targets.len() + 2);
+        let held =
+            (op.value.len() + op.key.len() + op.content_type.len() + 512) * (targets.len() + 2);
         let Some(budget) = self.cluster.reserve_write(held) else {
             return Err(CoordinatorError::NotReady {
                 detail: "too many writes in flight on this coordinator; retry".into(),
@@ -424,7 +429,10 @@ impl Pipeline {
 
     /// The index of `node` among the targets (leaders are always targets).
     fn index_of(&self, node: &str) -> usize {
-        self.targets.iter().position(|t| t == node).unwrap_or(usize::MAX)
+        self.targets
+            .iter()
+            .position(|t| t == node)
+            .unwrap_or(usize::MAX)
     }
 
     fn tell(&self, event: Event) {

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::extract::{Caller, JsonBody, PathParams};
-use crate::routes::tenants::{MigrationStartedBody, accepted};
 use crate::problem::{Problem, ProblemBody};
+use crate::routes::tenants::{MigrationStartedBody, accepted};
 use crate::state::AppState;
 
 /// A storage node.
@@ -97,7 +97,11 @@ pub async fn add_node(
     };
     let started = state
         .coordinators
-        .call(&call, request, |mut c, r| async move { c.add_node(r).await })
+        .call(
+            &call,
+            request,
+            |mut c, r| async move { c.add_node(r).await },
+        )
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
     Ok(accepted(started))
@@ -122,9 +126,11 @@ pub async fn remove_node(
 ) -> Result<Response, Problem> {
     let started = state
         .coordinators
-        .call(&call, RemoveNodeRequest { node_id }, |mut c, r| async move {
-            c.remove_node(r).await
-        })
+        .call(
+            &call,
+            RemoveNodeRequest { node_id },
+            |mut c, r| async move { c.remove_node(r).await },
+        )
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
     Ok(accepted(started))

@@ -252,6 +252,109 @@ impl TestCluster {
         self.cluster.nodes.push(node);
     }
 
+    /// Starts a new storage node `id` (LSM engine, empty, in this cluster's temp dir) on a free
+    /// loopback port, not yet a member; returns its address.
+    pub fn start_node(&mut self, id: &str) -> std::net::SocketAddr {
+        let listener = pairdb::local::bind("storage node", ([127, 0, 0, 1], 0).into())
+            .expect("bind a free port");
+        let dir = self._dir.path().join(format!("extra-{id}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let node = KillableNode::start(
+            NodeSpec {
+                id: id.to_owned(),
+                listener,
+                data_dir: dir,
+                engine: pairdb::local::engine_opener(
+                    EngineKind::Lsm,
+                    pairdb_storage::durability::Durability::Always,
+                ),
+                internal_token: INTERNAL_TOKEN.to_owned(),
+                max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
+            },
+            NODE_WORKERS,
+        )
+        .expect("start node");
+        let addr = node.addr;
+        self.cluster.nodes.push(node);
+        addr
+    }
+
+    /// An admin request: `method` on `path` with an optional JSON body; answers the status and
+    /// the JSON body (or `null`).
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Polls migration `id` until it is `done` (panics if it fails or takes over `limit`).
+    pub async fn await_migration(&self, id: &str, limit: Duration) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, body) = self
+                .admin(Method::GET, &format!("/v1/admin/migrations/{id}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            match body["state"].as_str() {
+                Some("done") => return body,
+                Some("failed") => panic!("migration {id} failed: {body}"),
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < limit,
+                "migration {id} not done after {limit:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The keys of `tenant` storage node `node` holds (tombstones included), by a full scan.
+    pub async fn keys_on(&self, node: &str, tenant: &str) -> Vec<Vec<u8>> {
+        let mut client = self.storage(node, Some(INTERNAL_TOKEN));
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = client
+                .scan(pairdb_proto::storage::ScanRequest {
+                    epoch: self.epoch(),
+                    range: Some(pairdb_proto::storage::TokenRange {
+                        namespace: tenant.into(),
+                        start: 0,
+                        end: u64::MAX,
+                    }),
+                    after: after.clone(),
+                    limit: 1000,
+                })
+                .await
+                .expect("scan")
+                .into_inner();
+            if let Some(last) = page.entries.last() {
+                after = Some(pairdb_proto::storage::ScanCursor {
+                    token: last.token,
+                    key: last.key.clone(),
+                });
+            }
+            out.extend(page.entries.into_iter().map(|e| e.key));
+            if !page.more {
+                return out;
+            }
+        }
+    }
+
     /// Waits until the coordinator's connection to `node` is known broken: a call on it fails
     /// in a way that proves it was never sent (the node is gone and the port refuses). A write
     /// racing the discovery could have been sent on the dying connection, and its outcome would

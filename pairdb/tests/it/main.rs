@@ -1,6 +1,7 @@
 //! Cluster tests: the real gRPC services on loopback, driven through the REST gateway and, where a
 //! test must force a situation, directly over the storage RPC.
 
+mod checker;
 mod harness;
 
 mod conflicts;
@@ -10,6 +11,7 @@ mod grpc_api;
 mod http_errors;
 mod idempotency;
 mod loadtest;
+mod membership;
 mod processes;
 mod read_repair;
 mod sdk;
