@@ -177,6 +177,14 @@ pub struct StorageArgs {
     /// Serve `/healthz` and `/readyz` over HTTP here.
     #[arg(long, env = "PAIRDB_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Join the cluster by itself: the gRPC URL of a coordinator (`http://HOST:PORT`), asked
+    /// with the admin key to add this node unless it is a member already.
+    #[arg(long, env = "PAIRDB_JOIN")]
+    pub join: Option<String>,
+    /// The `host:port` coordinators reach this node at (default: `--listen`, which must then
+    /// not be a wildcard address).
+    #[arg(long, env = "PAIRDB_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Bounds of the node.
     #[command(flatten)]
     pub node_limits: NodeLimitArgs,
@@ -208,6 +216,9 @@ pub struct CoordinatorArgs {
     /// coordinator's memory only.
     #[arg(long, env = "PAIRDB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Most MB (MiB) per second a migration streams to new replicas (0: unpaced).
+    #[arg(long, env = "PAIRDB_STREAM_MB_PER_SEC", default_value_t = 32.0)]
+    pub stream_mb_per_sec: f64,
     /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,

@@ -54,6 +54,10 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         secrets.admin_key.clone(),
     );
     config.request_timeout = Duration::from_millis(args.request_timeout);
+    if !args.stream_mb_per_sec.is_finite() || args.stream_mb_per_sec < 0.0 {
+        anyhow::bail!("--stream-mb-per-sec must be a number at least 0");
+    }
+    config.stream_bytes_per_sec = (args.stream_mb_per_sec * f64::from(1u32 << 20)) as u64;
     if let Some(url) = &args.redis_url {
         let redis = local::redis(Some(url)).await?;
         config.tenant_cache = Some(local::shared_tenant_cache(redis.as_ref()));

@@ -3,4 +3,5 @@
 pub mod coordinator;
 pub mod dev;
 pub mod gateway;
+pub mod join;
 pub mod storage;

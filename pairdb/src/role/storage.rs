@@ -14,6 +14,24 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     let secrets = secrets::from_args(&args.secrets)?;
     pairdb_core::placement::validate_node_id(&args.node_id)?;
     let listener = local::bind("storage node", args.listen)?;
+    // Checked before the node starts: `--join` with what it needs, `(url, advertised address)`.
+    let join_as = match &args.join {
+        Some(url) => {
+            let bound = listener.local_addr()?;
+            let address = match &args.advertise {
+                Some(a) => a.clone(),
+                None if bound.ip().is_unspecified() => anyhow::bail!(
+                    "--join needs --advertise (the address coordinators reach this node at) when listening on {bound}"
+                ),
+                None => bound.to_string(),
+            };
+            if secrets.admin_key.is_empty() {
+                anyhow::bail!("--join needs the admin key (PAIRDB_ADMIN_KEY) to add the node");
+            }
+            Some((url.clone(), address))
+        }
+        None => None,
+    };
     let metrics = args
         .metrics_listen
         .map(|addr| local::bind("metrics endpoint", addr))
@@ -34,6 +52,14 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!(node = %args.node_id, incarnation = node.state.incarnation(), listen = %node.addr,
         data_dir = %args.data_dir.display(), engine = args.engine.as_str(), "storage node started");
+    let joining = join_as.map(|(url, address)| {
+        tokio::spawn(super::join::join(
+            url,
+            args.node_id.clone(),
+            address,
+            secrets.admin_key.clone(),
+        ))
+    });
     let stop = Shutdown::new();
     if let Some(listener) = metrics {
         let state = node.state.clone();
@@ -57,5 +83,8 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         () = node.stopped() => {}
     }
     stop.trigger();
+    if let Some(join) = joining {
+        join.abort();
+    }
     node.shutdown().await
 }

@@ -38,13 +38,17 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts writing to `tenant` through `base` (the gateway) with `api_key`; keys are
-    /// `{prefix}{n}`.
+    /// Starts writing through `t`'s gateway with `api_key`; keys are `{prefix}{n}`.
     pub fn start(t: &TestCluster, api_key: &str, prefix: &str) -> Load {
+        Load::start_at(&t.http, &t.base, api_key, prefix)
+    }
+
+    /// Starts writing through the gateway at `base` with `api_key`; keys are `{prefix}{n}`.
+    pub fn start_at(http: &reqwest::Client, base: &str, api_key: &str, prefix: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let http = t.http.clone();
-        let base = t.base.clone();
+        let http = http.clone();
+        let base = base.to_owned();
         let (stop2, ledger2) = (Arc::clone(&stop), Arc::clone(&ledger));
         let api_key = api_key.to_owned();
         let prefix = prefix.to_owned();
@@ -101,11 +105,26 @@ impl Load {
 /// Reads every key of `ledger` at `level` and checks the answer is what was acknowledged;
 /// answers how many reads repaired replicas (the `X-Pairdb-Read-Repair` header).
 pub async fn verify(t: &TestCluster, api_key: &str, ledger: &Ledger, level: &str) -> u64 {
+    verify_at(&t.http, &t.base, api_key, ledger, level).await
+}
+
+/// [`verify`] through the gateway at `base`.
+pub async fn verify_at(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    ledger: &Ledger,
+    level: &str,
+) -> u64 {
     let mut repaired = 0;
     for (key, expect) in &ledger.keys {
-        let resp = t
-            .kv(Method::GET, key, api_key, &[("x-consistency", level)], None)
-            .await;
+        let resp = http
+            .get(format!("{base}/v1/kv/{key}"))
+            .bearer_auth(api_key)
+            .header("x-consistency", level)
+            .send()
+            .await
+            .expect("read");
         let status = resp.status();
         repaired += crate::harness::header(&resp, "x-pairdb-read-repair")
             .and_then(|v| v.parse::<u64>().ok())

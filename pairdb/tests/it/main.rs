@@ -12,6 +12,7 @@ mod http_errors;
 mod idempotency;
 mod loadtest;
 mod membership;
+mod process_membership;
 mod processes;
 mod read_repair;
 mod sdk;

@@ -40,7 +40,7 @@ pub(crate) fn pairdb_with_env(args: &[&str], log: &Path, env: &[(&str, &str)]) -
 
 /// The address `child` logged for its `role` listener (`"<role> listening listen=ADDR"`).
 /// Panics with the log if the child exits first or takes over 30 s.
-async fn listening(child: &mut Child, log: &Path, role: &str) -> String {
+pub(crate) async fn listening(child: &mut Child, log: &Path, role: &str) -> String {
     let marker = format!("{role} listening");
     for _ in 0..300 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -64,7 +64,7 @@ async fn listening(child: &mut Child, log: &Path, role: &str) -> String {
 }
 
 /// Waits for `url` to answer 200; panics with the logs in `logs` otherwise.
-async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
+pub(crate) async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
     for _ in 0..300 {
         if let Ok(r) = http.get(url).send().await
             && r.status() == StatusCode::OK
@@ -140,6 +140,17 @@ impl Processes {
         env: &[(&str, &str)],
         gateway_args: &[&str],
     ) -> Processes {
+        Self::start_full(logs, env, &[], gateway_args).await
+    }
+
+    /// [`start`](Self::start), with `coordinator_args` and `gateway_args` added to those roles'
+    /// command lines.
+    pub(crate) async fn start_full(
+        logs: &Path,
+        env: &[(&str, &str)],
+        coordinator_args: &[&str],
+        gateway_args: &[&str],
+    ) -> Processes {
         let pairdb = |args: &[&str], log: &Path| pairdb_with_env(args, log, env);
         let mut storage = Vec::new();
         let mut initial = Vec::new();
@@ -170,20 +181,20 @@ impl Processes {
         }
         let metadata = format!("sqlite://{}", logs.join("metadata.db").display());
         let coordinator_log = logs.join("coordinator.log");
-        let mut coordinator = pairdb(
-            &[
-                "coordinator",
-                "--listen",
-                ANY_PORT,
-                "--metadata-url",
-                &metadata,
-                "--initial-nodes",
-                &initial.join(","),
-                "--metrics-listen",
-                ANY_PORT,
-            ],
-            &coordinator_log,
-        );
+        let initial = initial.join(",");
+        let mut args = vec![
+            "coordinator",
+            "--listen",
+            ANY_PORT,
+            "--metadata-url",
+            &metadata,
+            "--initial-nodes",
+            &initial,
+            "--metrics-listen",
+            ANY_PORT,
+        ];
+        args.extend_from_slice(coordinator_args);
+        let mut coordinator = pairdb(&args, &coordinator_log);
         let coordinator_addr = listening(&mut coordinator, &coordinator_log, "coordinator").await;
         let coordinator_metrics =
             listening(&mut coordinator, &coordinator_log, "metrics endpoint").await;
