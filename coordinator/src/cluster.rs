@@ -619,7 +619,16 @@ impl Cluster {
     async fn probe(&self, node: &NodeHandle) {
         let mut client = node.client();
         match tokio::time::timeout(PROBE_TIMEOUT, client.health(HealthRequest {})).await {
-            Ok(Ok(_)) => self.pool.record_success(node),
+            Ok(Ok(health)) => {
+                self.pool.record_success(node);
+                let views = health
+                    .into_inner()
+                    .peers
+                    .into_iter()
+                    .map(|p| (p.node_id, p.up))
+                    .collect();
+                self.pool.record_views(&node.id, views);
+            }
             Ok(Err(status)) => self.pool.record_failure(node, &status),
             Err(_) => self
                 .pool

@@ -53,6 +53,8 @@ pub struct NodeHandle {
     calls: Arc<CallStreams>,
     failures: AtomicU32,
     down: AtomicBool,
+    /// Most storage nodes reporting on it judge it down (their phi-accrual detectors).
+    suspected: AtomicBool,
 }
 
 impl NodeHandle {
@@ -67,9 +69,10 @@ impl NodeHandle {
         StorageCalls::new(Arc::clone(&self.calls), deadline)
     }
 
-    /// True unless the node is marked down.
+    /// True unless the node is marked down — by this coordinator's failed calls, or by most of
+    /// the storage nodes whose failure detectors judge it.
     pub fn is_live(&self) -> bool {
-        !self.down.load(Ordering::Acquire)
+        !self.down.load(Ordering::Acquire) && !self.suspected.load(Ordering::Acquire)
     }
 }
 
@@ -146,9 +149,17 @@ pub fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// When a storage node reported, and whether it judged each peer up.
+type PeerReport = (std::time::Instant, HashMap<String, bool>);
+
+/// How long a storage node's report on its peers counts.
+const VIEW_FRESHNESS: Duration = Duration::from_secs(3);
+
 /// Clients to every node of the current placement.
 pub struct NodePool {
     nodes: RwLock<HashMap<String, Arc<NodeHandle>>>,
+    /// Each storage node's latest view of its peers (`up` per peer), with when it came.
+    views: std::sync::Mutex<HashMap<String, PeerReport>>,
     auth: BearerAuth,
     threshold: u32,
     connect_timeout: Duration,
@@ -170,6 +181,7 @@ impl NodePool {
         let value = pairdb_proto::internal_credential(internal_token).ok_or(InvalidToken)?;
         Ok(NodePool {
             nodes: RwLock::new(HashMap::new()),
+            views: std::sync::Mutex::new(HashMap::new()),
             auth: BearerAuth { value },
             threshold: threshold.max(1),
             connect_timeout,
@@ -233,6 +245,7 @@ impl NodePool {
                     client,
                     failures: AtomicU32::new(0),
                     down: AtomicBool::new(false),
+                    suspected: AtomicBool::new(false),
                 }),
             );
         }
@@ -260,6 +273,36 @@ impl NodePool {
     /// True when `id` is in the pool and not marked down.
     pub fn is_live(&self, id: &str) -> bool {
         self.get(id).is_some_and(|h| h.is_live())
+    }
+
+    /// Records what storage node `reporter` judges of its peers (`(id, up)`), then re-judges
+    /// every node: one is suspected when most of the fresh reports on it (other than its own)
+    /// say down.
+    pub fn record_views(&self, reporter: &str, views: Vec<(String, bool)>) {
+        let now = std::time::Instant::now();
+        let mut all = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(reporter.to_owned(), (now, views.into_iter().collect()));
+        all.retain(|_, (at, _)| now.duration_since(*at) < VIEW_FRESHNESS);
+        for handle in self.all() {
+            let (mut down, mut total) = (0usize, 0usize);
+            for (from, (_, view)) in all.iter() {
+                if *from == handle.id {
+                    continue;
+                }
+                if let Some(up) = view.get(&handle.id) {
+                    total += 1;
+                    down += usize::from(!up);
+                }
+            }
+            let suspected = total > 0 && down * 2 > total;
+            if handle.suspected.swap(suspected, Ordering::AcqRel) != suspected {
+                if suspected {
+                    tracing::warn!(node = %handle.id, down, total, "storage nodes judge it down");
+                } else {
+                    tracing::info!(node = %handle.id, "storage nodes judge it up again");
+                }
+            }
+        }
     }
 
     /// Records a successful call: the node is live again.

@@ -145,6 +145,14 @@ impl NodeSpec {
         .with_call_spans(Arc::new(|rpc, traceparent| {
             pairdb_middleware::call_span("storage", rpc, traceparent)
         }));
+        let handoff = pairdb_storage::handoff::Handoff::open(
+            &self.data_dir,
+            Arc::clone(&state),
+            Arc::clone(&engine),
+            &self.internal_token,
+        )
+        .with_context(what)?;
+        let service = service.with_handoff(handoff);
         Ok(OpenNode {
             listener: self.listener,
             engine,

@@ -21,6 +21,7 @@ pub mod digest;
 pub mod dir_lock;
 pub mod durability;
 pub mod engine;
+pub mod handoff;
 pub mod lsm;
 pub mod memory;
 pub mod node;

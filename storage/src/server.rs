@@ -80,6 +80,10 @@ where
     // Call streams end when the server stops, so the graceful stop below never waits on them.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let service = service.stopping_on(stopping);
+    // Heartbeats and hint replay run while the node serves.
+    let handoff = service
+        .handoff()
+        .map(|h| AbortOnDrop(tokio::spawn(std::sync::Arc::clone(h).run())));
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -98,6 +102,16 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
+    drop(handoff);
     tracing::info!("storage node stopped");
     Ok(())
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -41,6 +41,7 @@ use subtle::ConstantTimeEq;
 use tonic::{Code, Request, Response, Status};
 
 use crate::engine::{EngineError, PageLimit, StorageEngine, TokenRange};
+use crate::handoff::Handoff;
 use crate::node::{EpochMismatch, NodeState};
 
 /// Key locks striping the key space; two keys share a lock only when their tokens collide
@@ -82,6 +83,8 @@ struct Inner {
     call_span: Option<CallSpan>,
     /// Turns true when the server stops: call streams then end (see [`crate::calls`]).
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Hints and peers (see [`crate::handoff`]); `None`: hints are refused.
+    handoff: Option<Arc<Handoff>>,
 }
 
 /// Makes the span a call of a call stream runs in, from its RPC name (`Mint`, `Apply`, `Read`)
@@ -140,8 +143,20 @@ impl StorageService {
                 call_span: None,
                 // Never stops until `server::run_layered` gives it its server's signal.
                 stopping: tokio::sync::watch::channel(false).1,
+                handoff: None,
             }),
         }
+    }
+
+    /// Keeps hints in, and reports peers from, `handoff`; the server runs its tasks.
+    pub fn with_handoff(mut self, handoff: Arc<Handoff>) -> Self {
+        Arc::make_mut(&mut self.inner).handoff = Some(handoff);
+        self
+    }
+
+    /// The node's hints and peers, if it keeps them.
+    pub fn handoff(&self) -> Option<&Arc<Handoff>> {
+        self.inner.handoff.as_ref()
     }
 
     /// Runs each call of a call stream in the span `span` makes (the binary's: exported, a child
@@ -767,11 +782,74 @@ impl Storage for StorageService {
     ) -> Result<Response<pb::HealthResponse>, Status> {
         self.authenticate(&request)?;
         let stats = self.blocking("health", |engine| Ok(engine.stats())).await?;
+        let (peers, hints_pending) = match &self.inner.handoff {
+            Some(h) => (
+                h.peers
+                    .views()
+                    .into_iter()
+                    .map(|v| pb::PeerView {
+                        node_id: v.node_id,
+                        up: v.up,
+                        phi: v.phi,
+                    })
+                    .collect(),
+                h.hints.counts().pending,
+            ),
+            None => (Vec::new(), 0),
+        };
         Ok(Response::new(pb::HealthResponse {
             node_id: self.inner.node.node_id().to_owned(),
             incarnation: self.inner.node.incarnation(),
             epoch: self.inner.node.epoch().unwrap_or(0),
             load_bytes: stats.bytes,
+            peers,
+            hints_pending,
         }))
+    }
+
+    /// Records hints durably (written and fsynced before the answer).
+    async fn record_hints(
+        &self,
+        request: Request<pb::RecordHintsRequest>,
+    ) -> Result<Response<pb::RecordHintsResponse>, Status> {
+        self.authenticate(&request)?;
+        let Some(handoff) = self.inner.handoff.clone() else {
+            return Err(refused(
+                Code::Unimplemented,
+                RefusalReason::InvalidArgument,
+                "this node keeps no hints",
+                0,
+            ));
+        };
+        let req = request.into_inner();
+        if req.hints.len() > MAX_INGEST_ENTRIES {
+            return Err(invalid("record_hints: more than 1000 hints"));
+        }
+        let mut hints = Vec::with_capacity(req.hints.len());
+        for (i, h) in req.hints.into_iter().enumerate() {
+            let key = h
+                .key
+                .ok_or_else(|| invalid(format!("record_hints: hint {i} has no key")))?;
+            StorageKey::new(&key.namespace, &key.key)
+                .map_err(|e| invalid(format!("record_hints: hint {i}: {e}")))?;
+            pairdb_core::placement::validate_node_id(&h.target)
+                .map_err(|e| invalid(format!("record_hints: hint {i}: {e}")))?;
+            hints.push((h.target, key.namespace, key.key));
+        }
+        let now = crate::handoff::now_ms();
+        let recorded = tokio::task::spawn_blocking(move || handoff.hints.record(&hints, now)).await;
+        match recorded {
+            Ok(Ok(())) => Ok(Response::new(pb::RecordHintsResponse {})),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot record hints");
+                Err(refused(
+                    Code::Internal,
+                    RefusalReason::Engine,
+                    error.to_string(),
+                    0,
+                ))
+            }
+            Err(_) => Err(Status::internal("hint recording failed")),
+        }
     }
 }

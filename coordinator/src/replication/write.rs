@@ -22,7 +22,9 @@ use futures::stream::FuturesUnordered;
 use pairdb_core::ErrorKind;
 use pairdb_core::version::{Version, WriteRecord};
 use pairdb_proto::convert::{context_to_pb, version_from_pb, write_record_from_pb};
-use pairdb_proto::storage::{ApplyOutcome, ApplyRequest, MintRequest, RefusalReason};
+use pairdb_proto::storage::{
+    ApplyOutcome, ApplyRequest, HintEntry, MintRequest, RecordHintsRequest, RefusalReason,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -536,6 +538,7 @@ impl Pipeline {
                 .map(pairdb_proto::convert::write_record_to_pb),
         };
         let request = &request;
+        let mut missed: Vec<String> = Vec::new();
         let mut applies = FuturesUnordered::new();
         for (i, node) in self.targets.iter().enumerate() {
             if node == leader {
@@ -543,7 +546,7 @@ impl Pipeline {
             }
             if !self.cluster.pool().is_live(node) {
                 // Down nodes are not tried; the hint catches them up when they are back.
-                self.hint(node, request, record);
+                missed.push(node.clone());
                 self.tell(Event::Missed {
                     node: i,
                     may_have_stored: false,
@@ -561,13 +564,55 @@ impl Pipeline {
                 }),
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "replica did not apply");
-                    self.hint(node, request, record);
+                    missed.push(node.clone());
                     self.tell(Event::Missed {
                         node: i,
                         may_have_stored: !e.changed_nothing(),
                     });
                 }
             }
+        }
+        if !missed.is_empty() {
+            self.hand_off(leader, &missed, request, record).await;
+        }
+    }
+
+    /// Tells the write's leader that `missed` did not store it: the leader keeps durable hints
+    /// and catches them up when they are back. If the leader cannot be told, this coordinator
+    /// keeps the hints in memory instead.
+    async fn hand_off(
+        &self,
+        leader: &str,
+        missed: &[String],
+        request: &ApplyRequest,
+        record: Option<WriteRecord>,
+    ) {
+        let hints = RecordHintsRequest {
+            hints: missed
+                .iter()
+                .map(|target| HintEntry {
+                    target: target.clone(),
+                    key: Some(key_ref(&self.tenant, &self.key)),
+                })
+                .collect(),
+        };
+        let told = match self.cluster.pool().get(leader) {
+            Some(handle) => {
+                let mut client = handle.client();
+                let call = client.record_hints(hints);
+                matches!(
+                    tokio::time::timeout_at(self.deadline, call).await,
+                    Ok(Ok(_))
+                )
+            }
+            None => false,
+        };
+        if told {
+            return;
+        }
+        tracing::debug!(%leader, "the leader could not take the hints; kept here");
+        for node in missed {
+            self.hint(node, request, record);
         }
     }
 

@@ -247,6 +247,13 @@ impl Storage for FakeService {
         self.inner.drop_ranges(request).await
     }
 
+    async fn record_hints(
+        &self,
+        request: Request<pb::RecordHintsRequest>,
+    ) -> Result<Response<pb::RecordHintsResponse>, Status> {
+        self.inner.record_hints(request).await
+    }
+
     async fn push_placement(
         &self,
         request: Request<pb::PushPlacementRequest>,

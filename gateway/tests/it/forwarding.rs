@@ -174,3 +174,95 @@ async fn a_coordinator_without_call_streams_gets_unary_calls() {
         assert_eq!(get.text().await.unwrap(), format!("v{round}"));
     }
 }
+
+#[tokio::test]
+async fn membership_changes_answer_202_with_their_migration_and_map_refusals() {
+    let h = Harness::start().await;
+    let send = |method: Method, path: &'static str, body: Option<serde_json::Value>| {
+        let mut req = h.admin(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let (status, body) = send(
+        Method::POST,
+        "/v1/admin/nodes",
+        Some(serde_json::json!({"node_id": "n4", "address": "10.0.0.4:7000"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["migration_id"].as_str()),
+        (202, Some("mig-add-n4"))
+    );
+    assert_eq!(h.last_call().method, "add_node");
+    let (status, body) = send(
+        Method::POST,
+        "/v1/admin/nodes",
+        Some(serde_json::json!({"node_id": "n1", "address": "10.0.0.1:7000"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "https://pairdb.dev/problems/cluster-conflict");
+    let (status, body) = send(
+        Method::POST,
+        "/v1/admin/nodes",
+        Some(serde_json::json!({"node_id": "n4", "extra": 1})),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "unknown and missing fields are refused: {body}"
+    );
+    let (status, body) = send(Method::DELETE, "/v1/admin/nodes/n2", None).await;
+    assert_eq!(
+        (status, body["migration_id"].as_str()),
+        (202, Some("mig-remove-n2"))
+    );
+    let (status, body) = send(
+        Method::PUT,
+        "/v1/tenants/acme/replication-factor",
+        Some(serde_json::json!({"replication_factor": 5})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["migration_id"].as_str()),
+        (202, Some("mig-rf-acme-5"))
+    );
+    let (status, body) = send(Method::DELETE, "/v1/tenants/acme", None).await;
+    assert_eq!(
+        (status, body["migration_id"].as_str()),
+        (202, Some("mig-delete-acme"))
+    );
+    let (status, body) = send(Method::GET, "/v1/admin/migrations/mig-7", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["migration_id"].as_str(),
+            body["kind"].as_str(),
+            body["state"].as_str(),
+            body["ranges_total"].as_u64(),
+            body["ranges_done"].as_u64(),
+            body["keys_streamed"].as_u64(),
+            body["bytes_streamed"].as_u64(),
+        ),
+        (
+            Some("mig-7"),
+            Some("add_node"),
+            Some("streaming"),
+            Some(10),
+            Some(4),
+            Some(400),
+            Some(40_000)
+        )
+    );
+    assert!(body.get("error").is_none(), "no error, no field: {body}");
+    let (status, body) = send(Method::GET, "/v1/admin/migrations/missing", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["type"], "https://pairdb.dev/problems/job-not-found");
+}

@@ -49,10 +49,13 @@ async fn openapi_lists_routes_and_problem_types() {
     for (path, methods) in [
         ("/v1/kv/{key}", &["get", "put", "delete"][..]),
         ("/v1/tenants", &["get", "post"][..]),
-        ("/v1/tenants/{tenant_id}", &["get", "patch"][..]),
+        ("/v1/tenants/{tenant_id}", &["get", "patch", "delete"][..]),
+        ("/v1/tenants/{tenant_id}/replication-factor", &["put"][..]),
         ("/v1/tenants/{tenant_id}/api-keys", &["get", "post"][..]),
         ("/v1/tenants/{tenant_id}/api-keys/{key_id}", &["delete"][..]),
-        ("/v1/admin/nodes", &["get"][..]),
+        ("/v1/admin/nodes", &["get", "post"][..]),
+        ("/v1/admin/nodes/{node_id}", &["delete"][..]),
+        ("/v1/admin/migrations/{migration_id}", &["get"][..]),
         ("/healthz", &["get"][..]),
         ("/readyz", &["get"][..]),
         ("/openapi.json", &["get"][..]),
@@ -62,7 +65,7 @@ async fn openapi_lists_routes_and_problem_types() {
             assert!(paths[path].get(*m).is_some(), "{m} {path}");
         }
     }
-    assert_eq!(paths.len(), 10, "no route documented that is not served");
+    assert_eq!(paths.len(), 13, "no route documented that is not served");
     let types = doc["components"]["schemas"]["ProblemType"]["enum"]
         .as_array()
         .unwrap();

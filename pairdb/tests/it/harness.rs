@@ -231,6 +231,28 @@ impl TestCluster {
         ContextSigner::new(KEY_SECRET, 5_000)
     }
 
+    /// Restarts storage node `id` at `addr` on its own data dir and LSM engine, as after a crash.
+    pub fn restart_in_place(&mut self, id: &str, addr: std::net::SocketAddr) {
+        let dir = self._dir.path().join(id);
+        let listener = pairdb::local::bind("storage node", addr).expect("rebind the node's port");
+        let node = KillableNode::start(
+            NodeSpec {
+                id: id.to_owned(),
+                listener,
+                data_dir: dir,
+                engine: pairdb::local::engine_opener(
+                    EngineKind::Lsm,
+                    pairdb_storage::durability::Durability::Always,
+                ),
+                internal_token: INTERNAL_TOKEN.to_owned(),
+                max_clock_skew: Duration::from_millis(pairdb_core::hlc::DEFAULT_MAX_AHEAD_MS),
+            },
+            NODE_WORKERS,
+        )
+        .expect("restart");
+        self.cluster.nodes.push(node);
+    }
+
     /// Restarts storage node `id` at `addr` on an empty memory engine in `dir`.
     pub fn restart(&mut self, id: &str, addr: std::net::SocketAddr, dir: &std::path::Path) {
         let listener = pairdb::local::bind("storage node", addr).expect("rebind the node's port");

@@ -2,6 +2,7 @@
 //! test must force a situation, directly over the storage RPC.
 
 mod checker;
+mod handoff;
 mod harness;
 
 mod conflicts;

@@ -1,0 +1,545 @@
+//! The durable hint log: which keys which replica missed, kept on the write's leader.
+//!
+//! A hint names a target node and a key — not a version: when the target is back, the leader
+//! sends it the key's *current* version, so one hint covers every write the target missed on that
+//! key, and a hint never resurrects an overwritten or deleted value.
+//!
+//! Hints live in memory, indexed by target, and in one append-only file, `hints.log` in the
+//! node's data dir, rewritten when mostly dead. Each record is
+//!
+//! ```text
+//! record  = crc32c:u32 LE (of len and body) | len:u32 LE | body
+//! body    = op:u8 (1 add, 2 remove) | target_len:u8 | target | ns_len:u8 | namespace
+//!         | key_len:u32 LE | key | recorded_ms:u64 LE
+//! ```
+//!
+//! On open the file is replayed up to the first record that does not check out (a torn tail
+//! after a crash), and truncated there: hints are a fast path — anti-entropy converges replicas
+//! without them — so a lost hint delays convergence and loses nothing acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// File name of the hint log in a node's data dir.
+pub const FILE: &str = "hints.log";
+/// Most hints held; past it new hints are dropped (and counted).
+pub const MAX_HINTS: usize = 1_000_000;
+/// Longest key a hint holds (a stored key is never longer).
+const MAX_KEY: usize = 1 << 20;
+
+/// A hint log failed.
+#[derive(Debug, thiserror::Error)]
+#[error("hint log {path}: {source}")]
+pub struct HintError {
+    /// The file.
+    pub path: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// One missed key, as [`HintLog::peek`] hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The tenant (namespace).
+    pub namespace: String,
+    /// The user key.
+    pub key: Vec<u8>,
+    /// When it was first recorded, in Unix milliseconds.
+    pub recorded_ms: u64,
+}
+
+/// Counts since the log opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HintCounts {
+    /// Hints held now.
+    pub pending: u64,
+    /// Hints recorded.
+    pub recorded: u64,
+    /// Hints removed after their replay.
+    pub replayed: u64,
+    /// Hints dropped unreplayed: expired, for a removed node or a key it no longer holds, or
+    /// over [`MAX_HINTS`].
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// target → (namespace, key) → recorded_ms.
+    by_target: HashMap<String, BTreeMap<(String, Vec<u8>), u64>>,
+    count: usize,
+    file: Option<BufWriter<File>>,
+    /// Records in the file; live ones are `count`.
+    records: u64,
+    counts: HintCounts,
+}
+
+/// The durable hints of one storage node. Thread-safe; every method does file I/O and belongs
+/// on a blocking thread.
+pub struct HintLog {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for HintLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HintLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const ADD: u8 = 1;
+const REMOVE: u8 = 2;
+
+impl HintLog {
+    /// Opens (creating it if missing) the hint log in `dir`, replaying what it holds.
+    pub fn open(dir: &Path) -> Result<HintLog, HintError> {
+        let path = dir.join(FILE);
+        let err = |source| HintError {
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes).map_err(err)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let mut state = State::default();
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let Some((record, len)) = bytes.get(offset..).and_then(decode) else {
+                tracing::warn!(file = %path.display(), offset, "hint log ends in a torn or corrupt record; truncated there");
+                break;
+            };
+            state.apply(record);
+            state.records += 1;
+            offset += len;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        file.set_len(offset as u64).map_err(err)?;
+        let mut writer = BufWriter::new(file);
+        std::io::Seek::seek(&mut writer, std::io::SeekFrom::End(0)).map_err(err)?;
+        state.file = Some(writer);
+        state.counts.pending = state.count as u64;
+        Ok(HintLog {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Records, durably (written and fsynced before it returns), that `target` missed each
+    /// `(namespace, key)`. A key already hinted for the target keeps its first time.
+    pub fn record(
+        &self,
+        hints: &[(String, String, Vec<u8>)],
+        now_ms: u64,
+    ) -> Result<(), HintError> {
+        let mut s = self.lock();
+        let mut wrote = false;
+        for (target, namespace, key) in hints {
+            if target.len() > 255 || namespace.len() > 255 || key.len() > MAX_KEY {
+                s.counts.dropped += 1;
+                continue;
+            }
+            let known = s
+                .by_target
+                .get(target)
+                .is_some_and(|m| m.contains_key(&(namespace.clone(), key.clone())));
+            if known {
+                continue;
+            }
+            if s.count >= MAX_HINTS {
+                s.counts.dropped += 1;
+                continue;
+            }
+            let record = Record {
+                op: ADD,
+                target: target.clone(),
+                namespace: namespace.clone(),
+                key: key.clone(),
+                recorded_ms: now_ms,
+            };
+            self.append(&mut s, &record)?;
+            s.apply(record);
+            s.counts.recorded += 1;
+            wrote = true;
+        }
+        if wrote {
+            self.sync(&mut s)?;
+        }
+        s.counts.pending = s.count as u64;
+        Ok(())
+    }
+
+    /// Up to `max` hints for `target`, oldest key order first (they stay until removed).
+    pub fn peek(&self, target: &str, max: usize) -> Vec<Hint> {
+        let s = self.lock();
+        s.by_target
+            .get(target)
+            .map(|m| {
+                m.iter()
+                    .take(max)
+                    .map(|((namespace, key), ms)| Hint {
+                        namespace: namespace.clone(),
+                        key: key.clone(),
+                        recorded_ms: *ms,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes `target`'s hints for `done` keys (`replayed`: they were delivered, else dropped).
+    pub fn remove(
+        &self,
+        target: &str,
+        done: &[(String, Vec<u8>)],
+        replayed: bool,
+    ) -> Result<(), HintError> {
+        let mut s = self.lock();
+        let mut wrote = false;
+        for (namespace, key) in done {
+            let held = s
+                .by_target
+                .get(target)
+                .is_some_and(|m| m.contains_key(&(namespace.clone(), key.clone())));
+            if !held {
+                continue;
+            }
+            let record = Record {
+                op: REMOVE,
+                target: target.to_owned(),
+                namespace: namespace.clone(),
+                key: key.clone(),
+                recorded_ms: 0,
+            };
+            self.append(&mut s, &record)?;
+            s.apply(record);
+            if replayed {
+                s.counts.replayed += 1;
+            } else {
+                s.counts.dropped += 1;
+            }
+            wrote = true;
+        }
+        if wrote {
+            // Removals need no fsync: a removal lost in a crash replays a hint twice, harmlessly.
+            let flushed = s.file.as_mut().map_or(Ok(()), Write::flush);
+            flushed.map_err(|source| self.error(source))?;
+            self.maybe_rewrite(&mut s)?;
+        }
+        s.counts.pending = s.count as u64;
+        Ok(())
+    }
+
+    /// Drops every hint for `target` (a node removed from the cluster).
+    pub fn drop_target(&self, target: &str) -> Result<(), HintError> {
+        let keys: Vec<(String, Vec<u8>)> = {
+            let s = self.lock();
+            s.by_target
+                .get(target)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        self.remove(target, &keys, false)
+    }
+
+    /// Targets with hints waiting.
+    pub fn targets(&self) -> Vec<String> {
+        self.lock().by_target.keys().cloned().collect()
+    }
+
+    /// Counts since the log opened.
+    pub fn counts(&self) -> HintCounts {
+        self.lock().counts
+    }
+
+    fn append(&self, s: &mut State, record: &Record) -> Result<(), HintError> {
+        let bytes = encode(record);
+        let file = s
+            .file
+            .as_mut()
+            .ok_or_else(|| self.error(std::io::Error::other("hint log closed")))?;
+        file.write_all(&bytes).map_err(|e| self.error(e))?;
+        s.records += 1;
+        Ok(())
+    }
+
+    fn sync(&self, s: &mut State) -> Result<(), HintError> {
+        let Some(file) = s.file.as_mut() else {
+            return Ok(());
+        };
+        file.flush().map_err(|e| self.error(e))?;
+        file.get_ref().sync_data().map_err(|e| self.error(e))
+    }
+
+    /// Rewrites the file with only the live hints once most records are dead.
+    fn maybe_rewrite(&self, s: &mut State) -> Result<(), HintError> {
+        if s.records < 1024 || s.records < 4 * s.count as u64 {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("log.tmp");
+        let err = |source| HintError {
+            path: tmp.clone(),
+            source,
+        };
+        let mut out = BufWriter::new(File::create(&tmp).map_err(err)?);
+        let mut records = 0u64;
+        for (target, keys) in &s.by_target {
+            for ((namespace, key), ms) in keys {
+                let record = Record {
+                    op: ADD,
+                    target: target.clone(),
+                    namespace: namespace.clone(),
+                    key: key.clone(),
+                    recorded_ms: *ms,
+                };
+                out.write_all(&encode(&record)).map_err(err)?;
+                records += 1;
+            }
+        }
+        out.flush().map_err(err)?;
+        out.get_ref().sync_data().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.error(e))?;
+        s.file = Some(BufWriter::new(file));
+        s.records = records;
+        Ok(())
+    }
+
+    fn error(&self, source: std::io::Error) -> HintError {
+        HintError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    // Nothing panics while holding the lock, so a poisoned lock guards consistent state.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn apply(&mut self, r: Record) {
+        match r.op {
+            ADD => {
+                let m = self.by_target.entry(r.target).or_default();
+                if m.insert((r.namespace, r.key), r.recorded_ms).is_none() {
+                    self.count += 1;
+                }
+            }
+            _ => {
+                if let Some(m) = self.by_target.get_mut(&r.target) {
+                    if m.remove(&(r.namespace, r.key)).is_some() {
+                        self.count -= 1;
+                    }
+                    if m.is_empty() {
+                        self.by_target.remove(&r.target);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Record {
+    op: u8,
+    target: String,
+    namespace: String,
+    key: Vec<u8>,
+    recorded_ms: u64,
+}
+
+fn encode(r: &Record) -> Vec<u8> {
+    let mut body = Vec::with_capacity(16 + r.target.len() + r.namespace.len() + r.key.len());
+    body.push(r.op);
+    body.push(r.target.len() as u8);
+    body.extend_from_slice(r.target.as_bytes());
+    body.push(r.namespace.len() as u8);
+    body.extend_from_slice(r.namespace.as_bytes());
+    body.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
+    body.extend_from_slice(&r.key);
+    body.extend_from_slice(&r.recorded_ms.to_le_bytes());
+    let len = (body.len() as u32).to_le_bytes();
+    let mut crc_input = len.to_vec();
+    crc_input.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&crc32c::crc32c(&crc_input).to_le_bytes());
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the record at the start of `bytes` and its length; `None` if it is torn or corrupt.
+fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
+    let crc = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
+    let len_bytes = bytes.get(4..8)?;
+    let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
+    let body = bytes.get(8..8usize.checked_add(len)?)?;
+    let mut crc_input = len_bytes.to_vec();
+    crc_input.extend_from_slice(body);
+    if crc32c::crc32c(&crc_input) != crc {
+        return None;
+    }
+    let mut cur = Cursor { bytes: body, at: 0 };
+    let op = cur.u8()?;
+    if op != ADD && op != REMOVE {
+        return None;
+    }
+    let target_len = cur.u8()? as usize;
+    let target = String::from_utf8(cur.take(target_len)?.to_vec()).ok()?;
+    let ns_len = cur.u8()? as usize;
+    let namespace = String::from_utf8(cur.take(ns_len)?.to_vec()).ok()?;
+    let key_len = u32::from_le_bytes(cur.take(4)?.try_into().ok()?) as usize;
+    if key_len > MAX_KEY {
+        return None;
+    }
+    let key = cur.take(key_len)?.to_vec();
+    let recorded_ms = u64::from_le_bytes(cur.take(8)?.try_into().ok()?);
+    if cur.at != body.len() {
+        return None;
+    }
+    Some((
+        Record {
+            op,
+            target,
+            namespace,
+            key,
+            recorded_ms,
+        },
+        8 + len,
+    ))
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).and_then(|b| b.first().copied())
+    }
+}
+
+/// Decodes every record of `bytes` until the first bad one: the fuzz target's entry point. Never
+/// panics, whatever the input.
+pub fn decode_all(bytes: &[u8]) -> usize {
+    let mut offset = 0;
+    let mut n = 0;
+    while let Some((_, len)) = bytes.get(offset..).and_then(decode) {
+        offset += len;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "tests index buffers they built")]
+mod tests {
+    use super::*;
+
+    fn h(target: &str, key: &str) -> (String, String, Vec<u8>) {
+        (target.into(), "t".into(), key.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn hints_survive_a_reopen_and_removals_stick() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = HintLog::open(dir.path()).expect("open");
+        log.record(&[h("a", "k1"), h("a", "k2"), h("b", "k1")], 10)
+            .expect("record");
+        // A key already hinted keeps its first time.
+        log.record(&[h("a", "k1")], 99).expect("record");
+        log.remove("a", &[("t".into(), b"k1".to_vec())], true)
+            .expect("remove");
+        drop(log);
+        let log = HintLog::open(dir.path()).expect("reopen");
+        let a = log.peek("a", 10);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].key.as_slice(), a[0].recorded_ms), (&b"k2"[..], 10));
+        let mut targets = log.targets();
+        targets.sort();
+        assert_eq!(targets, ["a", "b"]);
+        log.drop_target("b").expect("drop");
+        assert_eq!(log.targets(), ["a"]);
+        assert_eq!(log.counts().pending, 1);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = HintLog::open(dir.path()).expect("open");
+        log.record(&[h("a", "k1"), h("a", "k2")], 1)
+            .expect("record");
+        drop(log);
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let whole = bytes.len();
+        bytes.extend_from_slice(&encode(&Record {
+            op: ADD,
+            target: "a".into(),
+            namespace: "t".into(),
+            key: b"k3".to_vec(),
+            recorded_ms: 1,
+        }));
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).expect("write");
+        let log = HintLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.peek("a", 10).len(), 2);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), whole as u64);
+        // A flipped byte in the middle stops replay there.
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[5] ^= 0xff;
+        assert_eq!(decode_all(&bytes), 0);
+    }
+
+    #[test]
+    fn mostly_dead_logs_are_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = HintLog::open(dir.path()).expect("open");
+        let many: Vec<_> = (0..2000).map(|i| h("a", &format!("k{i}"))).collect();
+        log.record(&many, 1).expect("record");
+        let done: Vec<_> = many[..1990]
+            .iter()
+            .map(|(_, ns, k)| (ns.clone(), k.clone()))
+            .collect();
+        log.remove("a", &done, true).expect("remove");
+        let size = std::fs::metadata(dir.path().join(FILE))
+            .expect("meta")
+            .len();
+        assert!(size < 1000, "not rewritten: {size} bytes");
+        drop(log);
+        let log = HintLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.peek("a", 100).len(), 10);
+        let c = log.counts();
+        assert_eq!(c.pending, 10);
+    }
+}

@@ -1,0 +1,269 @@
+//! Hinted handoff and failure detection on a storage node.
+//!
+//! When a replica misses a write — it failed, timed out, or was known down — the coordinator
+//! tells the write's leader, which records a durable hint `(target, key)` in its [`HintLog`].
+//! The node heartbeats its peers ([`Peers`]) and, when a hinted target is up again, sends it each
+//! hinted key's current version (an `Apply` with no write record, like a read repair), paced,
+//! and removes the hint once the target stored it. A hint is dropped unreplayed when it expires
+//! ([`HINT_TTL`], far below the tombstone grace period, so a replay never brings back a purged
+//! delete), when its target left the placement, or when the target is no longer a replica of
+//! the key. Hints only speed convergence up: anti-entropy converges replicas without them.
+
+pub mod hints;
+pub mod peers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairdb_core::{Placement, Ring, StorageKey};
+use pairdb_proto::convert;
+use pairdb_proto::storage::{ApplyRequest, KeyRef, PushPlacementRequest, RefusalReason};
+
+pub use hints::{HintCounts, HintError, HintLog};
+pub use peers::{PeerView, Peers};
+
+use crate::engine::StorageEngine;
+use crate::node::NodeState;
+
+/// How long a hint is kept: far below the tombstone grace period (10 days by default).
+pub const HINT_TTL: Duration = Duration::from_secs(3 * 3600);
+/// Hints replayed per target per round.
+const REPLAY_BATCH: usize = 256;
+/// Applies to one target in flight at once.
+const REPLAY_PARALLEL: usize = 16;
+/// Pause between replay rounds (shorter while a backlog drains).
+const REPLAY_IDLE: Duration = Duration::from_secs(1);
+const REPLAY_BUSY: Duration = Duration::from_millis(100);
+/// How long one replayed apply may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node's hints and peers, and the tasks that keep them.
+pub struct Handoff {
+    /// The durable hints this node holds as a leader.
+    pub hints: Arc<HintLog>,
+    /// The node's peers and whether each is up.
+    pub peers: Arc<Peers>,
+    node: Arc<NodeState>,
+    engine: Arc<dyn StorageEngine>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("hints", &self.hints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handoff {
+    /// Opens the hint log in the node's data dir `dir`.
+    pub fn open(
+        dir: &std::path::Path,
+        node: Arc<NodeState>,
+        engine: Arc<dyn StorageEngine>,
+        internal_token: &str,
+    ) -> Result<Arc<Handoff>, HintError> {
+        let hints = Arc::new(HintLog::open(dir)?);
+        let peers = Peers::new(node.node_id(), internal_token);
+        Ok(Arc::new(Handoff {
+            hints,
+            peers,
+            node,
+            engine,
+        }))
+    }
+
+    /// Runs forever: heartbeats peers and replays hints to those that are up. Spawn it; abort
+    /// the task to stop (every step is safe to interrupt).
+    pub async fn run(self: Arc<Self>) {
+        tokio::join!(Arc::clone(&self).heartbeat_loop(), self.replay_loop());
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(peers::HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(p) = self.node.placement() {
+                self.peers.sync(&p);
+            }
+            self.peers.heartbeat_all().await;
+        }
+    }
+
+    async fn replay_loop(self: Arc<Self>) {
+        loop {
+            let busy = self.replay_round().await;
+            tokio::time::sleep(if busy { REPLAY_BUSY } else { REPLAY_IDLE }).await;
+        }
+    }
+
+    /// One round over every target; true when hints remain for a target that is up.
+    async fn replay_round(&self) -> bool {
+        let Some(placement) = self.node.placement() else {
+            return false;
+        };
+        let ring = placement.ring();
+        let next = placement.next_ring();
+        let mut busy = false;
+        for target in self.hints.targets() {
+            if placement.address_of(&target).is_none() {
+                let hints = Arc::clone(&self.hints);
+                let t = target.clone();
+                if let Ok(Err(error)) =
+                    tokio::task::spawn_blocking(move || hints.drop_target(&t)).await
+                {
+                    tracing::warn!(%target, %error, "cannot drop the hints of a removed node");
+                }
+                tracing::info!(%target, "hints for a node no longer in the cluster dropped");
+                continue;
+            }
+            if !self.peers.is_up(&target) {
+                continue;
+            }
+            busy |= self
+                .replay_to(&target, &placement, &ring, next.as_ref())
+                .await;
+        }
+        busy
+    }
+
+    /// Replays one batch to `target`; true when a full batch went (more may wait).
+    async fn replay_to(
+        &self,
+        target: &str,
+        placement: &Placement,
+        ring: &Ring,
+        next: Option<&Ring>,
+    ) -> bool {
+        let batch = self.hints.peek(target, REPLAY_BATCH);
+        let full = batch.len() == REPLAY_BATCH;
+        let now_ms = now_ms();
+        let mut dropped = Vec::new();
+        let mut live = Vec::new();
+        for h in batch {
+            let expired = now_ms.saturating_sub(h.recorded_ms) > HINT_TTL.as_millis() as u64;
+            if expired || !is_replica(placement, ring, next, target, &h.namespace, &h.key) {
+                dropped.push((h.namespace, h.key));
+            } else {
+                live.push((h.namespace, h.key));
+            }
+        }
+        // The keys' current versions, read off the async workers.
+        let engine = Arc::clone(&self.engine);
+        let keys = live.clone();
+        let versions = tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|(ns, key)| {
+                    StorageKey::new(ns, key)
+                        .ok()
+                        .and_then(|k| engine.get(&k).ok().flatten())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let Some(mut client) = self.peers.client(target) else {
+            return false;
+        };
+        let mut replayed = Vec::new();
+        let mut stop = false;
+        let mut work: Vec<_> = live.into_iter().zip(versions).collect();
+        while !work.is_empty() && !stop {
+            let chunk: Vec<_> = work.drain(..REPLAY_PARALLEL.min(work.len())).collect();
+            let mut calls = tokio::task::JoinSet::new();
+            for ((ns, key), version) in chunk {
+                let Some(version) = version else {
+                    // Nothing stored any more (the range was dropped here): nothing to send.
+                    dropped.push((ns, key));
+                    continue;
+                };
+                let request = ApplyRequest {
+                    epoch: placement.epoch,
+                    key: Some(KeyRef {
+                        namespace: ns.clone(),
+                        key: key.clone(),
+                    }),
+                    version: Some(convert::version_into_pb(version)),
+                    record: None,
+                };
+                let mut c = client.clone();
+                calls.spawn(async move {
+                    let r = tokio::time::timeout(APPLY_TIMEOUT, c.apply(request)).await;
+                    ((ns, key), r)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let Ok((k, r)) = done else { continue };
+                match r {
+                    Ok(Ok(_)) => replayed.push(k),
+                    Ok(Err(status)) => {
+                        stop = true;
+                        if refusal(&status) == Some(RefusalReason::EpochNotInstalled) {
+                            let push = PushPlacementRequest {
+                                placement: Some(convert::placement_to_pb(placement)),
+                            };
+                            let _ =
+                                tokio::time::timeout(APPLY_TIMEOUT, client.push_placement(push))
+                                    .await;
+                        } else {
+                            tracing::debug!(%target, error = %status.message(), "hint replay refused; retried later");
+                        }
+                    }
+                    Err(_) => stop = true,
+                }
+            }
+        }
+        let replayed_n = replayed.len();
+        let hints = Arc::clone(&self.hints);
+        let t = target.to_owned();
+        let removed = tokio::task::spawn_blocking(move || {
+            hints.remove(&t, &replayed, true)?;
+            hints.remove(&t, &dropped, false)
+        })
+        .await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(%target, %error, "cannot update the hint log");
+        }
+        if replayed_n > 0 {
+            tracing::debug!(%target, replayed = replayed_n, "hints replayed");
+        }
+        full && !stop
+    }
+}
+
+/// Whether `target` holds `(namespace, key)` under `placement`: a natural replica, or one a
+/// transition adds.
+fn is_replica(
+    placement: &Placement,
+    ring: &Ring,
+    next: Option<&Ring>,
+    target: &str,
+    namespace: &str,
+    key: &[u8],
+) -> bool {
+    let token = pairdb_core::key::token(namespace, key);
+    let natural = placement
+        .tenants
+        .get(namespace)
+        .is_some_and(|rf| ring.preference_list(token, *rf as usize).contains(&target));
+    let pending = match (next, &placement.transition) {
+        (Some(ring), Some(t)) => t
+            .tenants
+            .get(namespace)
+            .is_some_and(|rf| ring.preference_list(token, *rf as usize).contains(&target)),
+        _ => false,
+    };
+    natural || pending
+}
+
+fn refusal(status: &tonic::Status) -> Option<RefusalReason> {
+    pairdb_proto::refusal(status).map(|r| r.reason())
+}
+
+/// Now in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
