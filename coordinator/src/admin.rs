@@ -97,6 +97,7 @@ impl Admin {
     pub async fn delete_tenant(&self, id: &str) -> Result<String, CoordinatorError> {
         self.get_tenant(id).await?;
         let migration = self.migrations.delete_tenant(id).await?;
+        self.cluster.hints().drop_tenant(id);
         self.invalidate(id).await;
         Ok(migration)
     }
@@ -149,7 +150,13 @@ impl Admin {
             let Some(current) = store.placement().await? else {
                 return Err(CoordinatorError::not_ready("no placement yet"));
             };
-            let active = current.nodes.len() as u32;
+            // During a node's removal, the ring it leaves counts.
+            let active = current
+                .transition
+                .as_ref()
+                .map_or(current.nodes.len(), |t| {
+                    t.nodes.len().min(current.nodes.len())
+                }) as u32;
             if rf == 0 || rf > MAX_REPLICATION_FACTOR || rf > active {
                 return Err(CoordinatorError::invalid(
                     ErrorKind::BadRequest,

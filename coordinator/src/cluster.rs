@@ -251,7 +251,9 @@ impl Cluster {
     /// Records in the metadata store that this coordinator routes with the epoch it has
     /// installed, and answers the lowest epoch any live coordinator routes with.
     pub async fn ack_epoch(&self) -> Result<u64, CoordinatorError> {
-        let epoch = self.current_epoch().unwrap_or(0);
+        let epoch = self
+            .current_epoch()
+            .ok_or_else(|| CoordinatorError::not_ready("no placement known yet"))?;
         Ok(self
             .store
             .ack_epoch(&self.instance, epoch, EPOCH_ACK_TTL)

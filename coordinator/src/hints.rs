@@ -186,6 +186,37 @@ impl Hints {
         out
     }
 
+    /// Drops every hint of tenant `tenant` (deleted: its versions must never reach a tenant
+    /// created later with the same id).
+    pub fn drop_tenant(&self, tenant: &str) {
+        let mut q = self.lock();
+        let mut removed_bytes = 0usize;
+        let mut removed: HashMap<String, usize> = HashMap::new();
+        for (node, queue) in q.by_node.iter_mut() {
+            queue.retain(|queued| {
+                let keep = queued.hint.tenant != tenant;
+                if !keep {
+                    removed_bytes += queued.hint.bytes();
+                    *removed.entry(node.clone()).or_insert(0) += 1;
+                }
+                keep
+            });
+        }
+        let total: usize = removed.values().sum();
+        q.count -= total;
+        q.bytes = q.bytes.saturating_sub(removed_bytes);
+        // `order` keeps one slot per hint and node: drop as many slots per node.
+        q.order.retain(|n| match removed.get_mut(n) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                false
+            }
+            _ => true,
+        });
+        q.by_node.retain(|_, queue| !queue.is_empty());
+        self.dropped.fetch_add(total as u64, Ordering::Relaxed);
+    }
+
     /// Nodes with hints waiting.
     pub fn targets(&self) -> Vec<String> {
         self.lock().by_node.keys().cloned().collect()
@@ -254,6 +285,21 @@ mod tests {
             (hints.pending(), hints.recorded(), hints.dropped()),
             (1, 3, 0)
         );
+    }
+
+    #[test]
+    fn a_deleted_tenants_hints_go() {
+        let hints = Hints::default();
+        hints.record(hint("a", "k1", 1));
+        let mut other = hint("a", "k2", 1);
+        other.tenant = "u".into();
+        hints.record(other);
+        hints.record(hint("b", "k3", 1));
+        hints.drop_tenant("t");
+        assert_eq!((hints.pending(), hints.dropped()), (1, 2));
+        assert_eq!(hints.targets(), ["a"]);
+        assert_eq!(hints.take("a", 10).len(), 1);
+        assert_eq!(hints.pending(), 0);
     }
 
     #[test]

@@ -86,8 +86,77 @@ impl RangeMove {
 
 /// Every range of every tenant whose replicas differ between `(from, rf_from)` and `(to,
 /// rf_to)`. Tenants are `(tenant, rf before, rf after)`; the result is in a fixed order (tenants
-/// as given, then tokens ascending), so a migration can count its progress by index.
+/// as given, then tokens ascending), so a migration can count its progress by index. Holds every
+/// move at once: for many tenants, walk a [`Plan`] instead.
 pub fn range_moves(from: &Ring, to: &Ring, tenants: &[(String, u32, u32)]) -> Vec<RangeMove> {
+    Plan::new(from, to, tenants).iter().collect()
+}
+
+/// The moves of [`range_moves`], computed once per distinct pair of replication factors and
+/// handed out by index: its memory grows with the ring, not with the number of tenants.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    tenants: Vec<(String, u32, u32)>,
+    /// The ranges that move for each `(rf before, rf after)`, tenant-less.
+    shapes: std::collections::HashMap<(u32, u32), Vec<RangeMove>>,
+    /// Index of each tenant's first move.
+    offsets: Vec<usize>,
+    len: usize,
+}
+
+impl Plan {
+    /// The plan of a change from `from` to `to` for `tenants` (`(tenant, rf before, rf after)`).
+    pub fn new(from: &Ring, to: &Ring, tenants: &[(String, u32, u32)]) -> Plan {
+        let mut shapes = std::collections::HashMap::new();
+        let mut offsets = Vec::with_capacity(tenants.len());
+        let mut len = 0;
+        for (_, rf_from, rf_to) in tenants {
+            let shape = shapes
+                .entry((*rf_from, *rf_to))
+                .or_insert_with(|| shape_moves(from, to, *rf_from, *rf_to));
+            offsets.push(len);
+            len += shape.len();
+        }
+        Plan {
+            tenants: tenants.to_vec(),
+            shapes,
+            offsets,
+            len,
+        }
+    }
+
+    /// How many moves.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing moves.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Move `i`, in [`range_moves`]'s order.
+    pub fn get(&self, i: usize) -> Option<RangeMove> {
+        if i >= self.len {
+            return None;
+        }
+        let t = self.offsets.partition_point(|o| *o <= i).checked_sub(1)?;
+        let (tenant, rf_from, rf_to) = self.tenants.get(t)?;
+        let shape = self.shapes.get(&(*rf_from, *rf_to))?;
+        let mut m = shape.get(i - self.offsets.get(t)?)?.clone();
+        m.tenant = tenant.clone();
+        Some(m)
+    }
+
+    /// Every move in order.
+    pub fn iter(&self) -> impl Iterator<Item = RangeMove> + '_ {
+        (0..self.len).filter_map(|i| self.get(i))
+    }
+}
+
+/// The moves of one `(rf before, rf after)` pair, with an empty tenant.
+fn shape_moves(from: &Ring, to: &Ring, rf_from: u32, rf_to: u32) -> Vec<RangeMove> {
+    let tenants = [(String::new(), rf_from, rf_to)];
     let mut bounds: Vec<u64> = from
         .arcs()
         .iter()
@@ -111,7 +180,7 @@ pub fn range_moves(from: &Ring, to: &Ring, tenants: &[(String, u32, u32)]) -> Ve
         _ => pieces.push((0, u64::MAX, 0)),
     }
     let mut out = Vec::new();
-    for (tenant, rf_from, rf_to) in tenants {
+    for (tenant, rf_from, rf_to) in &tenants {
         let mut current: Option<RangeMove> = None;
         for &(start, end, rep) in &pieces {
             let before: Vec<String> = own(from.preference_list(rep, *rf_from as usize));
@@ -237,6 +306,29 @@ mod tests {
         let all = range_moves(&single, &single, &[("t".into(), 1, 2)]);
         let covered: u128 = all.iter().map(|m| u128::from(m.end - m.start) + 1).sum();
         assert_eq!(covered, 1u128 << 64);
+    }
+
+    #[test]
+    fn a_plan_hands_out_every_tenants_moves_in_order() {
+        let before = ring(&["a", "b", "c"]);
+        let after = ring(&["a", "b", "c", "d"]);
+        let tenants = [
+            ("t1".to_string(), 3, 3),
+            ("t2".to_string(), 1, 2),
+            ("t3".to_string(), 3, 3),
+        ];
+        let plan = Plan::new(&before, &after, &tenants);
+        let each: Vec<Vec<RangeMove>> = tenants
+            .iter()
+            .map(|t| range_moves(&before, &after, std::slice::from_ref(t)))
+            .collect();
+        assert_eq!(plan.len(), each.iter().map(Vec::len).sum::<usize>());
+        let all: Vec<RangeMove> = plan.iter().collect();
+        assert_eq!(all, each.concat());
+        assert!(plan.get(plan.len()).is_none());
+        let same = [("t1".to_string(), 3, 3), ("t3".to_string(), 2, 2)];
+        assert!(Plan::new(&before, &before, &same).is_empty());
+        assert!(!Plan::new(&before, &before, &tenants).is_empty());
     }
 
     fn holders_after(m: &RangeMove, holders: &[String]) -> Vec<String> {

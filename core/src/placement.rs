@@ -214,6 +214,16 @@ impl Placement {
         })
     }
 
+    /// A copy with the transition abandoned — the ring and replication factors in force stay —
+    /// and the epoch advanced; `None` when no transition is in progress.
+    pub fn abandon(&self) -> Option<Placement> {
+        self.transition.as_ref()?;
+        let mut next = self.clone();
+        next.transition = None;
+        next.epoch += 1;
+        Some(next)
+    }
+
     /// A copy without tenant `tenant`, epoch advanced.
     pub fn without_tenant(&self, tenant: &str) -> Placement {
         let mut next = self.clone();
@@ -317,6 +327,9 @@ mod tests {
             Some((q.epoch + 1, vec![addr("b"), addr("c")], Some(1)))
         );
         assert!(p.complete().is_none());
+        assert!(p.abandon().is_none());
+        let back = q.abandon().map(|b| (b.epoch, b.nodes, b.transition));
+        assert_eq!(back, Some((q.epoch + 1, q.nodes.clone(), None)));
         let r = q.without_tenant("t");
         assert!(!r.tenants.contains_key("t"));
         assert!(r.transition.is_some_and(|t| !t.tenants.contains_key("t")));

@@ -67,6 +67,27 @@ impl Ring {
         out
     }
 
+    /// Whether `node` is among the first `n` nodes of the preference list of any token in the
+    /// inclusive range `[start, end]`: whether it holds any part of that range at replication
+    /// factor `n`.
+    pub fn holds_any(&self, node: &str, n: usize, start: u64, end: u64) -> bool {
+        if start > end || !self.nodes.iter().any(|id| id == node) {
+            return false;
+        }
+        // Each arc meeting the range ends at a ring token inside it, or is the arc holding `end`.
+        let from = self.tokens.partition_point(|(t, _)| *t < start);
+        let inside = self
+            .tokens
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|(t, _)| *t <= end)
+            .map(|(t, _)| *t);
+        inside
+            .chain(std::iter::once(end))
+            .any(|t| self.preference_list(t, n).contains(&node))
+    }
+
     /// The ring's arcs: for each vnode token `t` (sorted), the arc `(previous token, t]` whose keys
     /// map to the same preference list as `t`. Yields `(start_exclusive, end_inclusive)` token
     /// pairs covering the whole ring; the first arc wraps around zero.
@@ -106,5 +127,33 @@ mod tests {
         }
         assert_eq!(ring.preference_list(7, 9).len(), 5);
         assert!(Ring::new::<String>(&[], 8).preference_list(1, 3).is_empty());
+    }
+
+    #[test]
+    fn holds_any_matches_the_preference_lists_of_the_range() {
+        let ring = Ring::new(&nodes(4), 16);
+        for (start, end) in [(0, u64::MAX), (5, 5), (u64::MAX / 3, u64::MAX / 2)] {
+            for node in ring.nodes() {
+                let step = ((end - start) / 997).max(1);
+                let sampled = (0..=997u64)
+                    .map(|i| start.saturating_add(i.saturating_mul(step)).min(end))
+                    .any(|t| ring.preference_list(t, 2).contains(&node.as_str()));
+                // Sampling can only miss ownership, never invent it.
+                if sampled {
+                    assert!(
+                        ring.holds_any(node, 2, start, end),
+                        "{node} [{start}, {end}]"
+                    );
+                }
+            }
+        }
+        // Every node holds some of the whole ring; nobody holds an empty range.
+        assert!(
+            ring.nodes()
+                .iter()
+                .all(|n| ring.holds_any(n, 1, 0, u64::MAX))
+        );
+        assert!(!ring.holds_any("node-0", 3, 9, 8));
+        assert!(!ring.holds_any("stranger", 3, 0, u64::MAX));
     }
 }

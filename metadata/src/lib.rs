@@ -139,7 +139,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Saves `job`'s body and `done` flag as `owner`, who then holds the job's lease for `ttl`
     /// from now. Succeeds when the job is unowned, owned by `owner`, or its lease ran out (the
     /// clock is the store's where it has one); answers `false`, writing nothing, when another
-    /// owner's lease holds or the job does not exist. With `placement = Some((expected_epoch,
+    /// owner's lease holds, the job is done (a finished job never changes), or it does not
+    /// exist. With `placement = Some((expected_epoch,
     /// next))` it installs `next` in the same transaction, as [`start_job`](Self::start_job).
     async fn save_job(
         &self,

@@ -344,7 +344,7 @@ impl MetadataStore for MemoryStore {
         let holds = state
             .jobs
             .get(&job.id)
-            .is_some_and(|(_, o, until)| o.is_empty() || o == owner || *until <= now);
+            .is_some_and(|(j, o, until)| !j.done && (o.is_empty() || o == owner || *until <= now));
         if !holds {
             return Ok(false);
         }

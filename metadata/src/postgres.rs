@@ -456,7 +456,7 @@ impl MetadataStore for PostgresStore {
         let saved = sqlx::query(
             "UPDATE jobs SET body = $1, done = $2, owner = $3, \
              lease_until = now() + $4 * interval '1 millisecond' \
-             WHERE id = $5 AND (owner = '' OR owner = $3 OR lease_until <= now())",
+             WHERE id = $5 AND NOT done AND (owner = '' OR owner = $3 OR lease_until <= now())",
         )
         .bind(&job.body)
         .bind(job.done)
@@ -517,12 +517,16 @@ impl MetadataStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        // In the transaction: this instance's own row is always counted.
+        let lowest: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MIN(epoch), $1) FROM epoch_acks WHERE expires_at > now() OR instance_id = $2",
+        )
+        .bind(epoch_to_sql(epoch)?)
+        .bind(instance)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        let lowest: i64 =
-            sqlx::query_scalar("SELECT MIN(epoch) FROM epoch_acks WHERE expires_at > now()")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map_err)?;
         epoch_from_sql(lowest)
     }
 }

@@ -558,7 +558,7 @@ impl MetadataStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let saved = sqlx::query(
             "UPDATE jobs SET body = $1, done = $2, owner = $3, lease_until_ms = $4 \
-             WHERE id = $5 AND (owner = '' OR owner = $3 OR lease_until_ms <= $6)",
+             WHERE id = $5 AND NOT done AND (owner = '' OR owner = $3 OR lease_until_ms <= $6)",
         )
         .bind(&job.body)
         .bind(job.done)

@@ -457,6 +457,20 @@ fn token_range(range: Option<pb::TokenRange>) -> Result<TokenRange, Status> {
     })
 }
 
+/// Whether `node` holds any part of `range` under `placement`: a natural replica of it, or
+/// one its transition adds. Such a range is never dropped, whoever asks.
+fn owns(placement: &pairdb_core::Placement, node: &str, range: &TokenRange) -> bool {
+    let holds = |ring: &pairdb_core::Ring, rf: Option<&u32>| {
+        rf.is_some_and(|rf| ring.holds_any(node, *rf as usize, range.start, range.end))
+    };
+    let natural = holds(&placement.ring(), placement.tenants.get(&range.namespace));
+    let pending = match (placement.next_ring(), &placement.transition) {
+        (Some(ring), Some(t)) => holds(&ring, t.tenants.get(&range.namespace)),
+        _ => false,
+    };
+    natural || pending
+}
+
 fn outcome_to_pb(outcome: ApplyOutcome) -> pb::ApplyOutcome {
     match outcome {
         ApplyOutcome::Applied => pb::ApplyOutcome::Applied,
@@ -692,15 +706,19 @@ impl Storage for StorageService {
         let mut applied = 0u64;
         for (key, version) in decoded {
             let held = self.hold(&key, req.epoch).await?;
-            // A version from a node whose clock ran ahead is refused as a live apply would be;
-            // anti-entropy carries it once the clock catches up.
-            if self
+            // A version from a node whose clock ran ahead is refused as a live apply would be —
+            // the whole request, so the range is streamed again rather than counted done.
+            if let Err(skew) = self
                 .inner
                 .hlc
                 .observe(version.timestamp, self.inner.max_ahead_ms)
-                .is_err()
             {
-                continue;
+                return Err(refused(
+                    Code::FailedPrecondition,
+                    RefusalReason::ClockSkew,
+                    format!("ingest: {skew}"),
+                    0,
+                ));
             }
             let (outcome, _) = self
                 .point("ingest", move |engine| {
@@ -725,21 +743,36 @@ impl Storage for StorageService {
             .into_iter()
             .map(|r| token_range(Some(r)))
             .collect::<Result<Vec<_>, _>>()?;
-        let _admission = self
-            .inner
-            .node
-            .admit(req.epoch)
-            .await
-            .map_err(epoch_refusal)?;
-        let dropped = self
-            .blocking("drop_ranges", move |engine| {
-                let mut dropped = 0;
-                for range in &ranges {
-                    dropped += engine.delete_range(range)?;
-                }
-                Ok(dropped)
-            })
-            .await?;
+        let mut dropped = 0;
+        // One range at a time, each admitted on its own: a placement push waits for one range's
+        // deletion at most, not the whole batch's.
+        for range in ranges {
+            let admission = self
+                .inner
+                .node
+                .admit(req.epoch)
+                .await
+                .map_err(epoch_refusal)?;
+            if let Some(placement) = self.inner.node.placement()
+                && owns(&placement, self.inner.node.node_id(), &range)
+            {
+                return Err(refused(
+                    Code::FailedPrecondition,
+                    RefusalReason::InvalidArgument,
+                    format!(
+                        "drop_ranges: this node still holds part of {} [{}, {}] at epoch {}",
+                        range.namespace, range.start, range.end, placement.epoch
+                    ),
+                    placement.epoch,
+                ));
+            }
+            dropped += self
+                .blocking("drop_ranges", move |engine| {
+                    let _admission = admission;
+                    engine.delete_range(&range)
+                })
+                .await?;
+        }
         Ok(Response::new(pb::DropRangesResponse { dropped }))
     }
 

@@ -223,6 +223,15 @@ impl Migrations {
                     "the storage node at {address} does not answer: {e}"
                 ))
             })?;
+        if health.load_bytes > 0 {
+            return Err(CoordinatorError::invalid(
+                ErrorKind::BadRequest,
+                format!(
+                    "the storage node at {address} already holds data ({} bytes): a node joins empty (start it on a fresh data dir)",
+                    health.load_bytes
+                ),
+            ));
+        }
         if health.node_id != node_id {
             return Err(CoordinatorError::invalid(
                 ErrorKind::BadRequest,
@@ -377,7 +386,9 @@ impl Migrations {
             if record.kind != JOB_KIND {
                 continue;
             }
-            let m = Migration::from_record(&record)?;
+            let Ok(m) = Migration::from_record(&record) else {
+                continue;
+            };
             if matches!(&m.change, Change::DeleteTenant { tenant: t } if t == tenant) {
                 return Ok(true);
             }
@@ -446,8 +457,14 @@ impl Migrations {
             };
             let ranges_total = match (&next.transition, phase) {
                 (Some(_), Phase::Streaming) => {
-                    let to = next.next_ring().unwrap_or_else(|| current.ring());
-                    pairdb_core::movement::range_moves(&current.ring(), &to, &tenants).len() as u64
+                    let (from, to) = (current.ring(), next.next_ring());
+                    let planned = tenants.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let to = to.unwrap_or_else(|| from.clone());
+                        pairdb_core::movement::Plan::new(&from, &to, &planned).len() as u64
+                    })
+                    .await
+                    .map_err(|e| CoordinatorError::Internal(format!("planning failed: {e}")))?
                 }
                 _ => 0,
             };

@@ -1,16 +1,22 @@
 //! Running migrations: claim one, drive it through its phases, record progress under a lease.
+//!
+//! A run holds the migration's lease in the metadata store: a keeper task renews it every few
+//! seconds however long a range or a drop takes, and the run stops at its next step once a
+//! renewal finds another coordinator holding it. Every save — the run's and the keeper's — goes
+//! through one lock, so the stored record never steps back.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pairdb_core::Placement;
-use pairdb_core::movement::range_moves;
-use pairdb_metadata::{MetadataError, NodeRecord, NodeState};
+use pairdb_core::movement::Plan;
+use pairdb_metadata::{JobRecord, MetadataError, NodeRecord, NodeState};
 use pairdb_proto::storage::TokenRange;
 use tokio::time::Instant;
 
-use super::stream::{Pacer, drop_ranges, stream_range};
+use super::stream::{Pacer, Streamed, drop_ranges, stream_range};
 use super::{Change, JOB_KIND, LEASE, Migration, Phase};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
@@ -18,8 +24,10 @@ use crate::error::CoordinatorError;
 /// How often unfinished migrations are looked for (a migration started here is picked up at
 /// once).
 const POLL: Duration = Duration::from_secs(2);
-/// Progress is recorded at least this often while a phase runs (renewing the lease).
+/// Progress is recorded at least this often while a phase runs.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often the keeper renews the lease.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Wait before retrying a range or a step that failed.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -55,13 +63,32 @@ pub async fn run_migrations(cluster: Arc<Cluster>) {
 }
 
 async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
-    for record in cluster.store().list_jobs(true).await? {
-        if record.kind != JOB_KIND {
+    for listed in cluster.store().list_jobs(true).await? {
+        if listed.kind != JOB_KIND {
             continue;
         }
-        let migration = Migration::from_record(&record)?;
-        let mut run = Run {
+        // Read again right before claiming: the list may be older than a lease.
+        let Some(record) = cluster.store().get_job(&listed.id).await? else {
+            continue;
+        };
+        if record.done {
+            continue;
+        }
+        let migration = match Migration::from_record(&record) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::error!(migration = %record.id, %error, "unreadable migration skipped");
+                continue;
+            }
+        };
+        let lease = Arc::new(Lease {
             cluster: Arc::clone(cluster),
+            snapshot: Mutex::new(record),
+            saving: tokio::sync::Mutex::new(()),
+            lost: AtomicBool::new(false),
+        });
+        let mut run = Run {
+            lease: Arc::clone(&lease),
             migration,
             saved: Instant::now(),
         };
@@ -72,7 +99,10 @@ async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
             Err(Stop::Store(e)) => return Err(e),
         }
         tracing::info!(migration = %run.migration.id, phase = run.migration.phase.as_str(), "running migration");
-        match run.drive().await {
+        let keeper = tokio::spawn(Arc::clone(&lease).keep());
+        let outcome = run.drive().await;
+        keeper.abort();
+        match outcome {
             Ok(()) => {}
             Err(Stop::LeaseLost) => {
                 tracing::warn!(migration = %run.migration.id, "another coordinator took the migration over");
@@ -83,24 +113,80 @@ async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
+/// A run's hold on its migration.
+struct Lease {
+    cluster: Arc<Cluster>,
+    /// The record as last saved (the keeper renews it as is).
+    snapshot: Mutex<JobRecord>,
+    /// Held during every save.
+    saving: tokio::sync::Mutex<()>,
+    /// A renewal found another owner: the run must stop.
+    lost: AtomicBool,
+}
+
+impl Lease {
+    /// Saves `record` (and installs `placement`, when given, in the same transaction) as this
+    /// coordinator; false when another holds the lease.
+    async fn save(
+        &self,
+        record: JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
+        let _saving = self.saving.lock().await;
+        if self.lost.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let saved = self
+            .cluster
+            .store()
+            .save_job(&record, self.cluster.instance(), LEASE, placement)
+            .await?;
+        if saved {
+            *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = record;
+        } else {
+            self.lost.store(true, Ordering::Release);
+        }
+        Ok(saved)
+    }
+
+    /// Renews the lease until the run ends (the task is aborted) or it is lost.
+    async fn keep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            let record = self
+                .snapshot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            match self.save(record, None).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => tracing::debug!(%error, "cannot renew the migration's lease"),
+            }
+        }
+    }
+
+    fn held(&self) -> bool {
+        !self.lost.load(Ordering::Acquire)
+    }
+}
+
 /// One coordinator's run of one migration.
 struct Run {
-    cluster: Arc<Cluster>,
+    lease: Arc<Lease>,
     migration: Migration,
     saved: Instant,
 }
 
 impl Run {
+    fn cluster(&self) -> &Arc<Cluster> {
+        &self.lease.cluster
+    }
+
     /// Records the migration as it is, renewing this coordinator's lease.
     async fn save(&mut self) -> Result<(), Stop> {
         let record = self.migration.record()?;
-        let owner = self.cluster.instance();
-        if self
-            .cluster
-            .store()
-            .save_job(&record, owner, LEASE, None)
-            .await?
-        {
+        if self.lease.save(record, None).await? {
             self.saved = Instant::now();
             Ok(())
         } else {
@@ -109,6 +195,9 @@ impl Run {
     }
 
     async fn save_now_and_then(&mut self) -> Result<(), Stop> {
+        if !self.lease.held() {
+            return Err(Stop::LeaseLost);
+        }
         if self.saved.elapsed() >= SAVE_EVERY {
             self.save().await
         } else {
@@ -129,36 +218,49 @@ impl Run {
 
     /// Phase 1: streams every range from `ranges_done` on, then moves to completing.
     async fn stream(&mut self) -> Result<(), Stop> {
-        let view = self.cluster.view()?;
-        let ours = view
-            .placement
-            .transition
-            .as_ref()
-            .is_some_and(|t| t.migration_id == self.migration.id);
-        if !ours {
+        let ours = |p: &Placement| {
+            p.transition
+                .as_ref()
+                .is_some_and(|t| t.migration_id == self.migration.id)
+        };
+        let mut view = self.cluster().view()?;
+        if !ours(&view.placement) {
+            // This coordinator may not have caught up with the placement that started it.
+            view = self.cluster().refresh().await?;
+        }
+        if !ours(&view.placement) {
             return self
                 .fail("the placement no longer carries this migration's transition")
                 .await;
         }
+        let from = view.ring.clone();
         let to = view.next_ring.clone().unwrap_or_else(|| view.ring.clone());
-        let moves = range_moves(&view.ring, &to, &self.migration.tenants);
-        if moves.len() as u64 != self.migration.ranges_total {
+        let tenants = self.migration.tenants.clone();
+        let plan = tokio::task::spawn_blocking(move || Plan::new(&from, &to, &tenants))
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("planning failed: {e}")))?;
+        if plan.len() as u64 != self.migration.ranges_total {
             return self
                 .fail("the planned ranges changed since the migration started")
                 .await;
         }
-        let mut pacer = Pacer::new(self.cluster.config().stream_bytes_per_sec);
+        let mut pacer = Pacer::new(self.cluster().config().stream_bytes_per_sec);
         let started = Instant::now();
         let first = self.migration.bytes_streamed;
-        while let Some(mv) = moves.get(self.migration.ranges_done as usize) {
-            let mut streamed = super::stream::Streamed::default();
-            let outcome = stream_range(&self.cluster, mv, &mut pacer, &mut |s| {
+        while let Some(mv) = plan.get(self.migration.ranges_done as usize) {
+            let mut streamed = Streamed::default();
+            let lease = Arc::clone(&self.lease);
+            let outcome = stream_range(self.cluster(), &mv, &mut pacer, &mut |s| {
                 streamed.keys += s.keys;
                 streamed.bytes += s.bytes;
+                lease.held()
             })
             .await;
             self.migration.keys_streamed += streamed.keys;
             self.migration.bytes_streamed += streamed.bytes;
+            if !self.lease.held() {
+                return Err(Stop::LeaseLost);
+            }
             match outcome {
                 Ok(()) => {
                     self.migration.ranges_done += 1;
@@ -179,7 +281,7 @@ impl Run {
             migration = %self.migration.id,
             keys = self.migration.keys_streamed,
             bytes,
-            mib_per_sec = bytes as f64 / secs / (1 << 20) as f64,
+            mib_per_sec = bytes as f64 / secs / f64::from(1u32 << 20),
             "every range streamed"
         );
         self.migration.phase = Phase::Completing;
@@ -189,7 +291,7 @@ impl Run {
     /// Phase 2: installs the transition's placement, recorded in the same transaction as the
     /// step to dropping (with what to drop).
     async fn complete(&mut self) -> Result<(), Stop> {
-        let store = Arc::clone(self.cluster.store());
+        let store = Arc::clone(self.cluster().store());
         loop {
             let Some(current) = store.placement().await? else {
                 return self.fail("the placement is gone").await;
@@ -207,14 +309,9 @@ impl Run {
             after.phase = Phase::Dropping;
             after.completed_epoch = Some(next.epoch);
             after.from = Some(current.clone());
-            let record = after.record()?;
-            let saved = store
-                .save_job(
-                    &record,
-                    self.cluster.instance(),
-                    LEASE,
-                    Some((current.epoch, &next)),
-                )
+            let saved = self
+                .lease
+                .save(after.record()?, Some((current.epoch, &next)))
                 .await;
             match saved {
                 Ok(true) => {
@@ -232,7 +329,7 @@ impl Run {
                         }
                     }
                     tracing::info!(migration = %self.migration.id, epoch = next.epoch, "placement moved");
-                    self.cluster.install(next).await;
+                    self.cluster().install(next).await;
                     return Ok(());
                 }
                 Ok(false) => return Err(Stop::LeaseLost),
@@ -244,13 +341,18 @@ impl Run {
     }
 
     /// Phase 3: once every live coordinator routes with the completed epoch, the replicas that
-    /// lost ranges drop them.
+    /// lost ranges drop them — every member, retried until it answers (a member that keeps
+    /// data it no longer serves could bring back deleted keys if it ever owned them again).
     async fn drop_old(&mut self) -> Result<(), Stop> {
         let Some(epoch) = self.migration.completed_epoch else {
             return self.fail("no completed epoch recorded").await;
         };
+        if let Change::DeleteTenant { tenant } = &self.migration.change {
+            // Idempotent: finishes a deletion whose coordinator stopped right after starting it.
+            self.cluster().store().delete_tenant(tenant).await?;
+        }
         loop {
-            let lowest = self.cluster.ack_epoch().await?;
+            let lowest = self.cluster().ack_epoch().await?;
             if lowest >= epoch {
                 break;
             }
@@ -260,34 +362,33 @@ impl Run {
             self.save_now_and_then().await?;
             tokio::time::sleep(RETRY).await;
         }
-        let drops = self.drops();
-        let view = self.cluster.view()?;
-        let mut undropped = Vec::new();
+        let drops = self.drops().await?;
         for (node, ranges) in drops {
-            // A node that left the ring takes its data with it.
-            if view.placement.address_of(&node).is_none() {
-                continue;
-            }
-            let mut result = Err(String::new());
-            for _ in 0..3 {
-                result = drop_ranges(&self.cluster, &node, ranges.clone()).await;
-                if result.is_ok() {
+            loop {
+                // A node that left the ring takes its data with it.
+                let member = self
+                    .cluster()
+                    .view()
+                    .is_ok_and(|v| v.placement.address_of(&node).is_some());
+                if !member {
                     break;
                 }
-                tokio::time::sleep(RETRY).await;
-            }
-            match result {
-                Ok(dropped) => {
-                    tracing::info!(migration = %self.migration.id, %node, dropped, "old ranges dropped");
-                }
-                Err(error) => {
-                    tracing::warn!(migration = %self.migration.id, %node, %error, "cannot drop old ranges");
-                    undropped.push(node);
+                match drop_ranges(self.cluster(), &node, ranges.clone()).await {
+                    Ok(dropped) => {
+                        tracing::info!(migration = %self.migration.id, %node, dropped, "old ranges dropped");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::debug!(migration = %self.migration.id, %node, %error, "cannot drop old ranges yet");
+                        self.migration.error =
+                            Some(format!("cannot drop old ranges on {node} yet: {error}"));
+                        self.save_now_and_then().await?;
+                        tokio::time::sleep(RETRY * 4).await;
+                    }
                 }
             }
             self.save_now_and_then().await?;
         }
-        self.migration.undropped = undropped;
         self.migration.error = None;
         self.migration.phase = Phase::Done;
         self.save().await?;
@@ -296,45 +397,78 @@ impl Run {
     }
 
     /// The ranges each node drops: those it held before the change and not after, or all of a
-    /// deleted tenant's.
-    fn drops(&self) -> BTreeMap<String, Vec<TokenRange>> {
-        let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
-        let Some(from) = &self.migration.from else {
-            return out;
+    /// deleted tenant's. Planned off the async workers.
+    async fn drops(&self) -> Result<BTreeMap<String, Vec<TokenRange>>, Stop> {
+        let Some(from) = self.migration.from.clone() else {
+            return Ok(BTreeMap::new());
         };
-        if let Change::DeleteTenant { tenant } = &self.migration.change {
-            for node in from.all_nodes() {
-                out.entry(node.id).or_default().push(TokenRange {
-                    namespace: tenant.clone(),
-                    start: 0,
-                    end: u64::MAX,
-                });
+        let change = self.migration.change.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
+            if let Change::DeleteTenant { tenant } = &change {
+                for node in from.all_nodes() {
+                    out.entry(node.id).or_default().push(TokenRange {
+                        namespace: tenant.clone(),
+                        start: 0,
+                        end: u64::MAX,
+                    });
+                }
+                return out;
             }
-            return out;
-        }
-        let Some(to) = from.next_ring() else {
-            return out;
-        };
-        // Every tenant the placement had at the change, not only those that streamed: a tenant
-        // created during the migration wrote to the old replicas too.
-        let tenants: Vec<(String, u32, u32)> = tenants_of(from);
-        for mv in range_moves(&from.ring(), &to, &tenants) {
-            for node in mv.leaving() {
-                out.entry(node).or_default().push(TokenRange {
-                    namespace: mv.tenant.clone(),
-                    start: mv.start,
-                    end: mv.end,
-                });
+            let Some(to) = from.next_ring() else {
+                return out;
+            };
+            // Every tenant the placement had at the change, not only those that streamed: a
+            // tenant created during the migration wrote to the old replicas too.
+            let plan = Plan::new(&from.ring(), &to, &tenants_of(&from));
+            for mv in plan.iter() {
+                for node in mv.leaving() {
+                    out.entry(node).or_default().push(TokenRange {
+                        namespace: mv.tenant.clone(),
+                        start: mv.start,
+                        end: mv.end,
+                    });
+                }
             }
-        }
-        out
+            out
+        })
+        .await
+        .map_err(|e| CoordinatorError::Internal(format!("planning drops failed: {e}")))?;
+        Ok(planned)
     }
 
+    /// Gives up: the transition (if still in force) is abandoned in the same transaction that
+    /// records the failure, so writes stop needing both replica sets and new migrations may
+    /// start.
     async fn fail(&mut self, why: &str) -> Result<(), Stop> {
         tracing::error!(migration = %self.migration.id, why, "migration failed");
         self.migration.error = Some(why.to_owned());
         self.migration.phase = Phase::Failed;
-        self.save().await
+        let store = Arc::clone(self.cluster().store());
+        loop {
+            let current = store.placement().await?;
+            let rollback = current.as_ref().and_then(|p| {
+                let ours = p
+                    .transition
+                    .as_ref()
+                    .is_some_and(|t| t.migration_id == self.migration.id);
+                ours.then(|| p.abandon().map(|next| (p.epoch, next)))
+                    .flatten()
+            });
+            let record = self.migration.record()?;
+            let placement = rollback.as_ref().map(|(epoch, next)| (*epoch, next));
+            match self.lease.save(record, placement).await {
+                Ok(true) => {
+                    if let Some((_, next)) = rollback {
+                        self.cluster().install(next).await;
+                    }
+                    return Ok(());
+                }
+                Ok(false) => return Err(Stop::LeaseLost),
+                Err(MetadataError::PlacementConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn stream_range(
     cluster: &Arc<Cluster>,
     mv: &RangeMove,
     pacer: &mut Pacer,
-    progress: &mut (dyn FnMut(Streamed) + Send),
+    progress: &mut (dyn FnMut(Streamed) -> bool + Send),
 ) -> Result<(), String> {
     for stream in mv.streams() {
         if !cluster.pool().is_live(&stream.target) {
@@ -110,7 +110,7 @@ async fn copy(
     source: &str,
     target: &str,
     pacer: &mut Pacer,
-    progress: &mut (dyn FnMut(Streamed) + Send),
+    progress: &mut (dyn FnMut(Streamed) -> bool + Send),
 ) -> Result<(), String> {
     let range = TokenRange {
         namespace: mv.tenant.clone(),
@@ -119,7 +119,7 @@ async fn copy(
     };
     let mut after: Option<ScanCursor> = None;
     loop {
-        let page = unary(cluster, source, |mut c, epoch| {
+        let page = unary(cluster, source, true, |mut c, epoch| {
             let request = ScanRequest {
                 epoch,
                 range: Some(range.clone()),
@@ -144,7 +144,7 @@ async fn copy(
             .sum();
         if !page.entries.is_empty() {
             let entries = page.entries;
-            unary(cluster, target, |mut c, epoch| {
+            unary(cluster, target, true, |mut c, epoch| {
                 let request = IngestRequest {
                     epoch,
                     namespace: mv.tenant.clone(),
@@ -154,7 +154,9 @@ async fn copy(
             })
             .await
             .map_err(|e| format!("ingest into {target}: {e}"))?;
-            progress(Streamed { keys, bytes });
+            if !progress(Streamed { keys, bytes }) {
+                return Err("the migration's lease was lost".to_owned());
+            }
             pacer.sent(bytes).await;
         }
         if !page.more {
@@ -171,7 +173,9 @@ pub async fn drop_ranges(
 ) -> Result<u64, String> {
     let mut dropped = 0;
     for batch in ranges.chunks(DROP_BATCH) {
-        let answer = unary(cluster, node, |mut c, epoch| {
+        // Never re-sent at a newer epoch than the one it was planned under: the run checks
+        // again and retries.
+        let answer = unary(cluster, node, false, |mut c, epoch| {
             let request = DropRangesRequest {
                 epoch,
                 ranges: batch.to_vec(),
@@ -184,9 +188,14 @@ pub async fn drop_ranges(
     Ok(dropped)
 }
 
-/// Calls `node` with the current epoch; a node on a newer placement makes the coordinator
-/// catch up and call again, one that lacks ours is pushed it.
-async fn unary<T, F, Fut>(cluster: &Arc<Cluster>, node: &str, f: F) -> Result<T, String>
+/// Calls `node` with the current epoch; one that lacks ours is pushed it and called again, and
+/// with `catch_up` a node on a newer placement makes the coordinator catch up and call again.
+async fn unary<T, F, Fut>(
+    cluster: &Arc<Cluster>,
+    node: &str,
+    catch_up: bool,
+    f: F,
+) -> Result<T, String>
 where
     F: Fn(StorageRpc, u64) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -205,7 +214,7 @@ where
         };
         last = status.message().to_owned();
         match classify(&status) {
-            Failure::Refused(r) if r.reason() == RefusalReason::StaleEpoch => {
+            Failure::Refused(r) if catch_up && r.reason() == RefusalReason::StaleEpoch => {
                 cluster
                     .refresh_past(epoch)
                     .await

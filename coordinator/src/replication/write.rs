@@ -639,10 +639,14 @@ impl Pipeline {
                 let Ok(Ok(view)) = refreshed else {
                     return Err(RpcError::StaleEpoch { node_epoch });
                 };
-                let still_replica = view
-                    .replicas(&self.tenant, &self.key)
-                    .is_ok_and(|r| r.all().iter().any(|id| id == node));
-                if !still_replica {
+                // Sent again only if the key's replicas are the ones this pipeline counts its
+                // quorums over: an ack that crossed a placement change could meet the old
+                // sets' levels without reaching the new ones.
+                let same_replicas = view.replicas(&self.tenant, &self.key).is_ok_and(|r| {
+                    let now = r.all();
+                    now.len() == self.targets.len() && now.iter().all(|n| self.targets.contains(n))
+                });
+                if !same_replicas {
                     return Err(RpcError::StaleEpoch { node_epoch });
                 }
                 call(view.placement.epoch).await

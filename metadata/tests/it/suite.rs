@@ -800,6 +800,18 @@ pub async fn jobs_start_with_their_placement_and_lease_to_one_owner(store: &dyn 
         ids(store.list_jobs(false).await.expect("list")),
         ["j1", "j2"]
     );
+    // A finished job never changes, even for its owner.
+    j1.done = false;
+    assert!(
+        !store
+            .save_job(&j1, "b", Duration::from_secs(60), None)
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        store.get_job("j1").await.expect("get").map(|j| j.done),
+        Some(true)
+    );
     // A job that does not exist is not saved.
     assert!(
         !store

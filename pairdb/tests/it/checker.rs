@@ -29,8 +29,8 @@ pub struct Ledger {
     pub failed: u64,
 }
 
-/// A running load: PUTs of fresh keys at `quorum`, and every fifth operation a DELETE of a key
-/// written earlier. Stop it with [`Load::stop`].
+/// A running load at `quorum`: PUTs of fresh keys, every seventh operation an overwrite of a
+/// recent key, and every fifth a DELETE of an older one. Stop it with [`Load::stop`].
 pub struct Load {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -56,14 +56,15 @@ impl Load {
             let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
                 n += 1;
+                // New keys, overwrites of recent ones, and deletes of older ones.
                 let (method, key, value) = if n.is_multiple_of(5) && n > 10 {
                     (Method::DELETE, format!("{prefix}{}", n - 7), None)
+                } else if n.is_multiple_of(7) && n > 10 {
+                    let key = format!("{prefix}{}", n - 3);
+                    (Method::PUT, key, Some(format!("again-{n}")))
                 } else {
-                    (
-                        Method::PUT,
-                        format!("{prefix}{n}"),
-                        Some(format!("value-{n}")),
-                    )
+                    let key = format!("{prefix}{n}");
+                    (Method::PUT, key, Some(format!("value-{n}")))
                 };
                 let mut req = http
                     .request(method, format!("{base}/v1/kv/{key}"))

@@ -346,6 +346,16 @@ impl TestCluster {
 
     /// The keys of `tenant` storage node `node` holds (tombstones included), by a full scan.
     pub async fn keys_on(&self, node: &str, tenant: &str) -> Vec<Vec<u8>> {
+        self.entries_on(node, tenant)
+            .await
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// What storage node `node` holds of `tenant`: each key with its value, `None` for a
+    /// tombstone.
+    pub async fn entries_on(&self, node: &str, tenant: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let mut client = self.storage(node, Some(INTERNAL_TOKEN));
         let mut out = Vec::new();
         let mut after = None;
@@ -370,7 +380,10 @@ impl TestCluster {
                     key: last.key.clone(),
                 });
             }
-            out.extend(page.entries.into_iter().map(|e| e.key));
+            out.extend(page.entries.into_iter().map(|e| {
+                let v = e.version.expect("scanned version");
+                (e.key, (!v.tombstone).then_some(v.value))
+            }));
             if !page.more {
                 return out;
             }
