@@ -56,6 +56,7 @@ pub struct Admin {
     default_rate_limit: RateLimit,
     tenants: pairdb_middleware::TenantCache,
     migrations: Migrations,
+    repairs: crate::repair::Repairs,
 }
 
 impl Admin {
@@ -69,6 +70,7 @@ impl Admin {
     ) -> Self {
         Admin {
             migrations: Migrations::new(Arc::clone(&cluster)),
+            repairs: crate::repair::Repairs::new(Arc::clone(&cluster)),
             cluster,
             default_rate_limit,
             tenants,
@@ -78,6 +80,11 @@ impl Admin {
     /// Membership and replication changes.
     pub fn migrations(&self) -> &Migrations {
         &self.migrations
+    }
+
+    /// Anti-entropy repairs.
+    pub fn repairs(&self) -> &crate::repair::Repairs {
+        &self.repairs
     }
 
     /// Starts changing tenant `id`'s replication factor (see

@@ -558,6 +558,7 @@ impl Cluster {
             Arc::clone(&self).hint_loop(),
             Arc::clone(&self).ack_loop(),
             crate::migration::run_migrations(Arc::clone(&self)),
+            crate::repair::run_repairs(Arc::clone(&self)),
             self.refresh_loop(),
         );
     }

@@ -42,6 +42,10 @@ pub struct CoordinatorConfig {
     /// Most bytes per second a migration streams (0: unpaced), so moving data never starves
     /// the foreground.
     pub stream_bytes_per_sec: u64,
+    /// How often a repair of every tenant starts by itself (`None`: only on demand).
+    pub repair_interval: Option<Duration>,
+    /// Keys a repair digests or reads per second, on all replicas together (0: unpaced).
+    pub repair_keys_per_sec: u64,
     /// Where gRPC clients' idempotency records live (Redis, shared by every coordinator);
     /// `None`: this coordinator's memory.
     pub idempotency: Option<std::sync::Arc<dyn pairdb_middleware::idempotency::IdempotencyStore>>,
@@ -64,6 +68,8 @@ impl std::fmt::Debug for CoordinatorConfig {
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("stream_bytes_per_sec", &self.stream_bytes_per_sec)
+            .field("repair_interval", &self.repair_interval)
+            .field("repair_keys_per_sec", &self.repair_keys_per_sec)
             .field("shared_tenant_cache", &self.tenant_cache.is_some())
             .field("shared_idempotency_store", &self.idempotency.is_some())
             .finish_non_exhaustive()
@@ -90,6 +96,8 @@ impl CoordinatorConfig {
             tenant_cache: None,
             idempotency: None,
             stream_bytes_per_sec: 32 << 20,
+            repair_interval: Some(Duration::from_secs(24 * 3600)),
+            repair_keys_per_sec: 50_000,
         }
     }
 }

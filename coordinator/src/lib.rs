@@ -11,7 +11,8 @@
 //! * [`replication`] — the write and read paths of DESIGN §2: leader minting with in-request
 //!   failover, `W` durable acks, reads from all replicas answering after `R`, read repair;
 //! * [`admin`] — tenants, API keys and nodes; [`migration`] — adding and removing nodes,
-//!   changing replication factors and deleting tenants, with data streamed first;
+//!   changing replication factors and deleting tenants, with data streamed first; [`repair`] —
+//!   anti-entropy by Merkle comparison; [`jobs`] — the leases both run under;
 //! * [`service`] — the coordinator gRPC service; [`status`] maps every error to a `Status` in one
 //!   place; [`stack`] builds its middleware stack; [`server`] runs it.
 #![deny(clippy::unwrap_used)]
@@ -23,9 +24,11 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod hints;
+pub mod jobs;
 pub mod metrics;
 pub mod migration;
 pub mod pool;
+pub mod repair;
 pub mod replication;
 pub mod server;
 pub mod service;

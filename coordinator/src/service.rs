@@ -710,6 +710,42 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn start_repair(
+        &self,
+        req: Request<pb::StartRepairRequest>,
+    ) -> Result<Response<pb::RepairStarted>, Status> {
+        require_admin(&req)?;
+        let tenant = req.into_inner().tenant_id;
+        let repair_id = self
+            .admin
+            .repairs()
+            .start((!tenant.is_empty()).then_some(tenant.as_str()))
+            .await?;
+        Ok(Response::new(pb::RepairStarted { repair_id }))
+    }
+
+    async fn get_repair(
+        &self,
+        req: Request<pb::GetRepairRequest>,
+    ) -> Result<Response<pb::Repair>, Status> {
+        require_admin(&req)?;
+        let r = self
+            .admin
+            .repairs()
+            .get(&req.into_inner().repair_id)
+            .await?;
+        Ok(Response::new(pb::Repair {
+            repair_id: r.id,
+            state: r.state.as_str().to_owned(),
+            ranges_total: r.ranges_total,
+            ranges_done: r.ranges_done,
+            keys_repaired: r.keys_repaired,
+            ranges_incomplete: r.ranges_incomplete,
+            error: r.error.unwrap_or_default(),
+            created_at: r.created_at,
+        }))
+    }
+
     async fn ready(
         &self,
         _req: Request<pb::ReadyRequest>,

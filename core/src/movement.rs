@@ -220,6 +220,37 @@ fn same_set(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
+/// The ring cut into inclusive token ranges whose replica set at `rf` is constant (adjacent
+/// arcs with the same preference list merged), covering the whole token space, ascending:
+/// what anti-entropy repairs range by range.
+pub fn replica_ranges(ring: &Ring, rf: u32) -> Vec<(u64, u64, Vec<String>)> {
+    let mut bounds: Vec<u64> = ring.arcs().iter().map(|(_, end)| *end).collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut pieces: Vec<(u64, u64, u64)> = Vec::with_capacity(bounds.len() + 1);
+    match (bounds.first(), bounds.last()) {
+        (Some(&first), Some(&last)) => {
+            pieces.push((0, first, first));
+            for w in bounds.windows(2) {
+                pieces.push((w[0] + 1, w[1], w[1]));
+            }
+            if last < u64::MAX {
+                pieces.push((last + 1, u64::MAX, first));
+            }
+        }
+        _ => pieces.push((0, u64::MAX, 0)),
+    }
+    let mut out: Vec<(u64, u64, Vec<String>)> = Vec::new();
+    for (start, end, rep) in pieces {
+        let replicas = own(ring.preference_list(rep, rf as usize));
+        match out.last_mut() {
+            Some(last) if last.2 == replicas && last.1.wrapping_add(1) == start => last.1 = end,
+            _ => out.push((start, end, replicas)),
+        }
+    }
+    out
+}
+
 /// How many ranges, per node, a set of moves streams to it — for progress reports and tests.
 pub fn targets(moves: &[RangeMove]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -329,6 +360,23 @@ mod tests {
         let same = [("t1".to_string(), 3, 3), ("t3".to_string(), 2, 2)];
         assert!(Plan::new(&before, &before, &same).is_empty());
         assert!(!Plan::new(&before, &before, &tenants).is_empty());
+    }
+
+    #[test]
+    fn replica_ranges_cover_the_ring_once() {
+        let r = ring(&["a", "b", "c", "d"]);
+        let ranges = replica_ranges(&r, 2);
+        let covered: u128 = ranges.iter().map(|(s, e, _)| u128::from(e - s) + 1).sum();
+        assert_eq!(covered, 1u128 << 64);
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0);
+        }
+        for (s, e, replicas) in &ranges {
+            assert_eq!(replicas.len(), 2);
+            for t in [*s, *e, s + (e - s) / 2] {
+                assert_eq!(own(r.preference_list(t, 2)), *replicas);
+            }
+        }
     }
 
     fn holders_after(m: &RangeMove, holders: &[String]) -> Vec<String> {

@@ -9,7 +9,9 @@ use utoipa::openapi::{ComponentsBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::ProblemBody;
-use crate::routes::admin::{AddNodeBody, MigrationBody, NodeBody};
+use crate::routes::admin::{
+    AddNodeBody, MigrationBody, NodeBody, RepairBody, RepairStartedBody, StartRepairBody,
+};
 use crate::routes::kv::WriteResult;
 use crate::routes::ops::StatusBody;
 use crate::routes::tenants::{
@@ -42,6 +44,8 @@ use crate::routes::{admin, kv, ops, tenants};
         admin::add_node,
         admin::remove_node,
         admin::get_migration,
+        admin::start_repair,
+        admin::get_repair,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -62,6 +66,9 @@ use crate::routes::{admin, kv, ops, tenants};
         MigrationBody,
         MigrationStartedBody,
         ReplicationFactorBody,
+        StartRepairBody,
+        RepairStartedBody,
+        RepairBody,
         StatusBody,
     )),
     modifiers(&ProblemTypes, &ApiKeyAuth),

@@ -219,6 +219,12 @@ pub struct CoordinatorArgs {
     /// Most MB (MiB) per second a migration streams to new replicas (0: unpaced).
     #[arg(long, env = "PAIRDB_STREAM_MB_PER_SEC", default_value_t = 32.0)]
     pub stream_mb_per_sec: f64,
+    /// A repair of every tenant starts by itself this often, in seconds (0: only on demand).
+    #[arg(long, env = "PAIRDB_REPAIR_INTERVAL_SECS", default_value_t = 86_400)]
+    pub repair_interval_secs: u64,
+    /// Keys a repair digests or reads per second, on all replicas together (0: unpaced).
+    #[arg(long, env = "PAIRDB_REPAIR_KEYS_PER_SEC", default_value_t = 50_000)]
+    pub repair_keys_per_sec: u64,
     /// Secrets shared by every role.
     #[command(flatten)]
     pub secrets: SecretArgs,

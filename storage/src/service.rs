@@ -840,6 +840,26 @@ impl Storage for StorageService {
         }))
     }
 
+    /// Records a repaired range's watermark; watermarks only move forward.
+    async fn set_repaired_until(
+        &self,
+        request: Request<pb::SetRepairedUntilRequest>,
+    ) -> Result<Response<pb::SetRepairedUntilResponse>, Status> {
+        self.authenticate(&request)?;
+        let req = request.into_inner();
+        let range = token_range(req.range)?;
+        self.inner
+            .node
+            .check_epoch(req.epoch)
+            .map_err(epoch_refusal)?;
+        let until = req.repaired_until;
+        self.blocking("set_repaired_until", move |engine| {
+            engine.set_repaired_until(&range, until)
+        })
+        .await?;
+        Ok(Response::new(pb::SetRepairedUntilResponse {}))
+    }
+
     /// Records hints durably (written and fsynced before the answer).
     async fn record_hints(
         &self,

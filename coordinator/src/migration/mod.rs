@@ -22,7 +22,7 @@
 //! [`CoordinatorConfig::stream_bytes_per_sec`]: crate::CoordinatorConfig::stream_bytes_per_sec
 
 mod runner;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +41,6 @@ pub use runner::run_migrations;
 
 /// The job kind migrations are stored under.
 pub const JOB_KIND: &str = "migration";
-/// How long a coordinator's claim on a migration lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(15);
 
 /// What a migration changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,15 +416,10 @@ impl Migrations {
             let Some(current) = store.placement().await? else {
                 return Err(CoordinatorError::not_ready("no placement yet"));
             };
-            if let Some(running) = store
-                .list_jobs(true)
-                .await?
-                .into_iter()
-                .find(|j| j.kind == JOB_KIND)
-            {
+            if let Some(running) = store.list_jobs(true).await?.into_iter().next() {
                 return Err(conflict(format!(
-                    "migration {} is still running; one runs at a time",
-                    running.id
+                    "{} {} is still running; one job runs at a time",
+                    running.kind, running.id
                 )));
             }
             if let Some(t) = &current.transition {

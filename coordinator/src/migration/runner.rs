@@ -1,33 +1,27 @@
-//! Running migrations: claim one, drive it through its phases, record progress under a lease.
-//!
-//! A run holds the migration's lease in the metadata store: a keeper task renews it every few
-//! seconds however long a range or a drop takes, and the run stops at its next step once a
-//! renewal finds another coordinator holding it. Every save — the run's and the keeper's — goes
-//! through one lock, so the stored record never steps back.
+//! Running migrations: claim one, drive it through its phases, record progress under a
+//! [`Lease`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pairdb_core::Placement;
 use pairdb_core::movement::Plan;
-use pairdb_metadata::{JobRecord, MetadataError, NodeRecord, NodeState};
+use pairdb_metadata::{MetadataError, NodeRecord, NodeState};
 use pairdb_proto::storage::TokenRange;
 use tokio::time::Instant;
 
 use super::stream::{Pacer, Streamed, drop_ranges, stream_range};
-use super::{Change, JOB_KIND, LEASE, Migration, Phase};
+use super::{Change, JOB_KIND, Migration, Phase};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
+use crate::jobs::Lease;
 
 /// How often unfinished migrations are looked for (a migration started here is picked up at
 /// once).
 const POLL: Duration = Duration::from_secs(2);
 /// Progress is recorded at least this often while a phase runs.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// How often the keeper renews the lease.
-const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Wait before retrying a range or a step that failed.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -81,12 +75,7 @@ async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
                 continue;
             }
         };
-        let lease = Arc::new(Lease {
-            cluster: Arc::clone(cluster),
-            snapshot: Mutex::new(record),
-            saving: tokio::sync::Mutex::new(()),
-            lost: AtomicBool::new(false),
-        });
+        let lease = Lease::new(Arc::clone(cluster), record);
         let mut run = Run {
             lease: Arc::clone(&lease),
             migration,
@@ -113,64 +102,6 @@ async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
-/// A run's hold on its migration.
-struct Lease {
-    cluster: Arc<Cluster>,
-    /// The record as last saved (the keeper renews it as is).
-    snapshot: Mutex<JobRecord>,
-    /// Held during every save.
-    saving: tokio::sync::Mutex<()>,
-    /// A renewal found another owner: the run must stop.
-    lost: AtomicBool,
-}
-
-impl Lease {
-    /// Saves `record` (and installs `placement`, when given, in the same transaction) as this
-    /// coordinator; false when another holds the lease.
-    async fn save(
-        &self,
-        record: JobRecord,
-        placement: Option<(u64, &Placement)>,
-    ) -> Result<bool, MetadataError> {
-        let _saving = self.saving.lock().await;
-        if self.lost.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        let saved = self
-            .cluster
-            .store()
-            .save_job(&record, self.cluster.instance(), LEASE, placement)
-            .await?;
-        if saved {
-            *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = record;
-        } else {
-            self.lost.store(true, Ordering::Release);
-        }
-        Ok(saved)
-    }
-
-    /// Renews the lease until the run ends (the task is aborted) or it is lost.
-    async fn keep(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(RENEW_EVERY).await;
-            let record = self
-                .snapshot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            match self.save(record, None).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => tracing::debug!(%error, "cannot renew the migration's lease"),
-            }
-        }
-    }
-
-    fn held(&self) -> bool {
-        !self.lost.load(Ordering::Acquire)
-    }
-}
-
 /// One coordinator's run of one migration.
 struct Run {
     lease: Arc<Lease>,
@@ -180,7 +111,7 @@ struct Run {
 
 impl Run {
     fn cluster(&self) -> &Arc<Cluster> {
-        &self.lease.cluster
+        self.lease.cluster()
     }
 
     /// Records the migration as it is, renewing this coordinator's lease.

@@ -190,7 +190,7 @@ pub async fn drop_ranges(
 
 /// Calls `node` with the current epoch; one that lacks ours is pushed it and called again, and
 /// with `catch_up` a node on a newer placement makes the coordinator catch up and call again.
-async fn unary<T, F, Fut>(
+pub(crate) async fn unary<T, F, Fut>(
     cluster: &Arc<Cluster>,
     node: &str,
     catch_up: bool,

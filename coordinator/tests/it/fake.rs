@@ -254,6 +254,13 @@ impl Storage for FakeService {
         self.inner.record_hints(request).await
     }
 
+    async fn set_repaired_until(
+        &self,
+        request: Request<pb::SetRepairedUntilRequest>,
+    ) -> Result<Response<pb::SetRepairedUntilResponse>, Status> {
+        self.inner.set_repaired_until(request).await
+    }
+
     async fn push_placement(
         &self,
         request: Request<pb::PushPlacementRequest>,

@@ -6,9 +6,11 @@
 //! * [`fake`] — the scriptable nodes, a counting metadata store, and the fixture;
 //! * [`writes`] — leader failover only on proof, unknown outcomes, partial, stale epochs and
 //!   the refresh herd, replication past the client's deadline, exact idempotency, hints;
+//! * [`repair`] — Merkle repair against the memory engine as the model (proptest);
 //! * [`reads`] — late answers folded into the join and repaired, in every case.
 
 mod calls;
 mod fake;
 mod reads;
+mod repair;
 mod writes;

@@ -3,10 +3,11 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use pairdb_proto::coordinator::{
-    AddNodeRequest, GetMigrationRequest, ListNodesRequest, RemoveNodeRequest,
+    AddNodeRequest, GetMigrationRequest, GetRepairRequest, ListNodesRequest, RemoveNodeRequest,
+    StartRepairRequest,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -65,12 +66,128 @@ pub struct MigrationBody {
     pub created_at: String,
 }
 
+/// Body of `POST /v1/admin/repair`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRepairBody {
+    /// The tenant to repair; every tenant when absent.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// A repair started (`202 Accepted`); follow it at `GET /v1/admin/repairs/{repair_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepairStartedBody {
+    /// The repair's id.
+    pub repair_id: String,
+}
+
+/// A repair's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepairBody {
+    /// The repair's id.
+    pub repair_id: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Ranges to compare (of every tenant it repairs).
+    pub ranges_total: u64,
+    /// Ranges compared so far.
+    pub ranges_done: u64,
+    /// Versions sent to replicas that lacked them.
+    pub keys_repaired: u64,
+    /// Ranges that could not be compared on every replica (one was down): repaired as far as
+    /// possible, without a watermark.
+    pub ranges_incomplete: u64,
+    /// The last error met, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
 /// The admin routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/nodes", get(list_nodes).post(add_node))
         .route("/v1/admin/nodes/{node_id}", delete(remove_node))
         .route("/v1/admin/migrations/{migration_id}", get(get_migration))
+        .route("/v1/admin/repair", post(start_repair))
+        .route("/v1/admin/repairs/{repair_id}", get(get_repair))
+}
+
+/// Starts anti-entropy: replicas are compared range by range with Merkle digests and only the
+/// keys that differ are exchanged.
+#[utoipa::path(post, path = "/v1/admin/repair", tag = "admin",
+    request_body = StartRepairBody,
+    responses(
+        (status = 202, description = "The repair started", body = RepairStartedBody),
+        (status = 400, description = "Malformed body", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A migration or another repair is running", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn start_repair(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    JsonBody(body): JsonBody<StartRepairBody>,
+) -> Result<Response, Problem> {
+    let request = StartRepairRequest {
+        tenant_id: body.tenant_id.unwrap_or_default(),
+    };
+    let started = state
+        .coordinators
+        .call(
+            &call,
+            request,
+            |mut c, r| async move { c.start_repair(r).await },
+        )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok((
+        http::StatusCode::ACCEPTED,
+        Json(RepairStartedBody {
+            repair_id: started.repair_id,
+        }),
+    )
+        .into_response())
+}
+
+/// A repair's progress.
+#[utoipa::path(get, path = "/v1/admin/repairs/{repair_id}", tag = "admin",
+    params(("repair_id" = String, Path, description = "The repair id")),
+    responses(
+        (status = 200, description = "Its progress", body = RepairBody),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such repair", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn get_repair(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(repair_id): PathParams<String>,
+) -> Result<Json<RepairBody>, Problem> {
+    let r = state
+        .coordinators
+        .call(
+            &call,
+            GetRepairRequest { repair_id },
+            |mut c, r| async move { c.get_repair(r).await },
+        )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok(Json(RepairBody {
+        repair_id: r.repair_id,
+        state: r.state,
+        ranges_total: r.ranges_total,
+        ranges_done: r.ranges_done,
+        keys_repaired: r.keys_repaired,
+        ranges_incomplete: r.ranges_incomplete,
+        error: (!r.error.is_empty()).then_some(r.error),
+        created_at: r.created_at,
+    }))
 }
 
 /// Adds a storage node: it takes over its share of every tenant's ranges, streamed to it

@@ -56,6 +56,8 @@ async fn openapi_lists_routes_and_problem_types() {
         ("/v1/admin/nodes", &["get", "post"][..]),
         ("/v1/admin/nodes/{node_id}", &["delete"][..]),
         ("/v1/admin/migrations/{migration_id}", &["get"][..]),
+        ("/v1/admin/repair", &["post"][..]),
+        ("/v1/admin/repairs/{repair_id}", &["get"][..]),
         ("/healthz", &["get"][..]),
         ("/readyz", &["get"][..]),
         ("/openapi.json", &["get"][..]),
@@ -65,7 +67,7 @@ async fn openapi_lists_routes_and_problem_types() {
             assert!(paths[path].get(*m).is_some(), "{m} {path}");
         }
     }
-    assert_eq!(paths.len(), 13, "no route documented that is not served");
+    assert_eq!(paths.len(), 15, "no route documented that is not served");
     let types = doc["components"]["schemas"]["ProblemType"]["enum"]
         .as_array()
         .unwrap();

@@ -719,6 +719,34 @@ impl Coordinator for FakeService {
         }))
     }
 
+    async fn start_repair(
+        &self,
+        request: Request<pb::StartRepairRequest>,
+    ) -> Result<Response<pb::RepairStarted>, Status> {
+        self.record("start_repair", &request, |_| {});
+        let tenant = request.into_inner().tenant_id;
+        Ok(Response::new(pb::RepairStarted {
+            repair_id: format!("rep-{}", if tenant.is_empty() { "all" } else { &tenant }),
+        }))
+    }
+
+    async fn get_repair(
+        &self,
+        request: Request<pb::GetRepairRequest>,
+    ) -> Result<Response<pb::Repair>, Status> {
+        self.record("get_repair", &request, |_| {});
+        Ok(Response::new(pb::Repair {
+            repair_id: request.into_inner().repair_id,
+            state: "done".into(),
+            ranges_total: 8,
+            ranges_done: 8,
+            keys_repaired: 3,
+            ranges_incomplete: 0,
+            error: String::new(),
+            created_at: "2026-11-30T00:00:00Z".into(),
+        }))
+    }
+
     async fn ready(
         &self,
         request: Request<pb::ReadyRequest>,

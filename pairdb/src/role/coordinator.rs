@@ -58,6 +58,9 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         anyhow::bail!("--stream-mb-per-sec must be a number at least 0");
     }
     config.stream_bytes_per_sec = (args.stream_mb_per_sec * f64::from(1u32 << 20)) as u64;
+    config.repair_interval =
+        (args.repair_interval_secs > 0).then(|| Duration::from_secs(args.repair_interval_secs));
+    config.repair_keys_per_sec = args.repair_keys_per_sec;
     if let Some(url) = &args.redis_url {
         let redis = local::redis(Some(url)).await?;
         config.tenant_cache = Some(local::shared_tenant_cache(redis.as_ref()));

@@ -1,6 +1,7 @@
 //! Cluster tests: the real gRPC services on loopback, driven through the REST gateway and, where a
 //! test must force a situation, directly over the storage RPC.
 
+mod anti_entropy;
 mod checker;
 mod handoff;
 mod harness;
