@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim
+.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -11,7 +11,14 @@ test: deps
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	PAIRDB_TEST_STORES=postgres+redis $(CARGO) test -p pairdb --test it -- \
-		--skip processes:: --skip traces:: --skip exactly_once:: --skip stores::
+		--skip processes:: --skip process_ --skip traces:: --skip exactly_once:: --skip stores::
+
+## The fault suite at length: each fault (a storage process frozen, killed, partitioned; a
+## coordinator killed mid-migration; membership and RF changes) held for PAIRDB_FAULT_SECS
+## (default 60) under write load, with the checker of every acknowledged write.
+test-faults: deps
+	PAIRDB_FAULT_SECS=$${PAIRDB_FAULT_SECS:-60} $(CARGO) test -p pairdb --test it -- --nocapture \
+		process_faults:: process_membership:: membership:: handoff:: anti_entropy::
 
 ## Install missing server packages (apt, as root), or name them.
 deps:

@@ -53,7 +53,7 @@ async fn a_node_joins_by_itself_and_its_migration_outlives_a_killed_coordinator(
     let logs = dir.path();
     // Streaming slowed down so the kill lands mid-migration.
     let coordinator_args = ["--stream-mb-per-sec", "0.04"];
-    let mut p = Processes::start_full(logs, &[], &coordinator_args, &[]).await;
+    let mut p = Processes::start_full(logs, &[], &coordinator_args, &[], None).await;
     let http = reqwest::Client::new();
     let key = create_tenant(&http, &p.base).await;
     let mut ledger = Ledger::default();

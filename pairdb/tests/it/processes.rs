@@ -125,6 +125,10 @@ pub(crate) struct Processes {
     pub coordinator_addr: String,
     /// The metadata store every role shares.
     pub metadata: String,
+    /// Each storage node's own gRPC address (not the proxy's).
+    pub addrs: Vec<String>,
+    /// The proxy the cluster reaches one node through, if asked for.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 impl Processes {
@@ -140,19 +144,23 @@ impl Processes {
         env: &[(&str, &str)],
         gateway_args: &[&str],
     ) -> Processes {
-        Self::start_full(logs, env, &[], gateway_args).await
+        Self::start_full(logs, env, &[], gateway_args, None).await
     }
 
     /// [`start`](Self::start), with `coordinator_args` and `gateway_args` added to those roles'
-    /// command lines.
+    /// command lines, and with storage node `proxied` (when given) known to the cluster only
+    /// through a fault-injecting [`Proxy`](crate::proxy::Proxy).
     pub(crate) async fn start_full(
         logs: &Path,
         env: &[(&str, &str)],
         coordinator_args: &[&str],
         gateway_args: &[&str],
+        proxied: Option<&str>,
     ) -> Processes {
         let pairdb = |args: &[&str], log: &Path| pairdb_with_env(args, log, env);
         let mut storage = Vec::new();
+        let mut addrs = Vec::new();
+        let mut proxy = None;
         let mut initial = Vec::new();
         let mut ids = Vec::new();
         for i in 1..=3 {
@@ -175,7 +183,16 @@ impl Processes {
             );
             let addr = listening(&mut child, &log, "storage node").await;
             let metrics = listening(&mut child, &log, "metrics endpoint").await;
-            initial.push(format!("{id}={addr}"));
+            let known = if proxied == Some(id.as_str()) {
+                let p = crate::proxy::Proxy::start(&addr).await;
+                let known = p.addr.clone();
+                proxy = Some(p);
+                known
+            } else {
+                addr.clone()
+            };
+            addrs.push(addr);
+            initial.push(format!("{id}={known}"));
             ids.push(id.clone());
             storage.push((id, child, metrics));
         }
@@ -220,6 +237,8 @@ impl Processes {
             base,
             coordinator_addr,
             metadata,
+            addrs,
+            proxy,
         }
     }
 
