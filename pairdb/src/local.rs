@@ -201,6 +201,8 @@ pub struct StorageNode {
     pub engine: Arc<dyn StorageEngine>,
     /// Its identity and newest placement.
     pub state: Arc<NodeState>,
+    /// Its hints and peers.
+    pub handoff: Option<Arc<pairdb_storage::handoff::Handoff>>,
     graceful: Option<oneshot::Sender<()>>,
     /// Says, when the node stops serving, whether it stopped cleanly.
     ended: Option<oneshot::Receiver<bool>>,
@@ -246,6 +248,7 @@ impl StorageNode {
             state,
             service,
         } = spec.open()?;
+        let handoff = service.handoff().cloned();
         let addr = listener.local_addr()?;
         let listener = TcpListener::from_std(listener)
             .with_context(|| format!("registering the listener of storage node {id}"))?;
@@ -267,6 +270,7 @@ impl StorageNode {
             addr,
             engine,
             state,
+            handoff,
             graceful: Some(graceful_tx),
             ended: Some(ended_rx),
             outcome: None,
@@ -289,6 +293,7 @@ impl StorageNode {
             state,
             service,
         } = spec.open()?;
+        let handoff = service.handoff().cloned();
         let addr = listener.local_addr()?;
         let mut runtime = NodeRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
@@ -348,6 +353,7 @@ impl StorageNode {
             addr,
             engine,
             state,
+            handoff,
             graceful: Some(graceful_tx),
             ended: Some(ended_rx),
             outcome: None,

@@ -111,6 +111,49 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> s
     ConstCounter::new(v).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
+/// A storage node's hinted handoff and failure detection as Prometheus metrics: hints held,
+/// recorded, replayed (their rate is the replay rate) and dropped, and peers judged down.
+pub struct HandoffCollector(pub Arc<pairdb_storage::handoff::Handoff>);
+
+impl std::fmt::Debug for HandoffCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandoffCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for HandoffCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let c = self.0.hints.counts();
+        let e = &mut encoder;
+        gauge(
+            e,
+            "hints_pending",
+            "Hints held for replicas that missed writes",
+            c.pending,
+        )?;
+        counter(e, "hints_recorded", "Hints recorded", c.recorded)?;
+        counter(
+            e,
+            "hints_replayed",
+            "Hints delivered to their replica",
+            c.replayed,
+        )?;
+        counter(
+            e,
+            "hints_dropped",
+            "Hints dropped unreplayed (expired, node removed, key moved, or over the bound)",
+            c.dropped,
+        )?;
+        let down = self.0.peers.views().iter().filter(|v| !v.up).count() as u64;
+        gauge(
+            e,
+            "peers_down",
+            "Peers this node's failure detector judges down",
+            down,
+        )
+    }
+}
+
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let s = self.0.stats();

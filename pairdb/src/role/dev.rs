@@ -58,6 +58,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         for node in &cluster.nodes {
             let engine = pairdb_middleware::Metrics::without_requests();
             engine.register_collector(Box::new(ops_http::EngineCollector(node.engine.clone())));
+            if let Some(h) = &node.handoff {
+                engine.register_collector(Box::new(ops_http::HandoffCollector(h.clone())));
+            }
             registries.push((format!("/metrics/storage/{}", node.id), engine));
         }
         let coordinator = cluster.coordinator.cluster.clone();

@@ -75,6 +75,9 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
         });
         let metrics = pairdb_middleware::Metrics::without_requests();
         metrics.register_collector(Box::new(ops_http::EngineCollector(node.engine.clone())));
+        if let Some(h) = &node.handoff {
+            metrics.register_collector(Box::new(ops_http::HandoffCollector(h.clone())));
+        }
         tokio::spawn(ops_http::serve(listener, ready, metrics, stop.wait()));
     }
     tokio::select! {

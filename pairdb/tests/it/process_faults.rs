@@ -264,8 +264,29 @@ async fn survive(fault: Fault) {
     let failed = live.failed;
     ledger.keys.extend(live.keys);
     let converged = caught_up(&addr, &ledger).await;
+    // The leaders report the hints they replayed.
+    let mut replayed = 0u64;
+    for (id, _, metrics) in &p.storage {
+        if id == victim {
+            continue;
+        }
+        let text = http
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        replayed += text
+            .lines()
+            .find_map(|l| l.strip_prefix("pairdb_hints_replayed_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("pairdb_hints_replayed_total");
+    }
+    assert!(replayed > 0, "no hint replayed");
     eprintln!(
-        "fault survived: down after {down_after:?}, up after {up_after:?}, caught up {converged:?} later; {} keys, {failed} writes failed",
+        "fault survived: down after {down_after:?}, up after {up_after:?}, caught up {converged:?} later by {replayed} hints; {} keys, {failed} writes failed",
         ledger.keys.len()
     );
     verify_at(&http, &p.base, &key, &ledger, "quorum").await;
