@@ -116,7 +116,8 @@ impl Replicator {
             epoch: view.placement.epoch,
             tenant: op.tenant.clone(),
             key: op.key.clone(),
-            targets: targets.clone(),
+            targets: Mutex::new(targets.clone()),
+            consistency: op.consistency,
             leaders,
             mint: MintRequest {
                 epoch: view.placement.epoch,
@@ -320,6 +321,15 @@ impl Tally {
                 node,
                 may_have_stored,
             } => self.set(node, Reply::Missed(may_have_stored)),
+            Event::Retarget {
+                targets,
+                natural,
+                quorums,
+            } => {
+                self.states.resize(targets, Reply::Waiting);
+                self.natural = natural;
+                self.quorums = quorums;
+            }
         }
         let acks = self.acks() as u32;
         self.progress.store(acks, Ordering::Release);
@@ -399,6 +409,14 @@ enum Event {
     /// stored nothing (it refused, or the call never reached it) — no answer in time, a broken
     /// stream.
     Missed { node: usize, may_have_stored: bool },
+    /// A replica held a newer placement: the write now goes to `targets` replicas (the old
+    /// ones, then those the new placement adds), and must meet the level in the new placement's
+    /// sets (`quorums`, `natural`), whose acks are what counts from now on.
+    Retarget {
+        targets: usize,
+        natural: Vec<usize>,
+        quorums: Vec<(Vec<usize>, usize)>,
+    },
 }
 
 /// One write, from the mint to the last replica's answer.
@@ -409,8 +427,11 @@ struct Pipeline {
     epoch: u64,
     tenant: String,
     key: Vec<u8>,
-    /// Every replica the write goes to: the natural ones, then those a transition adds.
-    targets: Vec<String>,
+    /// Every replica the write goes to: the natural ones, then those a transition adds (and
+    /// those a newer placement met on the way adds).
+    targets: Mutex<Vec<String>>,
+    /// The level, to count a newer placement's sets with.
+    consistency: pairdb_core::Consistency,
     /// The replicas believed live, in preference order: leader candidates.
     leaders: Vec<String>,
     mint: MintRequest,
@@ -431,10 +452,50 @@ impl Pipeline {
 
     /// The index of `node` among the targets (leaders are always targets).
     fn index_of(&self, node: &str) -> usize {
-        self.targets
+        self.targets()
             .iter()
             .position(|t| t == node)
             .unwrap_or(usize::MAX)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Moves the write onto `replicas` (of a newer placement): new targets are appended and
+    /// the tally counts the new sets. Answers the index of each of `replicas`' nodes.
+    fn retarget(&self, replicas: &pairdb_core::Replicas) -> Vec<(usize, String)> {
+        let (all, indexed) = {
+            let mut targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut indexed = Vec::new();
+            for n in replicas.all() {
+                let i = match targets.iter().position(|t| *t == n) {
+                    Some(i) => i,
+                    None => {
+                        targets.push(n.clone());
+                        targets.len() - 1
+                    }
+                };
+                indexed.push((i, n));
+            }
+            (targets.clone(), indexed)
+        };
+        let index = |n: &String| all.iter().position(|t| t == n).unwrap_or(usize::MAX);
+        let quorums = replicas
+            .quorums(self.consistency)
+            .into_iter()
+            .map(|(members, required)| (members.iter().map(index).collect(), required))
+            .collect();
+        let natural = replicas.natural.iter().map(index).collect();
+        self.tell(Event::Retarget {
+            targets: all.len(),
+            natural,
+            quorums,
+        });
+        indexed
     }
 
     fn tell(&self, event: Event) {
@@ -539,12 +600,19 @@ impl Pipeline {
         };
         let request = &request;
         let mut missed: Vec<String> = Vec::new();
+        let send = |j: usize, n: String, at: u64| async move {
+            let r = self.apply_to(&n, request, at).await;
+            (j, n, at, r)
+        };
         let mut applies = FuturesUnordered::new();
-        for (i, node) in self.targets.iter().enumerate() {
+        // The epoch the applies go out with; it moves when a replica holds a newer placement.
+        let mut epoch = self.epoch;
+        let mut retargets = 0;
+        for (i, node) in self.targets().into_iter().enumerate() {
             if node == leader {
                 continue;
             }
-            if !self.cluster.pool().is_live(node) {
+            if !self.cluster.pool().is_live(&node) {
                 // Down nodes are not tried; the hint catches them up when they are back.
                 missed.push(node.clone());
                 self.tell(Event::Missed {
@@ -553,15 +621,59 @@ impl Pipeline {
                 });
                 continue;
             }
-            applies.push(async move { (i, node, self.apply_to(node, request).await) });
+            applies.push(send(i, node, epoch));
         }
-        while let Some((i, node, result)) = applies.next().await {
+        while let Some((i, node, sent_at, result)) = applies.next().await {
             match result {
                 Ok(response) => self.tell(Event::Stored {
                     node: i,
                     merged: response.outcome == ApplyOutcome::Merged as i32,
                     concurrent: response.concurrent,
                 }),
+                // A replica on a newer placement: the write moves onto that placement's
+                // replicas — the ones it adds are sent the version, and its sets are the ones
+                // that must meet the level — instead of counting a failed ack.
+                Err(RpcError::StaleEpoch { .. }) if retargets < MAX_RETARGETS => {
+                    let refreshed =
+                        tokio::time::timeout_at(self.deadline, self.cluster.refresh_past(sent_at))
+                            .await;
+                    let next = refreshed.ok().and_then(Result::ok).and_then(|view| {
+                        let r = view.replicas(&self.tenant, &self.key).ok()?;
+                        Some((view.placement.epoch, r))
+                    });
+                    let Some((next_epoch, replicas)) = next else {
+                        missed.push(node.clone());
+                        self.tell(Event::Missed {
+                            node: i,
+                            may_have_stored: false,
+                        });
+                        continue;
+                    };
+                    let mut resend: Vec<(usize, String)> = Vec::new();
+                    if next_epoch > epoch {
+                        retargets += 1;
+                        let before = self.targets().len();
+                        epoch = next_epoch;
+                        for (j, n) in self.retarget(&replicas) {
+                            // New targets get it now; the refusing one below.
+                            if j >= before && n != leader {
+                                resend.push((j, n));
+                            }
+                        }
+                    }
+                    if replicas.all().contains(&node) {
+                        resend.push((i, node.clone()));
+                    } else {
+                        // No longer a replica of the key: nothing to catch up.
+                        self.tell(Event::Missed {
+                            node: i,
+                            may_have_stored: false,
+                        });
+                    }
+                    for (j, n) in resend {
+                        applies.push(send(j, n, epoch));
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "replica did not apply");
                     missed.push(node.clone());
@@ -616,43 +728,20 @@ impl Pipeline {
         }
     }
 
-    /// Sends `request` to `node`. A node on a newer placement (another coordinator pushed one
-    /// meanwhile) gets it again at the new epoch, once the view catches up, if it is still a
-    /// replica of the key: the version itself does not depend on the epoch.
+    /// Sends `request` to `node` at `epoch` (the version itself does not depend on the epoch).
     async fn apply_to(
         &self,
         node: &str,
         request: &ApplyRequest,
+        epoch: u64,
     ) -> Result<pairdb_proto::storage::ApplyResponse, RpcError> {
-        let call = |epoch: u64| {
-            self.cluster.rpc(node, self.deadline, move |mut c| {
+        self.cluster
+            .rpc(node, self.deadline, move |mut c| {
                 let mut request = request.clone();
                 request.epoch = epoch;
                 async move { c.apply(request).await }
             })
-        };
-        match call(request.epoch).await {
-            Err(RpcError::StaleEpoch { node_epoch }) => {
-                let refreshed =
-                    tokio::time::timeout_at(self.deadline, self.cluster.refresh_past(self.epoch))
-                        .await;
-                let Ok(Ok(view)) = refreshed else {
-                    return Err(RpcError::StaleEpoch { node_epoch });
-                };
-                // Sent again only if the key's replicas are the ones this pipeline counts its
-                // quorums over: an ack that crossed a placement change could meet the old
-                // sets' levels without reaching the new ones.
-                let same_replicas = view.replicas(&self.tenant, &self.key).is_ok_and(|r| {
-                    let now = r.all();
-                    now.len() == self.targets.len() && now.iter().all(|n| self.targets.contains(n))
-                });
-                if !same_replicas {
-                    return Err(RpcError::StaleEpoch { node_epoch });
-                }
-                call(view.placement.epoch).await
-            }
-            other => other,
-        }
+            .await
     }
 
     /// Records that `node` missed the write `request` carries.
@@ -675,6 +764,9 @@ impl Pipeline {
         });
     }
 }
+
+/// How many newer placements one write follows before it counts a refusal as a miss.
+const MAX_RETARGETS: u32 = 2;
 
 fn unavailable(acks: usize, required: usize, applied: Applied) -> CoordinatorError {
     CoordinatorError::WriteUnavailable {

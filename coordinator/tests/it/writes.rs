@@ -564,3 +564,53 @@ async fn a_replica_failing_without_proof_after_the_mint_is_504_unknown() {
     );
     assert!(c.stored("k").is_some(), "c did store it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_placement_met_while_replicating_retargets_the_write() {
+    let f = Fixture::start().await;
+    let [leader, b, c] = <[&FakeNode; 3]>::try_from(f.replicas("k")).ok().expect("3");
+    // The tenant's RF drops to 2 at the next epoch; the replicas learn it, the leader and the
+    // coordinator do not yet.
+    let current = f
+        .store
+        .inner
+        .placement()
+        .await
+        .expect("read")
+        .expect("placement");
+    let next = current.with_tenant(TENANT, 2);
+    assert!(
+        f.store
+            .inner
+            .swap_placement(Some(current.epoch), &next)
+            .await
+            .expect("swap")
+    );
+    for n in [b, c] {
+        n.state.install(next.clone()).await.expect("install");
+    }
+    let stays = pairdb_core::Ring::new(&["n1", "n2", "n3"], 64)
+        .preference_list(pairdb_core::key::token(TENANT, b"k"), 2)
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let out = f
+        .replicator
+        .write(put("k", "v", Consistency::All, "", LONG))
+        .await
+        .expect("written on the new placement's replicas");
+    // Level `all` of the new placement (2 replicas), not a failure of the old one (3).
+    assert_eq!(out.acks, 2);
+    for n in [leader, b, c] {
+        let holds = n.stored("k").is_some();
+        assert_eq!(holds, stays.contains(&n.id), "{}", n.id);
+    }
+    // The one that is no longer a replica is not hinted.
+    let dropped: Vec<&FakeNode> = [b, c]
+        .into_iter()
+        .filter(|n| !stays.contains(&n.id))
+        .collect();
+    for n in dropped {
+        assert_eq!(f.cluster.hints().pending_for(&n.id), 0);
+    }
+}
