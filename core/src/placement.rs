@@ -63,6 +63,10 @@ pub struct Placement {
     /// The change in progress, if any (at most one at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<Transition>,
+    /// Tokens allocated to nodes as they joined ([`Ring::allocate`]); a node without an entry
+    /// owns the tokens derived from its id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, Vec<u64>>,
 }
 
 /// A change of ring or replication factors in progress: what the placement becomes once its
@@ -150,6 +154,7 @@ impl Placement {
             nodes,
             tenants: BTreeMap::new(),
             transition: None,
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -170,7 +175,7 @@ impl Placement {
     pub fn next_ring(&self) -> Option<Ring> {
         self.transition.as_ref().map(|t| {
             let ids: Vec<&str> = t.nodes.iter().map(|n| n.id.as_str()).collect();
-            Ring::new(&ids, self.vnodes)
+            Ring::with_tokens(&ids, self.vnodes, &self.tokens)
         })
     }
 
@@ -205,12 +210,15 @@ impl Placement {
     /// the epoch advanced; `None` when no transition is in progress.
     pub fn complete(&self) -> Option<Placement> {
         let t = self.transition.as_ref()?;
+        let mut tokens = self.tokens.clone();
+        tokens.retain(|id, _| t.nodes.iter().any(|n| &n.id == id));
         Some(Placement {
             epoch: self.epoch + 1,
             vnodes: self.vnodes,
             nodes: t.nodes.clone(),
             tenants: t.tenants.clone(),
             transition: None,
+            tokens,
         })
     }
 
@@ -220,6 +228,8 @@ impl Placement {
         self.transition.as_ref()?;
         let mut next = self.clone();
         next.transition = None;
+        next.tokens
+            .retain(|id, _| self.nodes.iter().any(|n| &n.id == id));
         next.epoch += 1;
         Some(next)
     }
@@ -238,7 +248,7 @@ impl Placement {
     /// The ring of this placement's nodes.
     pub fn ring(&self) -> Ring {
         let ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
-        Ring::new(&ids, self.vnodes)
+        Ring::with_tokens(&ids, self.vnodes, &self.tokens)
     }
 
     /// The address of node `id`, if this placement names it (a joining node included).
@@ -316,7 +326,16 @@ mod tests {
         assert_eq!(q.address_of("c"), Some("c:1"));
         assert_eq!(q.all_nodes().len(), 3);
         // Tenants the transition does not name keep their RF; new ones get theirs on both sides.
-        let q = q.with_tenant("u", 1);
+        let mut q = q.with_tenant("u", 1);
+        q.tokens.insert("a".into(), vec![1, 2]);
+        q.tokens.insert("c".into(), vec![3, 4]);
+        // The ring after names c with its allocated tokens; a leaving node's go with it.
+        assert!(q.next_ring().is_some_and(|r| r.holds_any("c", 1, 4, 4)));
+        assert_eq!(
+            q.complete()
+                .map(|d| d.tokens.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["c".to_string()])
+        );
         let t = q.transition.as_ref().map(|t| t.tenants.clone());
         assert_eq!(t.and_then(|t| t.get("t").copied()), Some(2));
         let done = q

@@ -147,6 +147,14 @@ pub fn placement_to_pb(p: &Placement) -> pb::Placement {
                 replication_factor: *rf,
             })
             .collect(),
+        tokens: p
+            .tokens
+            .iter()
+            .map(|(id, t)| pb::NodeTokens {
+                node_id: id.clone(),
+                tokens: t.clone(),
+            })
+            .collect(),
         transition: p.transition.as_ref().map(|t| pb::Transition {
             migration_id: t.migration_id.clone(),
             nodes: nodes_to_pb(&t.nodes),
@@ -203,6 +211,11 @@ pub fn placement_from_pb(p: pb::Placement) -> Placement {
             .into_iter()
             .map(|t| (t.tenant, t.replication_factor))
             .collect(),
+        tokens: p
+            .tokens
+            .into_iter()
+            .map(|t| (t.node_id, t.tokens))
+            .collect(),
         transition: p.transition.map(|t| pairdb_core::Transition {
             migration_id: t.migration_id,
             nodes: nodes_from_pb(t.nodes),
@@ -232,5 +245,24 @@ mod tests {
         let mut bad = version_to_pb(&v);
         bad.clock.reverse();
         assert_eq!(version_from_pb(bad), Err(ConvertError::Clock));
+    }
+
+    #[test]
+    fn placements_round_trip_with_their_transition_and_tokens() {
+        let node = |id: &str| NodeAddr {
+            id: id.into(),
+            address: format!("{id}:7000"),
+        };
+        let mut p = Placement::initial(vec![node("a"), node("b")], 8)
+            .with_tenant("t", 2)
+            .begin(pairdb_core::Transition {
+                migration_id: "mig-1".into(),
+                nodes: vec![node("a"), node("b"), node("c")],
+                tenants: [("t".to_string(), 3)].into(),
+            });
+        p.tokens.insert("c".into(), vec![5, 1 << 40, u64::MAX]);
+        assert_eq!(placement_from_pb(placement_to_pb(&p)), p);
+        let plain = Placement::initial(vec![node("a")], 8);
+        assert_eq!(placement_from_pb(placement_to_pb(&plain)), plain);
     }
 }

@@ -430,7 +430,7 @@ impl Migrations {
             }
             let (change, transition, tenants) = plan(&current)?;
             let id = new_id();
-            let (next, phase) = match transition {
+            let (mut next, phase) = match transition {
                 Some((nodes, tenant_rfs)) => (
                     current.begin(Transition {
                         migration_id: id.clone(),
@@ -448,6 +448,17 @@ impl Migrations {
                     (current.without_tenant(tenant), Phase::Dropping)
                 }
             };
+            if let Change::AddNode { node } = &change {
+                // Its tokens, allocated to even out every node's share (off the async workers:
+                // a large ring takes milliseconds).
+                let ring = current.ring();
+                let (id, vnodes) = (node.id.clone(), current.vnodes);
+                let rf = current.tenants.values().copied().max().unwrap_or(3) as usize;
+                let tokens = tokio::task::spawn_blocking(move || ring.allocate(&id, vnodes, rf))
+                    .await
+                    .map_err(|e| CoordinatorError::Internal(format!("allocation failed: {e}")))?;
+                next.tokens.insert(node.id.clone(), tokens);
+            }
             let ranges_total = match (&next.transition, phase) {
                 (Some(_), Phase::Streaming) => {
                     let (from, to) = (current.ring(), next.next_ring());

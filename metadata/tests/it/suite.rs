@@ -90,6 +90,7 @@ fn placement(epoch: u64) -> Placement {
         ],
         tenants: BTreeMap::new(),
         transition: None,
+        tokens: BTreeMap::new(),
     }
 }
 
