@@ -35,6 +35,11 @@ fn candidate(node: &str, v: u32, c: u32) -> u64 {
     )
 }
 
+/// A token and the index of its owner.
+type Slot = (u64, usize);
+/// A node's index and a share of the ring (or a change of it).
+type Share = (usize, f64);
+
 /// The replicated share each arc of `seq` (tokens in ring order with their owners) gives its
 /// replicas: for each arc `(s[i-1], s[i]]` whose first `rf` distinct owners clockwise from
 /// `s[i]` lie within `seq`, `(owner, width)` for each of them, widths as fractions of the ring.
@@ -81,7 +86,7 @@ fn insertion_delta(
 ) -> Vec<(usize, f64)> {
     let reach = 4 * rf + 4;
     let whole = map.len() <= 2 * reach + 2;
-    let (before, after): (Vec<(u64, usize)>, Vec<(u64, usize)>) = if whole {
+    let (before, after): (Vec<Slot>, Vec<Slot>) = if whole {
         let mut with: Vec<(u64, usize)> = map.iter().map(|(t, i)| (*t, *i)).collect();
         let without = with.clone();
         let at = with.partition_point(|(t, _)| *t < p);
@@ -213,7 +218,8 @@ impl Ring {
                 }
             }
             widest.extend(kept);
-            let mut best: Option<(f64, u64, Vec<(usize, f64)>)> = None;
+            // (score, token, each node's change of share)
+            let mut best: Option<(f64, u64, Vec<Share>)> = None;
             for p in candidates {
                 if map.contains_key(&p) {
                     continue;
