@@ -240,7 +240,8 @@ impl Cluster {
 
     /// Wakes the migration runner at once (a migration was just started).
     pub fn kick_migrations(&self) {
-        self.migrations.notify_one();
+        // Both job loops wait on it (migrations and repairs): wake them all.
+        self.migrations.notify_waiters();
     }
 
     /// Waits until [`kick_migrations`](Self::kick_migrations) or `timeout`.

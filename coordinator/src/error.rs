@@ -140,6 +140,9 @@ impl CoordinatorError {
             CoordinatorError::Timeout { .. } => ErrorKind::Timeout,
             CoordinatorError::NotReady { .. } => ErrorKind::NotReady,
             CoordinatorError::Metadata(MetadataError::TenantExists) => ErrorKind::TenantExists,
+            CoordinatorError::Metadata(MetadataError::JobRunning { .. }) => {
+                ErrorKind::ClusterConflict
+            }
             CoordinatorError::Metadata(_) => ErrorKind::NotReady,
             CoordinatorError::Internal(_) => ErrorKind::Internal,
         }

@@ -53,8 +53,11 @@ pub struct NodeHandle {
     calls: Arc<CallStreams>,
     failures: AtomicU32,
     down: AtomicBool,
-    /// Most storage nodes reporting on it judge it down (their phi-accrual detectors).
+    /// Most storage nodes judge it down (their phi-accrual detectors) and this coordinator has
+    /// not reached it lately either.
     suspected: AtomicBool,
+    /// When a call to it last succeeded, in milliseconds since the pool started (0: never).
+    last_ok: std::sync::atomic::AtomicU64,
 }
 
 impl NodeHandle {
@@ -160,6 +163,8 @@ pub struct NodePool {
     nodes: RwLock<HashMap<String, Arc<NodeHandle>>>,
     /// Each storage node's latest view of its peers (`up` per peer), with when it came.
     views: std::sync::Mutex<HashMap<String, PeerReport>>,
+    /// When the pool started: the origin of [`NodeHandle`]'s success times.
+    started: std::time::Instant,
     auth: BearerAuth,
     threshold: u32,
     connect_timeout: Duration,
@@ -182,6 +187,7 @@ impl NodePool {
         Ok(NodePool {
             nodes: RwLock::new(HashMap::new()),
             views: std::sync::Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
             auth: BearerAuth { value },
             threshold: threshold.max(1),
             connect_timeout,
@@ -246,6 +252,7 @@ impl NodePool {
                     failures: AtomicU32::new(0),
                     down: AtomicBool::new(false),
                     suspected: AtomicBool::new(false),
+                    last_ok: std::sync::atomic::AtomicU64::new(0),
                 }),
             );
         }
@@ -276,28 +283,32 @@ impl NodePool {
     }
 
     /// Records what storage node `reporter` judges of its peers (`(id, up)`), then re-judges
-    /// every node: one is suspected when most of the fresh reports on it (other than its own)
-    /// say down.
+    /// every node: one is suspected when more than half of the *other nodes of the pool* report
+    /// it down (fresh reports only) and this coordinator has not reached it within
+    /// [`VIEW_FRESHNESS`] itself — its own success outweighs any gossip, so storage nodes cut
+    /// off from each other, but not from it, stay in use.
     pub fn record_views(&self, reporter: &str, views: Vec<(String, bool)>) {
         let now = std::time::Instant::now();
+        let handles = self.all();
         let mut all = self.views.lock().unwrap_or_else(|e| e.into_inner());
         all.insert(reporter.to_owned(), (now, views.into_iter().collect()));
         all.retain(|_, (at, _)| now.duration_since(*at) < VIEW_FRESHNESS);
-        for handle in self.all() {
-            let (mut down, mut total) = (0usize, 0usize);
+        let now_ms = self.now_ms();
+        for handle in &handles {
+            let mut down = 0usize;
             for (from, (_, view)) in all.iter() {
-                if *from == handle.id {
-                    continue;
-                }
-                if let Some(up) = view.get(&handle.id) {
-                    total += 1;
-                    down += usize::from(!up);
+                if *from != handle.id && view.get(&handle.id) == Some(&false) {
+                    down += 1;
                 }
             }
-            let suspected = total > 0 && down * 2 > total;
+            let others = handles.len().saturating_sub(1);
+            let last_ok = handle.last_ok.load(Ordering::Acquire);
+            let reached =
+                last_ok > 0 && now_ms.saturating_sub(last_ok) < VIEW_FRESHNESS.as_millis() as u64;
+            let suspected = others > 0 && down * 2 > others && !reached;
             if handle.suspected.swap(suspected, Ordering::AcqRel) != suspected {
                 if suspected {
-                    tracing::warn!(node = %handle.id, down, total, "storage nodes judge it down");
+                    tracing::warn!(node = %handle.id, down, others, "storage nodes judge it down");
                 } else {
                     tracing::info!(node = %handle.id, "storage nodes judge it up again");
                 }
@@ -305,9 +316,18 @@ impl NodePool {
         }
     }
 
+    /// Milliseconds since the pool started (at least 1).
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
     /// Records a successful call: the node is live again.
     pub fn record_success(&self, node: &NodeHandle) {
         node.failures.store(0, Ordering::Release);
+        node.last_ok.store(self.now_ms(), Ordering::Release);
+        if node.suspected.swap(false, Ordering::AcqRel) {
+            tracing::info!(node = %node.id, "storage node answers again");
+        }
         if node.down.swap(false, Ordering::AcqRel) {
             tracing::info!(node = %node.id, "storage node is back up");
         }

@@ -37,6 +37,12 @@ pub enum MetadataError {
     /// The store could not be reached or answered with an error.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// Another job is still running; one runs at a time.
+    #[error("job {id} is still running")]
+    JobRunning {
+        /// The running job.
+        id: String,
+    },
     /// A stored row could not be decoded.
     #[error("corrupt metadata row: {0}")]
     Corrupt(String),
@@ -120,7 +126,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), MetadataError>;
 
-    /// Creates `job` (unowned, or failing with `Unavailable` if its id exists) and, with
+    /// Creates `job` (unowned, or failing with `Unavailable` if its id exists), provided no
+    /// unfinished job exists ([`MetadataError::JobRunning`] otherwise: one runs at a time), and, with
     /// `placement = Some((expected_epoch, next))`, installs `next` in the same transaction,
     /// provided the stored epoch is still `expected_epoch` — else it fails with
     /// [`MetadataError::PlacementConflict`] and writes nothing.

@@ -297,6 +297,15 @@ impl MetadataStore for MemoryStore {
         placement: Option<(u64, &Placement)>,
     ) -> Result<(), MetadataError> {
         let mut state = self.lock();
+        let running = state
+            .jobs
+            .values()
+            .filter(|(j, _, _)| !j.done)
+            .map(|(j, _, _)| j)
+            .min_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        if let Some(j) = running {
+            return Err(MetadataError::JobRunning { id: j.id.clone() });
+        }
         if let Some((expected, next)) = placement {
             state.check_swap(expected, next)?;
         }

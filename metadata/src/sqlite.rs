@@ -511,6 +511,16 @@ impl MetadataStore for SqliteStore {
         placement: Option<(u64, &Placement)>,
     ) -> Result<(), MetadataError> {
         let mut tx = self.begin_write().await?;
+        let running: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE NOT done ORDER BY created_at, id LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(id) = running {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(MetadataError::JobRunning { id });
+        }
         if let Some((expected, next)) = placement {
             swap_in(&mut tx, expected, next).await?;
         }

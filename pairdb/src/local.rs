@@ -491,9 +491,11 @@ async fn stop_all<N: LocalNode>(nodes: Vec<N>) -> anyhow::Result<()> {
     first
 }
 
-/// Makes the stored placement list exactly `nodes` at their current addresses: writes the first
-/// placement if there is none, or a new epoch if addresses moved (node ids must be unchanged:
-/// adding and removing nodes is a membership change, not a restart).
+/// Writes the first placement of `nodes` if there is none; otherwise moves each of `nodes` that
+/// the placement names to its current address (a new epoch, if any moved). Membership is not a
+/// restart's business: nodes added to the cluster since (`pairdb storage --join`, `POST
+/// /v1/admin/nodes`) stay, and one of `nodes` that is not a member — it was decommissioned, or
+/// `--nodes` grew — runs but serves nothing until it is added.
 pub async fn reconcile_placement(
     store: &dyn MetadataStore,
     nodes: &[NodeAddr],
@@ -514,28 +516,37 @@ pub async fn reconcile_placement(
         let next = match &current {
             None => Placement::initial(nodes.to_vec(), vnodes),
             Some(p) => {
-                let mut old: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
-                let mut new: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-                old.sort_unstable();
-                new.sort_unstable();
-                if old != new {
-                    bail!(
-                        "the data dir holds a cluster of {} storage nodes ({}); start with the same --nodes",
-                        old.len(),
-                        old.join(", ")
-                    );
-                }
-                if nodes
+                let outsiders: Vec<&str> = nodes
                     .iter()
-                    .all(|n| p.address_of(&n.id) == Some(n.address.as_str()))
-                {
+                    .filter(|n| p.address_of(&n.id).is_none())
+                    .map(|n| n.id.as_str())
+                    .collect();
+                if !outsiders.is_empty() {
+                    tracing::warn!(nodes = %outsiders.join(", "),
+                        "storage nodes started that are not members of the cluster: add them with POST /v1/admin/nodes to use them");
+                }
+                let moved = |list: &mut Vec<NodeAddr>| {
+                    let mut any = false;
+                    for member in list.iter_mut() {
+                        if let Some(n) = nodes.iter().find(|n| n.id == member.id)
+                            && n.address != member.address
+                        {
+                            member.address = n.address.clone();
+                            any = true;
+                        }
+                    }
+                    any
+                };
+                let mut next = p.clone();
+                let mut any = moved(&mut next.nodes);
+                if let Some(t) = &mut next.transition {
+                    any |= moved(&mut t.nodes);
+                }
+                if !any {
                     return Ok(());
                 }
-                Placement {
-                    epoch: p.epoch + 1,
-                    nodes: nodes.to_vec(),
-                    ..p.clone()
-                }
+                next.epoch += 1;
+                next
             }
         };
         if store

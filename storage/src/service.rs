@@ -53,6 +53,8 @@ pub const DEFAULT_SCAN_LIMIT: usize = 100;
 pub const MAX_SCAN_LIMIT: usize = 1000;
 /// Most entries in one ingest request.
 pub const MAX_INGEST_ENTRIES: usize = 1000;
+/// Entries of one ingest request stored side by side.
+const INGEST_PARALLEL: usize = 32;
 /// Byte budget of a scan page: half the gRPC message limit, so a page always fits a response
 /// (a page holds one entry at least, and one entry is far below the limit).
 pub const SCAN_PAGE_BYTES: usize = crate::server::MAX_MESSAGE_BYTES / 2;
@@ -703,11 +705,10 @@ impl Storage for StorageService {
             }
             decoded.push((key, version));
         }
-        let mut applied = 0u64;
-        for (key, version) in decoded {
-            let held = self.hold(&key, req.epoch).await?;
-            // A version from a node whose clock ran ahead is refused as a live apply would be —
-            // the whole request, so the range is streamed again rather than counted done.
+        // A version from a node whose clock ran ahead is refused as a live apply would be — the
+        // whole request, before anything is stored, so the range is streamed again rather than
+        // counted done.
+        for (_, version) in &decoded {
             if let Err(skew) = self
                 .inner
                 .hlc
@@ -720,13 +721,36 @@ impl Storage for StorageService {
                     0,
                 ));
             }
-            let (outcome, _) = self
-                .point("ingest", move |engine| {
-                    let _held = held;
-                    apply_in(engine, &key, version, None)
-                })
-                .await?;
-            applied += u64::from(outcome == ApplyOutcome::Applied);
+        }
+        // Entries side by side, each under its key's lock: their syncs are committed together.
+        let mut applied = 0u64;
+        let mut entries = decoded.into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < INGEST_PARALLEL {
+                let Some((key, version)) = entries.next() else {
+                    break;
+                };
+                let service = self.clone();
+                let epoch = req.epoch;
+                running.spawn(async move {
+                    let held = service.hold(&key, epoch).await?;
+                    service
+                        .point("ingest", move |engine| {
+                            let _held = held;
+                            apply_in(engine, &key, version, None)
+                        })
+                        .await
+                        .map(|(outcome, _)| outcome == ApplyOutcome::Applied)
+                });
+            }
+            match running.join_next().await {
+                None => break,
+                Some(Ok(Ok(stored))) => applied += u64::from(stored),
+                // The rest are cancelled (an engine call under way finishes under its lock).
+                Some(Ok(Err(status))) => return Err(status),
+                Some(Err(_)) => return Err(Status::internal("ingest task failed")),
+            }
         }
         Ok(Response::new(pb::IngestResponse { applied }))
     }

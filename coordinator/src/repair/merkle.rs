@@ -22,6 +22,8 @@ pub const FANOUT: u64 = 16;
 pub const LEAF_KEYS: u64 = 128;
 /// Versions per ingest call.
 const INGEST_BATCH: usize = 500;
+/// Bytes of keys and values per ingest call: half a storage message.
+const INGEST_BYTES: usize = 4 << 20;
 
 /// A `(token, key, version)` entry of a range.
 pub type Entry = (u64, Vec<u8>, Version);
@@ -184,9 +186,24 @@ async fn exchange<R: Replica>(replicas: &[R], start: u64, end: u64) -> Result<(u
         }
     }
     let mut sent = 0u64;
-    for (r, mut f) in replicas.iter().zip(fixes) {
-        while !f.is_empty() {
-            let batch: Vec<_> = f.drain(..INGEST_BATCH.min(f.len())).collect();
+    for (r, f) in replicas.iter().zip(fixes) {
+        // Batches bounded in entries and in bytes: large values still fit a message.
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for entry in f {
+            let size = entry.1.len() + entry.2.value.len() + 256;
+            if !batch.is_empty() && (batch.len() >= INGEST_BATCH || bytes + size > INGEST_BYTES) {
+                let n = batch.len() as u64;
+                r.ingest(std::mem::take(&mut batch))
+                    .await
+                    .map_err(|e| format!("{}: {e}", r.name()))?;
+                sent += n;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(entry);
+        }
+        if !batch.is_empty() {
             let n = batch.len() as u64;
             r.ingest(batch)
                 .await

@@ -317,6 +317,7 @@ impl RepairRun {
             .saturating_sub(WATERMARK_MARGIN.as_millis() as u64)
             << pairdb_core::hlc::LOGICAL_BITS;
         let mut index = 0u64;
+        let mut saved = Instant::now();
         for (tenant, ranges) in &plan {
             for (start, end, replicas) in ranges.iter() {
                 if index < self.repair.ranges_done {
@@ -325,6 +326,17 @@ impl RepairRun {
                 }
                 index += 1;
                 if !self.lease.held() {
+                    return Ok(());
+                }
+                // A migration moving the placement (none may start while this runs; a resumed
+                // repair may meet one started when it had no owner): stop rather than repair
+                // replica sets that are changing.
+                if let Ok(v) = cluster.view()
+                    && v.placement.transition.is_some()
+                {
+                    self.repair.state = RepairState::Failed;
+                    self.repair.error = Some("a migration is moving the placement".into());
+                    self.save().await?;
                     return Ok(());
                 }
                 let reach: Vec<RpcReplica> = replicas
@@ -352,8 +364,12 @@ impl RepairRun {
                 }
                 self.repair.ranges_incomplete += u64::from(!complete);
                 self.repair.ranges_done += 1;
-                if !self.save().await? {
-                    return Ok(());
+                // Progress recorded once a second (the lease keeper renews in between).
+                if saved.elapsed() >= Duration::from_secs(1) {
+                    if !self.save().await? {
+                        return Ok(());
+                    }
+                    saved = Instant::now();
                 }
                 // The I/O budget: keys digested and read on every replica, per second.
                 if budget > 0 {

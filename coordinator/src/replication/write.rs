@@ -633,6 +633,10 @@ impl Pipeline {
                 // A replica on a newer placement: the write moves onto that placement's
                 // replicas — the ones it adds are sent the version, and its sets are the ones
                 // that must meet the level — instead of counting a failed ack.
+                // Refused at an epoch older than the one the write has moved to: send it again.
+                Err(RpcError::StaleEpoch { .. }) if sent_at < epoch => {
+                    applies.push(send(i, node, epoch));
+                }
                 Err(RpcError::StaleEpoch { .. }) if retargets < MAX_RETARGETS => {
                     let refreshed =
                         tokio::time::timeout_at(self.deadline, self.cluster.refresh_past(sent_at))
@@ -656,8 +660,17 @@ impl Pipeline {
                         epoch = next_epoch;
                         for (j, n) in self.retarget(&replicas) {
                             // New targets get it now; the refusing one below.
-                            if j >= before && n != leader {
+                            if j < before || n == leader {
+                                continue;
+                            }
+                            if self.cluster.pool().is_live(&n) {
                                 resend.push((j, n));
+                            } else {
+                                missed.push(n.clone());
+                                self.tell(Event::Missed {
+                                    node: j,
+                                    may_have_stored: false,
+                                });
                             }
                         }
                     }
@@ -708,12 +721,13 @@ impl Pipeline {
                 })
                 .collect(),
         };
+        // A budget of its own: the replicas it hints for may have used up the write's.
         let told = match self.cluster.pool().get(leader) {
             Some(handle) => {
                 let mut client = handle.client();
                 let call = client.record_hints(hints);
                 matches!(
-                    tokio::time::timeout_at(self.deadline, call).await,
+                    tokio::time::timeout(HAND_OFF_TIMEOUT, call).await,
                     Ok(Ok(_))
                 )
             }
@@ -764,6 +778,9 @@ impl Pipeline {
         });
     }
 }
+
+/// How long telling a leader about missed replicas may take.
+const HAND_OFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many newer placements one write follows before it counts a refusal as a miss.
 const MAX_RETARGETS: u32 = 2;

@@ -589,7 +589,8 @@ async fn a_newer_placement_met_while_replicating_retargets_the_write() {
     for n in [b, c] {
         n.state.install(next.clone()).await.expect("install");
     }
-    let stays = pairdb_core::Ring::new(&["n1", "n2", "n3"], 64)
+    let stays = next
+        .ring()
         .preference_list(pairdb_core::key::token(TENANT, b"k"), 2)
         .into_iter()
         .map(str::to_owned)

@@ -722,25 +722,20 @@ pub async fn jobs_start_with_their_placement_and_lease_to_one_owner(store: &dyn 
         store.placement().await.expect("placement").map(|p| p.epoch),
         Some(2)
     );
-    store
+    // One job at a time: another is refused while j1 is unfinished.
+    let busy = store
         .start_job(&job("j2", "2026-01-01T00:00:02Z"), None)
-        .await
-        .expect("start without a placement");
+        .await;
     assert!(
-        store
-            .start_job(&job("j2", "2026-01-01T00:00:03Z"), None)
-            .await
-            .is_err()
+        matches!(&busy, Err(MetadataError::JobRunning { id }) if id == "j1"),
+        "{busy:?}"
     );
     assert_eq!(
         store.get_job("j1").await.expect("get"),
         Some(job("j1", "2026-01-01T00:00:01Z"))
     );
     let ids = |jobs: Vec<JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(store.list_jobs(false).await.expect("list")),
-        ["j1", "j2"]
-    );
+    assert_eq!(ids(store.list_jobs(false).await.expect("list")), ["j1"]);
 
     // One owner at a time: another's save fails while the lease holds, and succeeds after.
     let mut j1 = job("j1", "2026-01-01T00:00:01Z");
@@ -796,10 +791,30 @@ pub async fn jobs_start_with_their_placement_and_lease_to_one_owner(store: &dyn 
         store.placement().await.expect("placement").map(|p| p.epoch),
         Some(3)
     );
+    assert!(ids(store.list_jobs(true).await.expect("list")).is_empty());
+    // With j1 done, the next starts; its id cannot be taken twice.
+    store
+        .start_job(&job("j2", "2026-01-01T00:00:02Z"), None)
+        .await
+        .expect("start without a placement");
     assert_eq!(ids(store.list_jobs(true).await.expect("list")), ["j2"]);
     assert_eq!(
         ids(store.list_jobs(false).await.expect("list")),
         ["j1", "j2"]
+    );
+    let mut j2 = job("j2", "2026-01-01T00:00:02Z");
+    j2.done = true;
+    assert!(
+        store
+            .save_job(&j2, "c", Duration::from_secs(1), None)
+            .await
+            .expect("finish j2")
+    );
+    assert!(
+        store
+            .start_job(&job("j2", "2026-01-01T00:00:03Z"), None)
+            .await
+            .is_err()
     );
     // A finished job never changes, even for its owner.
     j1.done = false;

@@ -104,22 +104,49 @@ async fn a_repair_makes_diverged_replicas_equal_and_reports_it() {
             assert!(v.tombstone, "{node} k{i}: the delete did not spread");
         }
     }
-    // Nothing left to do.
+    // Nothing left to do: a second repair sends nothing.
     let (status, body) = t
         .admin(Method::POST, "/v1/admin/repair", Some(json!({})))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let (status, body) = t.admin(Method::GET, "/v1/admin/repairs/rep-0", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let again = body["repair_id"].as_str().expect("repair id").to_owned();
+    // Meanwhile a third is refused: one job at a time.
     let (status, body) = t
-        .admin(
-            Method::POST,
-            "/v1/admin/repair",
-            Some(json!({"tenant_id": "nope"})),
-        )
+        .admin(Method::POST, "/v1/admin/repair", Some(json!({})))
         .await;
     assert!(
-        status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT,
+        status == StatusCode::CONFLICT || status == StatusCode::ACCEPTED,
         "{status} {body}"
     );
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = t
+            .admin(Method::GET, &format!("/v1/admin/repairs/{again}"), None)
+            .await;
+        if body["state"] == "done" {
+            assert_eq!(body["keys_repaired"], 0, "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = t.admin(Method::GET, "/v1/admin/repairs/rep-0", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // An unknown tenant, once no job runs.
+    let mut status = StatusCode::CONFLICT;
+    for _ in 0..100 {
+        let (s, _) = t
+            .admin(
+                Method::POST,
+                "/v1/admin/repair",
+                Some(json!({"tenant_id": "nope"})),
+            )
+            .await;
+        status = s;
+        if s != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

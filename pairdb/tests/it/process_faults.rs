@@ -264,8 +264,9 @@ async fn survive(fault: Fault) {
     let failed = live.failed;
     ledger.keys.extend(live.keys);
     let converged = caught_up(&addr, &ledger).await;
-    // The leaders report the hints they replayed.
+    // The leaders kept durable hints, and report the ones they replayed.
     let mut replayed = 0u64;
+    let mut recorded = 0u64;
     for (id, _, metrics) in &p.storage {
         if id == victim {
             continue;
@@ -278,15 +279,19 @@ async fn survive(fault: Fault) {
             .text()
             .await
             .expect("text");
-        replayed += text
-            .lines()
-            .find_map(|l| l.strip_prefix("pairdb_hints_replayed_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .expect("pairdb_hints_replayed_total");
+        let figure = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        replayed += figure("pairdb_hints_replayed_total ");
+        recorded += figure("pairdb_hints_recorded_total ");
     }
+    assert!(recorded > 0, "no durable hint recorded on a leader");
     assert!(replayed > 0, "no hint replayed");
     eprintln!(
-        "fault survived: down after {down_after:?}, up after {up_after:?}, caught up {converged:?} later by {replayed} hints; {} keys, {failed} writes failed",
+        "fault survived: down after {down_after:?}, up after {up_after:?}, caught up {converged:?} later by {replayed} of {recorded} durable hints; {} keys, {failed} writes failed",
         ledger.keys.len()
     );
     verify_at(&http, &p.base, &key, &ledger, "quorum").await;

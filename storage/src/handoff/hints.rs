@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// File name of the hint log in a node's data dir.
@@ -40,6 +41,9 @@ pub struct HintError {
     #[source]
     pub source: std::io::Error,
 }
+
+/// A hinted `(namespace, key)`.
+type HintedKey = (String, Vec<u8>);
 
 /// One missed key, as [`HintLog::peek`] hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,9 +76,19 @@ struct State {
     by_target: HashMap<String, BTreeMap<(String, Vec<u8>), u64>>,
     count: usize,
     file: Option<BufWriter<File>>,
+    /// Bytes of the file known good: a failed append is cut back to it.
+    good_len: u64,
     /// Records in the file; live ones are `count`.
     records: u64,
-    counts: HintCounts,
+}
+
+/// Counters read without the log's lock (health answers and metrics never wait for an fsync).
+#[derive(Default)]
+struct Counters {
+    pending: AtomicU64,
+    recorded: AtomicU64,
+    replayed: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// The durable hints of one storage node. Thread-safe; every method does file I/O and belongs
@@ -82,6 +96,7 @@ struct State {
 pub struct HintLog {
     path: PathBuf,
     state: Mutex<State>,
+    counts: Counters,
 }
 
 impl std::fmt::Debug for HintLog {
@@ -122,6 +137,7 @@ impl HintLog {
             state.records += 1;
             offset += len;
         }
+        let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -129,18 +145,25 @@ impl HintLog {
             .open(&path)
             .map_err(err)?;
         file.set_len(offset as u64).map_err(err)?;
+        if !existed {
+            sync_dir(&path);
+        }
         let mut writer = BufWriter::new(file);
         std::io::Seek::seek(&mut writer, std::io::SeekFrom::End(0)).map_err(err)?;
         state.file = Some(writer);
-        state.counts.pending = state.count as u64;
+        state.good_len = offset as u64;
+        let counts = Counters::default();
+        counts.pending.store(state.count as u64, Ordering::Relaxed);
         Ok(HintLog {
             path,
             state: Mutex::new(state),
+            counts,
         })
     }
 
     /// Records, durably (written and fsynced before it returns), that `target` missed each
-    /// `(namespace, key)`. A key already hinted for the target keeps its first time.
+    /// `(namespace, key)`. A key hinted again for the target takes the later time (its hint
+    /// expires counting from the last miss).
     pub fn record(
         &self,
         hints: &[(String, String, Vec<u8>)],
@@ -150,18 +173,15 @@ impl HintLog {
         let mut wrote = false;
         for (target, namespace, key) in hints {
             if target.len() > 255 || namespace.len() > 255 || key.len() > MAX_KEY {
-                s.counts.dropped += 1;
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let known = s
                 .by_target
                 .get(target)
                 .is_some_and(|m| m.contains_key(&(namespace.clone(), key.clone())));
-            if known {
-                continue;
-            }
-            if s.count >= MAX_HINTS {
-                s.counts.dropped += 1;
+            if !known && s.count >= MAX_HINTS {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let record = Record {
@@ -173,13 +193,15 @@ impl HintLog {
             };
             self.append(&mut s, &record)?;
             s.apply(record);
-            s.counts.recorded += 1;
+            if !known {
+                self.counts.recorded.fetch_add(1, Ordering::Relaxed);
+            }
             wrote = true;
         }
         if wrote {
             self.sync(&mut s)?;
         }
-        s.counts.pending = s.count as u64;
+        self.counts.pending.store(s.count as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -228,20 +250,45 @@ impl HintLog {
             self.append(&mut s, &record)?;
             s.apply(record);
             if replayed {
-                s.counts.replayed += 1;
+                self.counts.replayed.fetch_add(1, Ordering::Relaxed);
             } else {
-                s.counts.dropped += 1;
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
             wrote = true;
         }
         if wrote {
             // Removals need no fsync: a removal lost in a crash replays a hint twice, harmlessly.
-            let flushed = s.file.as_mut().map_or(Ok(()), Write::flush);
-            flushed.map_err(|source| self.error(source))?;
+            self.flush(&mut s)?;
             self.maybe_rewrite(&mut s)?;
         }
-        s.counts.pending = s.count as u64;
+        self.counts.pending.store(s.count as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Drops every hint recorded more than `ttl_ms` before `now_ms`, whatever its target's
+    /// state (a target that never comes back must not hold hints for ever).
+    pub fn expire(&self, now_ms: u64, ttl_ms: u64) -> Result<u64, HintError> {
+        let old: Vec<(String, Vec<HintedKey>)> = {
+            let s = self.lock();
+            s.by_target
+                .iter()
+                .map(|(t, m)| {
+                    let keys = m
+                        .iter()
+                        .filter(|(_, ms)| now_ms.saturating_sub(**ms) > ttl_ms)
+                        .map(|(k, _)| k.clone())
+                        .collect::<Vec<_>>();
+                    (t.clone(), keys)
+                })
+                .filter(|(_, keys)| !keys.is_empty())
+                .collect()
+        };
+        let mut n = 0;
+        for (target, keys) in old {
+            n += keys.len() as u64;
+            self.remove(&target, &keys, false)?;
+        }
+        Ok(n)
     }
 
     /// Drops every hint for `target` (a node removed from the cluster).
@@ -261,9 +308,14 @@ impl HintLog {
         self.lock().by_target.keys().cloned().collect()
     }
 
-    /// Counts since the log opened.
+    /// Counts since the log opened. Never waits for the log's lock.
     pub fn counts(&self) -> HintCounts {
-        self.lock().counts
+        HintCounts {
+            pending: self.counts.pending.load(Ordering::Relaxed),
+            recorded: self.counts.recorded.load(Ordering::Relaxed),
+            replayed: self.counts.replayed.load(Ordering::Relaxed),
+            dropped: self.counts.dropped.load(Ordering::Relaxed),
+        }
     }
 
     fn append(&self, s: &mut State, record: &Record) -> Result<(), HintError> {
@@ -272,17 +324,62 @@ impl HintLog {
             .file
             .as_mut()
             .ok_or_else(|| self.error(std::io::Error::other("hint log closed")))?;
-        file.write_all(&bytes).map_err(|e| self.error(e))?;
+        if let Err(e) = file.write_all(&bytes) {
+            self.cut_back(s);
+            return Err(self.error(e));
+        }
         s.records += 1;
         Ok(())
     }
 
-    fn sync(&self, s: &mut State) -> Result<(), HintError> {
+    /// Writes what is buffered; on failure, cuts the file back to its last good length.
+    fn flush(&self, s: &mut State) -> Result<(), HintError> {
         let Some(file) = s.file.as_mut() else {
             return Ok(());
         };
-        file.flush().map_err(|e| self.error(e))?;
+        match file.flush() {
+            Ok(()) => {
+                if let Ok(len) = file.get_ref().metadata().map(|m| m.len()) {
+                    s.good_len = len;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.cut_back(s);
+                Err(self.error(e))
+            }
+        }
+    }
+
+    fn sync(&self, s: &mut State) -> Result<(), HintError> {
+        self.flush(s)?;
+        let Some(file) = s.file.as_mut() else {
+            return Ok(());
+        };
         file.get_ref().sync_data().map_err(|e| self.error(e))
+    }
+
+    /// After a failed write: a torn record must not stay in the middle of the log (replay
+    /// would stop there and lose what follows), so the file goes back to its last good length
+    /// and appending resumes from there — or, if even that fails, the log stops taking hints.
+    fn cut_back(&self, s: &mut State) {
+        let good = s.good_len;
+        let reopened = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|f| {
+                f.set_len(good)?;
+                let mut w = BufWriter::new(f);
+                std::io::Seek::seek(&mut w, std::io::SeekFrom::End(0))?;
+                Ok(w)
+            });
+        match reopened {
+            Ok(w) => s.file = Some(w),
+            Err(error) => {
+                tracing::error!(file = %self.path.display(), %error, "hint log unusable; no more hints are kept");
+                s.file = None;
+            }
+        }
     }
 
     /// Rewrites the file with only the live hints once most records are dead.
@@ -312,16 +409,12 @@ impl HintLog {
         }
         out.flush().map_err(err)?;
         out.get_ref().sync_data().map_err(err)?;
+        // The rewritten file is opened before it replaces the log: appends never go to an
+        // unlinked file.
+        let file = OpenOptions::new().append(true).open(&tmp).map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
-        if let Some(dir) = self.path.parent()
-            && let Ok(d) = File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| self.error(e))?;
+        sync_dir(&self.path);
+        s.good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         s.file = Some(BufWriter::new(file));
         s.records = records;
         Ok(())
@@ -360,6 +453,15 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// Makes a created or renamed entry of `path`'s directory durable (best effort).
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
     }
 }
 

@@ -34,6 +34,8 @@ const REPLAY_PARALLEL: usize = 16;
 /// Pause between replay rounds (shorter while a backlog drains).
 const REPLAY_IDLE: Duration = Duration::from_secs(1);
 const REPLAY_BUSY: Duration = Duration::from_millis(100);
+/// How often hints past their TTL are dropped, whatever their target's state.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// How long one replayed apply may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -92,8 +94,19 @@ impl Handoff {
     }
 
     async fn replay_loop(self: Arc<Self>) {
+        let mut expired_at = tokio::time::Instant::now();
         loop {
             let busy = self.replay_round().await;
+            if expired_at.elapsed() >= EXPIRE_EVERY {
+                expired_at = tokio::time::Instant::now();
+                let hints = Arc::clone(&self.hints);
+                let ttl = HINT_TTL.as_millis() as u64;
+                match tokio::task::spawn_blocking(move || hints.expire(now_ms(), ttl)).await {
+                    Ok(Ok(0)) | Err(_) => {}
+                    Ok(Ok(n)) => tracing::info!(expired = n, "hints expired unreplayed"),
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot expire hints"),
+                }
+            }
             tokio::time::sleep(if busy { REPLAY_BUSY } else { REPLAY_IDLE }).await;
         }
     }
@@ -106,7 +119,12 @@ impl Handoff {
         let ring = placement.ring();
         let next = placement.next_ring();
         let mut busy = false;
-        for target in self.hints.targets() {
+        // The log's lock may be held through an fsync: read it off the async workers.
+        let hints = Arc::clone(&self.hints);
+        let targets = tokio::task::spawn_blocking(move || hints.targets())
+            .await
+            .unwrap_or_default();
+        for target in targets {
             if placement.address_of(&target).is_none() {
                 let hints = Arc::clone(&self.hints);
                 let t = target.clone();
@@ -136,7 +154,11 @@ impl Handoff {
         ring: &Ring,
         next: Option<&Ring>,
     ) -> bool {
-        let batch = self.hints.peek(target, REPLAY_BATCH);
+        let hints = Arc::clone(&self.hints);
+        let t = target.to_owned();
+        let batch = tokio::task::spawn_blocking(move || hints.peek(&t, REPLAY_BATCH))
+            .await
+            .unwrap_or_default();
         let full = batch.len() == REPLAY_BATCH;
         let now_ms = now_ms();
         let mut dropped = Vec::new();
@@ -152,12 +174,12 @@ impl Handoff {
         // The keys' current versions, read off the async workers.
         let engine = Arc::clone(&self.engine);
         let keys = live.clone();
+        // `Err`: the read failed (the hint stays); `Ok(None)`: nothing stored here any more.
         let versions = tokio::task::spawn_blocking(move || {
             keys.iter()
-                .map(|(ns, key)| {
-                    StorageKey::new(ns, key)
-                        .ok()
-                        .and_then(|k| engine.get(&k).ok().flatten())
+                .map(|(ns, key)| match StorageKey::new(ns, key) {
+                    Ok(k) => engine.get(&k).map_err(|e| e.to_string()),
+                    Err(_) => Ok(None),
                 })
                 .collect::<Vec<_>>()
         })
@@ -173,10 +195,17 @@ impl Handoff {
             let chunk: Vec<_> = work.drain(..REPLAY_PARALLEL.min(work.len())).collect();
             let mut calls = tokio::task::JoinSet::new();
             for ((ns, key), version) in chunk {
-                let Some(version) = version else {
+                let version = match version {
+                    Ok(Some(v)) => v,
                     // Nothing stored any more (the range was dropped here): nothing to send.
-                    dropped.push((ns, key));
-                    continue;
+                    Ok(None) => {
+                        dropped.push((ns, key));
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%target, %error, "cannot read a hinted key; kept");
+                        continue;
+                    }
                 };
                 let request = ApplyRequest {
                     epoch: placement.epoch,
@@ -197,19 +226,28 @@ impl Handoff {
                 let Ok((k, r)) = done else { continue };
                 match r {
                     Ok(Ok(_)) => replayed.push(k),
-                    Ok(Err(status)) => {
-                        stop = true;
-                        if refusal(&status) == Some(RefusalReason::EpochNotInstalled) {
+                    Ok(Err(status)) => match refusal(&status) {
+                        // The target lacks our placement: push it, and go on next round.
+                        Some(RefusalReason::EpochNotInstalled) => {
+                            stop = true;
                             let push = PushPlacementRequest {
                                 placement: Some(convert::placement_to_pb(placement)),
                             };
-                            let _ =
-                                tokio::time::timeout(APPLY_TIMEOUT, client.push_placement(push))
-                                    .await;
-                        } else {
-                            tracing::debug!(%target, error = %status.message(), "hint replay refused; retried later");
+                            let pushed = client.push_placement(push);
+                            let _ = tokio::time::timeout(APPLY_TIMEOUT, pushed).await;
                         }
-                    }
+                        // This node's placement is behind: wait for it.
+                        Some(RefusalReason::StaleEpoch) => stop = true,
+                        // Refused for good: the hint can never be delivered.
+                        Some(RefusalReason::InvalidArgument) => dropped.push(k),
+                        // Refused for this key only (a clock ahead, an engine error): kept,
+                        // and the other keys go on.
+                        Some(_) => {
+                            tracing::debug!(%target, error = %status.message(), "hint refused for now; kept");
+                        }
+                        // Not an answer of the node: it is unreachable again.
+                        None => stop = true,
+                    },
                     Err(_) => stop = true,
                 }
             }

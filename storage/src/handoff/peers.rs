@@ -38,11 +38,15 @@ impl Detector {
     /// Records a heartbeat answered at `now`.
     pub fn heartbeat(&mut self, now: Instant) {
         if let Some(last) = self.last {
-            if self.intervals.len() == WINDOW {
-                self.intervals.pop_front();
+            let gap = now.saturating_duration_since(last);
+            // An outage is not an interval: learning from it would blunt the detector for the
+            // next failure (as Cassandra's MAX_INTERVAL).
+            if gap <= HEARTBEAT * 4 {
+                if self.intervals.len() == WINDOW {
+                    self.intervals.pop_front();
+                }
+                self.intervals.push_back(gap.as_secs_f64());
             }
-            self.intervals
-                .push_back(now.saturating_duration_since(last).as_secs_f64());
         }
         self.last = Some(now);
     }
