@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim
+.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim bench-join
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -73,5 +73,9 @@ bench-compare:
 	@scripts/bench-compare.sh
 
 ## Ring balance at 10–1,000 nodes (max/mean, min/mean ownership) and what one node added or removed moves, against the ideal 1/N.
+## How fast a node joining under no load receives its share (4th node, 100k x 1 KiB at RF 3; FSYNC=always|never).
+bench-join:
+	@scripts/bench-join.sh
+
 ring-sim:
 	@$(CARGO) run --release -q -p pairdb-core --example ring_sim
