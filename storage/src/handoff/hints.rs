@@ -42,9 +42,6 @@ pub struct HintError {
     pub source: std::io::Error,
 }
 
-/// A hinted `(namespace, key)`.
-type HintedKey = (String, Vec<u8>);
-
 /// One missed key, as [`HintLog::peek`] hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hint {
@@ -52,8 +49,11 @@ pub struct Hint {
     pub namespace: String,
     /// The user key.
     pub key: Vec<u8>,
-    /// When it was first recorded, in Unix milliseconds.
+    /// When it was last recorded, in Unix milliseconds.
     pub recorded_ms: u64,
+    /// Which recording of it this is: a hint recorded again after it was handed out is a new
+    /// one, which removing the old one leaves in place.
+    pub seq: u64,
 }
 
 /// Counts since the log opened.
@@ -70,10 +70,15 @@ pub struct HintCounts {
     pub dropped: u64,
 }
 
+/// One target's hints: `(namespace, key)` → `(recorded_ms, seq)`.
+type Hinted = BTreeMap<(String, Vec<u8>), (u64, u64)>;
+
 #[derive(Default)]
 struct State {
-    /// target → (namespace, key) → recorded_ms.
-    by_target: HashMap<String, BTreeMap<(String, Vec<u8>), u64>>,
+    /// target → (namespace, key) → (recorded_ms, seq).
+    by_target: HashMap<String, Hinted>,
+    /// The next recording's sequence number.
+    next_seq: u64,
     count: usize,
     file: Option<BufWriter<File>>,
     /// Bytes of the file known good: a failed append is cut back to it.
@@ -213,30 +218,29 @@ impl HintLog {
             .map(|m| {
                 m.iter()
                     .take(max)
-                    .map(|((namespace, key), ms)| Hint {
+                    .map(|((namespace, key), (ms, seq))| Hint {
                         namespace: namespace.clone(),
                         key: key.clone(),
                         recorded_ms: *ms,
+                        seq: *seq,
                     })
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Removes `target`'s hints for `done` keys (`replayed`: they were delivered, else dropped).
-    pub fn remove(
-        &self,
-        target: &str,
-        done: &[(String, Vec<u8>)],
-        replayed: bool,
-    ) -> Result<(), HintError> {
+    /// Removes `target`'s hints `done` (`replayed`: they were delivered, else dropped) — each
+    /// only if it was not recorded again since it was handed out.
+    pub fn remove(&self, target: &str, done: &[Hint], replayed: bool) -> Result<(), HintError> {
         let mut s = self.lock();
         let mut wrote = false;
-        for (namespace, key) in done {
+        for hint in done {
+            let (namespace, key) = (&hint.namespace, &hint.key);
             let held = s
                 .by_target
                 .get(target)
-                .is_some_and(|m| m.contains_key(&(namespace.clone(), key.clone())));
+                .and_then(|m| m.get(&(namespace.clone(), key.clone())))
+                .is_some_and(|(_, seq)| *seq == hint.seq);
             if !held {
                 continue;
             }
@@ -268,39 +272,38 @@ impl HintLog {
     /// Drops every hint recorded more than `ttl_ms` before `now_ms`, whatever its target's
     /// state (a target that never comes back must not hold hints for ever).
     pub fn expire(&self, now_ms: u64, ttl_ms: u64) -> Result<u64, HintError> {
-        let old: Vec<(String, Vec<HintedKey>)> = {
+        let old: Vec<(String, Vec<Hint>)> = {
             let s = self.lock();
             s.by_target
                 .iter()
                 .map(|(t, m)| {
-                    let keys = m
+                    let hints = m
                         .iter()
-                        .filter(|(_, ms)| now_ms.saturating_sub(**ms) > ttl_ms)
-                        .map(|(k, _)| k.clone())
+                        .filter(|(_, (ms, _))| now_ms.saturating_sub(*ms) > ttl_ms)
+                        .map(|((namespace, key), (ms, seq))| Hint {
+                            namespace: namespace.clone(),
+                            key: key.clone(),
+                            recorded_ms: *ms,
+                            seq: *seq,
+                        })
                         .collect::<Vec<_>>();
-                    (t.clone(), keys)
+                    (t.clone(), hints)
                 })
-                .filter(|(_, keys)| !keys.is_empty())
+                .filter(|(_, hints)| !hints.is_empty())
                 .collect()
         };
         let mut n = 0;
-        for (target, keys) in old {
-            n += keys.len() as u64;
-            self.remove(&target, &keys, false)?;
+        for (target, hints) in old {
+            n += hints.len() as u64;
+            self.remove(&target, &hints, false)?;
         }
         Ok(n)
     }
 
     /// Drops every hint for `target` (a node removed from the cluster).
     pub fn drop_target(&self, target: &str) -> Result<(), HintError> {
-        let keys: Vec<(String, Vec<u8>)> = {
-            let s = self.lock();
-            s.by_target
-                .get(target)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default()
-        };
-        self.remove(target, &keys, false)
+        let hints = self.peek(target, usize::MAX);
+        self.remove(target, &hints, false)
     }
 
     /// Targets with hints waiting.
@@ -395,7 +398,7 @@ impl HintLog {
         let mut out = BufWriter::new(File::create(&tmp).map_err(err)?);
         let mut records = 0u64;
         for (target, keys) in &s.by_target {
-            for ((namespace, key), ms) in keys {
+            for ((namespace, key), (ms, _)) in keys {
                 let record = Record {
                     op: ADD,
                     target: target.clone(),
@@ -437,8 +440,12 @@ impl State {
     fn apply(&mut self, r: Record) {
         match r.op {
             ADD => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
                 let m = self.by_target.entry(r.target).or_default();
-                if m.insert((r.namespace, r.key), r.recorded_ms).is_none() {
+                if m.insert((r.namespace, r.key), (r.recorded_ms, seq))
+                    .is_none()
+                {
                     self.count += 1;
                 }
             }
@@ -580,13 +587,26 @@ mod tests {
             .expect("record");
         // A key already hinted keeps its first time.
         log.record(&[h("a", "k1")], 99).expect("record");
-        log.remove("a", &[("t".into(), b"k1".to_vec())], true)
-            .expect("remove");
+        let k1: Vec<Hint> = log
+            .peek("a", 10)
+            .into_iter()
+            .filter(|h| h.key == b"k1")
+            .collect();
+        log.remove("a", &k1, true).expect("remove");
         drop(log);
         let log = HintLog::open(dir.path()).expect("reopen");
         let a = log.peek("a", 10);
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].key.as_slice(), a[0].recorded_ms), (&b"k2"[..], 10));
+        // A hint recorded again after it was handed out survives the removal of the old one.
+        let old = log.peek("a", 10);
+        log.record(&[h("a", "k2")], 20).expect("again");
+        log.remove("a", &old, true).expect("remove");
+        assert_eq!(log.peek("a", 10).len(), 1);
+        let new = log.peek("a", 10);
+        log.remove("a", &new, true).expect("remove");
+        assert!(log.peek("a", 10).is_empty());
+        log.record(&[h("a", "k2")], 30).expect("once more");
         let mut targets = log.targets();
         targets.sort();
         assert_eq!(targets, ["a", "b"]);
@@ -629,10 +649,7 @@ mod tests {
         let log = HintLog::open(dir.path()).expect("open");
         let many: Vec<_> = (0..2000).map(|i| h("a", &format!("k{i}"))).collect();
         log.record(&many, 1).expect("record");
-        let done: Vec<_> = many[..1990]
-            .iter()
-            .map(|(_, ns, k)| (ns.clone(), k.clone()))
-            .collect();
+        let done = log.peek("a", 1990);
         log.remove("a", &done, true).expect("remove");
         let size = std::fs::metadata(dir.path().join(FILE))
             .expect("meta")

@@ -166,14 +166,17 @@ impl Handoff {
         for h in batch {
             let expired = now_ms.saturating_sub(h.recorded_ms) > HINT_TTL.as_millis() as u64;
             if expired || !is_replica(placement, ring, next, target, &h.namespace, &h.key) {
-                dropped.push((h.namespace, h.key));
+                dropped.push(h);
             } else {
-                live.push((h.namespace, h.key));
+                live.push(h);
             }
         }
         // The keys' current versions, read off the async workers.
         let engine = Arc::clone(&self.engine);
-        let keys = live.clone();
+        let keys: Vec<(String, Vec<u8>)> = live
+            .iter()
+            .map(|h| (h.namespace.clone(), h.key.clone()))
+            .collect();
         // `Err`: the read failed (the hint stays); `Ok(None)`: nothing stored here any more.
         let versions = tokio::task::spawn_blocking(move || {
             keys.iter()
@@ -194,12 +197,12 @@ impl Handoff {
         while !work.is_empty() && !stop {
             let chunk: Vec<_> = work.drain(..REPLAY_PARALLEL.min(work.len())).collect();
             let mut calls = tokio::task::JoinSet::new();
-            for ((ns, key), version) in chunk {
+            for (hint, version) in chunk {
                 let version = match version {
                     Ok(Some(v)) => v,
                     // Nothing stored any more (the range was dropped here): nothing to send.
                     Ok(None) => {
-                        dropped.push((ns, key));
+                        dropped.push(hint);
                         continue;
                     }
                     Err(error) => {
@@ -210,8 +213,8 @@ impl Handoff {
                 let request = ApplyRequest {
                     epoch: placement.epoch,
                     key: Some(KeyRef {
-                        namespace: ns.clone(),
-                        key: key.clone(),
+                        namespace: hint.namespace.clone(),
+                        key: hint.key.clone(),
                     }),
                     version: Some(convert::version_into_pb(version)),
                     record: None,
@@ -219,7 +222,7 @@ impl Handoff {
                 let mut c = client.clone();
                 calls.spawn(async move {
                     let r = tokio::time::timeout(APPLY_TIMEOUT, c.apply(request)).await;
-                    ((ns, key), r)
+                    (hint, r)
                 });
             }
             while let Some(done) = calls.join_next().await {
