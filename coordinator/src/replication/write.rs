@@ -608,6 +608,8 @@ impl Pipeline {
         // The epoch the applies go out with; it moves when a replica holds a newer placement.
         let mut epoch = self.epoch;
         let mut retargets = 0;
+        // The key's replicas at `epoch`.
+        let mut current = self.targets();
         for (i, node) in self.targets().into_iter().enumerate() {
             if node == leader {
                 continue;
@@ -633,9 +635,17 @@ impl Pipeline {
                 // A replica on a newer placement: the write moves onto that placement's
                 // replicas — the ones it adds are sent the version, and its sets are the ones
                 // that must meet the level — instead of counting a failed ack.
-                // Refused at an epoch older than the one the write has moved to: send it again.
+                // Refused at an epoch older than the one the write has moved to: sent again if
+                // it is still a replica there, else no longer one of the write's.
                 Err(RpcError::StaleEpoch { .. }) if sent_at < epoch => {
-                    applies.push(send(i, node, epoch));
+                    if current.contains(&node) {
+                        applies.push(send(i, node, epoch));
+                    } else {
+                        self.tell(Event::Missed {
+                            node: i,
+                            may_have_stored: false,
+                        });
+                    }
                 }
                 Err(RpcError::StaleEpoch { .. }) if retargets < MAX_RETARGETS => {
                     let refreshed =
@@ -656,6 +666,7 @@ impl Pipeline {
                     let mut resend: Vec<(usize, String)> = Vec::new();
                     if next_epoch > epoch {
                         retargets += 1;
+                        current = replicas.all();
                         let before = self.targets().len();
                         epoch = next_epoch;
                         for (j, n) in self.retarget(&replicas) {
