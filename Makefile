@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim bench-join
+.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim bench-join bench-handoff
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -76,6 +76,10 @@ bench-compare:
 ## How fast a node joining under no load receives its share (4th node, 100k x 1 KiB at RF 3; FSYNC=always|never).
 bench-join:
 	@scripts/bench-join.sh
+
+## How fast a returning node is caught up from hints (20k x 1 KiB written while it was gone; FSYNC=always|never).
+bench-handoff:
+	@scripts/bench-handoff.sh
 
 ring-sim:
 	@$(CARGO) run --release -q -p pairdb-core --example ring_sim
