@@ -5,6 +5,7 @@
 //! it. Every save — the run's and the keeper's — goes through one lock, so the stored record
 //! never steps back.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use pairdb_core::Placement;
 use pairdb_metadata::{JobRecord, MetadataError};
 
 use crate::cluster::Cluster;
+use crate::error::CoordinatorError;
 
 /// How long a coordinator's claim on a job lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -56,7 +58,7 @@ impl Lease {
     }
 
     /// Renews the lease until the run ends (the task is aborted) or it is lost.
-    pub(crate) async fn keep(self: Arc<Self>) {
+    async fn keep(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
             let record = self
@@ -88,8 +90,42 @@ impl Lease {
         })
     }
 
+    /// Runs `work` with this lease renewed every few seconds until `work` ends, however long
+    /// that takes.
+    pub(crate) async fn holding<T>(self: &Arc<Self>, work: impl Future<Output = T>) -> T {
+        let keeper = tokio::spawn(Arc::clone(self).keep());
+        let out = work.await;
+        keeper.abort();
+        out
+    }
+
     /// The coordinator the lease belongs to.
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }
+}
+
+/// Hands each unfinished job of `kind` to `run`, one after the other, read again right before
+/// (the list may be older than a lease: a job finished meanwhile is skipped).
+pub(crate) async fn each_unfinished<F, Fut>(
+    cluster: &Arc<Cluster>,
+    kind: &str,
+    mut run: F,
+) -> Result<(), CoordinatorError>
+where
+    F: FnMut(JobRecord) -> Fut,
+    Fut: Future<Output = Result<(), CoordinatorError>>,
+{
+    for listed in cluster.store().list_jobs(true).await? {
+        if listed.kind != kind {
+            continue;
+        }
+        let Some(record) = cluster.store().get_job(&listed.id).await? else {
+            continue;
+        };
+        if !record.done {
+            run(record).await?;
+        }
+    }
+    Ok(())
 }

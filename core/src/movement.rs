@@ -156,58 +156,60 @@ impl Plan {
 
 /// The moves of one `(rf before, rf after)` pair, with an empty tenant.
 fn shape_moves(from: &Ring, to: &Ring, rf_from: u32, rf_to: u32) -> Vec<RangeMove> {
-    let tenants = [(String::new(), rf_from, rf_to)];
-    let mut bounds: Vec<u64> = from
-        .arcs()
+    let mut out = Vec::new();
+    let mut current: Option<RangeMove> = None;
+    for (start, end, rep) in pieces(&[from, to]) {
+        let before: Vec<String> = own(from.preference_list(rep, rf_from as usize));
+        let after: Vec<String> = own(to.preference_list(rep, rf_to as usize));
+        if let Some(c) = &mut current
+            && c.from == before
+            && c.to == after
+            && c.end.wrapping_add(1) == start
+        {
+            c.end = end;
+            continue;
+        }
+        if let Some(done) = current.take() {
+            out.push(done);
+        }
+        if same_set(&before, &after) {
+            continue;
+        }
+        current = Some(RangeMove {
+            tenant: String::new(),
+            start,
+            end,
+            from: before,
+            to: after,
+        });
+    }
+    out.extend(current);
+    out
+}
+
+/// The token space cut at every token of `rings` into inclusive ranges `(start, end, rep)`, in
+/// token order, where `rep` (the end of the arc holding the range) has the same preference list
+/// in each ring as every token of the range. The arc that wraps past zero is split in two.
+fn pieces(rings: &[&Ring]) -> Vec<(u64, u64, u64)> {
+    let mut bounds: Vec<u64> = rings
         .iter()
-        .chain(to.arcs().iter())
-        .map(|(_, end)| *end)
+        .flat_map(|r| r.arcs())
+        .map(|(_, end)| end)
         .collect();
     bounds.sort_unstable();
     bounds.dedup();
-    // Inclusive ranges with the token that represents each (its arc's end).
-    let mut pieces: Vec<(u64, u64, u64)> = Vec::with_capacity(bounds.len() + 1);
+    let mut out: Vec<(u64, u64, u64)> = Vec::with_capacity(bounds.len() + 1);
     match (bounds.first(), bounds.last()) {
         (Some(&first), Some(&last)) => {
-            pieces.push((0, first, first));
+            out.push((0, first, first));
             for w in bounds.windows(2) {
-                pieces.push((w[0] + 1, w[1], w[1]));
+                out.push((w[0] + 1, w[1], w[1]));
             }
             if last < u64::MAX {
-                pieces.push((last + 1, u64::MAX, first));
+                out.push((last + 1, u64::MAX, first));
             }
         }
-        _ => pieces.push((0, u64::MAX, 0)),
-    }
-    let mut out = Vec::new();
-    for (tenant, rf_from, rf_to) in &tenants {
-        let mut current: Option<RangeMove> = None;
-        for &(start, end, rep) in &pieces {
-            let before: Vec<String> = own(from.preference_list(rep, *rf_from as usize));
-            let after: Vec<String> = own(to.preference_list(rep, *rf_to as usize));
-            if let Some(c) = &mut current
-                && c.from == before
-                && c.to == after
-                && c.end.wrapping_add(1) == start
-            {
-                c.end = end;
-                continue;
-            }
-            if let Some(done) = current.take() {
-                out.push(done);
-            }
-            if same_set(&before, &after) {
-                continue;
-            }
-            current = Some(RangeMove {
-                tenant: tenant.clone(),
-                start,
-                end,
-                from: before,
-                to: after,
-            });
-        }
-        out.extend(current);
+        _ => out.push((0, u64::MAX, 0)),
     }
     out
 }
@@ -224,22 +226,7 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 /// arcs with the same preference list merged), covering the whole token space, ascending:
 /// what anti-entropy repairs range by range.
 pub fn replica_ranges(ring: &Ring, rf: u32) -> Vec<(u64, u64, Vec<String>)> {
-    let mut bounds: Vec<u64> = ring.arcs().iter().map(|(_, end)| *end).collect();
-    bounds.sort_unstable();
-    bounds.dedup();
-    let mut pieces: Vec<(u64, u64, u64)> = Vec::with_capacity(bounds.len() + 1);
-    match (bounds.first(), bounds.last()) {
-        (Some(&first), Some(&last)) => {
-            pieces.push((0, first, first));
-            for w in bounds.windows(2) {
-                pieces.push((w[0] + 1, w[1], w[1]));
-            }
-            if last < u64::MAX {
-                pieces.push((last + 1, u64::MAX, first));
-            }
-        }
-        _ => pieces.push((0, u64::MAX, 0)),
-    }
+    let pieces = pieces(&[ring]);
     let mut out: Vec<(u64, u64, Vec<String>)> = Vec::new();
     for (start, end, rep) in pieces {
         let replicas = own(ring.preference_list(rep, rf as usize));

@@ -131,22 +131,8 @@ pub fn placement_to_pb(p: &Placement) -> pb::Placement {
     pb::Placement {
         epoch: p.epoch,
         vnodes: p.vnodes,
-        nodes: p
-            .nodes
-            .iter()
-            .map(|n| pb::NodeInfo {
-                id: n.id.clone(),
-                address: n.address.clone(),
-            })
-            .collect(),
-        tenants: p
-            .tenants
-            .iter()
-            .map(|(t, rf)| pb::TenantReplication {
-                tenant: t.clone(),
-                replication_factor: *rf,
-            })
-            .collect(),
+        nodes: nodes_to_pb(&p.nodes),
+        tenants: tenants_to_pb(&p.tenants),
         tokens: p
             .tokens
             .iter()
@@ -193,24 +179,20 @@ fn nodes_from_pb(nodes: Vec<pb::NodeInfo>) -> Vec<NodeAddr> {
         .collect()
 }
 
+fn tenants_from_pb(tenants: Vec<pb::TenantReplication>) -> std::collections::BTreeMap<String, u32> {
+    tenants
+        .into_iter()
+        .map(|t| (t.tenant, t.replication_factor))
+        .collect()
+}
+
 /// Wire placement → model placement.
 pub fn placement_from_pb(p: pb::Placement) -> Placement {
     Placement {
         epoch: p.epoch,
         vnodes: p.vnodes,
-        nodes: p
-            .nodes
-            .into_iter()
-            .map(|n| NodeAddr {
-                id: n.id,
-                address: n.address,
-            })
-            .collect(),
-        tenants: p
-            .tenants
-            .into_iter()
-            .map(|t| (t.tenant, t.replication_factor))
-            .collect(),
+        nodes: nodes_from_pb(p.nodes),
+        tenants: tenants_from_pb(p.tenants),
         tokens: p
             .tokens
             .into_iter()
@@ -219,11 +201,7 @@ pub fn placement_from_pb(p: pb::Placement) -> Placement {
         transition: p.transition.map(|t| pairdb_core::Transition {
             migration_id: t.migration_id,
             nodes: nodes_from_pb(t.nodes),
-            tenants: t
-                .tenants
-                .into_iter()
-                .map(|t| (t.tenant, t.replication_factor))
-                .collect(),
+            tenants: tenants_from_pb(t.tenants),
         }),
     }
 }

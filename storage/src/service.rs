@@ -459,18 +459,35 @@ fn token_range(range: Option<pb::TokenRange>) -> Result<TokenRange, Status> {
     })
 }
 
-/// Whether `node` holds any part of `range` under `placement`: a natural replica of it, or
-/// one its transition adds. Such a range is never dropped, whoever asks.
-fn owns(placement: &pairdb_core::Placement, node: &str, range: &TokenRange) -> bool {
-    let holds = |ring: &pairdb_core::Ring, rf: Option<&u32>| {
-        rf.is_some_and(|rf| ring.holds_any(node, *rf as usize, range.start, range.end))
-    };
-    let natural = holds(&placement.ring(), placement.tenants.get(&range.namespace));
-    let pending = match (placement.next_ring(), &placement.transition) {
-        (Some(ring), Some(t)) => holds(&ring, t.tenants.get(&range.namespace)),
-        _ => false,
-    };
-    natural || pending
+/// A placement with its rings, to check ranges against.
+struct Owned {
+    placement: Arc<pairdb_core::Placement>,
+    ring: pairdb_core::Ring,
+    next: Option<pairdb_core::Ring>,
+}
+
+impl Owned {
+    fn of(placement: Arc<pairdb_core::Placement>) -> Owned {
+        Owned {
+            ring: placement.ring(),
+            next: placement.next_ring(),
+            placement,
+        }
+    }
+
+    /// Whether `node` holds any part of `range`: a natural replica of it, or one the
+    /// placement's transition adds. Such a range is never dropped, whoever asks.
+    fn owns(&self, node: &str, range: &TokenRange) -> bool {
+        let holds = |ring: &pairdb_core::Ring, rf: Option<&u32>| {
+            rf.is_some_and(|rf| ring.holds_any(node, *rf as usize, range.start, range.end))
+        };
+        let natural = holds(&self.ring, self.placement.tenants.get(&range.namespace));
+        let pending = match (&self.next, &self.placement.transition) {
+            (Some(ring), Some(t)) => holds(ring, t.tenants.get(&range.namespace)),
+            _ => false,
+        };
+        natural || pending
+    }
 }
 
 fn outcome_to_pb(outcome: ApplyOutcome) -> pb::ApplyOutcome {
@@ -768,6 +785,8 @@ impl Storage for StorageService {
             .map(|r| token_range(Some(r)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut dropped = 0;
+        // The rings each range is checked against, built once per placement seen.
+        let mut rings: Option<Owned> = None;
         // One range at a time, each admitted on its own: a placement push waits for one range's
         // deletion at most, not the whole batch's.
         for range in ranges {
@@ -778,16 +797,24 @@ impl Storage for StorageService {
                 .await
                 .map_err(epoch_refusal)?;
             if let Some(placement) = self.inner.node.placement()
-                && owns(&placement, self.inner.node.node_id(), &range)
+                && rings
+                    .as_ref()
+                    .is_none_or(|r| r.placement.epoch != placement.epoch)
             {
+                rings = Some(Owned::of(placement));
+            }
+            if let Some(r) = &rings
+                && r.owns(self.inner.node.node_id(), &range)
+            {
+                let epoch = r.placement.epoch;
                 return Err(refused(
                     Code::FailedPrecondition,
                     RefusalReason::InvalidArgument,
                     format!(
-                        "drop_ranges: this node still holds part of {} [{}, {}] at epoch {}",
-                        range.namespace, range.start, range.end, placement.epoch
+                        "drop_ranges: this node still holds part of {} [{}, {}] at epoch {epoch}",
+                        range.namespace, range.start, range.end
                     ),
-                    placement.epoch,
+                    epoch,
                 ));
             }
             dropped += self

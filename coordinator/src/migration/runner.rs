@@ -15,7 +15,7 @@ use super::stream::{Pacer, Streamed, drop_ranges, stream_range};
 use super::{Change, JOB_KIND, Migration, Phase};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::jobs::Lease;
+use crate::jobs::{self, Lease};
 
 /// How often unfinished migrations are looked for (a migration started here is picked up at
 /// once).
@@ -57,49 +57,40 @@ pub async fn run_migrations(cluster: Arc<Cluster>) {
 }
 
 async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
-    for listed in cluster.store().list_jobs(true).await? {
-        if listed.kind != JOB_KIND {
-            continue;
-        }
-        // Read again right before claiming: the list may be older than a lease.
-        let Some(record) = cluster.store().get_job(&listed.id).await? else {
-            continue;
-        };
-        if record.done {
-            continue;
-        }
-        let migration = match Migration::from_record(&record) {
-            Ok(m) => m,
-            Err(error) => {
-                tracing::error!(migration = %record.id, %error, "unreadable migration skipped");
-                continue;
+    jobs::each_unfinished(cluster, JOB_KIND, |record| {
+        let cluster = Arc::clone(cluster);
+        async move {
+            let migration = match Migration::from_record(&record) {
+                Ok(m) => m,
+                Err(error) => {
+                    tracing::error!(migration = %record.id, %error, "unreadable migration skipped");
+                    return Ok(());
+                }
+            };
+            let lease = Lease::new(cluster, record);
+            let mut run = Run {
+                lease: Arc::clone(&lease),
+                migration,
+                saved: Instant::now(),
+            };
+            // Claims it, or learns that another coordinator holds it.
+            match run.save().await {
+                Ok(()) => {}
+                Err(Stop::LeaseLost) => return Ok(()),
+                Err(Stop::Store(e)) => return Err(e),
             }
-        };
-        let lease = Lease::new(Arc::clone(cluster), record);
-        let mut run = Run {
-            lease: Arc::clone(&lease),
-            migration,
-            saved: Instant::now(),
-        };
-        // Claims it, or learns that another coordinator holds it.
-        match run.save().await {
-            Ok(()) => {}
-            Err(Stop::LeaseLost) => continue,
-            Err(Stop::Store(e)) => return Err(e),
-        }
-        tracing::info!(migration = %run.migration.id, phase = run.migration.phase.as_str(), "running migration");
-        let keeper = tokio::spawn(Arc::clone(&lease).keep());
-        let outcome = run.drive().await;
-        keeper.abort();
-        match outcome {
-            Ok(()) => {}
-            Err(Stop::LeaseLost) => {
-                tracing::warn!(migration = %run.migration.id, "another coordinator took the migration over");
+            tracing::info!(migration = %run.migration.id, phase = run.migration.phase.as_str(), "running migration");
+            match lease.holding(run.drive()).await {
+                Ok(()) => Ok(()),
+                Err(Stop::LeaseLost) => {
+                    tracing::warn!(migration = %run.migration.id, "another coordinator took the migration over");
+                    Ok(())
+                }
+                Err(Stop::Store(e)) => Err(e),
             }
-            Err(Stop::Store(e)) => return Err(e),
         }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// One coordinator's run of one migration.

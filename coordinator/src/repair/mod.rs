@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::jobs::Lease;
+use crate::jobs::{self, Lease};
 use replica::RpcReplica;
 
 /// A ring cut into ranges of constant replicas: `(start, end, replicas)`.
@@ -240,32 +240,27 @@ async fn schedule(cluster: &Arc<Cluster>, every: Duration) -> Result<(), Coordin
 }
 
 async fn run_pending(cluster: &Arc<Cluster>) -> Result<(), CoordinatorError> {
-    for listed in cluster.store().list_jobs(true).await? {
-        if listed.kind != JOB_KIND {
-            continue;
+    jobs::each_unfinished(cluster, JOB_KIND, |record| {
+        let cluster = Arc::clone(cluster);
+        async move {
+            let Ok(repair) = Repair::from_record(&record) else {
+                tracing::error!(repair = %record.id, "unreadable repair skipped");
+                return Ok(());
+            };
+            let lease = Lease::new(cluster, record);
+            let mut run = RepairRun {
+                lease: Arc::clone(&lease),
+                repair,
+            };
+            // Claims it, or learns that another coordinator holds it.
+            if !run.save().await? {
+                return Ok(());
+            }
+            tracing::info!(repair = %run.repair.id, "running repair");
+            lease.holding(run.drive()).await
         }
-        let Some(record) = cluster.store().get_job(&listed.id).await? else {
-            continue;
-        };
-        if record.done {
-            continue;
-        }
-        let Ok(repair) = Repair::from_record(&record) else {
-            tracing::error!(repair = %record.id, "unreadable repair skipped");
-            continue;
-        };
-        let lease = Lease::new(Arc::clone(cluster), record);
-        let mut run = RepairRun { lease, repair };
-        if !run.save().await? {
-            continue;
-        }
-        tracing::info!(repair = %run.repair.id, "running repair");
-        let keeper = tokio::spawn(Arc::clone(&run.lease).keep());
-        let outcome = run.drive().await;
-        keeper.abort();
-        outcome?;
-    }
-    Ok(())
+    })
+    .await
 }
 
 struct RepairRun {

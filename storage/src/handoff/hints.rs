@@ -215,17 +215,7 @@ impl HintLog {
         let s = self.lock();
         s.by_target
             .get(target)
-            .map(|m| {
-                m.iter()
-                    .take(max)
-                    .map(|((namespace, key), (ms, seq))| Hint {
-                        namespace: namespace.clone(),
-                        key: key.clone(),
-                        recorded_ms: *ms,
-                        seq: *seq,
-                    })
-                    .collect()
-            })
+            .map(|m| m.iter().take(max).map(hint_of).collect())
             .unwrap_or_default()
     }
 
@@ -280,12 +270,7 @@ impl HintLog {
                     let hints = m
                         .iter()
                         .filter(|(_, (ms, _))| now_ms.saturating_sub(*ms) > ttl_ms)
-                        .map(|((namespace, key), (ms, seq))| Hint {
-                            namespace: namespace.clone(),
-                            key: key.clone(),
-                            recorded_ms: *ms,
-                            seq: *seq,
-                        })
+                        .map(hint_of)
                         .collect::<Vec<_>>();
                     (t.clone(), hints)
                 })
@@ -460,6 +445,16 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// The hint an index entry stands for.
+fn hint_of(((namespace, key), (ms, seq)): (&(String, Vec<u8>), &(u64, u64))) -> Hint {
+    Hint {
+        namespace: namespace.clone(),
+        key: key.clone(),
+        recorded_ms: *ms,
+        seq: *seq,
     }
 }
 

@@ -116,14 +116,18 @@ impl Handoff {
         let Some(placement) = self.node.placement() else {
             return false;
         };
-        let ring = placement.ring();
-        let next = placement.next_ring();
         let mut busy = false;
         // The log's lock may be held through an fsync: read it off the async workers.
         let hints = Arc::clone(&self.hints);
         let targets = tokio::task::spawn_blocking(move || hints.targets())
             .await
             .unwrap_or_default();
+        if targets.is_empty() {
+            return false;
+        }
+        // Built only when there is something to replay: a large ring takes milliseconds.
+        let ring = placement.ring();
+        let next = placement.next_ring();
         for target in targets {
             if placement.address_of(&target).is_none() {
                 let hints = Arc::clone(&self.hints);
