@@ -7,6 +7,9 @@ CARGO ?= cargo
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
 ## tests that start separate processes, or stores of their own, ran once already).
+## Incremental compilation is off here: a one-off build gains nothing from it and it would double
+## the disk the build takes.
+test: export CARGO_INCREMENTAL = 0
 test: deps
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
