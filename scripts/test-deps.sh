@@ -4,14 +4,14 @@
 # the packages to install and fails.
 set -euo pipefail
 
-# The debug build of every test binary takes about 4 GB under target/; fail early and clearly rather
+# The debug build of every test binary takes about 2 GB under target/; fail early and clearly rather
 # than with a linker's "No space left on device" half-way through.
-need_kb=$((6 * 1024 * 1024))
+need_kb=$((3 * 1024 * 1024))
 target_dir="${CARGO_TARGET_DIR:-target}"
 probe="$target_dir"; [ -d "$probe" ] || probe=.
 free_kb=$(df -Pk "$probe" | awk 'NR == 2 { print $4 }')
 if [ -n "$free_kb" ] && [ "$free_kb" -lt "$need_kb" ]; then
-  echo "make test needs about 6 GB free for its build under $target_dir; $((free_kb / 1024)) MB are free" >&2
+  echo "make test needs about 3 GB free for its build under $target_dir; $((free_kb / 1024)) MB are free" >&2
   echo "free some space (for example: cargo clean) and run it again" >&2
   exit 1
 fi
