@@ -697,17 +697,20 @@ impl Coordinator for CoordinatorService {
             .migrations()
             .get(&req.into_inner().migration_id)
             .await?;
-        Ok(Response::new(pb::Migration {
-            migration_id: m.id,
-            kind: m.change.kind().to_owned(),
-            state: m.phase.as_str().to_owned(),
-            ranges_total: m.ranges_total,
-            ranges_done: m.ranges_done,
-            keys_streamed: m.keys_streamed,
-            bytes_streamed: m.bytes_streamed,
-            error: m.error.unwrap_or_default(),
-            created_at: m.created_at,
-        }))
+        Ok(Response::new(migration_message(m)))
+    }
+
+    async fn cancel_migration(
+        &self,
+        req: Request<pb::CancelMigrationRequest>,
+    ) -> Result<Response<pb::Migration>, Status> {
+        require_admin(&req)?;
+        let m = self
+            .admin
+            .migrations()
+            .cancel(&req.into_inner().migration_id)
+            .await?;
+        Ok(Response::new(migration_message(m)))
     }
 
     async fn start_repair(
@@ -761,5 +764,21 @@ impl Coordinator for CoordinatorService {
                 detail,
             },
         }))
+    }
+}
+
+/// A migration as the wire carries it.
+fn migration_message(m: crate::migration::Migration) -> pb::Migration {
+    pb::Migration {
+        migration_id: m.id,
+        kind: m.change.kind().to_owned(),
+        state: m.phase.as_str().to_owned(),
+        ranges_total: m.ranges_total,
+        ranges_done: m.ranges_done,
+        keys_streamed: m.keys_streamed,
+        bytes_streamed: m.bytes_streamed,
+        error: m.error.unwrap_or_default(),
+        created_at: m.created_at,
+        undropped: m.undropped,
     }
 }

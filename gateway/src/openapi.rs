@@ -44,6 +44,7 @@ use crate::routes::{admin, kv, ops, tenants};
         admin::add_node,
         admin::remove_node,
         admin::get_migration,
+        admin::cancel_migration,
         admin::start_repair,
         admin::get_repair,
         ops::healthz,

@@ -15,6 +15,11 @@
 //!    in the metadata store), replicas that lost ranges drop them;
 //! 4. **done**.
 //!
+//! An administrator may cancel a migration until it completes: its transition is abandoned at
+//! once (the old placement stays in force, at a new epoch), and the run that notices rolls
+//! back — once every live coordinator routes without the transition, the nodes that were only
+//! pending replicas drop what they received (**rolling back**, then **cancelled**).
+//!
 //! Deleting a tenant is a migration too: its placement entry goes at once, its data in phase 3.
 //! One migration runs at a time.
 //!
@@ -99,10 +104,15 @@ pub enum Phase {
     Done,
     /// Gave up (see the error); the placement is as the error says.
     Failed,
+    /// Cancelled: the old placement is in force again, and the nodes that were pending
+    /// replicas drop what they received.
+    RollingBack,
+    /// Cancelled and rolled back (nodes that could not be told to drop are in `undropped`).
+    Cancelled,
 }
 
 impl Phase {
-    /// `streaming`, `completing`, `dropping`, `done` or `failed`.
+    /// `streaming`, `completing`, `dropping`, `done`, `failed`, `rolling_back` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Streaming => "streaming",
@@ -110,6 +120,8 @@ impl Phase {
             Phase::Dropping => "dropping",
             Phase::Done => "done",
             Phase::Failed => "failed",
+            Phase::RollingBack => "rolling_back",
+            Phase::Cancelled => "cancelled",
         }
     }
 }
@@ -134,16 +146,18 @@ pub struct Migration {
     pub keys_streamed: u64,
     /// Bytes of keys and values streamed so far.
     pub bytes_streamed: u64,
-    /// The placement the transition ran under, recorded when it completed: what each node
-    /// drops is computed from it.
+    /// The placement the transition runs under — as started, then as last seen while
+    /// streaming, then as it completed: what each node drops (after the change, or after a
+    /// cancel) is computed from it.
     #[serde(default)]
     pub from: Option<Placement>,
-    /// The epoch of the placement the migration installed: nodes drop ranges only once every
-    /// live coordinator routes with it.
+    /// The epoch of the placement the migration installed (or its cancel did): nodes drop
+    /// ranges only once every live coordinator routes with it.
     #[serde(default)]
     pub completed_epoch: Option<u64>,
-    /// Nodes that could not be told to drop their old ranges (down): they keep data they no
-    /// longer serve, which anti-entropy ignores and a later cleanup removes.
+    /// Nodes a cancelled migration could not tell to drop what they received (down, or failing
+    /// for a minute): they keep data of ranges they do not serve, which reads and repairs never
+    /// consult; wipe such a node before it joins again.
     #[serde(default)]
     pub undropped: Vec<String>,
     /// The last error met (a phase retries transient errors; it is cleared on progress).
@@ -161,7 +175,7 @@ impl Migration {
             kind: JOB_KIND.to_owned(),
             body: serde_json::to_string(self)
                 .map_err(|e| CoordinatorError::Internal(format!("migration body: {e}")))?,
-            done: matches!(self.phase, Phase::Done | Phase::Failed),
+            done: matches!(self.phase, Phase::Done | Phase::Failed | Phase::Cancelled),
             created_at: self.created_at.clone(),
         })
     }
@@ -199,6 +213,58 @@ impl Migrations {
                 format!("no migration {id:?}"),
             )),
         }
+    }
+
+    /// Cancels migration `id` while it streams: its transition is abandoned at once — in one
+    /// compare-and-swap of the placement, so it either completes or is cancelled, never both —
+    /// and its run rolls back. Answers the migration as stored (a cancel already made answers
+    /// the same). `JobNotFound` for no such migration; `ClusterConflict` once it has completed,
+    /// failed or finished.
+    pub async fn cancel(&self, id: &str) -> Result<Migration, CoordinatorError> {
+        let store = self.cluster.store();
+        for _ in 0..8 {
+            let m = self.get(id).await?;
+            match m.phase {
+                Phase::Streaming => {}
+                Phase::RollingBack | Phase::Cancelled => return Ok(m),
+                Phase::Completing | Phase::Dropping => {
+                    return Err(conflict(format!(
+                        "migration {id} has taken effect ({}); start the opposite change instead",
+                        m.phase.as_str()
+                    )));
+                }
+                Phase::Done | Phase::Failed => {
+                    return Err(conflict(format!(
+                        "migration {id} is {} already",
+                        m.phase.as_str()
+                    )));
+                }
+            }
+            let Some(current) = store.placement().await? else {
+                return Err(CoordinatorError::not_ready("no placement yet"));
+            };
+            if !runner::carries(&current, id) {
+                // Completed, or cancelled already, since it was read: read it again.
+                if current.transition.is_none() && self.get(id).await?.phase == Phase::Streaming {
+                    // Cancelled by an earlier call; its run has yet to notice.
+                    self.cluster.kick_migrations();
+                    return Ok(m);
+                }
+                continue;
+            }
+            let Some(next) = current.abandon() else {
+                continue;
+            };
+            if store.swap_placement(Some(current.epoch), &next).await? {
+                tracing::warn!(migration = %id, epoch = next.epoch, "migration cancelled");
+                self.cluster.install(next).await;
+                self.cluster.kick_migrations();
+                return Ok(m);
+            }
+        }
+        Err(CoordinatorError::not_ready(
+            "placement kept changing; retry",
+        ))
     }
 
     /// Starts adding storage node `node_id` at `address`; answers the migration's id. The node
@@ -475,7 +541,11 @@ impl Migrations {
             let migration = Migration {
                 id: id.clone(),
                 completed_epoch: (phase == Phase::Dropping).then_some(next.epoch),
-                from: (phase == Phase::Dropping).then(|| current.clone()),
+                from: Some(if phase == Phase::Dropping {
+                    current.clone()
+                } else {
+                    next.clone()
+                }),
                 change,
                 phase,
                 tenants,

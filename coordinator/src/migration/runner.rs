@@ -24,6 +24,9 @@ const POLL: Duration = Duration::from_secs(2);
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Wait before retrying a range or a step that failed.
 const RETRY: Duration = Duration::from_millis(500);
+/// How long a cancelled migration keeps asking a live node to drop what it received before it
+/// records the node as undropped and finishes.
+const ROLLBACK_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Why a run stopped before the migration finished.
 enum Stop {
@@ -133,27 +136,53 @@ impl Run {
                 Phase::Streaming => self.stream().await?,
                 Phase::Completing => self.complete().await?,
                 Phase::Dropping => self.drop_old().await?,
-                Phase::Done | Phase::Failed => return Ok(()),
+                Phase::RollingBack => self.roll_back().await?,
+                Phase::Done | Phase::Failed | Phase::Cancelled => return Ok(()),
             }
         }
     }
 
+    /// Whether placement `p` still carries this migration's transition.
+    fn ours(&self, p: &Placement) -> bool {
+        carries(p, &self.migration.id)
+    }
+
+    /// Whether the transition is still in force — false once an administrator cancelled the
+    /// migration. The placement it runs under is noted as it changes (tenants come and go), so
+    /// a rollback knows every range the new replicas received.
+    async fn in_force(&mut self) -> Result<bool, Stop> {
+        let view = self.cluster().view()?;
+        let stored;
+        let placement = if self.ours(&view.placement) {
+            &view.placement
+        } else {
+            // The local view may lag: the metadata store decides.
+            stored = match self.cluster().store().placement().await? {
+                Some(p) if self.ours(&p) => p,
+                _ => return Ok(false),
+            };
+            &stored
+        };
+        let newer = self
+            .migration
+            .from
+            .as_ref()
+            .is_none_or(|f| f.epoch < placement.epoch);
+        if newer {
+            self.migration.from = Some(Placement::clone(placement));
+        }
+        Ok(true)
+    }
+
     /// Phase 1: streams every range from `ranges_done` on, then moves to completing.
     async fn stream(&mut self) -> Result<(), Stop> {
-        let ours = |p: &Placement| {
-            p.transition
-                .as_ref()
-                .is_some_and(|t| t.migration_id == self.migration.id)
-        };
         let mut view = self.cluster().view()?;
-        if !ours(&view.placement) {
+        if !self.ours(&view.placement) {
             // This coordinator may not have caught up with the placement that started it.
             view = self.cluster().refresh().await?;
         }
-        if !ours(&view.placement) {
-            return self
-                .fail("the placement no longer carries this migration's transition")
-                .await;
+        if !self.in_force().await? {
+            return self.cancelled().await;
         }
         let from = view.ring.clone();
         let to = view.next_ring.clone().unwrap_or_else(|| view.ring.clone());
@@ -170,12 +199,17 @@ impl Run {
         let started = Instant::now();
         let first = self.migration.bytes_streamed;
         while let Some(mv) = plan.get(self.migration.ranges_done as usize) {
+            if !self.in_force().await? {
+                return self.cancelled().await;
+            }
             let mut streamed = Streamed::default();
             let lease = Arc::clone(&self.lease);
+            let (cluster, id) = (Arc::clone(self.cluster()), self.migration.id.clone());
             let outcome = stream_range(self.cluster(), &mv, &mut pacer, &mut |s| {
                 streamed.keys += s.keys;
                 streamed.bytes += s.bytes;
-                lease.held()
+                // Stops at a lost lease, and early at a cancel this coordinator has seen.
+                lease.held() && cluster.view().is_ok_and(|v| carries(&v.placement, &id))
             })
             .await;
             self.migration.keys_streamed += streamed.keys;
@@ -218,13 +252,14 @@ impl Run {
             let Some(current) = store.placement().await? else {
                 return self.fail("the placement is gone").await;
             };
-            let ours = current
-                .transition
-                .as_ref()
-                .is_some_and(|t| t.migration_id == self.migration.id);
+            if current.transition.is_none() {
+                // Cancelled after the last range streamed, before it took effect.
+                return self.cancelled().await;
+            }
+            let ours = self.ours(&current);
             let Some(next) = current.complete().filter(|_| ours) else {
                 return self
-                    .fail("the placement no longer carries this migration's transition")
+                    .fail("the placement carries another migration's transition")
                     .await;
             };
             let mut after = self.migration.clone();
@@ -273,43 +308,10 @@ impl Run {
             // Idempotent: finishes a deletion whose coordinator stopped right after starting it.
             self.cluster().store().delete_tenant(tenant).await?;
         }
-        loop {
-            let lowest = self.cluster().ack_epoch().await?;
-            if lowest >= epoch {
-                break;
-            }
-            self.migration.error = Some(format!(
-                "waiting for every coordinator to route with epoch {epoch} (lowest: {lowest})"
-            ));
-            self.save_now_and_then().await?;
-            tokio::time::sleep(RETRY).await;
-        }
+        self.await_routing(epoch).await?;
         let drops = self.drops().await?;
         for (node, ranges) in drops {
-            loop {
-                // A node that left the ring takes its data with it.
-                let member = self
-                    .cluster()
-                    .view()
-                    .is_ok_and(|v| v.placement.address_of(&node).is_some());
-                if !member {
-                    break;
-                }
-                match drop_ranges(self.cluster(), &node, ranges.clone()).await {
-                    Ok(dropped) => {
-                        tracing::info!(migration = %self.migration.id, %node, dropped, "old ranges dropped");
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::debug!(migration = %self.migration.id, %node, %error, "cannot drop old ranges yet");
-                        self.migration.error =
-                            Some(format!("cannot drop old ranges on {node} yet: {error}"));
-                        self.save_now_and_then().await?;
-                        tokio::time::sleep(RETRY * 4).await;
-                    }
-                }
-            }
-            self.save_now_and_then().await?;
+            self.drop_on(&node, ranges, None).await?;
         }
         self.migration.error = None;
         self.migration.phase = Phase::Done;
@@ -318,13 +320,131 @@ impl Run {
         Ok(())
     }
 
-    /// The ranges each node drops: those it held before the change and not after, or all of a
-    /// deleted tenant's. Planned off the async workers.
+    /// Records that the migration was cancelled (its transition is gone from the placement):
+    /// what its new replicas received is dropped next.
+    async fn cancelled(&mut self) -> Result<(), Stop> {
+        let Some(current) = self.cluster().store().placement().await? else {
+            return self.fail("the placement is gone").await;
+        };
+        tracing::warn!(migration = %self.migration.id, epoch = current.epoch, "migration cancelled; rolling back");
+        if let Some(from) = self.migration.from.as_mut() {
+            // Tenants created since the placement was last noted wrote to the pending replicas
+            // too: their ranges are dropped as well.
+            for (tenant, rf) in &current.tenants {
+                if !from.tenants.contains_key(tenant) {
+                    *from = from.with_tenant(tenant, *rf);
+                }
+            }
+        }
+        self.migration.phase = Phase::RollingBack;
+        self.migration.completed_epoch = Some(current.epoch);
+        self.migration.error = None;
+        self.save().await?;
+        if let Change::RemoveNode { node_id } = &self.migration.change
+            && let Some(address) = current.address_of(node_id)
+        {
+            let record = NodeRecord {
+                node_id: node_id.clone(),
+                address: address.to_owned(),
+                state: NodeState::Active,
+                created_at: pairdb_metadata::model::now_rfc3339(),
+            };
+            if let Err(error) = self.cluster().store().upsert_node(&record).await {
+                tracing::warn!(node = %node_id, %error, "cannot record the node active again");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a cancel: once every live coordinator routes without the transition, the nodes
+    /// that were only pending replicas drop what they received (streamed ranges and the writes
+    /// sent to them meanwhile). A node that is down, or keeps failing for
+    /// [`ROLLBACK_PATIENCE`], is listed in `undropped` instead of holding the cancel up.
+    async fn roll_back(&mut self) -> Result<(), Stop> {
+        let Some(epoch) = self.migration.completed_epoch else {
+            return self.fail("no epoch recorded for the cancel").await;
+        };
+        self.await_routing(epoch).await?;
+        let drops = self.drops().await?;
+        for (node, ranges) in drops {
+            self.drop_on(&node, ranges, Some(ROLLBACK_PATIENCE)).await?;
+        }
+        self.migration.error = None;
+        self.migration.phase = Phase::Cancelled;
+        self.save().await?;
+        tracing::info!(migration = %self.migration.id, undropped = ?self.migration.undropped, "migration cancelled and rolled back");
+        Ok(())
+    }
+
+    /// Waits until every live coordinator routes with `epoch` or newer.
+    async fn await_routing(&mut self, epoch: u64) -> Result<(), Stop> {
+        loop {
+            let lowest = self.cluster().ack_epoch().await?;
+            if lowest >= epoch {
+                self.migration.error = None;
+                return Ok(());
+            }
+            self.migration.error = Some(format!(
+                "waiting for every coordinator to route with epoch {epoch} (lowest: {lowest})"
+            ));
+            self.save_now_and_then().await?;
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Tells `node` to drop `ranges`, retrying until it answers — or, with `patience`, until
+    /// it is seen down or has failed for that long, when it is recorded in `undropped`. A node
+    /// that left the ring takes its data with it.
+    async fn drop_on(
+        &mut self,
+        node: &str,
+        ranges: Vec<TokenRange>,
+        patience: Option<Duration>,
+    ) -> Result<(), Stop> {
+        let started = Instant::now();
+        loop {
+            let member = self
+                .cluster()
+                .view()
+                .is_ok_and(|v| v.placement.address_of(node).is_some());
+            if !member {
+                break;
+            }
+            let give_up = patience
+                .is_some_and(|p| started.elapsed() >= p || !self.cluster().pool().is_live(node));
+            if give_up {
+                tracing::warn!(migration = %self.migration.id, %node, "node not told to drop its ranges");
+                if !self.migration.undropped.iter().any(|n| n == node) {
+                    self.migration.undropped.push(node.to_owned());
+                }
+                break;
+            }
+            match drop_ranges(self.cluster(), node, ranges.clone()).await {
+                Ok(dropped) => {
+                    tracing::info!(migration = %self.migration.id, %node, dropped, "ranges dropped");
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(migration = %self.migration.id, %node, %error, "cannot drop ranges yet");
+                    self.migration.error =
+                        Some(format!("cannot drop ranges on {node} yet: {error}"));
+                    self.save_now_and_then().await?;
+                    tokio::time::sleep(RETRY * 4).await;
+                }
+            }
+        }
+        self.save_now_and_then().await
+    }
+
+    /// The ranges each node drops: those it held before the change and not after, all of a
+    /// deleted tenant's, or — rolling back a cancel — those it received as a pending replica
+    /// only. Planned off the async workers.
     async fn drops(&self) -> Result<BTreeMap<String, Vec<TokenRange>>, Stop> {
         let Some(from) = self.migration.from.clone() else {
             return Ok(BTreeMap::new());
         };
         let change = self.migration.change.clone();
+        let rolling_back = self.migration.phase == Phase::RollingBack;
         let planned = tokio::task::spawn_blocking(move || {
             let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
             if let Change::DeleteTenant { tenant } = &change {
@@ -341,8 +461,17 @@ impl Run {
                 return out;
             };
             // Every tenant the placement had at the change, not only those that streamed: a
-            // tenant created during the migration wrote to the old replicas too.
-            let plan = Plan::new(&from.ring(), &to, &tenants_of(&from));
+            // tenant created during the migration wrote to the old replicas too. A rollback
+            // runs the change backwards: the nodes leaving then are the pending replicas.
+            let plan = if rolling_back {
+                let back: Vec<_> = tenants_of(&from)
+                    .into_iter()
+                    .map(|(t, before, after)| (t, after, before))
+                    .collect();
+                Plan::new(&to, &from.ring(), &back)
+            } else {
+                Plan::new(&from.ring(), &to, &tenants_of(&from))
+            };
             for mv in plan.iter() {
                 for node in mv.leaving() {
                     out.entry(node).or_default().push(TokenRange {
@@ -370,11 +499,8 @@ impl Run {
         loop {
             let current = store.placement().await?;
             let rollback = current.as_ref().and_then(|p| {
-                let ours = p
-                    .transition
-                    .as_ref()
-                    .is_some_and(|t| t.migration_id == self.migration.id);
-                ours.then(|| p.abandon().map(|next| (p.epoch, next)))
+                self.ours(p)
+                    .then(|| p.abandon().map(|next| (p.epoch, next)))
                     .flatten()
             });
             let record = self.migration.record()?;
@@ -392,6 +518,11 @@ impl Run {
             }
         }
     }
+}
+
+/// Whether placement `p` carries migration `id`'s transition.
+pub(super) fn carries(p: &Placement, id: &str) -> bool {
+    p.transition.as_ref().is_some_and(|t| t.migration_id == id)
 }
 
 /// Each tenant of `p` with its RF before and after `p`'s transition.

@@ -155,7 +155,9 @@ async fn copy(
             .await
             .map_err(|e| format!("ingest into {target}: {e}"))?;
             if !progress(Streamed { keys, bytes }) {
-                return Err("the migration's lease was lost".to_owned());
+                return Err(
+                    "stopped: the migration's lease was lost, or it was cancelled".to_owned(),
+                );
             }
             pacer.sent(bytes).await;
         }

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use pairdb_proto::coordinator::{
-    AddNodeRequest, GetMigrationRequest, GetRepairRequest, ListNodesRequest, RemoveNodeRequest,
-    StartRepairRequest,
+    AddNodeRequest, CancelMigrationRequest, GetMigrationRequest, GetRepairRequest,
+    ListNodesRequest, RemoveNodeRequest, StartRepairRequest,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -49,7 +49,8 @@ pub struct MigrationBody {
     pub migration_id: String,
     /// `add_node`, `remove_node`, `replication_factor` or `delete_tenant`.
     pub kind: String,
-    /// `streaming`, `completing`, `dropping`, `done` or `failed`.
+    /// `streaming`, `completing`, `dropping`, `done`, `failed`, or after a cancel
+    /// `rolling_back` then `cancelled`.
     pub state: String,
     /// Ranges whose replicas change.
     pub ranges_total: u64,
@@ -64,6 +65,27 @@ pub struct MigrationBody {
     pub error: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
+    /// Nodes a cancelled migration could not tell to drop what they received (wipe them before
+    /// they join again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undropped: Vec<String>,
+}
+
+impl From<pairdb_proto::coordinator::Migration> for MigrationBody {
+    fn from(m: pairdb_proto::coordinator::Migration) -> Self {
+        MigrationBody {
+            migration_id: m.migration_id,
+            kind: m.kind,
+            state: m.state,
+            ranges_total: m.ranges_total,
+            ranges_done: m.ranges_done,
+            keys_streamed: m.keys_streamed,
+            bytes_streamed: m.bytes_streamed,
+            error: (!m.error.is_empty()).then_some(m.error),
+            created_at: m.created_at,
+            undropped: m.undropped,
+        }
+    }
 }
 
 /// Body of `POST /v1/admin/repair`.
@@ -110,7 +132,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/nodes", get(list_nodes).post(add_node))
         .route("/v1/admin/nodes/{node_id}", delete(remove_node))
-        .route("/v1/admin/migrations/{migration_id}", get(get_migration))
+        .route(
+            "/v1/admin/migrations/{migration_id}",
+            get(get_migration).delete(cancel_migration),
+        )
         .route("/v1/admin/repair", post(start_repair))
         .route("/v1/admin/repairs/{repair_id}", get(get_repair))
 }
@@ -277,17 +302,37 @@ pub async fn get_migration(
         )
         .await
         .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
-    Ok(Json(MigrationBody {
-        migration_id: m.migration_id,
-        kind: m.kind,
-        state: m.state,
-        ranges_total: m.ranges_total,
-        ranges_done: m.ranges_done,
-        keys_streamed: m.keys_streamed,
-        bytes_streamed: m.bytes_streamed,
-        error: (!m.error.is_empty()).then_some(m.error),
-        created_at: m.created_at,
-    }))
+    Ok(Json(m.into()))
+}
+
+/// Cancels a migration that has not taken effect: the old placement stays in force at once, and
+/// the nodes that were receiving data drop it in the background (`rolling_back`, then
+/// `cancelled`). Cancelling again answers the same.
+#[utoipa::path(delete, path = "/v1/admin/migrations/{migration_id}", tag = "admin",
+    params(("migration_id" = String, Path, description = "The migration id")),
+    responses(
+        (status = 202, description = "Cancelled; it rolls back in the background", body = MigrationBody),
+        (status = 401, description = "No or unknown API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such migration", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "It has taken effect or finished", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn cancel_migration(
+    State(state): State<AppState>,
+    Caller(call): Caller,
+    PathParams(migration_id): PathParams<String>,
+) -> Result<Response, Problem> {
+    let m = state
+        .coordinators
+        .call(
+            &call,
+            CancelMigrationRequest { migration_id },
+            |mut c, r| async move { c.cancel_migration(r).await },
+        )
+        .await
+        .map_err(|s| Problem::from_status(&s).with_trace(call.trace.as_ref()))?;
+    Ok((http::StatusCode::ACCEPTED, Json(MigrationBody::from(m))).into_response())
 }
 
 /// Lists the storage nodes.

@@ -265,4 +265,21 @@ async fn membership_changes_answer_202_with_their_migration_and_map_refusals() {
     let (status, body) = send(Method::GET, "/v1/admin/migrations/missing", None).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["type"], "https://pairdb.dev/problems/job-not-found");
+    let (status, body) = send(Method::DELETE, "/v1/admin/migrations/mig-8", None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (
+            body["migration_id"].as_str(),
+            body["state"].as_str(),
+            body["undropped"].clone()
+        ),
+        (
+            Some("mig-8"),
+            Some("rolling_back"),
+            serde_json::json!(["n3"])
+        )
+    );
+    let (status, body) = send(Method::DELETE, "/v1/admin/migrations/finished", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "https://pairdb.dev/problems/cluster-conflict");
 }

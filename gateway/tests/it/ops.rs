@@ -55,7 +55,10 @@ async fn openapi_lists_routes_and_problem_types() {
         ("/v1/tenants/{tenant_id}/api-keys/{key_id}", &["delete"][..]),
         ("/v1/admin/nodes", &["get", "post"][..]),
         ("/v1/admin/nodes/{node_id}", &["delete"][..]),
-        ("/v1/admin/migrations/{migration_id}", &["get"][..]),
+        (
+            "/v1/admin/migrations/{migration_id}",
+            &["get", "delete"][..],
+        ),
         ("/v1/admin/repair", &["post"][..]),
         ("/v1/admin/repairs/{repair_id}", &["get"][..]),
         ("/healthz", &["get"][..]),

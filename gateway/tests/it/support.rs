@@ -716,6 +716,30 @@ impl Coordinator for FakeService {
             bytes_streamed: 40_000,
             error: String::new(),
             created_at: "2026-11-30T00:00:00Z".into(),
+            undropped: Vec::new(),
+        }))
+    }
+
+    async fn cancel_migration(
+        &self,
+        request: Request<pb::CancelMigrationRequest>,
+    ) -> Result<Response<pb::Migration>, Status> {
+        self.record("cancel_migration", &request, |_| {});
+        let id = request.into_inner().migration_id;
+        if id == "finished" {
+            return Err(kind_status(Code::FailedPrecondition, "cluster-conflict"));
+        }
+        Ok(Response::new(pb::Migration {
+            migration_id: id,
+            kind: "remove_node".into(),
+            state: "rolling_back".into(),
+            ranges_total: 10,
+            ranges_done: 4,
+            keys_streamed: 400,
+            bytes_streamed: 40_000,
+            error: String::new(),
+            created_at: "2026-11-30T00:00:00Z".into(),
+            undropped: vec!["n3".into()],
         }))
     }
 

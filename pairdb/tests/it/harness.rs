@@ -325,6 +325,17 @@ impl TestCluster {
 
     /// Polls migration `id` until it is `done` (panics if it fails or takes over `limit`).
     pub async fn await_migration(&self, id: &str, limit: Duration) -> serde_json::Value {
+        self.await_migration_in(id, "done", limit).await
+    }
+
+    /// Polls migration `id` until it reaches `state` (panics if it fails, ends otherwise, or
+    /// takes over `limit`).
+    pub async fn await_migration_in(
+        &self,
+        id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> serde_json::Value {
         let started = std::time::Instant::now();
         loop {
             let (status, body) = self
@@ -332,13 +343,15 @@ impl TestCluster {
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             match body["state"].as_str() {
-                Some("done") => return body,
-                Some("failed") => panic!("migration {id} failed: {body}"),
+                Some(s) if s == state => return body,
+                Some(s @ ("failed" | "done" | "cancelled")) => {
+                    panic!("migration {id} ended {s}, not {state}: {body}")
+                }
                 _ => {}
             }
             assert!(
                 started.elapsed() < limit,
-                "migration {id} not done after {limit:?}: {body}"
+                "migration {id} not {state} after {limit:?}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

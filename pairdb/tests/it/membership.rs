@@ -206,11 +206,87 @@ async fn replication_factor_changes_online_both_ways() {
         let id = body["migration_id"].as_str().expect("id").to_owned();
         t.await_migration(&id, LIMIT).await;
         ledger = merge(ledger, load.stop().await);
+        // Once it has taken effect it cannot be cancelled.
+        let path = format!("/v1/admin/migrations/{id}");
+        let (status, answer) = t.admin(Method::DELETE, &path, None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
         let (_, tenant) = t.admin(Method::GET, "/v1/tenants/rf", None).await;
         assert_eq!(tenant["replication_factor"], rf, "{tenant}");
         placed_exactly(&t, "rf", &ledger, &["node-1", "node-2", "node-3"]).await;
         verify(&t, &key, &ledger, "all").await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_migration_rolls_back_and_loses_nothing() {
+    let mut t = harness::start(3).await;
+    let key = t.create_tenant("undo", 2).await;
+    let before = preload(&t, &key, "pre-", 300).await;
+    // With node-3 gone, RF 2 → 3 cannot stream the ranges node-3 would receive: the migration
+    // stays in streaming, with some ranges streamed to node-1 and node-2 already.
+    t.kill("node-3");
+    t.await_unreachable("node-3").await;
+    let load = Load::start(&t, &key, "live-");
+    let (status, body) = t
+        .admin(
+            Method::PUT,
+            "/v1/tenants/undo/replication-factor",
+            Some(json!({"replication_factor": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["migration_id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/admin/migrations/{id}");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, m) = t.admin(Method::GET, &path, None).await;
+        assert_eq!(m["state"], "streaming", "{m}");
+        if m["error"].as_str().is_some_and(|e| e.contains("node-3")) {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "no error names node-3: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, answer) = t.admin(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["migration_id"], id.as_str(), "{answer}");
+    let cancelled = t.await_migration_in(&id, "cancelled", LIMIT).await;
+    let during = load.stop().await;
+    assert!(during.acked > 20, "the load barely ran: {}", during.acked);
+    // node-3 could not be told to drop what it received; the cancel did not wait for it.
+    assert_eq!(cancelled["undropped"], json!(["node-3"]), "{cancelled}");
+    // Cancelling again answers the same; the old placement is in force, and other jobs may run.
+    let (status, again) = t.admin(Method::DELETE, &path, None).await;
+    assert_eq!(
+        (status, again["state"].clone()),
+        (StatusCode::ACCEPTED, json!("cancelled"))
+    );
+    let (_, tenant) = t.admin(Method::GET, "/v1/tenants/undo", None).await;
+    assert_eq!(tenant["replication_factor"], 2, "{tenant}");
+    let (status, repair) = t
+        .admin(Method::POST, "/v1/admin/repair", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repair}");
+
+    // The live nodes hold only keys they serve: what they received as pending replicas — the
+    // streamed ranges and the writes sent to them meanwhile — is gone.
+    let ledger = merge(before, during);
+    let mut held = 0;
+    for node in ["node-1", "node-2"] {
+        for (k, _) in t.entries_on(node, "undo").await {
+            let replicas = t.replicas("undo", &k);
+            assert!(
+                replicas.iter().any(|r| r == node),
+                "{node} still holds {:?} (replicas {replicas:?})",
+                String::from_utf8_lossy(&k)
+            );
+            held += 1;
+        }
+    }
+    assert!(held > 0, "the live nodes hold nothing at all");
+    // Every acknowledged write and delete is still what reads see (node-3 is down: read at one,
+    // which every acknowledged quorum write reached on each live replica).
+    verify(&t, &key, &ledger, "one").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,6 +376,12 @@ async fn changes_that_cannot_be_made_are_refused_with_a_reason() {
         ),
         (
             Method::GET,
+            "/v1/admin/migrations/mig-0",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
             "/v1/admin/migrations/mig-0",
             None,
             StatusCode::NOT_FOUND,
