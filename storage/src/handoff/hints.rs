@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// File name of the hint log in a node's data dir.
 pub const FILE: &str = "hints.log";
@@ -30,6 +30,10 @@ pub const FILE: &str = "hints.log";
 pub const MAX_HINTS: usize = 1_000_000;
 /// Longest key a hint holds (a stored key is never longer).
 const MAX_KEY: usize = 1 << 20;
+/// Bytes of records buffered before an append must write them out: recordings append to the
+/// buffer while another one's fsync runs (a write to the file would wait for the fsync), and the
+/// next fsync writes them out and covers them all.
+const BUFFER: usize = 1 << 20;
 
 /// A hint log failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,20 @@ struct State {
     good_len: u64,
     /// Records in the file; live ones are `count`.
     records: u64,
+    /// Recordings appended so far (each one call of [`HintLog::record`]).
+    written: u64,
+    /// Recordings up to this one were appended before a write failed and the file was cut
+    /// back: they are not in the file, and their callers must hear so.
+    lost_through: u64,
+}
+
+/// Where the log's fsyncs are.
+#[derive(Default)]
+struct Synced {
+    /// Recordings up to this one are durable (unless lost: see `State::lost_through`).
+    through: u64,
+    /// A recorder is fsyncing for everyone.
+    running: bool,
 }
 
 /// Counters read without the log's lock (health answers and metrics never wait for an fsync).
@@ -101,6 +119,11 @@ struct Counters {
 pub struct HintLog {
     path: PathBuf,
     state: Mutex<State>,
+    /// Recordings known durable, and whether an fsync is under way: concurrent recorders
+    /// share fsyncs (group commit), and appends go on meanwhile.
+    synced: Mutex<Synced>,
+    /// Signalled when an fsync ends.
+    synced_changed: Condvar,
     counts: Counters,
 }
 
@@ -153,7 +176,7 @@ impl HintLog {
         if !existed {
             sync_dir(&path);
         }
-        let mut writer = BufWriter::new(file);
+        let mut writer = BufWriter::with_capacity(BUFFER, file);
         std::io::Seek::seek(&mut writer, std::io::SeekFrom::End(0)).map_err(err)?;
         state.file = Some(writer);
         state.good_len = offset as u64;
@@ -162,18 +185,33 @@ impl HintLog {
         Ok(HintLog {
             path,
             state: Mutex::new(state),
+            synced: Mutex::new(Synced::default()),
+            synced_changed: Condvar::new(),
             counts,
         })
     }
 
     /// Records, durably (written and fsynced before it returns), that `target` missed each
     /// `(namespace, key)`. A key hinted again for the target takes the later time (its hint
-    /// expires counting from the last miss).
+    /// expires counting from the last miss). Concurrent recordings share their fsyncs.
     pub fn record(
         &self,
         hints: &[(String, String, Vec<u8>)],
         now_ms: u64,
     ) -> Result<(), HintError> {
+        let written = self.write(hints, now_ms)?;
+        match written {
+            Some(n) => self.sync_through(n),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `hints` to the buffer; the recording's number when it wrote any.
+    fn write(
+        &self,
+        hints: &[(String, String, Vec<u8>)],
+        now_ms: u64,
+    ) -> Result<Option<u64>, HintError> {
         let mut s = self.lock();
         let mut wrote = false;
         for (target, namespace, key) in hints {
@@ -203,11 +241,71 @@ impl HintLog {
             }
             wrote = true;
         }
-        if wrote {
-            self.sync(&mut s)?;
-        }
         self.counts.pending.store(s.count as u64, Ordering::Relaxed);
-        Ok(())
+        if !wrote {
+            return Ok(None);
+        }
+        s.written += 1;
+        Ok(Some(s.written))
+    }
+
+    /// Returns once recording `n` is durable: the buffer is written out and fsynced, which
+    /// covers every recording appended before, so a recorder that waited for another's fsync
+    /// usually finds its own done. (A rewrite of the log in between copies every live hint into
+    /// a file it fsyncs itself.)
+    fn sync_through(&self, n: u64) -> Result<(), HintError> {
+        let lost = || self.error(std::io::Error::other("a write to the hint log failed"));
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if synced.through >= n {
+                drop(synced);
+                return if self.lock().lost_through >= n {
+                    Err(lost())
+                } else {
+                    Ok(())
+                };
+            }
+            if !synced.running {
+                break;
+            }
+            synced = self
+                .synced_changed
+                .wait(synced)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        synced.running = true;
+        drop(synced);
+        let outcome = self.sync_all();
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        synced.running = false;
+        if let Ok(through) = outcome {
+            synced.through = synced.through.max(through);
+        }
+        drop(synced);
+        self.synced_changed.notify_all();
+        outcome.map(|_| ()).and_then(|()| {
+            if self.lock().lost_through >= n {
+                Err(lost())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Writes the buffer out and fsyncs it; the recordings it made durable.
+    fn sync_all(&self) -> Result<u64, HintError> {
+        let (through, file) = {
+            let mut s = self.lock();
+            self.flush(&mut s)?;
+            let file = s.file.as_ref().map(|f| f.get_ref().try_clone());
+            (s.written, file)
+        };
+        match file {
+            Some(Ok(f)) => f.sync_data().map_err(|e| self.error(e))?,
+            Some(Err(e)) => return Err(self.error(e)),
+            None => return Err(self.error(std::io::Error::other("hint log closed"))),
+        }
+        Ok(through)
     }
 
     /// Up to `max` hints for `target`, oldest key order first (they stay until removed).
@@ -339,25 +437,23 @@ impl HintLog {
         }
     }
 
-    fn sync(&self, s: &mut State) -> Result<(), HintError> {
-        self.flush(s)?;
-        let Some(file) = s.file.as_mut() else {
-            return Ok(());
-        };
-        file.get_ref().sync_data().map_err(|e| self.error(e))
-    }
-
     /// After a failed write: a torn record must not stay in the middle of the log (replay
     /// would stop there and lose what follows), so the file goes back to its last good length
     /// and appending resumes from there — or, if even that fails, the log stops taking hints.
     fn cut_back(&self, s: &mut State) {
+        // Whatever was buffered or half-written is gone with the cut (the old writer is not
+        // flushed on its way out).
+        s.lost_through = s.written;
+        if let Some(old) = s.file.take() {
+            drop(old.into_parts());
+        }
         let good = s.good_len;
         let reopened = OpenOptions::new()
             .write(true)
             .open(&self.path)
             .and_then(|f| {
                 f.set_len(good)?;
-                let mut w = BufWriter::new(f);
+                let mut w = BufWriter::with_capacity(BUFFER, f);
                 std::io::Seek::seek(&mut w, std::io::SeekFrom::End(0))?;
                 Ok(w)
             });
@@ -403,7 +499,7 @@ impl HintLog {
         std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         sync_dir(&self.path);
         s.good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        s.file = Some(BufWriter::new(file));
+        s.file = Some(BufWriter::with_capacity(BUFFER, file));
         s.records = records;
         Ok(())
     }
@@ -572,6 +668,45 @@ mod tests {
 
     fn h(target: &str, key: &str) -> (String, String, Vec<u8>) {
         (target.into(), "t".into(), key.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn concurrent_recordings_share_fsyncs_and_all_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::sync::Arc::new(HintLog::open(dir.path()).expect("open"));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = std::sync::Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        log.record(&[h("a", &format!("k{t}-{i}"))], 1)
+                            .expect("record");
+                        if i % 10 == 0 {
+                            // Removals (and the rewrites they trigger) run among the recordings.
+                            let done = log.peek("a", 5);
+                            log.remove("a", &done, true).expect("remove");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recorder");
+        }
+        let held: std::collections::BTreeSet<Vec<u8>> = log
+            .peek("a", usize::MAX)
+            .into_iter()
+            .map(|h| h.key)
+            .collect();
+        assert!(held.len() >= 200, "{} held", held.len());
+        drop(log);
+        let log = HintLog::open(dir.path()).expect("reopen");
+        let reopened: std::collections::BTreeSet<Vec<u8>> = log
+            .peek("a", usize::MAX)
+            .into_iter()
+            .map(|h| h.key)
+            .collect();
+        assert_eq!(reopened, held);
     }
 
     #[test]
