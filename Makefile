@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim bench-join bench-handoff
+.PHONY: test test-faults deps build run lint fmt bench-http bench-layers soak-engine bench-engine bench-compare loadtest loadtest-ycsb ring-sim bench-join bench-handoff bench-hints
 
 ## Install what the tests need (PostgreSQL and Redis server packages), then run every test;
 ## then the cluster suite again with every cluster on a throwaway PostgreSQL and Redis (the
@@ -86,3 +86,7 @@ bench-handoff:
 
 ring-sim:
 	@$(CARGO) run --release -q -p pairdb-core --example ring_sim
+
+## How many hints a leader records per second, fsynced, with 1 to 64 concurrent recorders (group commit).
+bench-hints:
+	$(CARGO) run --release -p pairdb-storage --example hint_rate

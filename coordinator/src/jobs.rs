@@ -41,6 +41,27 @@ impl Lease {
         placement: Option<(u64, &Placement)>,
     ) -> Result<bool, MetadataError> {
         let _saving = self.saving.lock().await;
+        self.save_holding(record, placement).await
+    }
+
+    /// Saves the record as last saved again, renewing the lease. The record is read under the
+    /// save lock: a renewal never writes back a record older than a save that went before it.
+    async fn renew(&self) -> Result<bool, MetadataError> {
+        let _saving = self.saving.lock().await;
+        let record = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.save_holding(record, None).await
+    }
+
+    /// [`save`](Self::save), with the save lock held by the caller.
+    async fn save_holding(
+        &self,
+        record: JobRecord,
+        placement: Option<(u64, &Placement)>,
+    ) -> Result<bool, MetadataError> {
         if self.lost.load(Ordering::Acquire) {
             return Ok(false);
         }
@@ -61,12 +82,7 @@ impl Lease {
     async fn keep(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            let record = self
-                .snapshot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            match self.save(record, None).await {
+            match self.renew().await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => tracing::debug!(%error, "cannot renew the migration's lease"),

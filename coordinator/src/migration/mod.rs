@@ -29,6 +29,7 @@
 mod runner;
 pub(crate) mod stream;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use pairdb_core::placement::{MAX_NODE_ID_LEN, validate_node_id};
 use pairdb_core::{ErrorKind, NodeAddr, Placement, Transition};
 use pairdb_metadata::model::now_rfc3339;
 use pairdb_metadata::{JobRecord, MetadataError, NodeRecord, NodeState};
+use pairdb_proto::storage::TokenRange;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::MAX_REPLICATION_FACTOR;
@@ -157,7 +159,7 @@ pub struct Migration {
     pub completed_epoch: Option<u64>,
     /// Nodes a cancelled migration could not tell to drop what they received (down, or failing
     /// for a minute): they keep data of ranges they do not serve, which reads and repairs never
-    /// consult; wipe such a node before it joins again.
+    /// consult, and which a later migration clears before the node receives those ranges.
     #[serde(default)]
     pub undropped: Vec<String>,
     /// The last error met (a phase retries transient errors; it is cleared on progress).
@@ -248,7 +250,11 @@ impl Migrations {
                 if current.transition.is_none() && self.get(id).await?.phase == Phase::Streaming {
                     // Cancelled by an earlier call; its run has yet to notice.
                     self.cluster.kick_migrations();
-                    return Ok(m);
+                    return Ok(Migration {
+                        phase: Phase::RollingBack,
+                        error: None,
+                        ..m
+                    });
                 }
                 continue;
             }
@@ -259,7 +265,12 @@ impl Migrations {
                 tracing::warn!(migration = %id, epoch = next.epoch, "migration cancelled");
                 self.cluster.install(next).await;
                 self.cluster.kick_migrations();
-                return Ok(m);
+                // What its run records next.
+                return Ok(Migration {
+                    phase: Phase::RollingBack,
+                    error: None,
+                    ..m
+                });
             }
         }
         Err(CoordinatorError::not_ready(
@@ -471,7 +482,7 @@ impl Migrations {
         ) -> Result<
             (
                 Change,
-                Option<(Vec<NodeAddr>, std::collections::BTreeMap<String, u32>)>,
+                Option<(Vec<NodeAddr>, BTreeMap<String, u32>)>,
                 Vec<(String, u32, u32)>,
             ),
             CoordinatorError,
@@ -525,19 +536,21 @@ impl Migrations {
                     .map_err(|e| CoordinatorError::Internal(format!("allocation failed: {e}")))?;
                 next.tokens.insert(node.id.clone(), tokens);
             }
-            let ranges_total = match (&next.transition, phase) {
+            let (ranges_total, receiving) = match (&next.transition, phase) {
                 (Some(_), Phase::Streaming) => {
                     let (from, to) = (current.ring(), next.next_ring());
                     let planned = tenants.clone();
                     tokio::task::spawn_blocking(move || {
                         let to = to.unwrap_or_else(|| from.clone());
-                        pairdb_core::movement::Plan::new(&from, &to, &planned).len() as u64
+                        let plan = pairdb_core::movement::Plan::new(&from, &to, &planned);
+                        (plan.len() as u64, receiving(&plan))
                     })
                     .await
                     .map_err(|e| CoordinatorError::Internal(format!("planning failed: {e}")))?
                 }
-                _ => 0,
+                _ => (0, BTreeMap::new()),
             };
+            self.clear(&current, receiving).await;
             let migration = Migration {
                 id: id.clone(),
                 completed_epoch: (phase == Phase::Dropping).then_some(next.epoch),
@@ -576,6 +589,31 @@ impl Migrations {
         ))
     }
 
+    /// Before a transition begins, each member about to receive ranges drops whatever it
+    /// holds in them — left over from a cancelled migration it could not be told about, say —
+    /// so it starts them clean and nothing stale (a version whose tombstone was purged since)
+    /// comes back through it. They are not its ranges yet, so no acknowledged write is there.
+    /// A node that cannot be told now (down) is logged and skipped.
+    async fn clear(&self, current: &Placement, receiving: BTreeMap<String, Vec<TokenRange>>) {
+        let calls = receiving
+            .into_iter()
+            .filter(|(node, _)| current.nodes.iter().any(|n| &n.id == node))
+            .map(|(node, ranges)| async move {
+                let call = stream::drop_ranges(&self.cluster, &node, ranges);
+                match tokio::time::timeout(CLEAR_TIMEOUT, call).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(dropped)) => {
+                        tracing::info!(%node, dropped, "stale data cleared from ranges it receives");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%node, %error, "cannot clear the ranges it receives");
+                    }
+                    Err(_) => tracing::warn!(%node, "cannot clear the ranges it receives in time"),
+                }
+            });
+        futures::future::join_all(calls).await;
+    }
+
     async fn record_node(&self, node: &NodeAddr, state: NodeState) {
         let record = NodeRecord {
             node_id: node.id.clone(),
@@ -587,6 +625,24 @@ impl Migrations {
             tracing::warn!(node = %node.id, %error, "cannot record the node's state");
         }
     }
+}
+
+/// How long clearing the ranges a node receives may hold up a migration's start.
+const CLEAR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ranges each node receives under `plan` (a replica after that was not one before).
+fn receiving(plan: &pairdb_core::movement::Plan) -> BTreeMap<String, Vec<TokenRange>> {
+    let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
+    for mv in plan.iter() {
+        for node in mv.to.iter().filter(|n| !mv.from.contains(n)) {
+            out.entry(node.clone()).or_default().push(TokenRange {
+                namespace: mv.tenant.clone(),
+                start: mv.start,
+                end: mv.end,
+            });
+        }
+    }
+    out
 }
 
 fn conflict(detail: String) -> CoordinatorError {

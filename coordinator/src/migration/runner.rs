@@ -27,6 +27,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How long a cancelled migration keeps asking a live node to drop what it received before it
 /// records the node as undropped and finishes.
 const ROLLBACK_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a rollback keeps asking a node seen down.
+const DOWN_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Why a run stopped before the migration finished.
 enum Stop {
@@ -393,8 +395,8 @@ impl Run {
     }
 
     /// Tells `node` to drop `ranges`, retrying until it answers — or, with `patience`, until
-    /// it is seen down or has failed for that long, when it is recorded in `undropped`. A node
-    /// that left the ring takes its data with it.
+    /// it has failed for that long (or for [`DOWN_PATIENCE`] while seen down), when it is
+    /// recorded in `undropped`. A node that left the ring takes its data with it.
     async fn drop_on(
         &mut self,
         node: &str,
@@ -410,8 +412,10 @@ impl Run {
             if !member {
                 break;
             }
-            let give_up = patience
-                .is_some_and(|p| started.elapsed() >= p || !self.cluster().pool().is_live(node));
+            let waited = started.elapsed();
+            let give_up = patience.is_some_and(|p| {
+                waited >= p || (waited >= DOWN_PATIENCE && !self.cluster().pool().is_live(node))
+            });
             if give_up {
                 tracing::warn!(migration = %self.migration.id, %node, "node not told to drop its ranges");
                 if !self.migration.undropped.iter().any(|n| n == node) {

@@ -65,8 +65,8 @@ pub struct MigrationBody {
     pub error: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// Nodes a cancelled migration could not tell to drop what they received (wipe them before
-    /// they join again).
+    /// Nodes a cancelled migration could not tell to drop what they received (data no read
+    /// consults, cleared before they receive those ranges again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undropped: Vec<String>,
 }

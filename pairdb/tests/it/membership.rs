@@ -192,6 +192,44 @@ async fn replication_factor_changes_online_both_ways() {
     let t = harness::start(3).await;
     let key = t.create_tenant("rf", 1).await;
     let mut ledger = preload(&t, &key, "pre-", 400).await;
+    // A stale version left on a node that does not serve its key (a cancelled migration's
+    // leftover, say): a node receives ranges clean, so it never comes back.
+    let ghost = b"ghost".to_vec();
+    let serving = t.replicas("rf", &ghost);
+    let holder = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .find(|n| !serving.iter().any(|s| s == n))
+        .expect("a node not serving the ghost");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let planted = t
+        .storage(holder, Some(harness::INTERNAL_TOKEN))
+        .ingest(pairdb_proto::storage::IngestRequest {
+            epoch: t.epoch(),
+            namespace: "rf".into(),
+            entries: vec![pairdb_proto::storage::ScanEntry {
+                token: pairdb_core::key::token("rf", &ghost),
+                key: ghost.clone(),
+                version: Some(pairdb_proto::storage::Version {
+                    value: b"boo".to_vec(),
+                    clock: vec![pairdb_proto::storage::ClockEntry {
+                        node: holder.into(),
+                        incarnation: 1,
+                        counter: 1,
+                        last: now_ms << 16,
+                    }],
+                    timestamp: now_ms << 16,
+                    minted_by: holder.into(),
+                    ..Default::default()
+                }),
+            }],
+        })
+        .await
+        .expect("ingest")
+        .into_inner();
+    assert_eq!(planted.applied, 1);
     for (rf, prefix) in [(3, "up-"), (2, "down-")] {
         let load = Load::start(&t, &key, prefix);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -214,6 +252,12 @@ async fn replication_factor_changes_online_both_ways() {
         assert_eq!(tenant["replication_factor"], rf, "{tenant}");
         placed_exactly(&t, "rf", &ledger, &["node-1", "node-2", "node-3"]).await;
         verify(&t, &key, &ledger, "all").await;
+        let resp = t.kv(Method::GET, "ghost", &key, &[], None).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "the leftover came back"
+        );
     }
 }
 
@@ -247,9 +291,21 @@ async fn a_cancelled_migration_rolls_back_and_loses_nothing() {
         assert!(started.elapsed() < LIMIT, "no error names node-3: {m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Some of it reached node-1 and node-2 as pending replicas: the rollback has work to do.
+    let mut pending_only = 0;
+    for node in ["node-1", "node-2"] {
+        for k in t.keys_on(node, "undo").await {
+            pending_only += usize::from(!t.replicas("undo", &k).iter().any(|r| r == node));
+        }
+    }
+    assert!(pending_only > 0, "nothing reached a pending replica");
     let (status, answer) = t.admin(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    assert_eq!(answer["migration_id"], id.as_str(), "{answer}");
+    assert_eq!(
+        (answer["migration_id"].as_str(), answer["state"].as_str()),
+        (Some(id.as_str()), Some("rolling_back")),
+        "{answer}"
+    );
     let cancelled = t.await_migration_in(&id, "cancelled", LIMIT).await;
     let during = load.stop().await;
     assert!(during.acked > 20, "the load barely ran: {}", during.acked);
