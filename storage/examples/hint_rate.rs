@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p pairdb-storage --example hint_rate` (`make bench-hints`); the log goes
 //! in a temporary dir under `PAIRDB_BENCH_DIR` (default: the system's), for
-//! `PAIRDB_HINT_SECS` (default 3) seconds per row.
+//! `PAIRDB_HINT_SECS` (default 3, at most 10: the log holds at most a million hints) seconds per
+//! row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = std::env::var("PAIRDB_HINT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(3u64)
+        .clamp(1, 10);
     let base = std::env::var_os("PAIRDB_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

@@ -105,6 +105,20 @@ struct Synced {
     running: bool,
 }
 
+/// The fsync under way: on drop, whatever the outcome, it is over and the waiters are told.
+struct Leading<'a>(&'a HintLog);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let log = self.0;
+        log.synced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running = false;
+        log.synced_changed.notify_all();
+    }
+}
+
 /// Counters read without the log's lock (health answers and metrics never wait for an fsync).
 #[derive(Default)]
 struct Counters {
@@ -275,14 +289,14 @@ impl HintLog {
         }
         synced.running = true;
         drop(synced);
+        // Hands the fsync on to the next waiter however this one ends, panic included.
+        let leading = Leading(self);
         let outcome = self.sync_all();
-        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        synced.running = false;
         if let Ok(through) = outcome {
+            let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
             synced.through = synced.through.max(through);
         }
-        drop(synced);
-        self.synced_changed.notify_all();
+        drop(leading);
         outcome.map(|_| ()).and_then(|()| {
             if self.lock().lost_through >= n {
                 Err(lost())
@@ -300,10 +314,17 @@ impl HintLog {
             let file = s.file.as_ref().map(|f| f.get_ref().try_clone());
             (s.written, file)
         };
-        match file {
-            Some(Ok(f)) => f.sync_data().map_err(|e| self.error(e))?,
-            Some(Err(e)) => return Err(self.error(e)),
-            None => return Err(self.error(std::io::Error::other("hint log closed"))),
+        let synced = match file {
+            Some(Ok(f)) => f.sync_data(),
+            Some(Err(e)) => Err(e),
+            None => Err(std::io::Error::other("hint log closed")),
+        };
+        if let Err(e) = synced {
+            // A failed fsync may have dropped the written pages, and a second one would not
+            // say so: every recording it was to cover is lost.
+            let mut s = self.lock();
+            s.lost_through = s.lost_through.max(through);
+            return Err(self.error(e));
         }
         Ok(through)
     }
