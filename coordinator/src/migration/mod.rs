@@ -29,7 +29,7 @@
 mod runner;
 pub(crate) mod stream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -550,7 +550,7 @@ impl Migrations {
                 }
                 _ => (0, BTreeMap::new()),
             };
-            self.clear(&current, receiving).await;
+            self.clear(&current, receiving).await?;
             let migration = Migration {
                 id: id.clone(),
                 completed_epoch: (phase == Phase::Dropping).then_some(next.epoch),
@@ -590,28 +590,67 @@ impl Migrations {
     }
 
     /// Before a transition begins, each member about to receive ranges drops whatever it
-    /// holds in them — left over from a cancelled migration it could not be told about, say —
-    /// so it starts them clean and nothing stale (a version whose tombstone was purged since)
-    /// comes back through it. They are not its ranges yet, so no acknowledged write is there.
-    /// A node that cannot be told now (down) is logged and skipped.
-    async fn clear(&self, current: &Placement, receiving: BTreeMap<String, Vec<TokenRange>>) {
+    /// holds in them, so it starts them clean and nothing stale (a version whose tombstone was
+    /// purged since) comes back through it. They are not its ranges yet, so no acknowledged
+    /// write is there. A node a cancelled migration left data on (its `undropped`) must be
+    /// cleared, or the migration does not start; any other that cannot be told now (down) is
+    /// logged and skipped.
+    async fn clear(
+        &self,
+        current: &Placement,
+        receiving: BTreeMap<String, Vec<TokenRange>>,
+    ) -> Result<(), CoordinatorError> {
+        if self.cluster.view()?.placement.epoch < current.epoch {
+            // Drops go out at the epoch this coordinator routes with: catch up first.
+            self.cluster.refresh().await?;
+        }
+        let left_over = self.left_over().await?;
         let calls = receiving
             .into_iter()
             .filter(|(node, _)| current.nodes.iter().any(|n| &n.id == node))
-            .map(|(node, ranges)| async move {
-                let call = stream::drop_ranges(&self.cluster, &node, ranges);
-                match tokio::time::timeout(CLEAR_TIMEOUT, call).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(dropped)) => {
-                        tracing::info!(%node, dropped, "stale data cleared from ranges it receives");
+            .map(|(node, ranges)| {
+                let must = left_over.contains(&node);
+                async move {
+                    let limit = if must { LEFT_OVER_CLEAR_TIMEOUT } else { CLEAR_TIMEOUT };
+                    let call = stream::drop_ranges(&self.cluster, &node, ranges);
+                    let outcome = match tokio::time::timeout(limit, call).await {
+                        Ok(Ok(dropped)) => {
+                            if dropped > 0 {
+                                tracing::info!(%node, dropped, "stale data cleared from ranges it receives");
+                            }
+                            return Ok(());
+                        }
+                        Ok(Err(error)) => error,
+                        Err(_) => format!("no answer in {limit:?}"),
+                    };
+                    if !must {
+                        tracing::warn!(%node, error = %outcome, "cannot clear the ranges it receives");
+                        return Ok(());
                     }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%node, %error, "cannot clear the ranges it receives");
-                    }
-                    Err(_) => tracing::warn!(%node, "cannot clear the ranges it receives in time"),
+                    Err(CoordinatorError::not_ready(format!(
+                        "{node} holds data a cancelled migration left in ranges it would receive, and cannot drop it now ({outcome}); retry once it answers"
+                    )))
                 }
             });
-        futures::future::join_all(calls).await;
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        Ok(())
+    }
+
+    /// Nodes some cancelled migration could not tell to drop what they received.
+    async fn left_over(&self) -> Result<BTreeSet<String>, CoordinatorError> {
+        let mut out = BTreeSet::new();
+        for record in self.cluster.store().list_jobs(false).await? {
+            if record.kind != JOB_KIND {
+                continue;
+            }
+            if let Ok(m) = Migration::from_record(&record) {
+                out.extend(m.undropped);
+            }
+        }
+        Ok(out)
     }
 
     async fn record_node(&self, node: &NodeAddr, state: NodeState) {
@@ -629,6 +668,9 @@ impl Migrations {
 
 /// How long clearing the ranges a node receives may hold up a migration's start.
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same, for a node known to hold a cancelled migration's leftovers (it may have much to
+/// drop).
+const LEFT_OVER_CLEAR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The ranges each node receives under `plan` (a replica after that was not one before).
 fn receiving(plan: &pairdb_core::movement::Plan) -> BTreeMap<String, Vec<TokenRange>> {

@@ -395,8 +395,8 @@ impl Run {
     }
 
     /// Tells `node` to drop `ranges`, retrying until it answers — or, with `patience`, until
-    /// it has failed for that long (or for [`DOWN_PATIENCE`] while seen down), when it is
-    /// recorded in `undropped`. A node that left the ring takes its data with it.
+    /// it has failed for that long (or for [`DOWN_PATIENCE`] if it is seen down then), when it
+    /// is recorded in `undropped`. A node that left the ring takes its data with it.
     async fn drop_on(
         &mut self,
         node: &str,

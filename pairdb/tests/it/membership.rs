@@ -252,7 +252,9 @@ async fn replication_factor_changes_online_both_ways() {
         assert_eq!(tenant["replication_factor"], rf, "{tenant}");
         placed_exactly(&t, "rf", &ledger, &["node-1", "node-2", "node-3"]).await;
         verify(&t, &key, &ledger, "all").await;
-        let resp = t.kv(Method::GET, "ghost", &key, &[], None).await;
+        // Read at `all`: any replica holding it would answer it.
+        let all = [("x-consistency", "all")];
+        let resp = t.kv(Method::GET, "ghost", &key, &all, None).await;
         assert_eq!(
             resp.status(),
             StatusCode::NOT_FOUND,
@@ -319,6 +321,21 @@ async fn a_cancelled_migration_rolls_back_and_loses_nothing() {
     );
     let (_, tenant) = t.admin(Method::GET, "/v1/tenants/undo", None).await;
     assert_eq!(tenant["replication_factor"], 2, "{tenant}");
+    // node-3 may hold what it received: no migration gives it ranges until it has dropped them.
+    let (status, refused) = t
+        .admin(
+            Method::PUT,
+            "/v1/tenants/undo/replication-factor",
+            Some(json!({"replication_factor": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("node-3")),
+        "{refused}"
+    );
     let (status, repair) = t
         .admin(Method::POST, "/v1/admin/repair", Some(json!({})))
         .await;
