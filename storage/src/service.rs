@@ -675,12 +675,15 @@ impl Storage for StorageService {
             .node
             .check_epoch(req.epoch)
             .map_err(epoch_refusal)?;
+        // Read before the snapshot: what this node mints after it is stamped later.
+        let clock = self.inner.hlc.now();
         let digest = self
             .blocking("digest", move |engine| engine.digest(&range))
             .await?;
         Ok(Response::new(pb::DigestResponse {
             digest: digest.digest.to_vec(),
             keys: digest.keys,
+            clock,
         }))
     }
 

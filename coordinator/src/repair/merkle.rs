@@ -36,12 +36,8 @@ pub trait Replica: Sync {
     /// Its name, for errors.
     fn name(&self) -> &str;
 
-    /// The digest of `[start, end]` and the number of keys in it.
-    fn digest(
-        &self,
-        start: u64,
-        end: u64,
-    ) -> impl Future<Output = Result<(Vec<u8>, u64), String>> + Send;
+    /// The digest of `[start, end]`.
+    fn digest(&self, start: u64, end: u64) -> impl Future<Output = Result<Digest, String>> + Send;
 
     /// One page of `[start, end]` strictly after `after`: `(token, key, version)` in stored-key
     /// order, and whether more follow.
@@ -56,6 +52,18 @@ pub trait Replica: Sync {
     fn ingest(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// A replica's digest of a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// Equal digests mean equal contents.
+    pub digest: Vec<u8>,
+    /// Keys in the range.
+    pub keys: u64,
+    /// The replica's hybrid logical clock just before the digest's snapshot: every version it
+    /// mints afterwards is stamped later.
+    pub clock: u64,
+}
+
 /// What repairing a range did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Repaired {
@@ -68,6 +76,11 @@ pub struct Repaired {
     pub complete: bool,
     /// Why it is not complete (the first error met).
     pub error: Option<String>,
+    /// The lowest replica clock at the first comparison of the whole range (0 when it was not
+    /// compared): a version minted by a replica after that is stamped later, and one minted
+    /// before was in some replica's snapshot — so once the range is complete, every replica
+    /// holds every version below it but those still in flight then.
+    pub clock: u64,
 }
 
 /// Compares `[start, end]` across `replicas` and exchanges the keys that differ.
@@ -77,9 +90,12 @@ pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> R
         ..Repaired::default()
     };
     if replicas.len() < 2 {
+        // A lone replica holds all there is: its clock vouches for nothing it lacks.
+        out.clock = u64::MAX;
         return out;
     }
     let mut stack = vec![(start, end)];
+    let mut first = true;
     while let Some((s, e)) = stack.pop() {
         let digests = futures::future::join_all(replicas.iter().map(|r| r.digest(s, e))).await;
         let mut seen = Vec::with_capacity(digests.len());
@@ -98,11 +114,17 @@ pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> R
             out.error.get_or_insert(error);
             continue;
         }
-        out.keys_read += seen.iter().map(|(_, k)| *k).sum::<u64>();
-        if seen.windows(2).all(|w| w[0] == w[1]) {
+        if std::mem::take(&mut first) {
+            out.clock = seen.iter().map(|d| d.clock).min().unwrap_or(0);
+        }
+        out.keys_read += seen.iter().map(|d| d.keys).sum::<u64>();
+        if seen
+            .windows(2)
+            .all(|w| (&w[0].digest, w[0].keys) == (&w[1].digest, w[1].keys))
+        {
             continue;
         }
-        let most = seen.iter().map(|(_, k)| *k).max().unwrap_or(0);
+        let most = seen.iter().map(|d| d.keys).max().unwrap_or(0);
         if most <= LEAF_KEYS || e - s < FANOUT {
             match exchange(replicas, s, e).await {
                 Ok((fixed, read)) => {

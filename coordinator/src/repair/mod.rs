@@ -4,8 +4,12 @@
 //! A repair walks every range of the ring whose replica set is constant, for one tenant or all,
 //! in a fixed order, as a job under a lease (like a migration: another coordinator resumes it
 //! from the last range recorded). A range compared on every replica and made equal gets a
-//! *repaired-until* watermark on each replica — the repair's start, less a margin for clock
-//! skew — below which the engine may purge tombstones past their grace period. Repairs are
+//! *repaired-until* watermark on each replica — the earlier of the repair's start (this
+//! coordinator's clock) and the lowest replica hybrid logical clock at the range's first
+//! comparison (each replica reports it with its digest), less a margin for writes then in
+//! flight — below which the engine may purge tombstones past their grace period. Every version a
+//! replica mints after its digest is stamped above its clock then, so a coordinator whose clock
+//! runs ahead cannot set a watermark above versions that some replica lacks. Repairs are
 //! paced to an I/O budget ([`CoordinatorConfig::repair_keys_per_sec`]); one runs on demand
 //! (`POST /v1/admin/repair`) or every [`CoordinatorConfig::repair_interval`]. A repair and a
 //! migration never run at once.
@@ -38,8 +42,8 @@ type ReplicaRanges = Vec<(u64, u64, Vec<String>)>;
 
 /// The job kind repairs are stored under.
 pub const JOB_KIND: &str = "repair";
-/// How far behind a repair's start its watermark is set: versions minted by a node whose clock
-/// lags by less than this, while the repair ran, stay above it.
+/// How far behind the repair's start and the replicas' clocks its watermark is set: versions
+/// still in flight at the comparison (minted, not yet stored anywhere) stay above it.
 pub const WATERMARK_MARGIN: Duration = Duration::from_secs(300);
 
 /// Where a repair is.
@@ -342,7 +346,14 @@ impl RepairRun {
                 self.repair.keys_repaired += done.keys;
                 read += done.keys_read;
                 let mut complete = done.complete;
-                if complete {
+                // Never above what the replicas' own clocks vouch for, whatever this
+                // coordinator's clock says.
+                let margin = WATERMARK_MARGIN.as_millis() as u64;
+                let vouched = done
+                    .clock
+                    .saturating_sub(margin << pairdb_core::hlc::LOGICAL_BITS);
+                let watermark = watermark.min(vouched);
+                if complete && watermark > 0 {
                     for r in &reach {
                         let range = TokenRange {
                             namespace: tenant.clone(),

@@ -10,7 +10,7 @@ use pairdb_proto::storage::{
 };
 use tonic::Status;
 
-use super::merkle::Replica;
+use super::merkle::{Digest, Replica};
 use crate::cluster::Cluster;
 use crate::migration::stream::unary;
 use crate::pool::StorageRpc;
@@ -58,7 +58,7 @@ impl Replica for RpcReplica {
         &self.node
     }
 
-    async fn digest(&self, start: u64, end: u64) -> Result<(Vec<u8>, u64), String> {
+    async fn digest(&self, start: u64, end: u64) -> Result<Digest, String> {
         let range = self.range(start, end);
         let d = self
             .call(|mut c, epoch| {
@@ -69,7 +69,11 @@ impl Replica for RpcReplica {
                 async move { c.digest(request).await }
             })
             .await?;
-        Ok((d.digest, d.keys))
+        Ok(Digest {
+            digest: d.digest,
+            keys: d.keys,
+            clock: d.clock,
+        })
     }
 
     async fn scan(

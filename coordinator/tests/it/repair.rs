@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pairdb_coordinator::repair::merkle::{Replica, repair_range};
+use pairdb_coordinator::repair::merkle::{Digest, Replica, repair_range};
 use pairdb_core::vclock::{Actor, VectorClock};
 use pairdb_core::{StorageKey, Version};
 use pairdb_storage::engine::{PageLimit, StorageEngine, TokenRange};
@@ -21,6 +21,8 @@ struct Mem {
     engine: Arc<MemoryEngine>,
     /// Unreachable: every call fails.
     down: bool,
+    /// The clock its digests report.
+    clock: u64,
 }
 
 impl Mem {
@@ -46,13 +48,17 @@ impl Replica for Mem {
         &self.name
     }
 
-    async fn digest(&self, start: u64, end: u64) -> Result<(Vec<u8>, u64), String> {
+    async fn digest(&self, start: u64, end: u64) -> Result<Digest, String> {
         self.check()?;
         let d = self
             .engine
             .digest(&Mem::range(start, end))
             .map_err(|e| e.to_string())?;
-        Ok((d.digest.to_vec(), d.keys))
+        Ok(Digest {
+            digest: d.digest.to_vec(),
+            keys: d.keys,
+            clock: self.clock,
+        })
     }
 
     async fn scan(
@@ -164,6 +170,7 @@ proptest! {
                 name: format!("r{i}"),
                 engine: Arc::new(MemoryEngine::new(Duration::from_secs(60))),
                 down: false,
+                clock: [300, 100, 200][i],
             })
             .collect();
         let mut want: BTreeMap<Vec<u8>, Version> = BTreeMap::new();
@@ -184,6 +191,8 @@ proptest! {
         }
         let done = block_on(repair_range(&replicas, 0, u64::MAX));
         prop_assert!(done.complete, "{done:?}");
+        // The watermark's bound: the lowest replica clock at the first comparison.
+        prop_assert_eq!(done.clock, 100);
         for r in &replicas {
             prop_assert_eq!(&contents(&r.engine), &want, "{}", r.name);
         }
@@ -191,6 +200,10 @@ proptest! {
         let again = block_on(repair_range(&replicas, 0, u64::MAX));
         prop_assert_eq!(again.keys, 0);
         prop_assert!(again.complete);
+        // A lone replica is repaired by definition, and bounds no watermark.
+        let alone = block_on(repair_range(&replicas[..1], 0, u64::MAX));
+        prop_assert!(alone.complete);
+        prop_assert_eq!(alone.clock, u64::MAX);
     }
 }
 
@@ -201,6 +214,7 @@ fn a_replica_down_leaves_the_range_incomplete_and_the_others_repaired() {
             name: format!("r{i}"),
             engine: Arc::new(MemoryEngine::new(Duration::from_secs(60))),
             down: false,
+            clock: 1,
         })
         .collect();
     for i in 0..300 {
