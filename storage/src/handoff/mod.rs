@@ -28,12 +28,13 @@ use crate::node::NodeState;
 /// How long a hint is kept: far below the tombstone grace period (10 days by default).
 pub const HINT_TTL: Duration = Duration::from_secs(3 * 3600);
 /// Hints replayed per target per round.
-const REPLAY_BATCH: usize = 256;
-/// Applies to one target in flight at once.
+const REPLAY_BATCH: usize = 1024;
+/// Applies to one target in flight at once (the throttle: a returning node takes at most this
+/// many replayed writes at a time from each leader).
 const REPLAY_PARALLEL: usize = 16;
 /// Pause between replay rounds (shorter while a backlog drains).
 const REPLAY_IDLE: Duration = Duration::from_secs(1);
-const REPLAY_BUSY: Duration = Duration::from_millis(100);
+const REPLAY_BUSY: Duration = Duration::from_millis(10);
 /// How often hints past their TTL are dropped, whatever their target's state.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// How long one replayed apply may take.
@@ -197,11 +198,14 @@ impl Handoff {
         };
         let mut replayed = Vec::new();
         let mut stop = false;
-        let mut work: Vec<_> = live.into_iter().zip(versions).collect();
-        while !work.is_empty() && !stop {
-            let chunk: Vec<_> = work.drain(..REPLAY_PARALLEL.min(work.len())).collect();
-            let mut calls = tokio::task::JoinSet::new();
-            for (hint, version) in chunk {
+        let mut work = live.into_iter().zip(versions);
+        // A window of REPLAY_PARALLEL applies in flight: each one done lets the next go.
+        let mut calls = tokio::task::JoinSet::new();
+        loop {
+            while !stop && calls.len() < REPLAY_PARALLEL {
+                let Some((hint, version)) = work.next() else {
+                    break;
+                };
                 let version = match version {
                     Ok(Some(v)) => v,
                     // Nothing stored any more (the range was dropped here): nothing to send.
@@ -229,8 +233,11 @@ impl Handoff {
                     (hint, r)
                 });
             }
-            while let Some(done) = calls.join_next().await {
-                let Ok((k, r)) = done else { continue };
+            let Some(done) = calls.join_next().await else {
+                break;
+            };
+            let Ok((k, r)) = done else { continue };
+            {
                 match r {
                     Ok(Ok(_)) => replayed.push(k),
                     Ok(Err(status)) => match refusal(&status) {
