@@ -321,9 +321,17 @@ impl HintLog {
         };
         if let Err(e) = synced {
             // A failed fsync may have dropped the written pages, and a second one would not
-            // say so: every recording it was to cover is lost.
+            // say so: every recording it was to cover is lost, and the file may hold a hole
+            // that replay would stop at. The live hints are written afresh from memory into a
+            // new file (fsynced) — or, if even that fails, the log takes no more hints.
             let mut s = self.lock();
             s.lost_through = s.lost_through.max(through);
+            if let Err(error) = self.rewrite(&mut s) {
+                tracing::error!(file = %self.path.display(), %error, "hint log unusable after a failed fsync; no more hints are kept");
+                if let Some(old) = s.file.take() {
+                    drop(old.into_parts());
+                }
+            }
             return Err(self.error(e));
         }
         Ok(through)
@@ -492,6 +500,12 @@ impl HintLog {
         if s.records < 1024 || s.records < 4 * s.count as u64 {
             return Ok(());
         }
+        self.rewrite(s)
+    }
+
+    /// Writes the live hints into a new file, fsyncs it and puts it in the log's place. What
+    /// was buffered for the old file is dropped with it: every hint is in the new one.
+    fn rewrite(&self, s: &mut State) -> Result<(), HintError> {
         let tmp = self.path.with_extension("log.tmp");
         let err = |source| HintError {
             path: tmp.clone(),
@@ -520,7 +534,9 @@ impl HintLog {
         std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         sync_dir(&self.path);
         s.good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        s.file = Some(BufWriter::with_capacity(BUFFER, file));
+        if let Some(old) = s.file.replace(BufWriter::with_capacity(BUFFER, file)) {
+            drop(old.into_parts());
+        }
         s.records = records;
         Ok(())
     }
