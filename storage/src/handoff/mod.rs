@@ -151,7 +151,8 @@ impl Handoff {
         busy
     }
 
-    /// Replays one batch to `target`; true when a full batch went (more may wait).
+    /// Replays one batch to `target`; true when a full batch went and some of it was delivered
+    /// or dropped (more may wait).
     async fn replay_to(
         &self,
         target: &str,
@@ -254,6 +255,10 @@ impl Handoff {
                         Some(RefusalReason::StaleEpoch) => stop = true,
                         // Refused for good: the hint can never be delivered.
                         Some(RefusalReason::InvalidArgument) => dropped.push(k),
+                        // Refused whatever the key: wait for the next round.
+                        Some(RefusalReason::Unauthenticated | RefusalReason::ShuttingDown) => {
+                            stop = true;
+                        }
                         // Refused for this key only (a clock ahead, an engine error): kept,
                         // and the other keys go on.
                         Some(_) => {
@@ -267,6 +272,8 @@ impl Handoff {
             }
         }
         let replayed_n = replayed.len();
+        // Busy only while the backlog shrinks: a batch refused key by key waits a full round.
+        let progressed = replayed_n + dropped.len() > 0;
         let hints = Arc::clone(&self.hints);
         let t = target.to_owned();
         let removed = tokio::task::spawn_blocking(move || {
@@ -280,7 +287,7 @@ impl Handoff {
         if replayed_n > 0 {
             tracing::debug!(%target, replayed = replayed_n, "hints replayed");
         }
-        full && !stop
+        full && !stop && progressed
     }
 }
 
