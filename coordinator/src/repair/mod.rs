@@ -353,7 +353,15 @@ impl RepairRun {
                     .clock
                     .saturating_sub(margin << pairdb_core::hlc::LOGICAL_BITS);
                 let watermark = watermark.min(vouched);
-                if complete && watermark > 0 {
+                if complete && watermark == 0 {
+                    // A replica reported no clock (a node older than this coordinator): it
+                    // vouches for nothing, so the range gets no watermark, visibly.
+                    complete = false;
+                    self.repair.error.get_or_insert_with(|| {
+                        "a replica reported no clock with its digest (upgrade it): no watermark set".into()
+                    });
+                }
+                if complete {
                     for r in &reach {
                         let range = TokenRange {
                             namespace: tenant.clone(),
