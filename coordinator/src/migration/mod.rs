@@ -162,6 +162,9 @@ pub struct Migration {
     /// consult, and which a later migration clears before the node receives those ranges.
     #[serde(default)]
     pub undropped: Vec<String>,
+    /// Nodes an earlier cancel left data on that this migration's start cleared.
+    #[serde(default)]
+    pub cleared: Vec<String>,
     /// The last error met (a phase retries transient errors; it is cleared on progress).
     #[serde(default)]
     pub error: Option<String>,
@@ -550,7 +553,7 @@ impl Migrations {
                 }
                 _ => (0, BTreeMap::new()),
             };
-            self.clear(&current, receiving).await?;
+            let cleared = self.clear(&current, receiving).await?;
             let migration = Migration {
                 id: id.clone(),
                 completed_epoch: (phase == Phase::Dropping).then_some(next.epoch),
@@ -567,6 +570,7 @@ impl Migrations {
                 keys_streamed: 0,
                 bytes_streamed: 0,
                 undropped: Vec::new(),
+                cleared,
                 error: None,
                 created_at: now_rfc3339(),
             };
@@ -594,12 +598,12 @@ impl Migrations {
     /// purged since) comes back through it. They are not its ranges yet, so no acknowledged
     /// write is there. A node a cancelled migration left data on (its `undropped`) must be
     /// cleared, or the migration does not start; any other that cannot be told now (down) is
-    /// logged and skipped.
+    /// logged and skipped. Answers the nodes with leftovers that were cleared.
     async fn clear(
         &self,
         current: &Placement,
         receiving: BTreeMap<String, Vec<TokenRange>>,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Vec<String>, CoordinatorError> {
         if self.cluster.view()?.placement.epoch < current.epoch {
             // Drops go out at the epoch this coordinator routes with: catch up first.
             self.cluster.refresh().await?;
@@ -618,39 +622,40 @@ impl Migrations {
                             if dropped > 0 {
                                 tracing::info!(%node, dropped, "stale data cleared from ranges it receives");
                             }
-                            return Ok(());
+                            return Ok(must.then_some(node));
                         }
                         Ok(Err(error)) => error,
                         Err(_) => format!("no answer in {limit:?}"),
                     };
                     if !must {
                         tracing::warn!(%node, error = %outcome, "cannot clear the ranges it receives");
-                        return Ok(());
+                        return Ok(None);
                     }
                     Err(CoordinatorError::not_ready(format!(
                         "{node} holds data a cancelled migration left in ranges it would receive, and cannot drop it now ({outcome}); retry once it answers"
                     )))
                 }
             });
-        futures::future::join_all(calls)
+        let cleared = futures::future::join_all(calls)
             .await
             .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
-        Ok(())
+            .collect::<Result<Vec<Option<String>>, _>>()?;
+        Ok(cleared.into_iter().flatten().collect())
     }
 
-    /// Nodes some cancelled migration could not tell to drop what they received.
+    /// Nodes some cancelled migration could not tell to drop what they received, and no
+    /// migration since has cleared.
     async fn left_over(&self) -> Result<BTreeSet<String>, CoordinatorError> {
-        let mut out = BTreeSet::new();
-        for record in self.cluster.store().list_jobs(false).await? {
-            if record.kind != JOB_KIND {
-                continue;
-            }
-            if let Ok(m) = Migration::from_record(&record) {
-                out.extend(m.undropped);
-            }
-        }
-        Ok(out)
+        let migrations = self
+            .cluster
+            .store()
+            .list_jobs(false)
+            .await?
+            .iter()
+            .filter(|r| r.kind == JOB_KIND)
+            .filter_map(|r| Migration::from_record(r).ok())
+            .collect();
+        Ok(left_over(migrations))
     }
 
     async fn record_node(&self, node: &NodeAddr, state: NodeState) {
@@ -664,6 +669,20 @@ impl Migrations {
             tracing::warn!(node = %node.id, %error, "cannot record the node's state");
         }
     }
+}
+
+/// The nodes `migrations` left data on (`undropped`) that none of them cleared since.
+fn left_over(mut migrations: Vec<Migration>) -> BTreeSet<String> {
+    // In the order they ran: each started at a newer placement than the one before.
+    migrations.sort_by_key(|m| m.from.as_ref().map_or(0, |p| p.epoch));
+    let mut out = BTreeSet::new();
+    for m in migrations {
+        for node in &m.cleared {
+            out.remove(node);
+        }
+        out.extend(m.undropped);
+    }
+    out
 }
 
 /// How long clearing the ranges a node receives may hold up a migration's start.
@@ -757,6 +776,7 @@ mod tests {
             from: None,
             completed_epoch: None,
             undropped: Vec::new(),
+            cleared: Vec::new(),
             error: None,
             created_at: "2026-01-01T00:00:00Z".into(),
         };
@@ -768,5 +788,41 @@ mod tests {
             ..m
         };
         assert!(done.record().expect("encode").done);
+    }
+
+    #[test]
+    fn leftovers_stay_flagged_until_a_later_start_clears_them() {
+        let at = |epoch: u64, undropped: &[&str], cleared: &[&str]| Migration {
+            id: format!("mig-{epoch}"),
+            change: Change::DeleteTenant { tenant: "t".into() },
+            phase: Phase::Cancelled,
+            tenants: Vec::new(),
+            ranges_total: 0,
+            ranges_done: 0,
+            keys_streamed: 0,
+            bytes_streamed: 0,
+            from: Some(Placement {
+                epoch,
+                ..Placement::initial(Vec::new(), 8)
+            }),
+            completed_epoch: None,
+            undropped: undropped.iter().map(|s| s.to_string()).collect(),
+            cleared: cleared.iter().map(|s| s.to_string()).collect(),
+            error: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let names = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>();
+        // Listed in any order: n1 left at 5, cleared at 9; n2 left at 9 and 12.
+        let jobs = vec![
+            at(12, &["n2"], &[]),
+            at(5, &["n1"], &[]),
+            at(9, &["n2"], &["n1"]),
+        ];
+        assert_eq!(names(left_over(jobs)), ["n2"]);
+        // Cleared, then left again by a later cancel.
+        let jobs = vec![at(9, &["n1"], &["n1"]), at(3, &["n1"], &[])];
+        assert_eq!(names(left_over(jobs)), ["n1"]);
+        let jobs = vec![at(3, &["n1"], &[]), at(9, &[], &["n1"])];
+        assert!(left_over(jobs).is_empty());
     }
 }

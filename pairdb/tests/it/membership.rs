@@ -360,6 +360,41 @@ async fn a_cancelled_migration_rolls_back_and_loses_nothing() {
     // Every acknowledged write and delete is still what reads see (node-3 is down: read at one,
     // which every acknowledged quorum write reached on each live replica).
     verify(&t, &key, &ledger, "one").await;
+
+    // Back, node-3 is cleared first, and the change goes through (once the repair ends).
+    let node3 = t
+        .cluster
+        .coordinator
+        .cluster
+        .view()
+        .expect("placement")
+        .placement
+        .address_of("node-3")
+        .expect("node-3 is a member")
+        .parse()
+        .expect("address");
+    t.restart_in_place("node-3", node3);
+    let started = std::time::Instant::now();
+    let id = loop {
+        let (status, body) = t
+            .admin(
+                Method::PUT,
+                "/v1/tenants/undo/replication-factor",
+                Some(json!({"replication_factor": 3})),
+            )
+            .await;
+        if status == StatusCode::ACCEPTED {
+            break body["migration_id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::CONFLICT,
+            "{status} {body}"
+        );
+        assert!(started.elapsed() < LIMIT, "node-3 never cleared: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    t.await_migration(&id, LIMIT).await;
+    verify(&t, &key, &ledger, "all").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
