@@ -83,7 +83,9 @@ pub struct Repaired {
     pub clock: u64,
 }
 
-/// Compares `[start, end]` across `replicas` and exchanges the keys that differ.
+/// Compares `[start, end]` across `replicas` and exchanges the keys that differ. A replica
+/// that fails a call is left out of the rest of the range, which ends incomplete, while the
+/// others (two or more) are still made equal among themselves.
 pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> Repaired {
     let mut out = Repaired {
         complete: true,
@@ -96,22 +98,34 @@ pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> R
     }
     let mut stack = vec![(start, end)];
     let mut first = true;
+    let mut left_out = vec![false; replicas.len()];
     while let Some((s, e)) = stack.pop() {
-        let digests = futures::future::join_all(replicas.iter().map(|r| r.digest(s, e))).await;
+        let alive: Vec<&R> = replicas
+            .iter()
+            .zip(&left_out)
+            .filter(|(_, out)| !**out)
+            .map(|(r, _)| r)
+            .collect();
+        if alive.len() < 2 {
+            continue;
+        }
+        let digests = futures::future::join_all(alive.iter().map(|r| r.digest(s, e))).await;
         let mut seen = Vec::with_capacity(digests.len());
-        let mut failed = None;
-        for (r, d) in replicas.iter().zip(digests) {
+        let mut failed = false;
+        for (r, d) in alive.iter().zip(digests) {
             match d {
                 Ok(d) => seen.push(d),
-                Err(e) => {
-                    failed = Some(format!("{}: {e}", r.name()));
-                    break;
+                Err(error) => {
+                    leave_out(replicas, &mut left_out, r.name());
+                    out.complete = false;
+                    out.error.get_or_insert(format!("{}: {error}", r.name()));
+                    failed = true;
                 }
             }
         }
-        if let Some(error) = failed {
-            out.complete = false;
-            out.error.get_or_insert(error);
+        if failed {
+            // Again, with the replicas still answering.
+            stack.push((s, e));
             continue;
         }
         if std::mem::take(&mut first) {
@@ -126,14 +140,16 @@ pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> R
         }
         let most = seen.iter().map(|d| d.keys).max().unwrap_or(0);
         if most <= LEAF_KEYS || e - s < FANOUT {
-            match exchange(replicas, s, e).await {
+            match exchange(&alive, s, e).await {
                 Ok((fixed, read)) => {
                     out.keys += fixed;
                     out.keys_read += read;
                 }
-                Err(error) => {
+                Err((name, error)) => {
+                    leave_out(replicas, &mut left_out, &name);
                     out.complete = false;
-                    out.error.get_or_insert(error);
+                    out.error.get_or_insert(format!("{name}: {error}"));
+                    stack.push((s, e));
                 }
             }
         } else {
@@ -141,6 +157,15 @@ pub async fn repair_range<R: Replica>(replicas: &[R], start: u64, end: u64) -> R
         }
     }
     out
+}
+
+/// Marks the replica named `name` as left out.
+fn leave_out<R: Replica>(replicas: &[R], left_out: &mut [bool], name: &str) {
+    for (r, out) in replicas.iter().zip(left_out.iter_mut()) {
+        if r.name() == name {
+            *out = true;
+        }
+    }
 }
 
 /// `[start, end]` cut into [`FANOUT`] contiguous sub-ranges (fewer when it is narrower).
@@ -158,8 +183,13 @@ pub fn split(start: u64, end: u64) -> Vec<(u64, u64)> {
 }
 
 /// Reads every entry of `[start, end]` from every replica and sends each replica the join of
-/// each key it lacks or holds older. Answers the versions sent and the entries read.
-async fn exchange<R: Replica>(replicas: &[R], start: u64, end: u64) -> Result<(u64, u64), String> {
+/// each key it lacks or holds older. Answers the versions sent and the entries read, or the
+/// name of the replica that failed and why.
+async fn exchange<R: Replica>(
+    replicas: &[&R],
+    start: u64,
+    end: u64,
+) -> Result<(u64, u64), (String, String)> {
     // (token, key) → each replica's version.
     let mut table: BTreeMap<(u64, Vec<u8>), Vec<Option<Version>>> = BTreeMap::new();
     let mut read = 0u64;
@@ -169,7 +199,7 @@ async fn exchange<R: Replica>(replicas: &[R], start: u64, end: u64) -> Result<(u
             let (page, more) = r
                 .scan(start, end, after.clone())
                 .await
-                .map_err(|e| format!("{}: {e}", r.name()))?;
+                .map_err(|e| (r.name().to_owned(), e))?;
             if let Some((t, k, _)) = page.last() {
                 after = Some((*t, k.clone()));
             }
@@ -218,7 +248,7 @@ async fn exchange<R: Replica>(replicas: &[R], start: u64, end: u64) -> Result<(u
                 let n = batch.len() as u64;
                 r.ingest(std::mem::take(&mut batch))
                     .await
-                    .map_err(|e| format!("{}: {e}", r.name()))?;
+                    .map_err(|e| (r.name().to_owned(), e))?;
                 sent += n;
                 bytes = 0;
             }
@@ -229,7 +259,7 @@ async fn exchange<R: Replica>(replicas: &[R], start: u64, end: u64) -> Result<(u
             let n = batch.len() as u64;
             r.ingest(batch)
                 .await
-                .map_err(|e| format!("{}: {e}", r.name()))?;
+                .map_err(|e| (r.name().to_owned(), e))?;
             sent += n;
         }
     }
