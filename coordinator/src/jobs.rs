@@ -5,13 +5,14 @@
 //! it. Every save — the run's and the keeper's — goes through one lock, so the stored record
 //! never steps back.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pairdb_core::Placement;
-use pairdb_metadata::{JobRecord, MetadataError};
+use pairdb_metadata::{JobRecord, MetadataError, MetadataStore};
 
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
@@ -20,6 +21,8 @@ use crate::error::CoordinatorError;
 pub const LEASE: Duration = Duration::from_secs(15);
 /// How often the keeper renews the lease.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// Finished jobs kept per kind (and their progress readable); older ones are deleted.
+pub const KEEP_FINISHED: usize = 100;
 
 /// A run's hold on its job.
 pub(crate) struct Lease {
@@ -144,4 +147,101 @@ where
         }
     }
     Ok(())
+}
+
+/// Deletes the finished jobs of each kind but the newest [`KEEP_FINISHED`] — except migrations
+/// that flagged or cleared a node with a cancel's leftovers (their records are what flags it,
+/// and they are rare). Answers how many went. Safe to run on several coordinators at once.
+pub(crate) async fn prune(store: &dyn MetadataStore) -> Result<u64, CoordinatorError> {
+    let mut finished: HashMap<String, Vec<JobRecord>> = HashMap::new();
+    // Oldest first.
+    for job in store.list_jobs(false).await? {
+        if job.done {
+            finished.entry(job.kind.clone()).or_default().push(job);
+        }
+    }
+    let mut deleted = 0;
+    for jobs in finished.values() {
+        let excess = jobs.len().saturating_sub(KEEP_FINISHED);
+        for job in jobs.iter().take(excess) {
+            if job.kind == crate::migration::JOB_KIND {
+                let flags = crate::migration::Migration::from_record(job)
+                    .map_or(true, |m| !m.undropped.is_empty() || !m.cleared.is_empty());
+                if flags {
+                    continue;
+                }
+            }
+            deleted += u64::from(store.delete_finished_job(&job.id).await?);
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pairdb_metadata::MemoryStore;
+
+    use super::*;
+    use crate::migration::{Change, Migration, Phase};
+
+    fn finished(n: usize, undropped: &[&str]) -> JobRecord {
+        Migration {
+            id: format!("mig-{n:04}"),
+            change: Change::DeleteTenant { tenant: "t".into() },
+            phase: Phase::Cancelled,
+            tenants: Vec::new(),
+            ranges_total: 0,
+            ranges_done: 0,
+            keys_streamed: 0,
+            bytes_streamed: 0,
+            from: None,
+            completed_epoch: None,
+            undropped: undropped.iter().map(|s| s.to_string()).collect(),
+            cleared: Vec::new(),
+            error: None,
+            created_at: format!("2026-01-01T00:{:02}:{:02}Z", n / 60, n % 60),
+        }
+        .record()
+        .expect("record")
+    }
+
+    #[tokio::test]
+    async fn old_finished_jobs_go_but_flagging_migrations_stay() {
+        let store = MemoryStore::new();
+        let total = KEEP_FINISHED + 5;
+        for n in 0..total {
+            let job = finished(n, if n == 1 { &["node-3"] } else { &[] });
+            let unfinished = JobRecord {
+                done: false,
+                ..job.clone()
+            };
+            store.start_job(&unfinished, None).await.expect("start");
+            let saved = store
+                .save_job(&job, "me", Duration::from_secs(5), None)
+                .await
+                .expect("finish");
+            assert!(saved);
+        }
+        // Unfinished jobs are never touched.
+        let running = JobRecord {
+            done: false,
+            ..finished(total, &[])
+        };
+        store.start_job(&running, None).await.expect("start");
+        assert_eq!(prune(&store).await.expect("prune"), 4);
+        let left: Vec<String> = store
+            .list_jobs(false)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(left.len(), KEEP_FINISHED + 2);
+        assert_eq!(&left[..2], ["mig-0001", "mig-0005"]);
+        assert_eq!(left.last().map(String::as_str), Some("mig-0105"));
+        // Nothing more to do.
+        assert_eq!(prune(&store).await.expect("prune"), 0);
+    }
 }

@@ -157,6 +157,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         placement: Option<(u64, &Placement)>,
     ) -> Result<bool, MetadataError>;
 
+    /// Deletes job `id` if it is finished; `false` if it does not exist or is unfinished.
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError>;
+
     /// Deletes tenant `id` with its API keys; `false` if it did not exist.
     async fn delete_tenant(&self, id: &str) -> Result<bool, MetadataError>;
 

@@ -329,6 +329,15 @@ impl MetadataStore for MemoryStore {
         Ok(self.lock().jobs.get(id).map(|(j, _, _)| j.clone()))
     }
 
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError> {
+        let mut s = self.lock();
+        let done = s.jobs.get(id).is_some_and(|(j, _, _)| j.done);
+        if done {
+            s.jobs.remove(id);
+        }
+        Ok(done)
+    }
+
     async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
         let mut jobs: Vec<JobRecord> = self
             .lock()

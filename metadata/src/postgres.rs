@@ -445,6 +445,15 @@ impl MetadataStore for PostgresStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError> {
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND done")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
     async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
         let rows = sqlx::query(SELECT_JOBS)
             .bind(unfinished)

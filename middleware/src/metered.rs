@@ -158,6 +158,15 @@ impl MetadataStore for MeteredMetadataStore {
         timed(&self.calls, "get_job", self.inner.get_job(id)).await
     }
 
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError> {
+        timed(
+            &self.calls,
+            "delete_finished_job",
+            self.inner.delete_finished_job(id),
+        )
+        .await
+    }
+
     async fn list_jobs(&self, unfinished: bool) -> Result<Vec<JobRecord>, MetadataError> {
         timed(&self.calls, "list_jobs", self.inner.list_jobs(unfinished)).await
     }

@@ -20,6 +20,8 @@ use crate::jobs::{self, Lease};
 /// How often unfinished migrations are looked for (a migration started here is picked up at
 /// once).
 const POLL: Duration = Duration::from_secs(2);
+/// How often finished jobs past [`jobs::KEEP_FINISHED`] per kind are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Progress is recorded at least this often while a phase runs.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Wait before retrying a range or a step that failed.
@@ -53,9 +55,18 @@ impl From<MetadataError> for Stop {
 /// Runs forever: finds unfinished migrations, claims one whose lease is free, and drives it to
 /// its end. Part of the coordinator's maintenance ([`Cluster::maintain`]).
 pub async fn run_migrations(cluster: Arc<Cluster>) {
+    let mut pruned: Option<Instant> = None;
     loop {
         if let Err(error) = run_pending(&cluster).await {
             tracing::debug!(%error, "cannot look for migrations");
+        }
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(Instant::now());
+            match jobs::prune(cluster.store().as_ref()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "old finished jobs deleted"),
+                Err(error) => tracing::debug!(%error, "cannot prune finished jobs"),
+            }
         }
         cluster.wait_for_migrations(POLL).await;
     }

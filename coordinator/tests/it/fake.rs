@@ -483,6 +483,10 @@ impl MetadataStore for CountingStore {
         self.inner.get_job(id).await
     }
 
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError> {
+        self.inner.delete_finished_job(id).await
+    }
+
     async fn list_jobs(
         &self,
         unfinished: bool,

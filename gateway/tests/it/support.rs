@@ -135,6 +135,10 @@ impl MetadataStore for SwitchableStore {
         self.up()?.get_job(id).await
     }
 
+    async fn delete_finished_job(&self, id: &str) -> Result<bool, MetadataError> {
+        self.up()?.delete_finished_job(id).await
+    }
+
     async fn list_jobs(
         &self,
         unfinished: bool,

@@ -835,6 +835,19 @@ pub async fn jobs_start_with_their_placement_and_lease_to_one_owner(store: &dyn 
             .await
             .expect("save")
     );
+    // Finished jobs may be deleted; an unfinished one may not.
+    store
+        .start_job(&job("j3", "2026-01-01T00:00:04Z"), None)
+        .await
+        .expect("start j3");
+    assert!(!store.delete_finished_job("j3").await.expect("delete"));
+    assert!(store.delete_finished_job("j1").await.expect("delete"));
+    assert!(!store.delete_finished_job("j1").await.expect("delete again"));
+    assert_eq!(store.get_job("j1").await.expect("get"), None);
+    assert_eq!(
+        ids(store.list_jobs(false).await.expect("list")),
+        ["j2", "j3"]
+    );
 }
 
 pub async fn delete_tenant_removes_it_with_its_keys(store: &dyn MetadataStore) {
