@@ -171,7 +171,10 @@ pub(crate) async fn prune(store: &dyn MetadataStore) -> Result<u64, CoordinatorE
                     continue;
                 }
             }
-            deleted += u64::from(store.delete_finished_job(&job.id).await?);
+            match store.delete_finished_job(&job.id).await {
+                Ok(gone) => deleted += u64::from(gone),
+                Err(error) => tracing::warn!(job = %job.id, %error, "cannot delete a finished job"),
+            }
         }
     }
     Ok(deleted)

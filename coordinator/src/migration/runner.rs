@@ -65,7 +65,7 @@ pub async fn run_migrations(cluster: Arc<Cluster>) {
             match jobs::prune(cluster.store().as_ref()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "old finished jobs deleted"),
-                Err(error) => tracing::debug!(%error, "cannot prune finished jobs"),
+                Err(error) => tracing::warn!(%error, "cannot prune finished jobs"),
             }
         }
         cluster.wait_for_migrations(POLL).await;
