@@ -50,6 +50,11 @@ impl Hlc {
         Self::default()
     }
 
+    /// The last timestamp issued or observed (0 before any), without issuing one.
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
     /// A fresh timestamp, greater than every one issued before.
     pub fn now(&self) -> u64 {
         self.advance_past(0)

@@ -23,6 +23,7 @@ use pairdb_coordinator::cluster::Cluster;
 use pairdb_core::{NodeAddr, Placement};
 use pairdb_gateway::server::ConnectionLimits;
 use pairdb_metadata::{MetadataStore, NodeRecord, NodeState as StoredNodeState, RateLimit};
+use pairdb_storage::clock_file::ClockFile;
 use pairdb_storage::dir_lock::DirLock;
 use pairdb_storage::durability::Durability;
 use pairdb_storage::engine::StorageEngine;
@@ -136,11 +137,15 @@ impl NodeSpec {
             )
             .with_context(what)?,
         );
+        // Past the clock the node's previous run recorded, whatever the wall clock says now.
+        let clock = ClockFile::new(&self.data_dir);
+        let floor = clock.read().with_context(what)?;
         let service = StorageService::new(
             Arc::clone(&engine),
             Arc::clone(&state),
             &self.internal_token,
         )
+        .with_clock_floor(floor)
         .with_max_clock_skew(self.max_clock_skew)
         .with_call_spans(Arc::new(|rpc, traceparent| {
             pairdb_middleware::call_span("storage", rpc, traceparent)
@@ -151,7 +156,8 @@ impl NodeSpec {
             Arc::clone(&engine),
             &self.internal_token,
         )
-        .with_context(what)?;
+        .with_context(what)?
+        .with_clock(Arc::clone(service.clock()), clock);
         let service = service.with_handoff(handoff);
         Ok(OpenNode {
             listener: self.listener,

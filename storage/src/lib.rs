@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod calls;
+pub mod clock_file;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;

@@ -156,6 +156,18 @@ impl StorageService {
         self
     }
 
+    /// Issues timestamps only above `floor` (the clock a previous run of this node recorded:
+    /// see [`crate::clock_file`]).
+    pub fn with_clock_floor(self, floor: u64) -> Self {
+        self.inner.hlc.advance_past(floor);
+        self
+    }
+
+    /// The node's hybrid logical clock.
+    pub fn clock(&self) -> &Arc<Hlc> {
+        &self.inner.hlc
+    }
+
     /// The node's hints and peers, if it keeps them.
     pub fn handoff(&self) -> Option<&Arc<Handoff>> {
         self.inner.handoff.as_ref()

@@ -387,3 +387,48 @@ async fn readyz_reports_not_ready_once_tenants_cannot_be_served() {
     );
     t.cluster.stop().await.expect("every node stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_mints_past_the_clock_it_recorded() {
+    use pairdb_storage::clock_file::ClockFile;
+    let mut t = start(3).await;
+    let key = t.create_tenant("clock", 1).await;
+    // A key whose only replica, so its leader, is node-1.
+    let k = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| t.replicas("clock", k.as_bytes()) == ["node-1"])
+        .expect("a key on node-1");
+    let addr = t
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == "node-1")
+        .expect("node")
+        .addr;
+    t.kill("node-1");
+    // As if its wall clock had stepped back 30 s since: the clock it recorded lies ahead.
+    let recorded = (pairdb_core::hlc::wall_ms() + 30_000) << pairdb_core::hlc::LOGICAL_BITS;
+    let file = ClockFile::new(&t.data_dir("node-1"));
+    file.write(recorded).expect("plant the clock");
+    t.restart_in_place("node-1", addr);
+    let mut stored = None;
+    for _ in 0..200 {
+        let put = t
+            .kv(Method::PUT, &k, &key, &[], Some(b"after".to_vec()))
+            .await;
+        if put.status() == StatusCode::OK {
+            stored = t.stored("node-1", "clock", k.as_bytes()).await;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let version = stored.expect("the write after the restart is stored on node-1");
+    assert!(
+        version.timestamp > recorded,
+        "minted at {} after recording {recorded}",
+        version.timestamp
+    );
+    // It goes on recording its clock.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(file.read().expect("read") >= version.timestamp);
+}

@@ -231,6 +231,11 @@ impl TestCluster {
         ContextSigner::new(KEY_SECRET, 5_000)
     }
 
+    /// The data dir of storage node `id` (one of the cluster's first nodes).
+    pub fn data_dir(&self, id: &str) -> std::path::PathBuf {
+        self._dir.path().join(id)
+    }
+
     /// Restarts storage node `id` at `addr` on its own data dir and LSM engine, as after a crash.
     pub fn restart_in_place(&mut self, id: &str, addr: std::net::SocketAddr) {
         let dir = self._dir.path().join(id);

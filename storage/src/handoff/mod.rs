@@ -22,6 +22,7 @@ use pairdb_proto::storage::{ApplyRequest, KeyRef, PushPlacementRequest, RefusalR
 pub use hints::{HintCounts, HintError, HintLog};
 pub use peers::{PeerView, Peers};
 
+use crate::clock_file::ClockFile;
 use crate::engine::StorageEngine;
 use crate::node::NodeState;
 
@@ -37,10 +38,13 @@ const REPLAY_IDLE: Duration = Duration::from_secs(1);
 const REPLAY_BUSY: Duration = Duration::from_millis(10);
 /// How often hints past their TTL are dropped, whatever their target's state.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// How often the node's clock is recorded.
+const CLOCK_EVERY: Duration = Duration::from_secs(1);
 /// How long one replayed apply may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node's hints and peers, and the tasks that keep them.
+#[derive(Clone)]
 pub struct Handoff {
     /// The durable hints this node holds as a leader.
     pub hints: Arc<HintLog>,
@@ -48,6 +52,8 @@ pub struct Handoff {
     pub peers: Arc<Peers>,
     node: Arc<NodeState>,
     engine: Arc<dyn StorageEngine>,
+    /// The node's clock and where it is recorded, about once a second.
+    clock: Option<(Arc<pairdb_core::Hlc>, ClockFile)>,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -73,13 +79,48 @@ impl Handoff {
             peers,
             node,
             engine,
+            clock: None,
         }))
+    }
+
+    /// Also records `clock` in `file` about once a second while it runs.
+    pub fn with_clock(self: Arc<Self>, clock: Arc<pairdb_core::Hlc>, file: ClockFile) -> Arc<Self> {
+        let mut this = Arc::unwrap_or_clone(self);
+        this.clock = Some((clock, file));
+        Arc::new(this)
     }
 
     /// Runs forever: heartbeats peers and replays hints to those that are up. Spawn it; abort
     /// the task to stop (every step is safe to interrupt).
     pub async fn run(self: Arc<Self>) {
-        tokio::join!(Arc::clone(&self).heartbeat_loop(), self.replay_loop());
+        tokio::join!(
+            Arc::clone(&self).heartbeat_loop(),
+            Arc::clone(&self).clock_loop(),
+            self.replay_loop()
+        );
+    }
+
+    /// Records the node's clock whenever it moved, about once a second.
+    async fn clock_loop(self: Arc<Self>) {
+        let Some((clock, file)) = self.clock.clone() else {
+            return;
+        };
+        let mut recorded = 0;
+        let mut tick = tokio::time::interval(CLOCK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = clock.last();
+            if now <= recorded {
+                continue;
+            }
+            let f = file.clone();
+            match tokio::task::spawn_blocking(move || f.write(now)).await {
+                Ok(Ok(())) => recorded = now,
+                Ok(Err(error)) => tracing::warn!(%error, "cannot record the node's clock"),
+                Err(_) => {}
+            }
+        }
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
