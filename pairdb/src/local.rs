@@ -140,6 +140,18 @@ impl NodeSpec {
         // Past the clock the node's previous run recorded, whatever the wall clock says now.
         let clock = ClockFile::new(&self.data_dir);
         let floor = clock.read().with_context(what)?;
+        let ahead_ms =
+            pairdb_core::hlc::physical_ms(floor).saturating_sub(pairdb_core::hlc::wall_ms());
+        if u128::from(ahead_ms) > self.max_clock_skew.as_millis() {
+            tracing::warn!(
+                node = %self.id,
+                ahead_ms,
+                file = %self.data_dir.join(pairdb_storage::clock_file::FILE).display(),
+                "the clock this node recorded is ahead of its wall clock by more than other nodes accept: \
+                 its versions are refused until the wall clock catches up (delete the file to start \
+                 from the wall clock, and let new writes order before its latest ones)"
+            );
+        }
         let service = StorageService::new(
             Arc::clone(&engine),
             Arc::clone(&state),
@@ -156,8 +168,8 @@ impl NodeSpec {
             Arc::clone(&engine),
             &self.internal_token,
         )
-        .with_context(what)?
-        .with_clock(Arc::clone(service.clock()), clock);
+        .with_context(what)?;
+        state.record_clock_in(Arc::clone(service.clock()), clock);
         let service = service.with_handoff(handoff);
         Ok(OpenNode {
             listener: self.listener,

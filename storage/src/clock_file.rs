@@ -53,7 +53,10 @@ impl ClockFile {
             .try_into()
             .map_err(|_| NodeError::Corrupt {
                 path: self.path.clone(),
-                detail: format!("{} bytes at offset 0, expected 8", bytes.len()),
+                detail: format!(
+                    "{} bytes at offset 0, expected 8 (delete it to start from the wall clock)",
+                    bytes.len()
+                ),
             })?;
         Ok(u64::from_le_bytes(raw))
     }

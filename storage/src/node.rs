@@ -257,6 +257,10 @@ pub struct NodeState {
     publishing: AtomicU64,
     /// Set for good by [`NodeState::close`].
     closing: std::sync::atomic::AtomicBool,
+    /// The node's clock and the file it is recorded in, once [`record_clock_in`] set them.
+    ///
+    /// [`record_clock_in`]: NodeState::record_clock_in
+    clock: std::sync::OnceLock<(Arc<pairdb_core::Hlc>, crate::clock_file::ClockFile)>,
     _lock: Option<DirLock>,
 }
 
@@ -398,6 +402,7 @@ impl NodeState {
             gate: Arc::new(tokio::sync::RwLock::new(())),
             publishing: AtomicU64::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
+            clock: std::sync::OnceLock::new(),
             _lock: lock,
         };
         {
@@ -539,6 +544,7 @@ impl NodeState {
     /// been flushed, so a durable engine's next open may keep this incarnation. Call last.
     /// Blocks on file I/O.
     pub fn mark_clean_shutdown(&self) -> Result<(), NodeError> {
+        self.record_clock()?;
         let mut persisted = self.lock_file();
         persisted.clean_shutdown = true;
         if let Err(e) = self.write_file(&persisted) {
@@ -546,6 +552,33 @@ impl NodeState {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// From now on `clock` is recorded in `file` by [`record_clock`](Self::record_clock) (the
+    /// node's hint and heartbeat task calls it about once a second) and at a clean stop. Only
+    /// the first call counts.
+    pub fn record_clock_in(
+        &self,
+        clock: Arc<pairdb_core::Hlc>,
+        file: crate::clock_file::ClockFile,
+    ) {
+        let _ = self.clock.set((clock, file));
+    }
+
+    /// Records the node's clock as it is now, if [`record_clock_in`](Self::record_clock_in)
+    /// set one; answers the timestamp recorded. Blocks on file I/O.
+    pub fn record_clock(&self) -> Result<Option<u64>, NodeError> {
+        let Some((clock, file)) = self.clock.get() else {
+            return Ok(None);
+        };
+        let now = clock.last();
+        file.write(now)?;
+        Ok(Some(now))
+    }
+
+    /// The node's clock, if one is recorded.
+    pub fn clock(&self) -> Option<&Arc<pairdb_core::Hlc>> {
+        self.clock.get().map(|(c, _)| c)
     }
 
     // Nothing panics while holding the lock, so a poisoned lock still guards consistent state.
@@ -615,6 +648,19 @@ mod tests {
         assert_eq!(state.placement(), None);
         assert_eq!(state.epoch(), None);
         assert!(dir.join(NODE_FILE).exists());
+    }
+
+    #[test]
+    fn a_clean_stop_records_the_clock() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = NodeState::open(tmp.path(), "n1", true).expect("open");
+        assert_eq!(state.record_clock().expect("no clock yet"), None);
+        let clock = Arc::new(pairdb_core::Hlc::new());
+        let file = crate::clock_file::ClockFile::new(tmp.path());
+        state.record_clock_in(Arc::clone(&clock), file.clone());
+        let last = clock.advance_past(clock.now() + (5_000 << pairdb_core::hlc::LOGICAL_BITS));
+        state.mark_clean_shutdown().expect("clean stop");
+        assert_eq!(file.read().expect("read"), last);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use pairdb_proto::storage::{ApplyRequest, KeyRef, PushPlacementRequest, RefusalR
 pub use hints::{HintCounts, HintError, HintLog};
 pub use peers::{PeerView, Peers};
 
-use crate::clock_file::ClockFile;
 use crate::engine::StorageEngine;
 use crate::node::NodeState;
 
@@ -44,7 +43,6 @@ const CLOCK_EVERY: Duration = Duration::from_secs(1);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node's hints and peers, and the tasks that keep them.
-#[derive(Clone)]
 pub struct Handoff {
     /// The durable hints this node holds as a leader.
     pub hints: Arc<HintLog>,
@@ -52,8 +50,6 @@ pub struct Handoff {
     pub peers: Arc<Peers>,
     node: Arc<NodeState>,
     engine: Arc<dyn StorageEngine>,
-    /// The node's clock and where it is recorded, about once a second.
-    clock: Option<(Arc<pairdb_core::Hlc>, ClockFile)>,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -79,15 +75,7 @@ impl Handoff {
             peers,
             node,
             engine,
-            clock: None,
         }))
-    }
-
-    /// Also records `clock` in `file` about once a second while it runs.
-    pub fn with_clock(self: Arc<Self>, clock: Arc<pairdb_core::Hlc>, file: ClockFile) -> Arc<Self> {
-        let mut this = Arc::unwrap_or_clone(self);
-        this.clock = Some((clock, file));
-        Arc::new(this)
     }
 
     /// Runs forever: heartbeats peers and replays hints to those that are up. Spawn it; abort
@@ -100,9 +88,10 @@ impl Handoff {
         );
     }
 
-    /// Records the node's clock whenever it moved, about once a second.
+    /// Records the node's clock whenever it moved, about once a second (see
+    /// [`NodeState::record_clock_in`]).
     async fn clock_loop(self: Arc<Self>) {
-        let Some((clock, file)) = self.clock.clone() else {
+        let Some(clock) = self.node.clock().cloned() else {
             return;
         };
         let mut recorded = 0;
@@ -110,15 +99,14 @@ impl Handoff {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = clock.last();
-            if now <= recorded {
+            if clock.last() <= recorded {
                 continue;
             }
-            let f = file.clone();
-            match tokio::task::spawn_blocking(move || f.write(now)).await {
-                Ok(Ok(())) => recorded = now,
+            let node = Arc::clone(&self.node);
+            match tokio::task::spawn_blocking(move || node.record_clock()).await {
+                Ok(Ok(Some(now))) => recorded = now,
+                Ok(Ok(None)) | Err(_) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "cannot record the node's clock"),
-                Err(_) => {}
             }
         }
     }
