@@ -44,7 +44,7 @@ pub struct Stream {
 impl RangeMove {
     /// The streams that bring this range's new replica set up to date (see the module docs).
     pub fn streams(&self) -> Vec<Stream> {
-        let new: Vec<&String> = self.to.iter().filter(|n| !self.from.contains(n)).collect();
+        let new = self.arriving();
         let leaving = self.leaving();
         let mut out = Vec::new();
         for (i, target) in new.iter().enumerate() {
@@ -53,7 +53,7 @@ impl RangeMove {
                 None => self.from.clone(),
             };
             out.push(Stream {
-                target: (*target).clone(),
+                target: target.clone(),
                 sources,
             });
         }
@@ -71,6 +71,16 @@ impl RangeMove {
             }
         }
         out
+    }
+
+    /// Replicas that hold the range after and not before: they receive it while the change runs
+    /// (and drop what they received if it is cancelled).
+    pub fn arriving(&self) -> Vec<String> {
+        self.to
+            .iter()
+            .filter(|n| !self.from.contains(n))
+            .cloned()
+            .collect()
     }
 
     /// Replicas that hold the range before and not after: they drop it once the change is

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pairdb_core::movement::{Plan, RangeMove};
 use pairdb_core::placement::{MAX_NODE_ID_LEN, validate_node_id};
 use pairdb_core::{ErrorKind, NodeAddr, Placement, Transition};
 use pairdb_metadata::model::now_rfc3339;
@@ -185,6 +186,15 @@ impl Migration {
         })
     }
 
+    /// This migration as its run records it once it notices a cancel.
+    fn rolling_back(self) -> Migration {
+        Migration {
+            phase: Phase::RollingBack,
+            error: None,
+            ..self
+        }
+    }
+
     /// The migration a job record stores.
     pub fn from_record(record: &JobRecord) -> Result<Migration, CoordinatorError> {
         serde_json::from_str(&record.body).map_err(|e| {
@@ -253,11 +263,7 @@ impl Migrations {
                 if current.transition.is_none() && self.get(id).await?.phase == Phase::Streaming {
                     // Cancelled by an earlier call; its run has yet to notice.
                     self.cluster.kick_migrations();
-                    return Ok(Migration {
-                        phase: Phase::RollingBack,
-                        error: None,
-                        ..m
-                    });
+                    return Ok(m.rolling_back());
                 }
                 continue;
             }
@@ -268,12 +274,7 @@ impl Migrations {
                 tracing::warn!(migration = %id, epoch = next.epoch, "migration cancelled");
                 self.cluster.install(next).await;
                 self.cluster.kick_migrations();
-                // What its run records next.
-                return Ok(Migration {
-                    phase: Phase::RollingBack,
-                    error: None,
-                    ..m
-                });
+                return Ok(m.rolling_back());
             }
         }
         Err(CoordinatorError::not_ready(
@@ -545,7 +546,7 @@ impl Migrations {
                     let planned = tenants.clone();
                     tokio::task::spawn_blocking(move || {
                         let to = to.unwrap_or_else(|| from.clone());
-                        let plan = pairdb_core::movement::Plan::new(&from, &to, &planned);
+                        let plan = Plan::new(&from, &to, &planned);
                         (plan.len() as u64, receiving(&plan))
                     })
                     .await
@@ -692,11 +693,19 @@ const CLEAR_TIMEOUT: Duration = Duration::from_secs(5);
 const LEFT_OVER_CLEAR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The ranges each node receives under `plan` (a replica after that was not one before).
-fn receiving(plan: &pairdb_core::movement::Plan) -> BTreeMap<String, Vec<TokenRange>> {
+fn receiving(plan: &Plan) -> BTreeMap<String, Vec<TokenRange>> {
+    ranges_by_node(plan, RangeMove::arriving)
+}
+
+/// For each node `nodes` names in some move of `plan`, the ranges of those moves.
+pub(super) fn ranges_by_node(
+    plan: &Plan,
+    nodes: impl Fn(&RangeMove) -> Vec<String>,
+) -> BTreeMap<String, Vec<TokenRange>> {
     let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
     for mv in plan.iter() {
-        for node in mv.to.iter().filter(|n| !mv.from.contains(n)) {
-            out.entry(node.clone()).or_default().push(TokenRange {
+        for node in nodes(&mv) {
+            out.entry(node).or_default().push(TokenRange {
                 namespace: mv.tenant.clone(),
                 start: mv.start,
                 end: mv.end,

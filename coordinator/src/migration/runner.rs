@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pairdb_core::Placement;
-use pairdb_core::movement::Plan;
+use pairdb_core::movement::{Plan, RangeMove};
 use pairdb_metadata::{MetadataError, NodeRecord, NodeState};
 use pairdb_proto::storage::TokenRange;
 use tokio::time::Instant;
 
 use super::stream::{Pacer, Streamed, drop_ranges, stream_range};
-use super::{Change, JOB_KIND, Migration, Phase};
+use super::{Change, JOB_KIND, Migration, Phase, ranges_by_node};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::jobs::{self, Lease};
@@ -461,42 +461,30 @@ impl Run {
         let change = self.migration.change.clone();
         let rolling_back = self.migration.phase == Phase::RollingBack;
         let planned = tokio::task::spawn_blocking(move || {
-            let mut out: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
             if let Change::DeleteTenant { tenant } = &change {
-                for node in from.all_nodes() {
-                    out.entry(node.id).or_default().push(TokenRange {
-                        namespace: tenant.clone(),
-                        start: 0,
-                        end: u64::MAX,
-                    });
-                }
-                return out;
+                let whole = TokenRange {
+                    namespace: tenant.clone(),
+                    start: 0,
+                    end: u64::MAX,
+                };
+                return from
+                    .all_nodes()
+                    .into_iter()
+                    .map(|n| (n.id, vec![whole.clone()]))
+                    .collect();
             }
             let Some(to) = from.next_ring() else {
-                return out;
+                return BTreeMap::new();
             };
             // Every tenant the placement had at the change, not only those that streamed: a
             // tenant created during the migration wrote to the old replicas too. A rollback
-            // runs the change backwards: the nodes leaving then are the pending replicas.
-            let plan = if rolling_back {
-                let back: Vec<_> = tenants_of(&from)
-                    .into_iter()
-                    .map(|(t, before, after)| (t, after, before))
-                    .collect();
-                Plan::new(&to, &from.ring(), &back)
+            // drops from the nodes that were arriving; a completed change, from those leaving.
+            let plan = Plan::new(&from.ring(), &to, &tenants_of(&from));
+            if rolling_back {
+                ranges_by_node(&plan, RangeMove::arriving)
             } else {
-                Plan::new(&from.ring(), &to, &tenants_of(&from))
-            };
-            for mv in plan.iter() {
-                for node in mv.leaving() {
-                    out.entry(node).or_default().push(TokenRange {
-                        namespace: mv.tenant.clone(),
-                        start: mv.start,
-                        end: mv.end,
-                    });
-                }
+                ranges_by_node(&plan, RangeMove::leaving)
             }
-            out
         })
         .await
         .map_err(|e| CoordinatorError::Internal(format!("planning drops failed: {e}")))?;

@@ -249,6 +249,22 @@ fn kind_status(code: Code, kind: &str) -> Status {
     )
 }
 
+/// A migration 4 ranges of 10 in, as the fake coordinator reports it.
+fn migration(id: String, kind: &str, state: &str, undropped: &[&str]) -> pb::Migration {
+    pb::Migration {
+        migration_id: id,
+        kind: kind.into(),
+        state: state.into(),
+        ranges_total: 10,
+        ranges_done: 4,
+        keys_streamed: 400,
+        bytes_streamed: 40_000,
+        error: String::new(),
+        created_at: "2026-11-30T00:00:00Z".into(),
+        undropped: undropped.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
 fn tenant(id: &str) -> pb::Tenant {
     pb::Tenant {
         tenant_id: id.into(),
@@ -710,18 +726,7 @@ impl Coordinator for FakeService {
         if id == "missing" {
             return Err(kind_status(Code::NotFound, "job-not-found"));
         }
-        Ok(Response::new(pb::Migration {
-            migration_id: id,
-            kind: "add_node".into(),
-            state: "streaming".into(),
-            ranges_total: 10,
-            ranges_done: 4,
-            keys_streamed: 400,
-            bytes_streamed: 40_000,
-            error: String::new(),
-            created_at: "2026-11-30T00:00:00Z".into(),
-            undropped: Vec::new(),
-        }))
+        Ok(Response::new(migration(id, "add_node", "streaming", &[])))
     }
 
     async fn cancel_migration(
@@ -733,18 +738,12 @@ impl Coordinator for FakeService {
         if id == "finished" {
             return Err(kind_status(Code::FailedPrecondition, "cluster-conflict"));
         }
-        Ok(Response::new(pb::Migration {
-            migration_id: id,
-            kind: "remove_node".into(),
-            state: "rolling_back".into(),
-            ranges_total: 10,
-            ranges_done: 4,
-            keys_streamed: 400,
-            bytes_streamed: 40_000,
-            error: String::new(),
-            created_at: "2026-11-30T00:00:00Z".into(),
-            undropped: vec!["n3".into()],
-        }))
+        Ok(Response::new(migration(
+            id,
+            "remove_node",
+            "rolling_back",
+            &["n3"],
+        )))
     }
 
     async fn start_repair(

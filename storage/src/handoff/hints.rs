@@ -268,16 +268,19 @@ impl HintLog {
     /// usually finds its own done. (A rewrite of the log in between copies every live hint into
     /// a file it fsyncs itself.)
     fn sync_through(&self, n: u64) -> Result<(), HintError> {
-        let lost = || self.error(std::io::Error::other("a write to the hint log failed"));
+        // Synced, unless a failed write or fsync lost it on the way.
+        let kept = || {
+            if self.lock().lost_through >= n {
+                Err(self.error(std::io::Error::other("a write to the hint log failed")))
+            } else {
+                Ok(())
+            }
+        };
         let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if synced.through >= n {
                 drop(synced);
-                return if self.lock().lost_through >= n {
-                    Err(lost())
-                } else {
-                    Ok(())
-                };
+                return kept();
             }
             if !synced.running {
                 break;
@@ -297,13 +300,7 @@ impl HintLog {
             synced.through = synced.through.max(through);
         }
         drop(leading);
-        outcome.map(|_| ()).and_then(|()| {
-            if self.lock().lost_through >= n {
-                Err(lost())
-            } else {
-                Ok(())
-            }
-        })
+        outcome.and_then(|_| kept())
     }
 
     /// Writes the buffer out and fsyncs it; the recordings it made durable.
